@@ -1,0 +1,49 @@
+# semantic-genesis: the two commands a fresh machine needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH_PIN ?= torch==2.13.0
+DEMO_OUT ?= demo_out
+# pytest-xdist workers for the default suite (2 cores on CI machines).
+TEST_WORKERS ?= 2
+
+.PHONY: install test test-slow test-all demo bench clean help
+
+help:
+	@echo "make demo       create .venv, install, run the end-to-end demo on the embedded phantom data"
+	@echo "make test       create .venv, install (with dev extras), run the default test suite"
+	@echo "make test-slow  the slow tests (DDP, long training) only"
+	@echo "make bench      run the benchmarks (prints figures)"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Torch is installed first and pinned, so the package's `torch` range is already satisfied and pip
+# never pulls a different build (on a CPU machine the pin is the local CPU wheel).
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml
+	$(PIP) install --quiet "$(TORCH_PIN)"
+	$(PIP) install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15
+
+test-slow: install
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow --durations=15
+
+test-all: install
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "" -n $(TEST_WORKERS) --durations=15
+
+demo: install
+	$(PY) examples/demo.py --out $(DEMO_OUT)
+
+bench: install
+	$(PY) benchmarks/transforms.py
+	$(PY) benchmarks/pretrain.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache src/*.egg-info

@@ -1,0 +1,1 @@
+"""One module per CLI subcommand (see :mod:`semantic_genesis.cli` for the protocol)."""

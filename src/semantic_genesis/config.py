@@ -1,0 +1,455 @@
+"""Configuration: frozen dataclasses loaded from YAML, overridable with ``key.sub=value``.
+
+One root :class:`Config` holds a section per pipeline stage, so a single YAML file (e.g.
+``configs/semantic_genesis_3d.yaml``) can drive ``discover``, ``pretrain`` and ``finetune``; each
+command reads the sections it needs. The machinery is generic:
+
+* :func:`from_dict` builds any config dataclass from a mapping, checking types recursively. Unknown
+  keys and wrong types raise :class:`~semantic_genesis.errors.ConfigError` naming the dotted key and
+  listing the valid keys.
+* :func:`apply_overrides` applies ``a.b=value`` strings (values are parsed as YAML, so ``true``,
+  ``1e-3``, ``[64, 64, 32]`` and ``null`` work).
+* :func:`load_config` = YAML file + overrides; :func:`save_config` writes the resolved config as YAML
+  (atomically) into a run folder.
+
+Section owners: add fields to *your* section only; every field needs a default and a comment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, TypeVar, Union
+
+from semantic_genesis.errors import ConfigError
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IntensityConfig:
+    """How raw scans become float32 in [0, 1] (see ``preprocess.py``)."""
+
+    modality: Literal["ct", "mri", "xray", "auto"] = "auto"  # auto: from file metadata, else CT
+    hu_min: float = -1000.0  # CT window, Models Genesis convention
+    hu_max: float = 1000.0
+    lower_percentile: float = 0.5  # MRI / X-ray robust scaling
+    upper_percentile: float = 99.5
+    spacing: tuple[float, ...] | None = None  # resample to this spacing (mm, X Y Z) first; None = native
+
+
+@dataclass(frozen=True)
+class CubesConfig:
+    """Cube-set generation for Models Genesis pretraining (``semantic-genesis cubes``)."""
+
+    cube_size: tuple[int, int, int] = (64, 64, 32)  # (X, Y, Z) voxels of a stored cube
+    cubes_per_scan: int = 32  # official ``--scale``
+    max_trials_factor: int = 50  # give up on a scan after factor * cubes_per_scan trials
+    crop_scales: tuple[float, ...] = (1.0,)  # in-plane crop size / cube size; >1 crops more and resizes
+    border_fraction: tuple[float, float, float] = (0.1, 0.1, 0.1)  # excluded margin per axis (relative)
+    content_test: Literal["lung", "body", "none"] = "lung"
+    content_threshold: float = 0.425  # [0,1] value marking tissue ((-150 HU + 1000) / 2000)
+    content_max: float = 0.15  # lung test: accept if mean darkness score <= this
+    look_ahead: int = 3  # slices looked ahead by the lung test
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train / validation / test, by patient
+    dtype: Literal["float16", "uint8"] = "float16"
+    shard_size: int = 1024  # cubes per shard file
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """Self-discovery (Semantic Genesis): autoencoder, neighbours, coordinates, pattern set."""
+
+    ae_input_size: tuple[int, int, int] = (128, 128, 64)  # whole scans are resized to this (X, Y, Z)
+    ae_skip_connections: bool = False  # reference §5.2: skips starve the bottleneck
+    ae_width: float = 1.0
+    ae_epochs: int = 100
+    ae_batch_size: int = 8
+    ae_lr: float = 1e-3
+    ae_patience: int = 50
+    strategy: Literal["paper", "per_class"] = "paper"
+    num_neighbours: int = 200  # K (train)
+    num_val_neighbours: int = 30  # validation neighbours per reference
+    num_classes: int = 44  # C
+    classes_per_reference: int = 44  # paper strategy: coordinates drawn per reference
+    pattern_size: tuple[int, int, int] = (64, 64, 32)
+    num_resolutions: int = 3  # 1 = base crop only; 2 and 3 add multi-resolution crops
+    multires_size_range: tuple[int, int] = (50, 79)  # in-plane crop size (inclusive), resized to pattern
+    multires_jitter: int = 10  # +- in-plane shift of multi-resolution crops
+    min_distance: float = 5.0  # voxels between coordinates of one reference
+    border_fraction: tuple[float, float, float] = (0.1, 0.1, 0.1)
+    content_test: Literal["lung", "body", "none"] = "lung"
+    max_coordinate_trials: int = 2000
+    val_fraction: float = 0.15  # patients held out for validation patterns
+    dtype: Literal["float16", "uint8"] = "float16"
+    shard_size: int = 1024
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network choice (``semantic_genesis.models.create`` name and arguments)."""
+
+    name: str = "unet3d"
+    in_channels: int = 1
+    out_channels: int = 1
+    width: float = 1.0  # channel multiplier; 1.0 = the official Models Genesis widths
+    norm: Literal["batch_stats", "batch", "instance", "group"] = "batch_stats"
+    out_activation: Literal["sigmoid", "none", "softmax"] = "sigmoid"
+    num_classes: int = 0  # classification head size (0 = no head)
+
+
+@dataclass(frozen=True)
+class TransformsConfig:
+    """Self-restoration transform preset (``semantic_genesis.transforms.build_preset``)."""
+
+    preset: str = "models_genesis"
+    overrides: dict[str, Any] = field(default_factory=dict)  # keyword overrides of the preset
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where batches are transformed
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Pretraining method (``semantic_genesis.methods`` registry) and its loss settings."""
+
+    name: str = "models_genesis"
+    lambda_rec: float = 1.0
+    lambda_cls: float = 0.01
+    cls_warmup_epochs: int = 20  # Semantic Genesis paper: classification branch alone first
+    options: dict[str, Any] = field(default_factory=dict)  # method-specific extras
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule."""
+
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: Literal["none", "step", "cosine", "plateau"] = "step"
+    step_size: int = 40  # epochs, step scheduler
+    gamma: float = 0.5
+    warmup_steps: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The shared training loop (``semantic_genesis.training``)."""
+
+    batch_size: int = 16
+    epochs: int = 100
+    max_steps: int = 0  # stop after this many optimiser steps (0 = no limit)
+    steps_per_epoch: int = 0  # 0 = one pass over the training set
+    val_batches: int = 0  # 0 = the whole fixed validation set
+    patience: int = 50  # early stopping, epochs without validation improvement
+    checkpoint_every: int = 500  # steps
+    log_every: int = 10  # steps
+    num_workers: int = 2
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    grad_clip: float = 0.0  # max gradient norm (0 = off)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Target-task fine-tuning and the trials protocol (``semantic_genesis.finetune``)."""
+
+    task: str = "ncc"
+    init: str = "scratch"  # scratch | path to weights | name=path
+    trials: int = 10
+    label_fraction: float = 1.0
+    freeze_encoder: bool = False
+    loss: str = "auto"  # auto: BCE for classification, Dice+BCE for segmentation
+    metric: str = "auto"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The root configuration shared by every command."""
+
+    seed: int = 0
+    data: str | None = None  # input folder of the command (scans, cube set, pattern set, task data)
+    patterns: str | None = None  # pattern set folder (Semantic Genesis pretraining)
+    out: str | None = None  # run folder
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    cubes: CubesConfig = field(default_factory=CubesConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    transforms: TransformsConfig = field(default_factory=TransformsConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Machinery
+# --------------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        args = ", ".join("..." if a is Ellipsis else _type_name(a) for a in typing.get_args(tp))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type ``tp`` and return it converted (lists -> tuples, int -> float)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if dataclasses.is_dataclass(value) and isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, prefix=key)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: {value!r} does not match {_type_name(tp)}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}: expected null, got {value!r}")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)  # YAML reads "1e-3" as a string; accept it
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list ({_type_name(tp)}), got {value!r}")
+        args = typing.get_args(tp)
+        if origin is list:
+            item_tp = args[0] if args else Any
+            return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if args and len(args) != len(value):
+            raise ConfigError(f"{key}: expected {len(args)} values ({_type_name(tp)}), got {list(value)!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")  # pragma: no cover
+
+
+def valid_keys(cls: type) -> list[str]:
+    """The field names of config dataclass ``cls``."""
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") -> T:
+    """Build config dataclass ``cls`` from a (nested) mapping, checking keys and types.
+
+    Args:
+        cls: a frozen config dataclass.
+        data: mapping of field name to value; missing fields take their defaults.
+        prefix: dotted path of this section, for error messages.
+
+    Raises:
+        ConfigError: unknown key (the message lists the valid keys) or wrong type.
+    """
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = valid_keys(cls)
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]!s}; valid keys{' of ' + prefix if prefix else ''}: "
+            + ", ".join(names)
+        )
+    kwargs = {}
+    for name in names:
+        if name in data:
+            key = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _coerce(data[name], hints[name], key)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Convert a config dataclass to plain Python (tuples become lists), for YAML/JSON."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    return plain(cfg)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"a.b=value"`` into (``["a", "b"]``, parsed value). Values are parsed as YAML."""
+    import yaml
+
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.batch_size=8)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str], cls: type = Config) -> dict[str, Any]:
+    """Return a copy of the mapping ``data`` with ``key.sub=value`` overrides applied.
+
+    Keys are checked against ``cls`` as they are applied, so a typo fails with the list of valid
+    keys at that level. Keys inside ``dict`` fields (e.g. ``transforms.overrides.p=0.5``) are free.
+    """
+    result: dict[str, Any] = _deep_copy(dict(data))
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = result
+        section_cls: Any = cls
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if section_cls is not None:
+                names = valid_keys(section_cls)
+                if part not in names:
+                    where = ".".join(parts[:depth])
+                    raise ConfigError(
+                        f"unknown config key {'.'.join(parts[: depth + 1])}; valid keys"
+                        f"{' of ' + where if where else ''}: {', '.join(names)}"
+                    )
+                hint = typing.get_type_hints(section_cls)[part]
+                section_cls = hint if dataclasses.is_dataclass(hint) else None
+                if not last and section_cls is None and typing.get_origin(hint) is not dict:
+                    raise ConfigError(f"{'.'.join(parts[: depth + 1])} is not a section; cannot set {text!r}")
+            if last:
+                node[part] = value
+            else:
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    child = {}
+                    node[part] = child
+                node = child
+    return result
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or a non-mapping is a :class:`ConfigError`."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), cls: type[T] = Config) -> T:  # type: ignore[assignment]
+    """Load a config: defaults <- YAML file (optional) <- ``key=value`` overrides.
+
+    A config saved in a run folder (``config.yaml``) loads back to an equal object.
+    """
+    data = read_yaml(path) if path is not None else {}
+    where = f"{path}: " if path is not None else ""
+    try:
+        return from_dict(cls, apply_overrides(data, overrides, cls))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def replace(cfg: T, **changes: Any) -> T:
+    """``dataclasses.replace`` with dotted keys: ``replace(cfg, **{"train.batch_size": 4})``.
+
+    Values are checked exactly as YAML values would be.
+    """
+    data = to_dict(cfg)
+    for key, value in changes.items():
+        parts = key.split(".")
+        node = data
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"{key}: {part} is not a section")
+            node = node[part]
+        node[parts[-1]] = to_dict(value) if dataclasses.is_dataclass(value) else value
+    return from_dict(type(cfg), data)
+
+
+def dump_yaml(cfg: Any) -> str:
+    """The config as YAML text (sections in declaration order)."""
+    import yaml
+
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config as YAML to ``path`` (atomically) and return the path."""
+    from semantic_genesis.utils.atomic import write_text
+
+    path = Path(path)
+    write_text(path, "# resolved semantic-genesis config\n" + dump_yaml(cfg))
+    return path

@@ -1,0 +1,48 @@
+"""The project's exception types.
+
+Every error raised for bad user input derives from :class:`SemanticGenesisError`, so the CLI can print
+it as one clear line (without a traceback) and exit non-zero. Messages name the file, the offending
+value and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SemanticGenesisError(Exception):
+    """Base class of all errors the project raises on purpose."""
+
+
+class ConfigError(SemanticGenesisError, ValueError):
+    """A configuration is invalid: unknown key, wrong type, contradictory options."""
+
+
+class DataError(SemanticGenesisError, ValueError):
+    """Input data is missing, malformed or unsuitable (wrong shape, NaNs, too small...)."""
+
+
+class ImageReadError(DataError):
+    """A medical image could not be read (missing, unsupported, corrupt, wrong dimensionality)."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class DatasetLayoutError(DataError):
+    """A folder does not follow the expected public-dataset layout."""
+
+
+class CheckpointError(SemanticGenesisError, ValueError):
+    """A weights file or checkpoint is missing, corrupt, untrusted or does not fit the model."""
+
+
+class TrainingError(SemanticGenesisError, RuntimeError):
+    """Training cannot continue (e.g. the loss became NaN/inf)."""
+
+
+def describe_path(path: str | Path) -> str:
+    """Return ``path`` as an absolute string for error messages."""
+    return str(Path(path).expanduser().resolve())

@@ -1,0 +1,271 @@
+"""Sharded, memory-mappable array stores with a manifest (cube sets and pattern sets).
+
+Layout of a store folder::
+
+    manifest.json            format, kind, item shape, dtype, shard list, completed units, attrs
+    shard_00000.npy          (N, *item_shape) float16 or uint8 array (uint8 = round(value * 255))
+    shard_00000.jsonl        one JSON record per item (provenance: patient, position, scale, label...)
+
+Items are float32 in [0, 1] when read. Shards are written atomically (temporary file, then rename) and
+the manifest is rewritten atomically *after* its shard files exist, so a process killed at any moment
+leaves a store that opens and contains exactly the shards listed in its manifest. Writers record
+"units" (e.g. a scan id) as completed together with their shard, which is what makes generation
+resumable: :meth:`ShardWriter.completed_units` tells a restarted job what to skip.
+
+Readers open shards with ``np.load(mmap_mode="r")`` lazily, so a DataLoader worker maps only what it
+touches and peak memory does not grow with the store size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from semantic_genesis.errors import DataError
+from semantic_genesis.utils.atomic import atomic_open, write_json
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_DTYPES = ("float16", "uint8")
+
+
+def _encode(items: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "float16":
+        return items.astype(np.float16)
+    return np.clip(np.rint(items * 255.0), 0, 255).astype(np.uint8)
+
+
+def _decode(items: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "float16":
+        return items.astype(np.float32)
+    return items.astype(np.float32) / np.float32(255.0)
+
+
+class ShardWriter:
+    """Append items to a store, one shard per :meth:`add_unit` batch or ``shard_size`` items.
+
+    Args:
+        root: the store folder (created if missing; an existing store is resumed).
+        kind: what the store holds, e.g. ``"cubes"`` or ``"patterns"`` (checked on resume).
+        item_shape: shape of one item, e.g. ``(1, 64, 64, 32)``.
+        dtype: ``"float16"`` or ``"uint8"``.
+        attrs: free metadata saved in the manifest (e.g. the resolved config).
+
+    Raises:
+        DataError: the folder holds a store of another kind, shape or dtype.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        kind: str,
+        item_shape: Sequence[int],
+        dtype: str = "float16",
+        attrs: dict[str, Any] | None = None,
+    ):
+        if dtype not in _DTYPES:
+            raise DataError(f"shard dtype must be one of {_DTYPES}, got {dtype!r}")
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.kind = kind
+        self.item_shape = tuple(int(s) for s in item_shape)
+        self.dtype = dtype
+        path = self.root / MANIFEST
+        if path.exists():
+            manifest = read_manifest(self.root)
+            for key, expected in (("kind", kind), ("item_shape", list(self.item_shape)), ("dtype", dtype)):
+                if manifest[key] != expected:
+                    raise DataError(
+                        f"{path}: existing store has {key}={manifest[key]!r}, this run wants {expected!r}; "
+                        "use another output folder or delete the old store"
+                    )
+            self.manifest = manifest
+            if attrs:
+                self.manifest["attrs"].update(attrs)
+        else:
+            self.manifest = {
+                "format_version": FORMAT_VERSION,
+                "kind": kind,
+                "item_shape": list(self.item_shape),
+                "dtype": dtype,
+                "shards": [],
+                "completed_units": [],
+                "complete": False,
+                "attrs": dict(attrs or {}),
+            }
+            self._write_manifest()
+        self._remove_orphans()
+
+    # ------------------------------------------------------------------------------------------
+    def completed_units(self) -> set[str]:
+        """Units (e.g. scan ids) whose items are safely on disk."""
+        return set(self.manifest["completed_units"])
+
+    def add_unit(self, unit: str, items: np.ndarray, records: Sequence[dict[str, Any]], split: str = "train") -> None:
+        """Write the items of one unit as a new shard and mark the unit complete (atomically).
+
+        Args:
+            unit: identifier of the work unit (scan id, reference id...); must be new.
+            items: ``(N, *item_shape)`` float array with values in [0, 1] (N may be 0).
+            records: N JSON-serialisable dicts (provenance), one per item.
+            split: ``"train"``, ``"validation"`` or ``"test"``.
+        """
+        items = np.asarray(items)
+        if unit in self.completed_units():
+            raise DataError(f"{self.root}: unit {unit!r} was already written")
+        if items.ndim != 1 + len(self.item_shape) or tuple(items.shape[1:]) != self.item_shape:
+            raise DataError(
+                f"{self.root}: items of unit {unit!r} have shape {tuple(items.shape)}, "
+                f"expected (N, {', '.join(map(str, self.item_shape))})"
+            )
+        if len(records) != len(items):
+            raise DataError(f"{self.root}: {len(items)} items but {len(records)} records for unit {unit!r}")
+        if len(items) and not np.all(np.isfinite(items)):
+            raise DataError(f"{self.root}: unit {unit!r} has NaN or infinite values")
+        if len(items):
+            index = len(self.manifest["shards"])
+            name = f"shard_{index:05d}"
+            with atomic_open(self.root / f"{name}.npy", "wb") as handle:
+                np.save(handle, _encode(items, self.dtype))
+            with atomic_open(self.root / f"{name}.jsonl", "w") as handle:
+                for record in records:
+                    handle.write(json.dumps({**record, "unit": unit}) + "\n")
+            self.manifest["shards"].append({"name": name, "count": int(len(items)), "split": split, "unit": unit})
+        self.manifest["completed_units"].append(unit)
+        self._write_manifest()
+
+    def finish(self, **attrs: Any) -> None:
+        """Mark the store complete (and add final attrs such as counts)."""
+        self.manifest["attrs"].update(attrs)
+        self.manifest["complete"] = True
+        self._write_manifest()
+
+    # ------------------------------------------------------------------------------------------
+    def _write_manifest(self) -> None:
+        write_json(self.root / MANIFEST, self.manifest)
+
+    def _remove_orphans(self) -> None:
+        """Delete shard files a killed run wrote but never listed in the manifest."""
+        listed = {s["name"] for s in self.manifest["shards"]}
+        for path in self.root.glob("shard_*"):
+            if path.name.split(".")[0] not in listed:
+                path.unlink()
+        for path in self.root.glob(".shard_*"):
+            path.unlink()
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """Read and validate a store's manifest."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path}: no manifest; {root} is not a cube/pattern store")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: corrupt manifest ({exc})") from None
+    for key in ("kind", "item_shape", "dtype", "shards"):
+        if key not in manifest:
+            raise DataError(f"{path}: manifest lacks {key!r}")
+    return manifest
+
+
+@dataclass(frozen=True)
+class _ShardRef:
+    name: str
+    count: int
+    split: str
+
+
+class ShardedArray:
+    """Read-only view of the items of a store, optionally restricted to one split.
+
+    ``store[i]`` returns ``(item, record)`` with ``item`` a float32 array in [0, 1] of ``item_shape``.
+    Shards are memory-mapped lazily per process (safe with DataLoader workers).
+
+    Raises:
+        DataError: missing store, missing shard file, or a shard whose shape disagrees with the manifest.
+    """
+
+    def __init__(self, root: str | Path, split: str | Iterable[str] | None = None, kind: str | None = None):
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        if kind is not None and self.manifest["kind"] != kind:
+            raise DataError(f"{self.root}: store holds {self.manifest['kind']!r}, expected {kind!r}")
+        splits = None if split is None else ({split} if isinstance(split, str) else set(split))
+        self.item_shape = tuple(self.manifest["item_shape"])
+        self.dtype = self.manifest["dtype"]
+        self.shards = [
+            _ShardRef(s["name"], int(s["count"]), s["split"])
+            for s in self.manifest["shards"]
+            if splits is None or s["split"] in splits
+        ]
+        for shard in self.shards:
+            path = self.root / f"{shard.name}.npy"
+            if not path.is_file():
+                raise DataError(f"{path}: shard listed in the manifest is missing")
+        self.offsets = np.cumsum([0] + [s.count for s in self.shards])
+        self._arrays: dict[int, np.ndarray] = {}
+        self._records: dict[int, list[dict[str, Any]]] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _array(self, k: int) -> np.ndarray:
+        if self._pid != os.getpid():  # forked into a worker: reopen maps lazily there
+            self._arrays, self._records, self._pid = {}, {}, os.getpid()
+        if k not in self._arrays:
+            shard = self.shards[k]
+            path = self.root / f"{shard.name}.npy"
+            try:
+                array = np.load(path, mmap_mode="r")
+            except (ValueError, OSError) as exc:
+                raise DataError(f"{path}: unreadable shard ({exc})") from None
+            if array.shape != (shard.count, *self.item_shape):
+                raise DataError(
+                    f"{path}: shard has shape {array.shape}, manifest says ({shard.count}, "
+                    f"{', '.join(map(str, self.item_shape))})"
+                )
+            self._arrays[k] = array
+        return self._arrays[k]
+
+    def records(self, k: int) -> list[dict[str, Any]]:
+        """The provenance records of shard ``k``."""
+        if k not in self._records:
+            path = self.root / f"{self.shards[k].name}.jsonl"
+            if not path.is_file():
+                raise DataError(f"{path}: records of a listed shard are missing")
+            self._records[k] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        return self._records[k]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard number, row) of item ``index``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a store of {len(self)} items")
+        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return k, int(index - self.offsets[k])
+
+    def item(self, index: int) -> np.ndarray:
+        """Item ``index`` as float32 in [0, 1]."""
+        k, row = self.locate(index)
+        return _decode(np.asarray(self._array(k)[row]), self.dtype)
+
+    def record(self, index: int) -> dict[str, Any]:
+        """Provenance record of item ``index``."""
+        k, row = self.locate(index)
+        return self.records(k)[row]
+
+    def all_records(self) -> list[dict[str, Any]]:
+        """Every record in item order (reads the small JSONL files, not the arrays)."""
+        out: list[dict[str, Any]] = []
+        for k in range(len(self.shards)):
+            out.extend(self.records(k))
+        return out
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+        return self.item(index), self.record(index)

@@ -1,0 +1,71 @@
+import json
+
+import numpy as np
+import pytest
+
+from semantic_genesis.errors import DataError
+from semantic_genesis.io.shards import ShardedArray, ShardWriter
+
+
+def _items(n, seed, shape=(1, 4, 5, 3)):
+    return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
+
+
+@pytest.mark.parametrize("dtype, tol", [("float16", 1e-3), ("uint8", 0.5 / 255 + 1e-6)])
+def test_round_trip_values_records_and_splits(tmp_path, dtype, tol):
+    writer = ShardWriter(tmp_path, "cubes", (1, 4, 5, 3), dtype=dtype, attrs={"seed": 3})
+    a, b = _items(3, 0), _items(2, 1)
+    writer.add_unit("scan_a", a, [{"pos": [i, 0, 0]} for i in range(3)], split="train")
+    writer.add_unit("scan_b", b, [{"pos": [i, 1, 0]} for i in range(2)], split="validation")
+    writer.finish(total=5)
+
+    store = ShardedArray(tmp_path)
+    assert len(store) == 5
+    np.testing.assert_allclose(np.stack([store.item(i) for i in range(5)]), np.concatenate([a, b]), atol=tol)
+    assert store.record(4) == {"pos": [1, 1, 0], "unit": "scan_b"}
+    val = ShardedArray(tmp_path, split="validation", kind="cubes")
+    assert len(val) == 2 and val.item(0).dtype == np.float32
+    assert store.manifest["complete"] and store.manifest["attrs"] == {"seed": 3, "total": 5}
+
+
+def test_resume_skips_completed_units_and_removes_orphans(tmp_path):
+    writer = ShardWriter(tmp_path, "cubes", (1, 4, 5, 3))
+    writer.add_unit("scan_a", _items(2, 0), [{}, {}])
+    # A killed run leaves an unlisted shard file behind: it must be cleaned, never read.
+    np.save(tmp_path / "shard_00001.npy", _items(7, 2))
+    resumed = ShardWriter(tmp_path, "cubes", (1, 4, 5, 3))
+    assert resumed.completed_units() == {"scan_a"}
+    assert not (tmp_path / "shard_00001.npy").exists()
+    resumed.add_unit("scan_b", _items(1, 3), [{}])
+    assert len(ShardedArray(tmp_path)) == 3
+    with pytest.raises(DataError, match="already written"):
+        resumed.add_unit("scan_b", _items(1, 3), [{}])
+
+
+def test_errors_name_the_problem(tmp_path):
+    writer = ShardWriter(tmp_path, "cubes", (1, 4, 5, 3))
+    with pytest.raises(DataError, match=r"shape \(2, 1, 4, 5\), expected \(N, 1, 4, 5, 3\)"):
+        writer.add_unit("bad", np.zeros((2, 1, 4, 5)), [{}, {}])
+    bad = _items(1, 0)
+    bad[0, 0, 0, 0, 0] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        writer.add_unit("nan", bad, [{}])
+    with pytest.raises(DataError, match="existing store has kind='cubes'"):
+        ShardWriter(tmp_path, "patterns", (1, 4, 5, 3))
+    writer.add_unit("ok", _items(1, 0), [{}])
+    (tmp_path / "shard_00000.npy").unlink()
+    with pytest.raises(DataError, match="shard_00000.npy: shard listed in the manifest is missing"):
+        ShardedArray(tmp_path)
+    with pytest.raises(DataError, match="not a cube/pattern store"):
+        ShardedArray(tmp_path / "nowhere")
+
+
+def test_shard_shape_mismatch_is_detected(tmp_path):
+    writer = ShardWriter(tmp_path, "cubes", (1, 4, 5, 3))
+    writer.add_unit("a", _items(2, 0), [{}, {}])
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["shards"][0]["count"] = 3
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    store = ShardedArray(tmp_path)
+    with pytest.raises(DataError, match="manifest says"):
+        store.item(0)
