@@ -1,0 +1,44 @@
+"""``semantic-genesis report KIND ...``: figures and tables (transforms, patterns, restorations, results).
+
+Report kinds are discovered from :mod:`semantic_genesis.report` modules that define ``REPORT_NAME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+
+NAME = "report"
+HELP = "figures and tables: transform gallery, discovered patterns, restorations, results tables"
+ORDER = 80
+
+
+def _report_modules() -> list:
+    import semantic_genesis.report as pkg
+
+    modules = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        if hasattr(module, "REPORT_NAME") and hasattr(module, "run_report"):
+            modules.append(module)
+    return sorted(modules, key=lambda m: m.REPORT_NAME)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="report_kind", metavar="KIND")
+    for module in _report_modules():
+        p = sub.add_parser(module.REPORT_NAME, help=module.REPORT_HELP, description=module.REPORT_HELP)
+        module.add_report_arguments(p)
+        p.set_defaults(_run_report=module.run_report)
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "_run_report", None) is None:
+        names = ", ".join(m.REPORT_NAME for m in _report_modules()) or "none installed"
+        from semantic_genesis.errors import ConfigError
+
+        raise ConfigError(f"report needs a kind; available: {names}")
+    return int(args._run_report(args) or 0)
