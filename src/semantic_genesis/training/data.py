@@ -1,0 +1,187 @@
+"""Datasets over shard stores and the deterministic, resumable sampler of the training engine.
+
+* :class:`StoreDataset` wraps a :class:`~semantic_genesis.io.shards.ShardedArray` (cube set or
+  pattern set) as a torch ``Dataset`` of dict samples. Shards are memory-mapped, so the memory of
+  the data pipeline does not grow with the size of the store.
+* :class:`EpochSampler` makes the data order a pure function of ``(seed, epoch)`` and splits it
+  between DDP ranks; it can start in the middle of an epoch, which is how a resumed run sees exactly
+  the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from semantic_genesis.errors import DataError
+from semantic_genesis.utils.seeding import derive_seed
+
+
+class StoreDataset(Dataset):
+    """Items of a cube or pattern store as dict samples.
+
+    Args:
+        root: the store folder (``manifest.json`` + shards).
+        split: ``"train"``, ``"validation"``, ``"test"``, several of them, or ``None`` for all.
+        kind: expected store kind (``"cubes"``, ``"patterns"``) or ``None`` for any.
+        with_labels: include ``"label"`` (int64) read from each record's ``"label"`` field;
+            ``None`` = when the first record has one.
+
+    A sample is ``{"image": float32 tensor (C, X, Y, Z) in [0, 1], "index": int, ["label": int]}``.
+
+    Raises:
+        DataError: missing/corrupt store, or labels requested but missing in a record.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | list[str] | None = "train",
+        kind: str | None = None,
+        with_labels: bool | None = None,
+    ):
+        from semantic_genesis.io.shards import ShardedArray
+
+        self.root = Path(root)
+        self.split = split
+        self.store = ShardedArray(self.root, split=split, kind=kind)
+        self.item_shape = tuple(self.store.item_shape)
+        if with_labels is None:
+            with_labels = len(self.store) > 0 and "label" in self.store.record(0)
+        self.with_labels = bool(with_labels)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.store.item(int(index))
+        sample: dict[str, Any] = {"image": torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32)), "index": int(index)}
+        if self.with_labels:
+            record = self.store.record(int(index))
+            if "label" not in record:
+                raise DataError(f"{self.root}: item {index} (split {self.split}) has no 'label' in its record")
+            sample["label"] = int(record["label"])
+        return sample
+
+
+class EpochSampler(Sampler[int]):
+    """Indices of one epoch for one rank: a pure function of ``(seed, epoch, rank, world_size)``.
+
+    The epoch is ``num_batches`` batches of ``batch_size`` items per rank. Items are drawn from
+    consecutive seeded permutations of the dataset (a new permutation when one is used up, so an
+    epoch can be longer than the dataset), and the global batch of step ``s`` is split so that rank
+    ``r`` gets rows ``r::world_size`` of it, as DistributedSampler does.
+
+    Args:
+        length: dataset size (> 0).
+        batch_size: items per batch per rank.
+        num_batches: batches per epoch per rank.
+        seed: base seed.
+        shuffle: ``False`` gives the items in order (validation), cycling if needed.
+        rank, world_size: DDP position.
+
+    Call :meth:`set_epoch` before iterating and :meth:`set_start` to skip the first batches of the
+    epoch when resuming.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        batch_size: int,
+        num_batches: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if length <= 0:
+            raise DataError("cannot sample from an empty dataset")
+        self.length = int(length)
+        self.batch_size = int(batch_size)
+        self.num_batches = int(num_batches)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def set_start(self, batch: int) -> None:
+        """Skip the first ``batch`` batches of the epoch (resume)."""
+        self.start_batch = int(batch)
+
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        """``(num_batches * batch_size,)`` indices of this rank for ``epoch`` (all batches)."""
+        total = self.num_batches * self.batch_size * self.world_size
+        chunks = []
+        have, k = 0, 0
+        while have < total:
+            if self.shuffle:
+                g = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch, k))
+                chunk = torch.randperm(self.length, generator=g).numpy()
+            else:
+                chunk = np.arange(self.length)
+            chunks.append(chunk)
+            have += len(chunk)
+            k += 1
+        order = np.concatenate(chunks)[:total].reshape(self.num_batches, self.batch_size * self.world_size)
+        return order[:, self.rank :: self.world_size].reshape(-1)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.epoch_indices(self.epoch)[self.start_batch * self.batch_size :]
+        return iter(indices.tolist())
+
+    def __len__(self) -> int:
+        return (self.num_batches - self.start_batch) * self.batch_size
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack dict samples into a batch dict (images float32, indices and labels int64)."""
+    batch: dict[str, torch.Tensor] = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        if isinstance(values[0], torch.Tensor):
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = torch.as_tensor(values, dtype=torch.int64 if isinstance(values[0], (int, np.integer)) else None)
+    return batch
+
+
+class ValidationBatches(Sampler[list[int]]):
+    """Batch sampler of the fixed validation set: batch ``i`` is items ``[i*B, (i+1)*B)`` in order.
+
+    Rank ``r`` of ``world_size`` gets batches ``r, r + world_size, ...``; :meth:`batch_ids` says
+    which global batch indices those are (each is transformed with a generator seeded from
+    ``(seed, "validation", i)``, so the set is the same every epoch and for any number of ranks).
+
+    Args:
+        length: validation set size.
+        batch_size: items per batch (the last batch may be smaller).
+        max_batches: use only the first ``max_batches`` batches (0 = all).
+        rank, world_size: DDP position.
+    """
+
+    def __init__(self, length: int, batch_size: int, max_batches: int = 0, rank: int = 0, world_size: int = 1):
+        self.length = int(length)
+        self.batch_size = int(batch_size)
+        total = (self.length + self.batch_size - 1) // self.batch_size
+        self.total_batches = min(total, max_batches) if max_batches > 0 else total
+        self.rank = rank
+        self.world_size = world_size
+
+    def batch_ids(self) -> list[int]:
+        return list(range(self.rank, self.total_batches, self.world_size))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for i in self.batch_ids():
+            yield list(range(i * self.batch_size, min((i + 1) * self.batch_size, self.length)))
+
+    def __len__(self) -> int:
+        return len(self.batch_ids())
