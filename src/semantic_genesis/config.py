@@ -101,7 +101,8 @@ class ModelConfig:
     width: float = 1.0  # channel multiplier; 1.0 = the official Models Genesis widths
     norm: Literal["batch_stats", "batch", "instance", "group"] = "batch_stats"
     out_activation: Literal["sigmoid", "none", "softmax"] = "sigmoid"
-    num_classes: int = 0  # classification head size (0 = no head)
+    num_classes: int = 0  # classification head size (0 = no head / the model's default)
+    skip_connections: bool = True  # False = plain conv autoencoder (no U-Net concatenations)
 
 
 @dataclass(frozen=True)
