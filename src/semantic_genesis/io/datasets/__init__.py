@@ -1,0 +1,224 @@
+"""Readers for public dataset layouts, the native phantom layout, and scan discovery.
+
+One module per layout, each documenting what it expects on disk:
+
+* :mod:`~.native` — :class:`NativeCohort` (``images/``, ``labels/``, ``meta/``, ``cohort.json``),
+* :mod:`~.luna16` — :class:`Luna16Dataset` (``subset*/<uid>.mhd``, ``annotations.csv``, ``candidates.csv``),
+* :mod:`~.lits` — :class:`LitsDataset` (``volume-<i>.nii`` / ``segmentation-<i>.nii``),
+* :mod:`~.brats` — :class:`BratsDataset` (``<id>/<id>_{flair,t1,t1ce,t2,seg}.nii.gz``),
+* :mod:`~.chestxray14` — :class:`ChestXray14Dataset` (``images/*.png``, ``Data_Entry_2017.csv``, split lists),
+* :mod:`~.siim_acr` — :class:`SiimAcrDataset` (``dicom-images-train/**.dcm``, ``train-rle.csv``),
+* :mod:`~.rle` — the SIIM-ACR run-length encoding.
+
+:func:`list_scans` is what cube generation and self-discovery call on ``data=DIR``: it recognises the
+layout of a folder and returns one :class:`ScanRef` per scan. The reader classes are importable from
+this package but loaded lazily, so ``import semantic_genesis.io.datasets`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from semantic_genesis.errors import DatasetLayoutError, describe_path
+
+#: Files recognised as volumes by the generic fallback of :func:`list_scans`.
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".nrrd", ".nhdr", ".npy")
+
+_LAZY = {
+    "NativeCohort": "native",
+    "NativeCase": "native",
+    "Luna16Dataset": "luna16",
+    "Luna16Scan": "luna16",
+    "Luna16Annotation": "luna16",
+    "Luna16Candidate": "luna16",
+    "LitsDataset": "lits",
+    "LitsCase": "lits",
+    "BratsDataset": "brats",
+    "BratsCase": "brats",
+    "ChestXray14Dataset": "chestxray14",
+    "ChestXray14Sample": "chestxray14",
+    "CHESTXRAY14_LABELS": "chestxray14",
+    "SiimAcrDataset": "siim_acr",
+    "SiimAcrSample": "siim_acr",
+    "rle_encode": "rle",
+    "rle_decode": "rle",
+}
+
+__all__ = ["ScanRef", "list_scans", "detect_layout", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class ScanRef:
+    """One scan found on disk.
+
+    Attributes:
+        patient_id: a stable id (file stem, series UID, case name).
+        path: what to pass to ``read_volume`` (a file, or a DICOM series folder) or, for 2D layouts,
+            to ``read_image2d``.
+        modality: ``"ct"``, ``"mri"``, ``"xray"`` or ``"unknown"`` (generic folders).
+    """
+
+    patient_id: str
+    path: Path
+    modality: str
+
+
+def _volume_stem(name: str) -> str | None:
+    for suffix in VOLUME_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def detect_layout(root: str | Path) -> str:
+    """Name the layout of a folder: ``native``, ``luna16``, ``lits``, ``brats``, ``chestxray14``,
+    ``siim_acr`` or ``generic``.
+
+    Raises:
+        DatasetLayoutError: ``root`` is not a folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{describe_path(root)}: not a folder")
+    if (root / "images").is_dir() and any((root / n).exists() for n in ("cohort.json", "meta", "labels")):
+        return "native"
+    if any(p.is_dir() and any(p.glob("*.mhd")) for p in root.glob("subset*")):
+        return "luna16"
+    if any(re.match(r"^volume-\d+\.nii(\.gz)?$", p.name) for p in root.rglob("volume-*.nii*")):
+        return "lits"
+    if any(root.rglob("*_flair.nii*")):
+        return "brats"
+    if any((root / n).is_file() for n in ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")):
+        return "chestxray14"
+    if (root / "train-rle.csv").is_file() or (root / "dicom-images-train").is_dir():
+        return "siim_acr"
+    if (root / "images").is_dir():
+        return "native"
+    return "generic"
+
+
+def list_scans(root: str | Path) -> list[ScanRef]:
+    """Every scan of a folder, recognising its layout (see :func:`detect_layout`).
+
+    * native phantom layout: one ref per patient (its CT, FLAIR or radiograph);
+    * LUNA16: every ``subset*/<uid>.mhd`` (``patient_id`` = series UID), CT;
+    * LiTS: every ``volume-<i>.nii[.gz]`` (``patient_id`` = ``volume-<i>``), CT;
+    * BraTS: every ``<id>_flair.nii[.gz]`` (``patient_id`` = ``<id>``), MRI;
+    * ChestX-ray14 / SIIM-ACR: every PNG / DICOM radiograph, X-ray;
+    * otherwise every volume file (``.nii``, ``.nii.gz``, ``.mhd``, ``.nrrd``, ``.npy``) directly in
+      the folder and every sub-folder holding ``.dcm`` files (a DICOM series), sorted by name.
+
+    ``root`` may also be a single volume file. The result is sorted by ``patient_id`` within a layout.
+
+    Raises:
+        DatasetLayoutError: ``root`` does not exist, or no scan was found (the message names the
+            folder and the layouts looked for).
+    """
+    root = Path(root).expanduser()
+    if root.is_file():
+        stem = _volume_stem(root.name)
+        if stem is None:
+            raise DatasetLayoutError(
+                f"{describe_path(root)}: not a volume file (expected one of {', '.join(VOLUME_SUFFIXES)})"
+            )
+        return [ScanRef(stem, root, "unknown")]
+    if not root.exists():
+        raise DatasetLayoutError(f"{describe_path(root)}: no such file or folder")
+    layout = detect_layout(root)
+    refs = _LISTERS[layout](root)
+    if not refs:
+        raise DatasetLayoutError(
+            f"{describe_path(root)}: no scans found (looked for the native phantom layout images/, LUNA16 "
+            "subset*/*.mhd, LiTS volume-*.nii, BraTS *_flair.nii.gz, ChestX-ray14, SIIM-ACR, and volume files "
+            f"{', '.join(VOLUME_SUFFIXES)} or DICOM series folders)"
+        )
+    return refs
+
+
+def _list_native(root: Path) -> list[ScanRef]:
+    from semantic_genesis.io.datasets.native import NativeCohort
+
+    cohort = NativeCohort(root)
+    modality = cohort.modality
+    return [ScanRef(pid, cohort.primary_path(pid), modality) for pid in cohort.patient_ids()]
+
+
+def _list_luna16(root: Path) -> list[ScanRef]:
+    refs = [ScanRef(p.stem, p, "ct") for s in root.glob("subset*") if s.is_dir() for p in s.glob("*.mhd")]
+    return sorted(refs, key=lambda r: r.patient_id)
+
+
+def _list_lits(root: Path) -> list[ScanRef]:
+    from semantic_genesis.io.datasets.lits import find_lits_volumes
+
+    return [ScanRef(f"volume-{i}", p, "ct") for i, p in sorted(find_lits_volumes(root).items())]
+
+
+def _list_brats(root: Path) -> list[ScanRef]:
+    from semantic_genesis.io.datasets.brats import find_brats_flair
+
+    refs = [ScanRef(p.name.split("_flair.nii")[0], p, "mri") for p in find_brats_flair(root)]
+    return sorted(refs, key=lambda r: r.patient_id)
+
+
+def _list_chestxray14(root: Path) -> list[ScanRef]:
+    folders = [root / "images"] + [p / "images" for p in root.glob("images_*")]
+    refs = [ScanRef(p.stem, p, "xray") for f in folders if f.is_dir() for p in f.glob("*.png")]
+    return sorted(refs, key=lambda r: r.patient_id)
+
+
+def _list_siim(root: Path) -> list[ScanRef]:
+    folder = root / "dicom-images-train"
+    refs = [ScanRef(p.stem, p, "xray") for p in folder.rglob("*.dcm")] if folder.is_dir() else []
+    return sorted(refs, key=lambda r: r.patient_id)
+
+
+def _list_generic(root: Path) -> list[ScanRef]:
+    refs = []
+    for path in sorted(root.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_file():
+            stem = _volume_stem(path.name)
+            if stem is not None:
+                refs.append(ScanRef(stem, path, _sidecar_modality(path)))
+        elif path.is_dir() and any(path.glob("*.dcm")):
+            refs.append(ScanRef(path.name, path, "unknown"))
+    return refs
+
+
+def _sidecar_modality(path: Path) -> str:
+    """Modality from a ``.npy`` file's ``.json`` sidecar, when there is one."""
+    if path.suffix == ".npy":
+        sidecar = path.with_suffix(".json")
+        if sidecar.is_file():
+            try:
+                meta = json.loads(sidecar.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return "unknown"
+            value = meta.get("modality") or meta.get("metadata", {}).get("modality")
+            if isinstance(value, str):
+                return value.lower()
+    return "unknown"
+
+
+_LISTERS = {
+    "native": _list_native,
+    "luna16": _list_luna16,
+    "lits": _list_lits,
+    "brats": _list_brats,
+    "chestxray14": _list_chestxray14,
+    "siim_acr": _list_siim,
+    "generic": _list_generic,
+}

@@ -1,0 +1,190 @@
+"""Reader for the LUNA16 challenge layout (lung nodule detection / false-positive reduction).
+
+Expected layout (as distributed by the challenge; the phantom export writes the same)::
+
+    ROOT/
+      subset0/ ... subset9/        <seriesuid>.mhd + <seriesuid>.raw  (CT in HU, MetaImage)
+      annotations.csv              seriesuid,coordX,coordY,coordZ,diameter_mm
+      candidates.csv               seriesuid,coordX,coordY,coordZ,class   (or candidates_V2.csv)
+
+The CSV files may also sit in ``ROOT/CSVFILES/``. Coordinates in both CSV files are **world**
+coordinates in mm (ITK/LPS physical space, the ``Offset``/``ElementSpacing``/``TransformMatrix`` of the
+``.mhd`` header). This reader converts them to **voxel** coordinates ``(x, y, z)`` of the volume array
+(``Volume.array`` is ``(X, Y, Z)``, Z the slice axis) with the exact world-to-voxel map of the image
+(direction included), so ``volume.array[tuple(np.round(center_vox).astype(int))]`` is the voxel at the
+annotated point. Used by the NCC (candidates) and NCS (annotations) target tasks of Models Genesis
+(Zhou et al., 2019) and Semantic Genesis (Haghighi et al., 2020).
+
+Strictness: a CSV row whose ``seriesuid`` has no ``.mhd`` file under any ``subset*`` folder is an error
+naming the file, row number and uid (``strict=True``, the default). With ``strict=False`` such rows
+are skipped with a warning, which is what one wants when only some subsets were downloaded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+from semantic_genesis.errors import DataError, DatasetLayoutError, describe_path
+from semantic_genesis.io.datasets._tables import CsvTable, require_dir
+
+ANNOTATION_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
+CANDIDATE_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "class")
+
+
+class Luna16Annotation(NamedTuple):
+    """One annotated nodule: ``center_vox`` float64 ``(3,)`` in voxel ``(x, y, z)``, diameter in mm."""
+
+    center_vox: np.ndarray
+    diameter_mm: float
+
+
+class Luna16Candidate(NamedTuple):
+    """One candidate location: ``center_vox`` float64 ``(3,)`` voxel ``(x, y, z)``; label 1 nodule, 0 not."""
+
+    center_vox: np.ndarray
+    label: int
+
+
+@dataclass
+class Luna16Scan:
+    """One LUNA16 CT scan with its annotations and candidates in voxel space.
+
+    Attributes:
+        seriesuid: the series instance UID (the file stem).
+        subset: the ``subset*`` folder name the scan was found in.
+        volume: the CT (``Volume``; ``array`` float32 ``(X, Y, Z)`` in HU, ``spacing`` mm ``(x, y, z)``).
+        annotations: nodules, ``(center_vox, diameter_mm)``.
+        candidates: candidate points, ``(center_vox, label)``.
+    """
+
+    seriesuid: str
+    subset: str
+    volume: object
+    annotations: list[Luna16Annotation] = field(default_factory=list)
+    candidates: list[Luna16Candidate] = field(default_factory=list)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel spacing in mm, ``(x, y, z)``."""
+        return tuple(self.volume.spacing)
+
+
+class Luna16Dataset:
+    """LUNA16 on disk: series index, CSV rows grouped per series, and scan loading.
+
+    Args:
+        root: the folder holding ``subset*/`` and the CSV files.
+        strict: raise on CSV rows whose series is not on disk (default); ``False`` skips them with a
+            warning.
+
+    Raises:
+        DatasetLayoutError: no ``subset*`` folder with ``.mhd`` files, a missing CSV file or column.
+        DataError: a CSV row for a series that does not exist (strict), or a malformed number.
+    """
+
+    def __init__(self, root: str | Path, strict: bool = True):
+        self.root = require_dir(Path(root), "LUNA16 root")
+        self.strict = strict
+        self._paths: dict[str, Path] = {}
+        subsets = sorted(p for p in self.root.glob("subset*") if p.is_dir())
+        if not subsets:
+            raise DatasetLayoutError(
+                f"{describe_path(self.root)}: no LUNA16 'subset0'..'subset9' folders found"
+            )
+        for subset in subsets:
+            for mhd in sorted(subset.glob("*.mhd")):
+                self._paths[mhd.stem] = mhd
+        if not self._paths:
+            raise DatasetLayoutError(
+                f"{describe_path(self.root)}: the subset folders ({', '.join(s.name for s in subsets)}) "
+                "contain no '<seriesuid>.mhd' files"
+            )
+        self.annotations_path = self._find_csv(("annotations.csv",))
+        self.candidates_path = self._find_csv(("candidates.csv", "candidates_V2.csv"))
+        self._annotations = self._read_points(self.annotations_path, ANNOTATION_COLUMNS, "diameter_mm")
+        self._candidates = self._read_points(self.candidates_path, CANDIDATE_COLUMNS, "class")
+
+    def _find_csv(self, names: tuple[str, ...]) -> Path:
+        for folder in (self.root, self.root / "CSVFILES"):
+            for name in names:
+                if (folder / name).is_file():
+                    return folder / name
+        raise DatasetLayoutError(
+            f"{describe_path(self.root / names[0])}: LUNA16 {names[0]} not found"
+            f" (looked for {' or '.join(names)} in the root and in CSVFILES/)"
+        )
+
+    def _read_points(self, path: Path, columns: tuple[str, ...], value_column: str) -> dict[str, list]:
+        table = CsvTable(path, columns, what=f"LUNA16 {path.name}")
+        grouped: dict[str, list] = {}
+        skipped = 0
+        for _line, row in table.rows():
+            uid = row["seriesuid"]
+            if uid not in self._paths:
+                if self.strict:
+                    raise DataError(
+                        f"{row.where()}: seriesuid {uid!r} has no .mhd file in any subset folder of "
+                        f"{describe_path(self.root)} (use strict=False to skip rows of missing series)"
+                    )
+                skipped += 1
+                continue
+            world = np.array([row.float("coordX"), row.float("coordY"), row.float("coordZ")])
+            value = row.float(value_column) if value_column == "diameter_mm" else row.int(value_column)
+            grouped.setdefault(uid, []).append((world, value))
+        if skipped:
+            warnings.warn(
+                f"{describe_path(path)}: skipped {skipped} rows whose series is not on disk", stacklevel=3
+            )
+        return grouped
+
+    def series_ids(self) -> list[str]:
+        """All series UIDs found on disk, sorted."""
+        return sorted(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __iter__(self) -> Iterator[Luna16Scan]:
+        for uid in self.series_ids():
+            yield self.load(uid)
+
+    def path(self, seriesuid: str) -> Path:
+        """The ``.mhd`` file of a series."""
+        try:
+            return self._paths[seriesuid]
+        except KeyError:
+            raise DataError(f"{describe_path(self.root)}: no LUNA16 series {seriesuid!r}") from None
+
+    def annotations_world(self, seriesuid: str) -> list[tuple[np.ndarray, float]]:
+        """Annotated nodules of a series as ``(center_world_mm (3,), diameter_mm)``, as in the CSV."""
+        self.path(seriesuid)
+        return [(w.copy(), float(d)) for w, d in self._annotations.get(seriesuid, [])]
+
+    def candidates_world(self, seriesuid: str) -> list[tuple[np.ndarray, int]]:
+        """Candidates of a series as ``(center_world_mm (3,), label)``, as in the CSV."""
+        self.path(seriesuid)
+        return [(w.copy(), int(c)) for w, c in self._candidates.get(seriesuid, [])]
+
+    def load(self, seriesuid: str) -> Luna16Scan:
+        """Read one series and convert its CSV points to voxel coordinates of its volume."""
+        from semantic_genesis.io.volumes import read_volume
+
+        path = self.path(seriesuid)
+        volume = read_volume(path)
+        volume.metadata.setdefault("modality", "ct")
+        annotations = [
+            Luna16Annotation(_world_to_voxel(volume, w), d) for w, d in self.annotations_world(seriesuid)
+        ]
+        candidates = [
+            Luna16Candidate(_world_to_voxel(volume, w), c) for w, c in self.candidates_world(seriesuid)
+        ]
+        return Luna16Scan(seriesuid, path.parent.name, volume, annotations, candidates)
+
+
+def _world_to_voxel(volume, world: np.ndarray) -> np.ndarray:
+    return np.asarray(volume.world_to_voxel(np.asarray(world, dtype=np.float64)), dtype=np.float64).reshape(3)
