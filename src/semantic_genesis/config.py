@@ -53,10 +53,11 @@ class CubesConfig:
     max_trials_factor: int = 50  # give up on a scan after factor * cubes_per_scan trials
     crop_scales: tuple[float, ...] = (1.0,)  # in-plane crop size / cube size; >1 crops more and resizes
     border_fraction: tuple[float, float, float] = (0.1, 0.1, 0.1)  # excluded margin per axis (relative)
-    content_test: Literal["lung", "body", "none"] = "lung"
+    content_test: Literal["lung", "body", "none"] = "lung"  # lung: chest CT (official); body: MRI / other CT
     content_threshold: float = 0.425  # [0,1] value marking tissue ((-150 HU + 1000) / 2000)
     content_max: float = 0.15  # lung test: accept if mean darkness score <= this
     look_ahead: int = 3  # slices looked ahead by the lung test
+    body_min_fraction: float = 0.5  # body test: accept if this fraction of the cube is inside the body
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train / validation / test, by patient
     dtype: Literal["float16", "uint8"] = "float16"
     shard_size: int = 1024  # cubes per shard file
@@ -136,7 +137,11 @@ class OptimConfig:
     scheduler: Literal["none", "step", "cosine", "plateau"] = "step"
     step_size: int = 40  # epochs, step scheduler
     gamma: float = 0.5
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # linear warm-up of the lr over the first steps
+    betas: tuple[float, float] = (0.9, 0.999)  # adam / adamw
+    nesterov: bool = False  # sgd
+    plateau_patience: int = 20  # epochs without validation improvement before lr *= gamma (plateau)
+    min_lr: float = 1e-6  # floor of the plateau and cosine schedules
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,10 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     grad_clip: float = 0.0  # max gradient norm (0 = off)
     progress: bool = True
+    min_delta: float = 1e-4  # improvement of the monitored validation metric that resets patience
+    resume: bool = True  # continue from out/checkpoints/last.pt when present (false: refuse to overwrite)
+    tensorboard: bool = True  # also log to out/tensorboard when the tensorboard package is installed
+    nan_guard: bool = True  # stop with TrainingError on a NaN/inf loss, keeping the last good checkpoint
 
 
 @dataclass(frozen=True)

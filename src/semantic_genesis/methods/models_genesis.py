@@ -1,0 +1,126 @@
+"""Models Genesis: learn by restoring transformed sub-volumes (Zhou et al., MICCAI 2019 / MedIA 2021).
+
+The network (the official 3D U-Net, :class:`semantic_genesis.models.UNet3D`) receives a cube
+transformed by the ``"models_genesis"`` preset (flip, local pixel shuffling, non-linear intensity,
+in-/out-painting; reference §2.5) and must output the untransformed cube. The loss is the mean squared
+error between the sigmoid output and the target (reference §4.1), computed in float32 even when the
+forward pass runs under bf16/fp16 autocast.
+
+Data: a cube set written by ``semantic-genesis cubes`` (``data=`` folder), splits ``train`` and
+``validation`` (the latter optional).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from semantic_genesis.errors import ConfigError, DataError
+from semantic_genesis.methods import register
+from semantic_genesis.methods.base import Method, StepContext, StepOutput
+
+
+def restoration_loss(output: torch.Tensor, target: torch.Tensor, activation: str = "sigmoid") -> torch.Tensor:
+    """Mean squared error of the restoration in float32.
+
+    Args:
+        output: network output ``(B, C, X, Y, Z)``; probabilities in [0, 1] when the model ends with a
+            sigmoid (``activation="sigmoid"``), logits when ``activation="none"`` (the sigmoid is then
+            applied here, in float32).
+        target: the untransformed cubes, same shape, in [0, 1].
+
+    Returns:
+        Scalar float32 tensor.
+    """
+    with torch.autocast(device_type=output.device.type, enabled=False):
+        out = output.float()
+        if activation == "none":
+            out = torch.sigmoid(out)
+        return F.mse_loss(out, target.float())
+
+
+@register()
+class ModelsGenesis(Method):
+    """Self-restoration with the Models Genesis transform preset and an MSE loss."""
+
+    name = "models_genesis"
+    description = "Models Genesis: restore cubes transformed by the models_genesis preset (MSE on the sigmoid output)"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._preset = None
+        self.item_shape: tuple[int, ...] | None = None  # (C, X, Y, Z) of the cube set, once loaded
+
+    @property
+    def preset(self):
+        """The transform preset (built on first use from ``transforms.preset`` and its overrides)."""
+        if self._preset is None:
+            from semantic_genesis.transforms import build_preset
+
+            self._preset = build_preset(self.cfg.transforms.preset, **dict(self.cfg.transforms.overrides))
+        return self._preset
+
+    def build_model(self) -> nn.Module:
+        from semantic_genesis.models import create_from_config
+
+        m = self.cfg.model
+        if m.out_channels != m.in_channels:
+            raise ConfigError(
+                f"models_genesis restores its input: model.out_channels ({m.out_channels}) must equal "
+                f"model.in_channels ({m.in_channels})"
+            )
+        if m.out_activation not in ("sigmoid", "none"):
+            raise ConfigError(f"models_genesis needs model.out_activation sigmoid or none, got {m.out_activation!r}")
+        return create_from_config(m)
+
+    def build_datasets(self):
+        from semantic_genesis.training.data import StoreDataset
+
+        if not self.cfg.data:
+            raise ConfigError("models_genesis needs a cube set: data=CUBES_DIR (made by `semantic-genesis cubes`)")
+        train = StoreDataset(self.cfg.data, "train", kind="cubes", with_labels=False)
+        if len(train) == 0:
+            raise DataError(f"{self.cfg.data}: the cube set has no training cubes")
+        if train.item_shape[0] != self.cfg.model.in_channels:
+            raise ConfigError(
+                f"{self.cfg.data}: cubes have {train.item_shape[0]} channel(s), model.in_channels is {self.cfg.model.in_channels}"
+            )
+        self.item_shape = train.item_shape
+        val = StoreDataset(self.cfg.data, "validation", kind="cubes", with_labels=False)
+        return train, (val if len(val) else None)
+
+    def _restore(self, model: nn.Module, batch: dict[str, torch.Tensor], ctx: StepContext, keep: bool) -> StepOutput:
+        cubes = batch["image"]
+        with torch.autocast(device_type=cubes.device.type, enabled=False):
+            inputs, targets = self.preset(cubes, generator=ctx.generator)
+        output = model(inputs)
+        loss = restoration_loss(output, targets, self.cfg.model.out_activation)
+        metrics: dict[str, float] = {}
+        outputs: dict[str, torch.Tensor] = {}
+        if not ctx.training:
+            # the do-nothing baseline: how far the transformed input is from the target
+            metrics["input_mse"] = float(F.mse_loss(inputs.float(), targets.float()))
+        if keep:
+            shown = output.float() if self.cfg.model.out_activation == "sigmoid" else torch.sigmoid(output.float())
+            outputs = {"input": inputs.detach(), "output": shown.detach(), "target": targets.detach()}
+        return StepOutput(loss, metrics, outputs)
+
+    def training_step(self, model, batch, ctx) -> StepOutput:
+        return self._restore(model, batch, ctx, keep=False)
+
+    def validation_step(self, model, batch, ctx) -> StepOutput:
+        return self._restore(model, batch, ctx, keep=False)
+
+    def example_batch(self, model, batch, ctx) -> dict[str, torch.Tensor]:
+        return self._restore(model, batch, ctx, keep=True).outputs
+
+    def weights_metadata(self) -> dict[str, Any]:
+        return {
+            "method": self.name,
+            "transforms": self.cfg.transforms.preset,
+            "input_size": list(self.item_shape[1:]) if self.item_shape else list(self.cfg.cubes.cube_size),
+            "intensity": {"hu_min": self.cfg.intensity.hu_min, "hu_max": self.cfg.intensity.hu_max},
+        }

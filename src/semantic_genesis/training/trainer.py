@@ -1,0 +1,506 @@
+"""The training loop shared by every pretraining method: :func:`train`.
+
+One call trains ``methods.build(cfg)`` into the run folder ``cfg.out``:
+
+* one process, or many under ``torchrun`` (DistributedDataParallel; gloo on CPU, NCCL on CUDA;
+  each rank reads its share of every global batch; only rank 0 writes files);
+* optional mixed precision (``train.amp``: bf16, or fp16 with a gradient scaler) and ``torch.compile``;
+* data loaded by ``train.num_workers`` worker processes from memory-mapped stores, transforms applied
+  by the method on whole batches on the training device;
+* optimiser and lr schedule from ``optim`` (:mod:`~semantic_genesis.training.optim`);
+* validation after each epoch on the fixed transformed validation set; the best weights (by the
+  method's ``monitor``) go to ``weights/best.safetensors``; early stopping after ``train.patience``
+  epochs without improvement (Models Genesis used 50, reference §4.1);
+* checkpoints (``checkpoints/last.pt``) every ``train.checkpoint_every`` steps, after each epoch and
+  at the end; rerunning the same command resumes exactly where the checkpoint stopped: the data order
+  is a function of ``(seed, epoch)``, the transform generator of ``(seed, step)``, and the global RNG
+  is reseeded from ``(seed, step)`` before each step;
+* ``metrics.jsonl`` (and TensorBoard), a tqdm bar with the loss and cubes/s;
+* a guard that stops on a NaN/inf loss before the optimiser applies it, leaving the last checkpoint
+  untouched, and raises :class:`~semantic_genesis.errors.TrainingError` naming it.
+
+Run folder::
+
+    config.yaml  metrics.jsonl  checkpoints/last.pt  weights/best.safetensors  weights/final.safetensors
+    [tensorboard/]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from semantic_genesis import config as config_mod
+from semantic_genesis.config import Config
+from semantic_genesis.errors import ConfigError, DataError, TrainingError
+from semantic_genesis.methods.base import Method, StepContext
+from semantic_genesis.training import checkpoint as ckpt
+from semantic_genesis.training import distributed as dist_mod
+from semantic_genesis.training.data import EpochSampler, ValidationBatches, collate
+from semantic_genesis.training.logging import MetricsLogger, progress_bar
+from semantic_genesis.training.optim import LRSchedule, build_optimizer
+from semantic_genesis.utils.seeding import derive_seed, seed_everything
+
+# Config keys that may change between a run and its resumption (they do not change the result of the
+# steps already taken). Anything else differing from the saved config.yaml is refused.
+RESUMABLE_KEYS = (
+    "data",
+    "out",
+    "train.epochs",
+    "train.max_steps",
+    "train.patience",
+    "train.checkpoint_every",
+    "train.log_every",
+    "train.num_workers",
+    "train.progress",
+    "train.tensorboard",
+    "train.resume",
+    "train.device",
+    "train.compile",
+    "train.nan_guard",
+    "optim.lr",
+    "optim.min_lr",
+)
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (on every rank).
+
+    Attributes:
+        run_dir: the run folder.
+        step: optimiser steps done in total.
+        epoch: epochs completed.
+        stop_reason: ``"max_steps"``, ``"epochs"`` or ``"early_stop"``.
+        best: best monitored validation value (``None`` without validation).
+        model: the trained, unwrapped network (on the training device).
+        final_weights / best_weights: paths of the weights files (rank 0 writes them).
+    """
+
+    run_dir: Path
+    step: int
+    epoch: int
+    stop_reason: str
+    best: float | None
+    model: nn.Module
+    final_weights: Path
+    best_weights: Path | None
+    resumed_from: int | None = None
+
+
+@dataclass
+class _Progress:
+    epoch: int = 0
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0  # optimiser steps done in total
+    best: float | None = None
+    bad_epochs: int = 0
+    stop_reason: str = ""
+    window: dict[str, float] = field(default_factory=dict)  # loss/metric sums of the logging window
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+
+    def state(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _diff_configs(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        dotted = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and not dotted.endswith(("overrides", "options")):
+            keys.extend(_diff_configs(a, b, dotted + "."))
+        elif a != b:
+            keys.append(dotted)
+    return keys
+
+
+def _check_resume(cfg: Config, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from (``None``: fresh run); refuses incompatible configs."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return None
+    if not cfg.train.resume:
+        raise ConfigError(
+            f"{run_dir} already holds a training run ({last}); use another out= folder or train.resume=true to continue it"
+        )
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        old = config_mod.to_dict(config_mod.load_config(saved))
+        changed = [k for k in _diff_configs(old, config_mod.to_dict(cfg)) if k not in RESUMABLE_KEYS]
+        if changed:
+            raise ConfigError(
+                f"{run_dir}: cannot resume, the config differs from the run's {saved} in {', '.join(changed)}; "
+                "use another out= folder (only these may change on resume: " + ", ".join(RESUMABLE_KEYS) + ")"
+            )
+    return last
+
+
+def _make_generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _frozen(method: Method, model: nn.Module, epoch: int) -> list[nn.Parameter]:
+    names = set(method.frozen_parameters(model, epoch))
+    params = dict(model.named_parameters())
+    unknown = sorted(names - set(params))
+    if unknown:
+        raise ConfigError(f"method {method.name!r} froze unknown parameters: {', '.join(unknown[:5])}")
+    return [params[n] for n in sorted(names)]
+
+
+class _Trainer:
+    """State of one :func:`train` call (split into methods for readability)."""
+
+    def __init__(self, cfg: Config, method: Method | None):
+        if cfg.out is None:
+            raise ConfigError("pretrain needs an output folder: out=RUN_DIR")
+        self.cfg = cfg
+        self.run_dir = Path(cfg.out)
+        self.info = dist_mod.setup(cfg.train.device)
+        self.device = self.info.device
+        self.method = method if method is not None else _build_method(cfg)
+        tc = cfg.train
+        if tc.batch_size <= 0:
+            raise ConfigError(f"train.batch_size must be > 0, got {tc.batch_size}")
+        if tc.amp not in AMP_DTYPES:
+            raise ConfigError(f"train.amp: {tc.amp!r} is not one of {', '.join(AMP_DTYPES)}")
+        self.amp_dtype = AMP_DTYPES[tc.amp]
+        self.resume_path = _check_resume(cfg, self.run_dir)
+        self.logger = MetricsLogger(self.run_dir, enabled=self.info.is_main, tensorboard=tc.tensorboard)
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    def build(self) -> None:
+        cfg, tc, info = self.cfg, self.cfg.train, self.info
+        seed_everything(derive_seed(cfg.seed, "init"))
+        self.model = self.method.build_model().to(self.device)
+        self.train_set, self.val_set = self.method.build_datasets()
+        if len(self.train_set) == 0:
+            raise DataError(f"method {self.method.name!r}: the training set is empty (data={cfg.data})")
+        per_step = tc.batch_size * info.world_size
+        self.steps_per_epoch = tc.steps_per_epoch or max(1, len(self.train_set) // per_step)
+        self.total_steps = tc.epochs * self.steps_per_epoch
+        if tc.max_steps > 0:
+            self.total_steps = min(self.total_steps, tc.max_steps)
+        groups = self.method.param_groups(self.model)
+        self.optimizer = build_optimizer(groups if groups is not None else self.model.parameters(), cfg.optim)
+        self.schedule = LRSchedule(self.optimizer, cfg.optim, self.total_steps)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
+        self.progress = _Progress()
+        self.resumed_from: int | None = None
+        if self.resume_path is not None:
+            self._load(self.resume_path)
+        if info.is_main:
+            config_mod.save_config(cfg, self.run_dir / "config.yaml")
+            if self.resume_path is not None:
+                self.logger.truncate_after(self.progress.step)
+        dist_mod.barrier(info)
+
+        net: nn.Module = self.model
+        if info.world_size > 1:
+            net = nn.parallel.DistributedDataParallel(
+                net,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.method.find_unused_parameters,
+            )
+        if tc.compile:
+            net = torch.compile(net)
+        self.net = net
+
+        self.sampler = EpochSampler(
+            len(self.train_set), tc.batch_size, self.steps_per_epoch, seed=cfg.seed, shuffle=True,
+            rank=info.rank, world_size=info.world_size,
+        )
+        loader_args: dict[str, Any] = {
+            "num_workers": tc.num_workers,
+            "collate_fn": collate,
+            "pin_memory": self.device.type == "cuda",
+        }
+        if tc.num_workers > 0:
+            loader_args["persistent_workers"] = True
+            loader_args["prefetch_factor"] = 4
+        self.train_loader = DataLoader(self.train_set, batch_size=tc.batch_size, sampler=self.sampler, drop_last=True, **loader_args)
+        self.val_loader = None
+        if self.val_set is not None and len(self.val_set) > 0:
+            self.val_batches = ValidationBatches(len(self.val_set), tc.batch_size, tc.val_batches, info.rank, info.world_size)
+            self.val_loader = DataLoader(self.val_set, batch_sampler=self.val_batches, **loader_args)
+
+    def _load(self, path: Path) -> None:
+        state = ckpt.load_checkpoint(path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            from semantic_genesis.errors import CheckpointError
+
+            raise CheckpointError(f"{path}: checkpoint does not fit this model/optimiser ({exc})") from None
+        self.schedule.load_state_dict(state["schedule"])
+        if "scaler" in state and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        if "rng" in state:
+            ckpt.set_rng_state(state["rng"])
+        self.progress = _Progress(**state["progress"])
+        if self.progress.stop_reason != "early_stop":  # a finished run may be extended (epochs, max_steps)
+            self.progress.stop_reason = ""
+        self.resumed_from = self.progress.step
+
+    def _save(self) -> None:
+        if not self.info.is_main:
+            return
+        ckpt.save_checkpoint(
+            self.run_dir / "checkpoints" / "last.pt",
+            {
+                "model": ckpt.cpu_state_dict(self.model),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+                "progress": self.progress.state(),
+                "rng": ckpt.rng_state(),
+            },
+        )
+
+    def _weights_metadata(self) -> dict[str, Any]:
+        meta = dict(self.method.weights_metadata())
+        meta.setdefault("method", self.method.name)
+        meta["step"] = self.progress.step
+        meta["epoch"] = self.progress.epoch
+        meta["config"] = config_mod.to_dict(self.cfg)
+        return meta
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def _reduce(self, values: list[float]) -> list[float]:
+        if self.info.world_size == 1:
+            return values
+        t = dist_mod.all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=self.device), self.info)
+        return t.tolist()
+
+    def _nonfinite(self, value: float, epoch: int, batch: int) -> None:
+        p = self.progress
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if last.is_file():
+            saved = ckpt.load_checkpoint(last)["progress"]["step"] if self.info.is_main else None
+            where = f"the last good checkpoint {last} (step {saved}) is kept; rerunning resumes from it"
+        else:
+            where = "no checkpoint had been written yet"
+        self.logger.log({"kind": "event", "event": "nonfinite", "step": p.step, "epoch": epoch, "loss": value})
+        raise TrainingError(
+            f"the training loss became {value} at step {p.step} (epoch {epoch}, batch {batch}); training stopped "
+            f"before applying it; {where}. Lower optim.lr, enable train.grad_clip or check the data."
+        )
+
+    def run(self) -> TrainResult:
+        cfg, tc, info, p = self.cfg, self.cfg.train, self.info, self.progress
+        if self.resumed_from is not None:
+            self.logger.log({"kind": "event", "event": "resume", "step": p.step, "epoch": p.epoch})
+        else:
+            self.logger.log({"kind": "event", "event": "start", "step": 0, "epoch": 0, "world_size": info.world_size,
+                             "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps})
+        bar = progress_bar(self.total_steps, p.step, enabled=tc.progress and info.is_main)
+        t_start = time.perf_counter()
+        try:
+            while not p.stop_reason:
+                if p.epoch >= tc.epochs:
+                    p.stop_reason = "epochs"
+                    break
+                if tc.max_steps > 0 and p.step >= tc.max_steps:
+                    p.stop_reason = "max_steps"
+                    break
+                self._train_epoch(bar, t_start)
+                if p.batch >= self.steps_per_epoch:
+                    self._end_epoch()
+        finally:
+            bar.close()
+        self._save()
+        final = self.run_dir / "weights" / "final.safetensors"
+        best = self.run_dir / "weights" / "best.safetensors"
+        if info.is_main:
+            ckpt.write_weights(self.model, final, self._weights_metadata())
+            if self.val_loader is None or not best.is_file():
+                ckpt.write_weights(self.model, best, self._weights_metadata())
+        self.logger.log({"kind": "event", "event": "done", "step": p.step, "epoch": p.epoch, "reason": p.stop_reason,
+                         "best": p.best})
+        dist_mod.barrier(info)
+        return TrainResult(self.run_dir, p.step, p.epoch, p.stop_reason, p.best, self.model, final, best, self.resumed_from)
+
+    def _train_epoch(self, bar, t_start: float) -> None:
+        cfg, tc, p = self.cfg, self.cfg.train, self.progress
+        epoch = p.epoch
+        self.method.on_epoch_start(self.model, epoch)
+        frozen = _frozen(self.method, self.model, epoch)
+        self.sampler.set_epoch(epoch)
+        self.sampler.set_start(p.batch)
+        self.net.train()
+        iterator = iter(self.train_loader)
+        window_t0 = time.perf_counter()
+        window_wait = 0.0
+        window_items = 0
+        for batch_index in range(p.batch, self.steps_per_epoch):
+            if tc.max_steps > 0 and p.step >= tc.max_steps:
+                return
+            t0 = time.perf_counter()
+            batch = next(iterator)
+            window_wait += time.perf_counter() - t0
+            batch = _to_device(batch, self.device)
+            n = int(batch["image"].shape[0])
+            torch.manual_seed(derive_seed(cfg.seed, "global", p.step))
+            ctx = StepContext(epoch, p.step, batch_index, self.device,
+                              _make_generator(self.device, derive_seed(cfg.seed, "train", p.step)), self.amp_dtype, True)
+            with _autocast(self.device, self.amp_dtype):
+                out = self.method.training_step(self.net, batch, ctx)
+            loss = out.loss
+            local = float(loss.detach().float())
+            metric_keys = sorted(out.metrics)
+            reduced = self._reduce([local * n, float(n), 0.0 if math.isfinite(local) else 1.0]
+                                   + [float(out.metrics[k]) * n for k in metric_keys])
+            if tc.nan_guard and reduced[2] > 0:
+                self._nonfinite(local if not math.isfinite(local) else float("nan"), epoch, batch_index)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            for param in frozen:
+                param.grad = None
+            if tc.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+            lr = self.schedule.apply(p.step, epoch)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            p.step += 1
+            p.batch = batch_index + 1
+            window_items += n * self.info.world_size
+            total_n = reduced[1]
+            for key, value in [("loss", reduced[0])] + list(zip(metric_keys, reduced[3:])):
+                p.window[key] = p.window.get(key, 0.0) + value
+                p.epoch_sums[key] = p.epoch_sums.get(key, 0.0) + value
+            p.window["_n"] = p.window.get("_n", 0.0) + total_n
+            p.epoch_sums["_n"] = p.epoch_sums.get("_n", 0.0) + total_n
+            bar.update(1)
+            if p.step % max(tc.log_every, 1) == 0:
+                elapsed = max(time.perf_counter() - window_t0, 1e-9)
+                count = p.window.pop("_n")
+                record = {"kind": "train", "step": p.step, "epoch": epoch}
+                record.update({k: v / count for k, v in p.window.items()})
+                record.update({"lr": lr, "cubes_per_s": window_items / elapsed, "data_wait": window_wait / elapsed,
+                               "time": time.perf_counter() - t_start})
+                self.logger.log(record)
+                bar.set_postfix(loss=f"{record['loss']:.4g}", cubes_s=f"{record['cubes_per_s']:.1f}")
+                p.window = {}
+                window_t0, window_wait, window_items = time.perf_counter(), 0.0, 0
+            if tc.checkpoint_every > 0 and p.step % tc.checkpoint_every == 0:
+                self._save()
+
+    @torch.no_grad()
+    def _validate(self) -> dict[str, float] | None:
+        if self.val_loader is None:
+            return None
+        cfg, p = self.cfg, self.progress
+        self.net.eval()
+        sums: dict[str, float] = {}
+        keys: list[str] | None = None
+        for batch_id, batch in zip(self.val_batches.batch_ids(), self.val_loader):
+            batch = _to_device(batch, self.device)
+            n = int(batch["image"].shape[0])
+            ctx = StepContext(p.epoch, p.step, batch_id, self.device,
+                              _make_generator(self.device, derive_seed(cfg.seed, "validation", batch_id)), self.amp_dtype, False)
+            with _autocast(self.device, self.amp_dtype):
+                out = self.method.validation_step(self.net, batch, ctx)
+            keys = sorted(out.metrics) if keys is None else keys
+            sums["loss"] = sums.get("loss", 0.0) + float(out.loss.float()) * n
+            for k in keys:
+                sums[k] = sums.get(k, 0.0) + float(out.metrics[k]) * n
+            sums["_n"] = sums.get("_n", 0.0) + n
+        self.net.train()
+        names = sorted(sums)
+        if self.info.world_size > 1:
+            # every rank must contribute the same keys; ranks without batches send zeros
+            names = sorted(set(names) | {"loss", "_n"})
+        totals = dict(zip(names, self._reduce([sums.get(k, 0.0) for k in names])))
+        count = totals.pop("_n", 0.0)
+        if count <= 0:
+            return None
+        return {k: v / count for k, v in totals.items()}
+
+    def _end_epoch(self) -> None:
+        tc, p = self.cfg.train, self.progress
+        n = p.epoch_sums.pop("_n", 0.0)
+        train_means = {f"train_{k}": v / n for k, v in p.epoch_sums.items()} if n else {}
+        val = self._validate()
+        record: dict[str, Any] = {"kind": "validation", "step": p.step, "epoch": p.epoch}
+        if val is not None:
+            monitor = self.method.monitor
+            if monitor not in val:
+                raise ConfigError(f"method {self.method.name!r} monitors {monitor!r}, but validation gives {', '.join(sorted(val))}")
+            value = val[monitor]
+            mode = self.method.monitor_mode
+            improved = math.isfinite(value) and (
+                p.best is None
+                or (mode == "min" and value < p.best - tc.min_delta)
+                or (mode == "max" and value > p.best + tc.min_delta)
+            )
+            if improved:
+                p.best, p.bad_epochs = value, 0
+                if self.info.is_main:
+                    ckpt.write_weights(self.model, self.run_dir / "weights" / "best.safetensors", self._weights_metadata())
+            else:
+                p.bad_epochs += 1
+            self.schedule.observe(value, mode, tc.min_delta)
+            record.update(val)
+            record.update({"best": p.best, "improved": improved, "bad_epochs": p.bad_epochs})
+        record.update(train_means)
+        self.logger.log(record)
+        p.epoch += 1
+        p.batch = 0
+        p.epoch_sums = {}
+        if val is not None and tc.patience > 0 and p.bad_epochs >= tc.patience:
+            p.stop_reason = "early_stop"
+            self.logger.log({"kind": "event", "event": "early_stop", "step": p.step, "epoch": p.epoch,
+                             "best": p.best, "patience": tc.patience})
+        self._save()
+
+    def close(self) -> None:
+        self.logger.close()
+        dist_mod.cleanup(self.info)
+
+
+def _build_method(cfg: Config) -> Method:
+    from semantic_genesis import methods
+
+    return methods.build(cfg)
+
+
+def train(cfg: Config, method: Method | None = None) -> TrainResult:
+    """Train ``method`` (default: ``methods.build(cfg)``) into ``cfg.out``; resumes if a checkpoint exists.
+
+    Returns:
+        :class:`TrainResult` (on every rank).
+
+    Raises:
+        ConfigError: bad settings, or ``cfg.out`` holds an incompatible run.
+        DataError: empty or unreadable data.
+        TrainingError: the loss became NaN/inf (the last checkpoint is kept).
+    """
+    trainer = _Trainer(cfg, method)
+    try:
+        trainer.build()
+        return trainer.run()
+    finally:
+        trainer.close()

@@ -1,0 +1,98 @@
+"""Shared helpers of the training-engine tests: a tiny cube store and a tiny restoration method.
+
+``NoiseRestore`` denoises cubes (additive Gaussian noise drawn from ``ctx.generator``); it exercises
+the whole engine without depending on the transform presets. ``method.options.nan_at_step`` makes
+its loss NaN from that step on (NaN-guard test); ``method.options.freeze_decoder_epochs`` freezes the
+decoder in the first epochs (frozen-parameter hook test).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from semantic_genesis import methods
+from semantic_genesis.config import Config, load_config
+from semantic_genesis.io.shards import ShardWriter
+from semantic_genesis.methods.base import Method, StepOutput
+from semantic_genesis.training.data import StoreDataset
+
+CUBE = (16, 16, 8)
+
+
+def smooth_cubes(n: int, seed: int, shape=CUBE) -> np.ndarray:
+    """``(n, 1, *shape)`` float32 cubes in [0, 1] made of a few Gaussian blobs (learnable structure)."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).astype(np.float32)
+    out = np.zeros((n, 1, *shape), dtype=np.float32)
+    for i in range(n):
+        vol = np.full(shape, 0.2, dtype=np.float32)
+        for _ in range(3):
+            centre = rng.uniform(0, 1, 3) * np.array(shape)
+            radius = rng.uniform(2.0, 4.0)
+            vol += 0.6 * np.exp(-((grid - centre) ** 2).sum(-1) / (2 * radius**2))
+        out[i, 0] = np.clip(vol, 0, 1)
+    return out
+
+
+def make_cube_store(root: Path, n_train: int = 32, n_val: int = 8, seed: int = 0, shape=CUBE) -> Path:
+    writer = ShardWriter(root, "cubes", (1, *shape), dtype="float16")
+    for split, n, unit in (("train", n_train, "a"), ("validation", n_val, "b")):
+        cubes = smooth_cubes(n, seed + len(unit) + (0 if split == "train" else 100), shape)
+        writer.add_unit(unit + split, cubes, [{"patient": unit + split}] * n, split=split)
+    writer.finish()
+    return root
+
+
+@methods.register()
+class NoiseRestore(Method):
+    name = "test_noise_restore"
+    description = "test method: remove additive Gaussian noise"
+
+    def build_model(self):
+        from semantic_genesis.models import create_from_config
+
+        return create_from_config(self.cfg.model)
+
+    def build_datasets(self):
+        train = StoreDataset(self.cfg.data, "train", kind="cubes")
+        val = StoreDataset(self.cfg.data, "validation", kind="cubes")
+        return train, (val if len(val) else None)
+
+    def frozen_parameters(self, model, epoch):
+        if epoch < int(self.cfg.method.options.get("freeze_decoder_epochs", 0)):
+            return [n for n, _ in model.named_parameters() if not n.startswith("down_tr")]
+        return []
+
+    def training_step(self, model, batch, ctx):
+        x = batch["image"]
+        noise = torch.randn(x.shape, generator=ctx.generator, device=x.device)
+        out = model((x + 0.1 * noise).clamp(0, 1))
+        loss = F.mse_loss(out.float(), x)
+        nan_at = self.cfg.method.options.get("nan_at_step")
+        if nan_at is not None and ctx.training and ctx.step >= int(nan_at):
+            loss = loss * float("nan")
+        return StepOutput(loss, {"mae": float((out.detach().float() - x).abs().mean())})
+
+
+def tiny_config(data: Path, out: Path, *overrides: str) -> Config:
+    base = [
+        f"data={data}",
+        f"out={out}",
+        "method.name=test_noise_restore",
+        "model.width=0.125",
+        "train.batch_size=4",
+        "train.epochs=2",
+        "train.log_every=1",
+        "train.checkpoint_every=5",
+        "train.num_workers=0",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "optim.name=adam",
+        "optim.lr=0.003",
+        "optim.scheduler=none",
+    ]
+    return load_config(None, base + list(overrides))
