@@ -1,0 +1,681 @@
+"""Export of the phantom cohorts into the on-disk layouts of the public datasets.
+
+The exported folders are read by the real dataset readers in :mod:`semantic_genesis.io.datasets`,
+so those readers run on real file formats offline:
+
+=============  ====================================================================================
+layout         files (see each ``export_*`` function for details)
+=============  ====================================================================================
+``native``     ``images/<id>.nii.gz``, ``labels/<id>.nii.gz``, ``meta/<id>.json``, ``cohort.json``
+``luna16``     ``subset0..9/<seriesuid>.mhd`` + ``.raw``, ``annotations.csv``, ``candidates.csv``
+``lits``       ``volume-<i>.nii``, ``segmentation-<i>.nii`` (0 background, 1 liver, 2 lesion)
+``brats``      ``Brats18_PHANTOM_<i>_1/Brats18_PHANTOM_<i>_1_{flair,t1,t1ce,t2,seg}.nii.gz``
+``chestxray14`` ``images/<8 digits>_000.png``, ``Data_Entry_2017.csv``, ``train_val_list.txt``,
+               ``test_list.txt``
+``siim``       ``dicom-images-train/<study>/<series>/<sop uid>.dcm``, ``train-rle.csv``
+=============  ====================================================================================
+
+Exports are resumable: after a patient's files are written, a small record
+(``.phantom_export/<index>.json``) is saved; a rerun with the same settings skips recorded patients and
+rebuilds the tables (CSV, split lists, ``cohort.json``) from all records, atomically. A rerun with a
+larger ``--patients`` extends the cohort (patient ``i`` depends only on the seed and ``i``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from semantic_genesis.errors import ConfigError, DataError, describe_path
+from semantic_genesis.utils.atomic import write_json, write_text
+from semantic_genesis.utils.seeding import derive_seed
+
+CT_LAYOUTS = ("native", "luna16", "lits")
+MRI_LAYOUTS = ("native", "brats")
+XRAY_LAYOUTS = ("native", "chestxray14", "siim")
+STATE_DIR = ".phantom_export"
+
+#: World position (mm, LPS) of voxel (0, 0, 0) in the LUNA16 export, before a per-patient jitter;
+#: non-zero so that world and voxel coordinates differ, as in the real data.
+LUNA16_ORIGIN = (-180.0, -180.0, -300.0)
+LUNA16_UID_ROOT = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
+SIIM_UID_ROOT = "1.2.276.0.7230010.3.1."
+SIIM_UID_ORG = "8323329"
+#: Phantom radiograph findings and their ChestX-ray14 label names.
+XRAY_FINDINGS = {"nodule": "Nodule", "cardiomegaly": "Cardiomegaly", "effusion": "Effusion", "pneumothorax": "Pneumothorax"}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote.
+
+    Attributes:
+        root: the output folder.
+        layout: the layout name.
+        patients: number of patients in the cohort (written now or earlier).
+        written: patients written by this call (the rest were resumed from an earlier run).
+        files: the main table/list files (empty for layouts without tables).
+    """
+
+    root: Path
+    layout: str
+    patients: int
+    written: int
+    files: tuple[Path, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------------
+# resume bookkeeping
+
+
+class _ExportState:
+    """Per-patient records in ``root/.phantom_export`` and the settings they were made with."""
+
+    def __init__(self, root: Path, settings: dict[str, Any]):
+        self.root = root
+        self.dir = root / STATE_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        settings_file = self.dir / "settings.json"
+        if settings_file.is_file():
+            previous = json.loads(settings_file.read_text(encoding="utf-8"))
+            if previous != settings:
+                changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+                raise ConfigError(
+                    f"{describe_path(root)} holds a phantom export made with different settings "
+                    f"({', '.join(f'{k}: {previous.get(k)!r} -> {settings.get(k)!r}' for k in changed)}); "
+                    "use another --out folder or delete this one"
+                )
+        else:
+            write_json(settings_file, settings)
+
+    def record(self, index: int) -> dict | None:
+        path = self.dir / f"{index:06d}.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def save(self, index: int, record: dict) -> None:
+        write_json(self.dir / f"{index:06d}.json", record)
+
+
+def _run_export(
+    root: str | Path,
+    layout: str,
+    n_patients: int,
+    settings: dict[str, Any],
+    write_patient: Callable[[int], dict],
+    progress: bool,
+    desc: str,
+) -> tuple[Path, list[dict], int]:
+    """Write every patient not yet recorded; return ``(root, records in index order, written)``."""
+    if n_patients < 1:
+        raise ConfigError(f"--patients must be at least 1, got {n_patients}")
+    root = Path(root).expanduser()
+    state = _ExportState(root, {"layout": layout, **settings})
+    todo = [i for i in range(n_patients) if state.record(i) is None]
+    iterator: Iterable[int] = todo
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(todo, desc=desc, unit="patient")
+    for index in iterator:
+        state.save(index, write_patient(index))
+    records = [state.record(i) for i in range(n_patients)]
+    return root, records, len(todo)  # type: ignore[return-value]
+
+
+def _check_layout(layout: str, allowed: tuple[str, ...], what: str) -> None:
+    if layout not in allowed:
+        raise ConfigError(f"unknown {what} layout {layout!r}; expected one of {', '.join(allowed)}")
+
+
+def _field(obj: Any, name: str, default: Any = None) -> Any:
+    """Attribute or mapping access (generator records may be dataclasses or dicts)."""
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _shape_kwargs(shape: tuple[int, int, int] | None) -> dict:
+    return {} if shape is None else {"shape": tuple(int(s) for s in shape)}
+
+
+# --------------------------------------------------------------------------------------------------
+# chest CT
+
+
+def luna16_seriesuid(seed: int, index: int) -> str:
+    """A deterministic LUNA16-style series UID (``1.3.6.1.4.1.14519.5.2.1.6279.6001.<30 digits>``)."""
+    a = derive_seed("luna16-uid", seed, index)
+    b = derive_seed("luna16-uid-2", seed, index)
+    digits = str(10**29 + (a * (1 << 63) + b) % (9 * 10**29))
+    return LUNA16_UID_ROOT + digits
+
+
+def export_ct_cohort(
+    out: str | Path,
+    n_patients: int,
+    seed: int = 0,
+    layout: str = "native",
+    shape: tuple[int, int, int] | None = None,
+    progress: bool = False,
+) -> ExportResult:
+    """Generate ``n_patients`` chest CT phantoms and write them in ``layout`` (``native``, ``luna16``, ``lits``)."""
+    _check_layout(layout, CT_LAYOUTS, "CT")
+    return {"native": export_native_ct, "luna16": export_luna16, "lits": export_lits}[layout](
+        out, n_patients, seed=seed, shape=shape, progress=progress
+    )
+
+
+def _make_ct(index: int, seed: int, shape: tuple[int, int, int] | None):
+    from semantic_genesis.phantoms.ct import make_ct_patient
+
+    return make_ct_patient(index, seed=seed, **_shape_kwargs(shape))
+
+
+def export_native_ct(
+    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False
+) -> ExportResult:
+    """The native layout: ``images/<id>.nii.gz`` (HU, int16), ``labels/<id>.nii.gz`` (uint8),
+    ``meta/<id>.json`` (label names, nodules, candidates in voxel coordinates), ``cohort.json``.
+    """
+    from semantic_genesis.io.volumes import write_volume
+
+    def write_patient(index: int) -> dict:
+        patient = _make_ct(index, seed, shape)
+        pid = _patient_id(patient, index)
+        root = Path(out).expanduser()
+        volume = patient.volume
+        volume.metadata["modality"] = "ct"
+        write_volume(volume, root / "images" / f"{pid}.nii.gz", dtype="int16")
+        write_volume(volume.with_array(patient.labels), root / "labels" / f"{pid}.nii.gz", dtype="uint8")
+        meta = {
+            "patient_id": pid,
+            "index": index,
+            "seed": seed,
+            "modality": "ct",
+            "shape": list(volume.shape),
+            "spacing": list(volume.spacing),
+            "label_names": {str(k): int(v) for k, v in dict(patient.label_names).items()},
+            "nodules": [_nodule_json(n) for n in _field(patient, "nodules", []) or []],
+            "candidates": [_candidate_json(c) for c in _field(patient, "candidates", []) or []],
+        }
+        write_json(root / "meta" / f"{pid}.json", meta)
+        return {"patient_id": pid, "label_names": meta["label_names"]}
+
+    root, records, written = _run_export(
+        out, "native", n_patients, {"modality": "ct", "seed": seed, "shape": _shape_list(shape)},
+        write_patient, progress, "phantom ct (native)",
+    )
+    cohort = {
+        "modality": "ct",
+        "layout": "native",
+        "seed": seed,
+        "patients": [r["patient_id"] for r in records],
+        "label_names": records[0]["label_names"],
+    }
+    write_json(root / "cohort.json", cohort)
+    return ExportResult(root, "native", n_patients, written, (root / "cohort.json",))
+
+
+def export_luna16(
+    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False
+) -> ExportResult:
+    """The LUNA16 layout.
+
+    Patient ``i`` goes to ``subset{i % 10}/<seriesuid>.mhd`` (+ ``.raw``, int16 HU, identity direction,
+    origin :data:`LUNA16_ORIGIN` plus a per-patient jitter of a few mm). ``annotations.csv`` lists the
+    nodules (world-mm centre, diameter), ``candidates.csv`` the candidates (true nodules class 1,
+    look-alikes class 0), both with world coordinates computed exactly from the written geometry.
+    """
+    from semantic_genesis.io.volumes import Volume, write_volume
+
+    root_path = Path(out).expanduser()
+
+    def write_patient(index: int) -> dict:
+        patient = _make_ct(index, seed, shape)
+        uid = luna16_seriesuid(seed, index)
+        rng = np.random.default_rng(derive_seed(seed, index, "luna16-origin"))
+        origin = tuple(float(o + j) for o, j in zip(LUNA16_ORIGIN, np.round(rng.uniform(-8, 8, 3), 2)))
+        src = patient.volume
+        volume = Volume(src.array, src.spacing, origin, (1, 0, 0, 0, 1, 0, 0, 0, 1), {"modality": "ct"})
+        write_volume(volume, root_path / f"subset{index % 10}" / f"{uid}.mhd", dtype="int16")
+        annotations = []
+        for nodule in _field(patient, "nodules", []) or []:
+            world = volume.voxel_to_world(np.asarray(_field(nodule, "center_vox"), dtype=np.float64))
+            annotations.append([uid, *map(float, world), float(_field(nodule, "diameter_mm"))])
+        candidates = []
+        for cand in _field(patient, "candidates", []) or []:
+            world = volume.voxel_to_world(np.asarray(_field(cand, "center_vox"), dtype=np.float64))
+            candidates.append([uid, *map(float, world), int(_field(cand, "label"))])
+        return {"seriesuid": uid, "annotations": annotations, "candidates": candidates}
+
+    root, records, written = _run_export(
+        out, "luna16", n_patients, {"modality": "ct", "seed": seed, "shape": _shape_list(shape)},
+        write_patient, progress, "phantom ct (luna16)",
+    )
+    ann_rows = ["seriesuid,coordX,coordY,coordZ,diameter_mm"]
+    cand_rows = ["seriesuid,coordX,coordY,coordZ,class"]
+    for record in records:
+        ann_rows += [f"{u},{x!r},{y!r},{z!r},{d!r}" for u, x, y, z, d in record["annotations"]]
+        cand_rows += [f"{u},{x!r},{y!r},{z!r},{c}" for u, x, y, z, c in record["candidates"]]
+    write_text(root / "annotations.csv", "\n".join(ann_rows) + "\n")
+    write_text(root / "candidates.csv", "\n".join(cand_rows) + "\n")
+    return ExportResult(root, "luna16", n_patients, written, (root / "annotations.csv", root / "candidates.csv"))
+
+
+def add_liver_lesions(
+    hu: np.ndarray,
+    liver: np.ndarray,
+    spacing: tuple[float, float, float],
+    rng: np.random.Generator,
+    max_lesions: int = 3,
+) -> np.ndarray:
+    """Insert hypodense lesions into the liver, consistently in the image and a lesion mask.
+
+    Each lesion is a smooth-edged ellipsoid (radii 4-15 mm, fitted to the liver's depth at its
+    centre) whose voxels are darkened by 40-70 HU, so the liver's texture and noise are kept. Lesion
+    voxels are clipped to the liver mask, so a lesion never leaves the liver.
+
+    Args:
+        hu: float ``(X, Y, Z)`` CT in HU, modified in place.
+        liver: bool ``(X, Y, Z)`` liver mask.
+        spacing: voxel size in mm.
+        rng: random source (the count is drawn in ``1..max_lesions``).
+
+    Returns:
+        bool ``(X, Y, Z)`` lesion mask (empty if the liver is too small or no lesion was drawn).
+    """
+    from scipy import ndimage
+
+    lesions = np.zeros(liver.shape, dtype=bool)
+    count = int(rng.integers(1, max_lesions + 1))
+    if count == 0 or liver.sum() < 50:
+        return lesions
+    depth = ndimage.distance_transform_edt(liver, sampling=spacing)
+    grid = np.indices(liver.shape, dtype=np.float32)
+    for _ in range(count):
+        centres = np.argwhere(depth >= 6.0)
+        if centres.size == 0:
+            break
+        centre = centres[rng.integers(len(centres))]
+        radius_max = min(15.0, float(depth[tuple(centre)]) - 1.0)
+        radii = rng.uniform(5.0, max(5.0, radius_max)) * rng.uniform(0.8, 1.0, 3)
+        dist = np.sqrt(sum(((grid[a] - centre[a]) * spacing[a] / radii[a]) ** 2 for a in range(3)))
+        weight = np.clip((1.15 - dist) / 0.3, 0.0, 1.0) * liver  # soft edge, 0 outside the liver
+        hu -= weight * rng.uniform(40.0, 70.0)
+        lesions |= (dist <= 1.0) & liver
+        depth = np.where(dist <= 1.3, 0.0, depth)  # keep the next lesion apart
+    return lesions
+
+
+def export_lits(
+    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False
+) -> ExportResult:
+    """The LiTS layout: ``volume-<i>.nii`` (int16 HU) and ``segmentation-<i>.nii`` (uint8: 0, 1 liver, 2 lesion).
+
+    Liver lesions are added here by :func:`add_liver_lesions`, in the volume and the segmentation alike.
+    """
+    from semantic_genesis.io.volumes import write_volume
+
+    root_path = Path(out).expanduser()
+
+    def write_patient(index: int) -> dict:
+        patient = _make_ct(index, seed, shape)
+        names = dict(patient.label_names)
+        if "liver" not in names:
+            raise DataError(f"phantom CT patient {index} has no 'liver' label (labels: {sorted(names)})")
+        liver = np.asarray(patient.labels) == names["liver"]
+        hu = np.array(patient.volume.array, dtype=np.float32)
+        rng = np.random.default_rng(derive_seed(seed, index, "lits-lesions"))
+        lesions = add_liver_lesions(hu, liver, patient.volume.spacing, rng)
+        seg = liver.astype(np.uint8)
+        seg[lesions] = 2
+        volume = patient.volume.with_array(hu, modality="ct")
+        write_volume(volume, root_path / f"volume-{index}.nii", dtype="int16")
+        write_volume(volume.with_array(seg), root_path / f"segmentation-{index}.nii", dtype="uint8")
+        return {"case": index, "liver_voxels": int(liver.sum()), "lesion_voxels": int(lesions.sum())}
+
+    root, _records, written = _run_export(
+        out, "lits", n_patients, {"modality": "ct", "seed": seed, "shape": _shape_list(shape)},
+        write_patient, progress, "phantom ct (lits)",
+    )
+    return ExportResult(root, "lits", n_patients, written)
+
+
+# --------------------------------------------------------------------------------------------------
+# brain MRI
+
+
+def export_mri_cohort(
+    out: str | Path,
+    n_patients: int,
+    seed: int = 0,
+    layout: str = "native",
+    shape: tuple[int, int, int] | None = None,
+    progress: bool = False,
+) -> ExportResult:
+    """Generate brain MRI phantoms and write them in ``layout`` (``native`` or ``brats``).
+
+    ``native``: ``images/<id>_{flair,t1,t1ce,t2}.nii.gz``, ``labels/<id>.nii.gz`` (0/1/2/4),
+    ``meta/<id>.json``, ``cohort.json``. ``brats``: ``Brats18_PHANTOM_<i>_1/`` with
+    ``<id>_flair.nii.gz``, ``_t1``, ``_t1ce``, ``_t2`` and ``_seg`` (BraTS 2018 labels 0/1/2/4).
+    """
+    _check_layout(layout, MRI_LAYOUTS, "MRI")
+    from semantic_genesis.io.volumes import write_volume
+    from semantic_genesis.phantoms.mri import make_mri_patient
+
+    root_path = Path(out).expanduser()
+
+    def write_patient(index: int) -> dict:
+        patient = make_mri_patient(index, seed=seed, **_shape_kwargs(shape))
+        modalities = dict(patient.modalities)
+        seg = np.asarray(patient.seg)
+        reference = _mri_volume(modalities, "flair")
+        pid = f"Brats18_PHANTOM_{index}_1" if layout == "brats" else _patient_id(patient, index)
+        folder = root_path / pid if layout == "brats" else root_path / "images"
+        for name in ("flair", "t1", "t1ce", "t2"):
+            volume = _mri_volume(modalities, name, reference)
+            volume.metadata["modality"] = "mri"
+            write_volume(volume, folder / f"{pid}_{name}.nii.gz", dtype=_mri_dtype(volume.array))
+        seg_path = folder / f"{pid}_seg.nii.gz" if layout == "brats" else root_path / "labels" / f"{pid}.nii.gz"
+        write_volume(reference.with_array(seg), seg_path, dtype="uint8")
+        if layout == "native":
+            write_json(
+                root_path / "meta" / f"{pid}.json",
+                {"patient_id": pid, "index": index, "seed": seed, "modality": "mri",
+                 "label_names": {"background": 0, "necrotic_core": 1, "edema": 2, "enhancing": 4},
+                 "tumor_voxels": {str(v): int((seg == v).sum()) for v in (1, 2, 4)}},
+            )
+        return {"patient_id": pid}
+
+    root, records, written = _run_export(
+        out, layout, n_patients, {"modality": "mri", "seed": seed, "shape": _shape_list(shape)},
+        write_patient, progress, f"phantom mri ({layout})",
+    )
+    files: tuple[Path, ...] = ()
+    if layout == "native":
+        write_json(root / "cohort.json", {
+            "modality": "mri", "layout": "native", "seed": seed,
+            "sequences": ["flair", "t1", "t1ce", "t2"], "patients": [r["patient_id"] for r in records],
+            "label_names": {"background": 0, "necrotic_core": 1, "edema": 2, "enhancing": 4},
+        })
+        files = (root / "cohort.json",)
+    return ExportResult(root, layout, n_patients, written, files)
+
+
+def _mri_volume(modalities: dict, name: str, reference=None):
+    from semantic_genesis.io.volumes import Volume
+
+    if name not in modalities:
+        raise DataError(f"phantom MRI patient lacks modality {name!r} (has {sorted(modalities)})")
+    value = modalities[name]
+    if isinstance(value, Volume):
+        return Volume(value.array, value.spacing, value.origin, value.direction, dict(value.metadata))
+    if reference is None:
+        return Volume(np.asarray(value, dtype=np.float32))
+    return reference.with_array(np.asarray(value, dtype=np.float32))
+
+
+def _mri_dtype(array: np.ndarray) -> str | None:
+    """int16 like the released BraTS files when the values are integral and fit, else float32."""
+    if np.all(np.isfinite(array)) and np.array_equal(array, np.rint(array)) and array.min() >= -32768 and array.max() <= 32767:
+        return "int16"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# chest radiographs
+
+
+def draw_xray_findings(seed: int, index: int) -> dict[str, bool]:
+    """The findings of radiograph ``index``: each of :data:`XRAY_FINDINGS` independently, deterministic.
+
+    Pneumothorax is drawn with probability 0.4 (so small cohorts have positives for segmentation),
+    the others with 0.3.
+    """
+    rng = np.random.default_rng(derive_seed(seed, index, "xray-findings"))
+    draws = rng.random(len(XRAY_FINDINGS))
+    return {name: bool(d < (0.4 if name == "pneumothorax" else 0.3)) for name, d in zip(XRAY_FINDINGS, draws)}
+
+
+def _make_radiograph(index: int, seed: int, shape: tuple[int, int, int] | None):
+    from semantic_genesis.phantoms.xray import make_radiograph
+
+    ct = _make_ct(index, seed, shape)
+    findings = draw_xray_findings(seed, index)
+    return make_radiograph(ct, findings=[k for k, v in findings.items() if v])
+
+
+def _radiograph_labels(radiograph: Any) -> dict[str, bool]:
+    labels = dict(_field(radiograph, "labels", {}) or {})
+    return {name: bool(labels.get(name, False)) for name in XRAY_FINDINGS}
+
+
+def _radiograph_spacing(radiograph: Any) -> tuple[float, float]:
+    spacing = _field(radiograph, "spacing")
+    if spacing is None:
+        image = _field(radiograph, "image")
+        spacing = getattr(image, "spacing", None)
+    return (1.0, 1.0) if spacing is None else (float(spacing[0]), float(spacing[1]))
+
+
+def _radiograph_array(radiograph: Any) -> np.ndarray:
+    image = _field(radiograph, "image")
+    array = np.asarray(getattr(image, "array", image), dtype=np.float32)
+    if array.ndim != 2:
+        raise DataError(f"phantom radiograph must be 2D (H, W), got shape {array.shape}")
+    return np.clip(array, 0.0, 1.0)
+
+
+def export_xray_cohort(
+    out: str | Path,
+    n_patients: int,
+    seed: int = 0,
+    layout: str = "native",
+    shape: tuple[int, int, int] | None = None,
+    progress: bool = False,
+) -> ExportResult:
+    """Generate radiographs (projections of the CT phantoms) and write them in ``layout``.
+
+    ``shape`` is the grid of the CT phantom that is projected. Layouts: ``native``
+    (``images/<id>.png`` 16-bit, ``labels/<id>.png`` pneumothorax mask, ``meta/<id>.json``),
+    ``chestxray14`` (:func:`export_chestxray14`), ``siim`` (:func:`export_siim`).
+    """
+    _check_layout(layout, XRAY_LAYOUTS, "X-ray")
+    return {"native": export_native_xray, "chestxray14": export_chestxray14, "siim": export_siim}[layout](
+        out, n_patients, seed=seed, shape=shape, progress=progress
+    )
+
+
+def export_native_xray(
+    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False
+) -> ExportResult:
+    """Native radiographs: ``images/<id>.png`` (16-bit), ``labels/<id>.png`` (0/255 pneumothorax mask),
+    ``meta/<id>.json`` (findings), ``cohort.json``."""
+    from semantic_genesis.io.images2d import Image2D, write_image2d
+
+    root_path = Path(out).expanduser()
+
+    def write_patient(index: int) -> dict:
+        radiograph = _make_radiograph(index, seed, shape)
+        pid = f"xray_{index:04d}"
+        spacing = _radiograph_spacing(radiograph)
+        image = Image2D(_radiograph_array(radiograph), spacing, {"modality": "xray"})
+        write_image2d(image, root_path / "images" / f"{pid}.png", bits=16)
+        mask = _pneumothorax_mask(radiograph, image.array.shape)
+        write_image2d(Image2D(mask.astype(np.float32), spacing, {}), root_path / "labels" / f"{pid}.png", bits=8)
+        labels = _radiograph_labels(radiograph)
+        write_json(root_path / "meta" / f"{pid}.json", {
+            "patient_id": pid, "index": index, "seed": seed, "modality": "xray", "findings": labels,
+            "spacing": list(spacing), "label_names": {"background": 0, "pneumothorax": 1},
+        })
+        return {"patient_id": pid}
+
+    root, records, written = _run_export(
+        out, "native", n_patients, {"modality": "xray", "seed": seed, "shape": _shape_list(shape)},
+        write_patient, progress, "phantom xray (native)",
+    )
+    write_json(root / "cohort.json", {
+        "modality": "xray", "layout": "native", "seed": seed, "patients": [r["patient_id"] for r in records],
+        "findings": list(XRAY_FINDINGS), "label_names": {"background": 0, "pneumothorax": 1},
+    })
+    return ExportResult(root, "native", n_patients, written, (root / "cohort.json",))
+
+
+def _pneumothorax_mask(radiograph: Any, shape: tuple[int, int]) -> np.ndarray:
+    mask = _field(radiograph, "pneumothorax_mask")
+    if mask is None:
+        return np.zeros(shape, dtype=bool)
+    mask = np.asarray(mask) > 0
+    if mask.shape != tuple(shape):
+        raise DataError(f"phantom pneumothorax mask has shape {mask.shape}, image {tuple(shape)}")
+    return mask
+
+
+def export_chestxray14(
+    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False
+) -> ExportResult:
+    """The ChestX-ray14 layout.
+
+    Patient ``i`` has Patient ID ``i + 1`` and one image ``images/<i+1 as 8 digits>_000.png`` (8-bit).
+    ``Data_Entry_2017.csv`` has the released header and columns; ``train_val_list.txt`` /
+    ``test_list.txt`` split by patient (about one patient in five, at least one, goes to test).
+    """
+    from semantic_genesis.io.datasets.chestxray14 import DATA_ENTRY_HEADER, format_finding_labels
+    from semantic_genesis.io.images2d import Image2D, write_image2d
+
+    root_path = Path(out).expanduser()
+
+    def write_patient(index: int) -> dict:
+        radiograph = _make_radiograph(index, seed, shape)
+        name = f"{index + 1:08d}_000.png"
+        array = _radiograph_array(radiograph)
+        spacing = _radiograph_spacing(radiograph)
+        write_image2d(Image2D(array, spacing, {"modality": "xray"}), root_path / "images" / name, bits=8)
+        labels = _radiograph_labels(radiograph)
+        rng = np.random.default_rng(derive_seed(seed, index, "xray-demographics"))
+        return {
+            "image": name,
+            "findings": format_finding_labels([XRAY_FINDINGS[k] for k, v in labels.items() if v]),
+            "patient_id": index + 1,
+            "age": int(rng.integers(18, 90)),
+            "gender": "M" if rng.random() < 0.55 else "F",
+            "view": str(_field(radiograph, "view", None) or "PA"),
+            "size": [int(array.shape[1]), int(array.shape[0])],
+            "spacing": [spacing[1], spacing[0]],
+        }
+
+    root, records, written = _run_export(
+        out, "chestxray14", n_patients, {"modality": "xray", "seed": seed, "shape": _shape_list(shape)},
+        write_patient, progress, "phantom xray (chestxray14)",
+    )
+    lines = [DATA_ENTRY_HEADER]
+    for r in records:
+        lines.append(
+            f"{r['image']},{r['findings']},0,{r['patient_id']},{r['age']},{r['gender']},{r['view']},"
+            f"{r['size'][0]},{r['size'][1]},{r['spacing'][0]:.6g},{r['spacing'][1]:.6g},"
+        )
+    write_text(root / "Data_Entry_2017.csv", "\n".join(lines) + "\n")
+    test_patients = _test_patients(seed, len(records))
+    train = [r["image"] for i, r in enumerate(records) if i not in test_patients]
+    test = [r["image"] for i, r in enumerate(records) if i in test_patients]
+    write_text(root / "train_val_list.txt", "".join(f"{n}\n" for n in train))
+    write_text(root / "test_list.txt", "".join(f"{n}\n" for n in test))
+    files = (root / "Data_Entry_2017.csv", root / "train_val_list.txt", root / "test_list.txt")
+    return ExportResult(root, "chestxray14", n_patients, written, files)
+
+
+def _test_patients(seed: int, n: int) -> set[int]:
+    """Indices of the test patients: about 20 %, at least one when there are two or more patients."""
+    if n < 2:
+        return set()
+    n_test = max(1, int(round(0.2 * n)))
+    rng = np.random.default_rng(derive_seed(seed, n, "xray-split"))
+    return {int(i) for i in rng.permutation(n)[:n_test]}
+
+
+def siim_uids(seed: int, index: int) -> tuple[str, str, str]:
+    """Deterministic ``(study, series, sop instance)`` UIDs in the style of the SIIM-ACR release."""
+    stamp = 1517875000 + derive_seed("siim-stamp", seed, index) % 100000
+    tail = 1 + derive_seed("siim-tail", seed, index) % 999999
+    number = 1000 + index
+    return tuple(
+        f"{SIIM_UID_ROOT}{kind}.{SIIM_UID_ORG}.{number}.{stamp}.{tail + offset}"
+        for offset, kind in enumerate((2, 3, 4))
+    )  # type: ignore[return-value]
+
+
+def export_siim(
+    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False
+) -> ExportResult:
+    """The SIIM-ACR layout: ``dicom-images-train/<study>/<series>/<sop uid>.dcm`` and ``train-rle.csv``.
+
+    Each connected component of a pneumothorax mask gets its own CSV row (the release also has
+    several rows for images with several pneumothoraces); images without one get ``-1``.
+    """
+    from scipy import ndimage
+
+    from semantic_genesis.io.datasets.rle import rle_encode
+    from semantic_genesis.io.images2d import Image2D, write_image2d
+
+    root_path = Path(out).expanduser()
+
+    def write_patient(index: int) -> dict:
+        radiograph = _make_radiograph(index, seed, shape)
+        study, series, sop = siim_uids(seed, index)
+        array = _radiograph_array(radiograph)
+        spacing = _radiograph_spacing(radiograph)
+        attributes = {
+            "SOPInstanceUID": sop, "SeriesInstanceUID": series, "StudyInstanceUID": study,
+            "PatientID": f"PHANTOM{index:05d}", "ViewPosition": str(_field(radiograph, "view", None) or "PA"),
+            "BodyPartExamined": "CHEST",
+        }
+        path = root_path / "dicom-images-train" / study / series / f"{sop}.dcm"
+        write_image2d(Image2D(array, spacing, {"modality": "xray"}), path, bits=8, modality="CR", attributes=attributes)
+        mask = _pneumothorax_mask(radiograph, array.shape)
+        components, count = ndimage.label(mask)
+        rles = [rle_encode(components == c) for c in range(1, count + 1)] or ["-1"]
+        return {"image_id": sop, "rles": rles}
+
+    root, records, written = _run_export(
+        out, "siim", n_patients, {"modality": "xray", "seed": seed, "shape": _shape_list(shape)},
+        write_patient, progress, "phantom xray (siim)",
+    )
+    lines = ["ImageId, EncodedPixels"]
+    for r in records:
+        lines += [f"{r['image_id']}, {rle}" for rle in r["rles"]]
+    write_text(root / "train-rle.csv", "\n".join(lines) + "\n")
+    return ExportResult(root, "siim", n_patients, written, (root / "train-rle.csv",))
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _patient_id(patient: Any, index: int) -> str:
+    pid = _field(patient, "patient_id") or _field(patient, "id") or _field(patient, "name")
+    return str(pid) if pid else f"phantom_{index:04d}"
+
+
+def _shape_list(shape: tuple[int, int, int] | None) -> list[int] | None:
+    return None if shape is None else [int(s) for s in shape]
+
+
+def _nodule_json(nodule: Any) -> dict:
+    out = {}
+    for key in ("center_vox", "diameter_mm", "kind", "label", "solid", "attached_to"):
+        value = _field(nodule, key)
+        if value is not None:
+            out[key] = np.asarray(value).tolist() if isinstance(value, (np.ndarray, tuple, list)) else value
+    return json.loads(json.dumps(out, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def _candidate_json(cand: Any) -> dict:
+    return {
+        "center_vox": np.asarray(_field(cand, "center_vox"), dtype=np.float64).tolist(),
+        "label": int(_field(cand, "label")),
+        "kind": str(_field(cand, "kind", "")),
+    }
