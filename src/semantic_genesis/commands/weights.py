@@ -1,0 +1,104 @@
+"""``semantic-genesis weights``: import, export and inspect network weights.
+
+* ``weights import --format {models_genesis,semantic_genesis} IN.pt OUT.safetensors [--trust]``:
+  convert an official checkpoint (``Genesis_Chest_CT.pt``, ``semantic_genesis_chest_ct.pt``) into a
+  safetensors file with metadata, reporting the keys used and skipped.
+* ``weights export --format models_genesis IN.safetensors OUT.pt [--unet-only]``: write our weights in
+  the official layout (``{'state_dict': {'module.' + key: tensor}}``) for the official code.
+* ``weights inspect PATH [--json] [--trust]``: metadata, parameter count and a key summary of a
+  ``.safetensors`` or ``.pt`` file.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "weights"
+HELP = "import official checkpoints, export to the official layout, inspect weights files"
+ORDER = 70
+DESCRIPTION = __doc__
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+
+    imp = sub.add_parser("import", help="convert an official .pt checkpoint to .safetensors with metadata")
+    imp.add_argument("--format", required=True, choices=["models_genesis", "semantic_genesis"],
+                     help="models_genesis: strict; semantic_genesis: drop projection_head/prototypes, "
+                          "strip the classficationNet. prefix, report skipped keys")
+    imp.add_argument("input", metavar="IN", help="official checkpoint (.pt/.pth)")
+    imp.add_argument("output", metavar="OUT", help="destination .safetensors")
+    imp.add_argument("--trust", action="store_true",
+                     help="allow unpickling Python objects from IN (weights_only=False); only for files you trust")
+    imp.add_argument("--input-size", type=int, nargs="+", default=None, metavar="N",
+                     help="input size recorded in the metadata (default 64 64 32)")
+
+    exp = sub.add_parser("export", help="write .safetensors weights in the official Models Genesis .pt layout")
+    exp.add_argument("--format", required=True, choices=["models_genesis"])
+    exp.add_argument("input", metavar="IN", help="our .safetensors weights (unet3d or ynet3d)")
+    exp.add_argument("output", metavar="OUT", help="destination .pt")
+    exp.add_argument("--unet-only", action="store_true", help="drop the Semantic Genesis head (clc_out.*)")
+
+    ins = sub.add_parser("inspect", help="print metadata, parameter count and key summary")
+    ins.add_argument("path", metavar="PATH", help=".safetensors or .pt file")
+    ins.add_argument("--json", action="store_true", help="print one JSON object")
+    ins.add_argument("--trust", action="store_true", help="allow unpickling Python objects (.pt only)")
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from semantic_genesis.models.importers import import_checkpoint
+
+    extra = {"input_size": list(args.input_size)} if args.input_size else None
+    result = import_checkpoint(args.input, args.output, fmt=args.format, trust=args.trust, metadata=extra)
+    n_params = sum(v.numel() for k, v in result.state_dict.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    print(f"imported {args.input} ({result.format}) -> {args.output}")
+    print(f"  architecture {result.architecture} {result.arch_args}")
+    print(f"  {len(result.state_dict)} tensors, {n_params:,} parameters")
+    if result.skipped:
+        shown = ", ".join(result.skipped[:5]) + (f", ... (+{len(result.skipped) - 5})" if len(result.skipped) > 5 else "")
+        print(f"  skipped {len(result.skipped)} key(s): {shown}")
+    if result.missing:
+        shown = ", ".join(result.missing[:5]) + (f", ... (+{len(result.missing) - 5})" if len(result.missing) > 5 else "")
+        print(f"  missing {len(result.missing)} key(s) (not in the file, not saved): {shown}")
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from semantic_genesis.models.importers import export_models_genesis
+
+    export_models_genesis(args.input, args.output, unet_only=args.unet_only)
+    print(f"exported {args.input} -> {args.output} (official Models Genesis layout, 'module.' prefixed keys)")
+    return 0
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from semantic_genesis.models.weights import describe_weights
+
+    info = describe_weights(args.path, trust=args.trust)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"{info['path']}  ({info['kind']}, {info['size_bytes']:,} bytes)")
+    meta = info.get("metadata") or {}
+    if "architecture" in meta:
+        inferred = " (inferred from the keys)" if meta.get("inferred") else ""
+        print(f"  architecture  {meta['architecture']}{inferred}  {json.dumps(meta.get('arch_args', {}))}")
+    for key, value in meta.items():
+        if key in ("architecture", "arch_args", "inferred"):
+            continue
+        text = json.dumps(value, default=str)
+        print(f"  {key:<13} {text if len(text) <= 100 else text[:97] + '...'}")
+    if "entries" in info:
+        print(f"  entries       {', '.join(f'{k} ({t})' for k, t in info['entries'].items())}")
+        print(f"  key prefix    {info['prefix'] or '(none)'}; looks like {info['detected_format']}")
+    print(f"  tensors       {info['num_tensors']}  parameters {info['num_parameters']:,}  dtypes {', '.join(info['dtypes'])}")
+    for group, counts in info["groups"].items():
+        print(f"    {group:<22} {counts['tensors']:>4} tensors {counts['parameters']:>12,} parameters")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    action = {"import": _run_import, "export": _run_export, "inspect": _run_inspect}[args.weights_command]
+    return action(args)

@@ -1,0 +1,323 @@
+"""Importers for the official Models Genesis / Semantic Genesis PyTorch checkpoints, and an exporter.
+
+Official layouts (genesis_reference §3.4):
+
+* **Models Genesis** (``Genesis_Chest_CT.pt``): the trainer wraps the model in ``nn.DataParallel`` and
+  saves ``{'epoch', 'state_dict', 'optimizer_state_dict'}``, so keys carry a ``module.`` prefix; the
+  README strips it and loads strictly. Saved with torch 1.3.1 (legacy, non-zip serialisation).
+* **Semantic Genesis** (``semantic_genesis_chest_ct.pt``): the README strips ``module.``, drops keys
+  containing ``projection_head`` or ``prototypes`` and strips a ``classficationNet.`` (sic) prefix,
+  then loads whatever matches the U-Net. We do the same, non-strictly, and report every skipped key.
+
+Safety: ``torch.load`` is first called with ``weights_only=True`` (tensors, containers and a few
+allow-listed numpy scalar types only). A checkpoint that pickled other objects (e.g. the training
+script's ``argparse.Namespace``) is refused with a :class:`CheckpointError` that explains the
+``trust=True`` option (CLI ``--trust``); only then is it loaded with ``weights_only=False``, which can
+run code stored in the file, and a warning is issued.
+
+:func:`export_models_genesis` writes our weights back in the official layout (``{'state_dict':
+{'module.' + key: tensor}}`` via ``torch.save``) so that the official code's loader can use them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from semantic_genesis.errors import CheckpointError, ConfigError
+
+FORMATS = ("models_genesis", "semantic_genesis")
+SG_DROP_MARKERS = ("projection_head", "prototypes")
+SG_PREFIX = "classficationNet."  # sic, as in the official README
+STATE_DICT_ENTRIES = ("state_dict", "model_state_dict", "model")
+
+
+class UntrustedCheckpointError(CheckpointError):
+    """The checkpoint contains pickled Python objects beyond tensors and plain containers."""
+
+
+def _numpy_safe_globals() -> list[Any]:
+    """Numpy scalar/dtype reconstructors (training scripts often pickle ``best_loss`` as numpy floats)."""
+    import numpy as np
+
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    safe: list[Any] = [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
+    dtype_classes = getattr(np, "dtypes", None)
+    if dtype_classes is not None:
+        safe += [getattr(dtype_classes, n) for n in ("Float64DType", "Float32DType", "Int64DType") if hasattr(dtype_classes, n)]
+    return safe
+
+
+def torch_load(path: str | Path, trust: bool = False) -> Any:
+    """Load a PyTorch checkpoint on the CPU, safely unless ``trust`` is given.
+
+    Raises:
+        CheckpointError: missing file, not a checkpoint, truncated/corrupt.
+        UntrustedCheckpointError: needs unpickling of non-allow-listed objects and ``trust`` is False.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, not a PyTorch checkpoint")
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # pickle-protocol notices of the safe unpickler
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        message = str(exc)
+        if "Weights only load failed" not in message:
+            raise CheckpointError(
+                f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or another format): "
+                f"{type(exc).__name__}: {message.splitlines()[0] if message else 'unexpected end of file'}"
+            ) from None
+        if not trust:
+            if "Unsupported global: GLOBAL " in message:
+                culprit = message.split("Unsupported global: GLOBAL ", 1)[1].split(" ", 1)[0]
+                raise UntrustedCheckpointError(
+                    f"{path}: the checkpoint contains pickled Python objects ({culprit}) besides tensors; "
+                    "loading them can run arbitrary code. If you trust this file, pass trust=True "
+                    "(CLI: --trust) to load it with weights_only=False"
+                ) from None
+            reason = message.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if (
+                "WeightsUnpickler error:" in message) else "unsupported content"
+            raise UntrustedCheckpointError(
+                f"{path}: not a readable PyTorch checkpoint for the safe loader ({reason}); it is not a "
+                "checkpoint, or a pickle using features the safe loader refuses. If it is a checkpoint "
+                "from a source you trust, trust=True (CLI: --trust) loads it with weights_only=False"
+            ) from None
+    warnings.warn(
+        f"loading {path} with weights_only=False because trust=True was given: this runs code stored in the file",
+        stacklevel=2,
+    )
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path}: cannot be unpickled even with trust=True: {type(exc).__name__}: {exc}") from None
+
+
+def find_state_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded checkpoint: ``obj['state_dict']`` (or ``model_state_dict``,
+    ``model``), or ``obj`` itself when it maps names to tensors.
+
+    Raises:
+        CheckpointError: nothing that looks like a state dict.
+    """
+    if isinstance(obj, nn.Module):
+        return dict(obj.state_dict())
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(obj).__name__}")
+    for entry in STATE_DICT_ENTRIES:
+        inner = obj.get(entry)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return dict(inner)
+    if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        return dict(obj)
+    raise CheckpointError(
+        f"{path}: no state dict found; top-level entries: {', '.join(map(str, list(obj)[:10])) or '(none)'} "
+        f"(expected 'state_dict' or a mapping of parameter names to tensors)"
+    )
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> tuple[dict[str, torch.Tensor], int]:
+    """Remove a leading ``prefix`` (repeatedly, e.g. nested DataParallel) from every key.
+
+    Returns:
+        ``(new state dict, number of keys renamed)``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    renamed = 0
+    for key, value in state_dict.items():
+        new = key
+        while new.startswith(prefix):
+            new = new[len(prefix):]
+        renamed += new != key
+        if new in out:
+            raise CheckpointError(f"key {new!r} occurs twice after removing the prefix {prefix!r}")
+        out[new] = value
+    return out, renamed
+
+
+def infer_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> tuple[str, dict[str, Any]]:
+    """Infer ``(registry name, constructor arguments)`` of a Models Genesis-style U-Net state dict.
+
+    ``width`` comes from the first conv (32 output channels at width 1), ``in_channels`` and
+    ``out_channels`` from the first and last convs, ``skip_connections`` from the first decoder conv,
+    2D vs 3D from the kernel rank, the classification head (``clc_out.*``) gives ``ynet3d``.
+
+    Raises:
+        CheckpointError: the keys are not those of a Models Genesis U-Net.
+    """
+    first = state_dict.get("down_tr64.ops.0.conv1.weight")
+    if first is None:
+        sample = ", ".join(list(state_dict)[:4])
+        raise CheckpointError(
+            f"{source}: not a Models Genesis U-Net state dict (no 'down_tr64.ops.0.conv1.weight'; keys start {sample})"
+        )
+    spatial = first.dim() - 2
+    args: dict[str, Any] = {"in_channels": int(first.shape[1]), "width": float(first.shape[0]) / 32.0}
+    last = state_dict.get("out_tr.final_conv.weight")
+    args["out_channels"] = int(last.shape[0]) if last is not None else 1
+    up = state_dict.get("up_tr256.up_conv.weight")
+    dec = state_dict.get("up_tr256.ops.0.conv1.weight")
+    if up is not None and dec is not None:
+        args["skip_connections"] = bool(dec.shape[1] != up.shape[1])
+    if "down_tr64.ops.0.bn1.running_mean" in state_dict:
+        args["norm"] = "batch_stats"
+    elif "down_tr64.ops.0.bn1.weight" in state_dict:
+        args["norm"] = "instance"  # affine-only norm; instance and group norm have the same keys
+    if spatial == 2:
+        return "unet2d", args
+    if spatial != 3:
+        raise CheckpointError(f"{source}: first conv has shape {tuple(first.shape)}; expected a 2D or 3D kernel")
+    head = state_dict.get("clc_out.fc1.weight")
+    conv = state_dict.get("clc_out.conv1.weight")
+    if head is not None and conv is not None:
+        args.update(num_classes=int(head.shape[0]), head_hidden=int(conv.shape[0]))
+        return "ynet3d", args
+    return "unet3d", args
+
+
+def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """``"semantic_genesis"`` if any key carries the SG markers, else ``"models_genesis"``."""
+    if any(SG_PREFIX in k or any(m in k for m in SG_DROP_MARKERS) for k in state_dict):
+        return "semantic_genesis"
+    return "models_genesis"
+
+
+@dataclass
+class ImportResult:
+    """An imported checkpoint.
+
+    Attributes:
+        state_dict: the tensors under our key names (only keys the model has).
+        format: ``"models_genesis"`` or ``"semantic_genesis"``.
+        architecture, arch_args: the inferred network (see :func:`infer_architecture`).
+        skipped: file keys dropped (SG filters, keys the model does not have), original names.
+        missing: model keys absent from the file (SG only; the file then does not set them).
+        model: the network with the imported weights loaded.
+        path: the source file.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    format: str
+    architecture: str
+    arch_args: dict[str, Any]
+    skipped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False)
+    path: str = ""
+
+    def metadata(self) -> dict[str, Any]:
+        """Metadata for :func:`~semantic_genesis.models.weights.save_weights` of the imported weights."""
+        return {
+            "architecture": self.architecture,
+            "arch_args": dict(self.arch_args),
+            "method": self.format,
+            "source": {
+                "format": self.format,
+                "file": Path(self.path).name,
+                "skipped_keys": list(self.skipped),
+                "missing_keys": list(self.missing),
+            },
+        }
+
+
+def import_state_dict(path: str | Path, fmt: str = "auto", trust: bool = False) -> ImportResult:
+    """Read an official checkpoint and convert it to our key names, checked against the network.
+
+    Args:
+        path: ``.pt``/``.pth`` file (zip or legacy serialisation).
+        fmt: ``"models_genesis"`` (strict), ``"semantic_genesis"`` (non-strict, filtered) or ``"auto"``.
+        trust: allow ``weights_only=False`` for a file you trust.
+
+    Raises:
+        CheckpointError: unreadable/untrusted file, no U-Net keys, or (Models Genesis) keys or shapes
+            that do not fit the inferred network exactly.
+    """
+    from semantic_genesis.models.registry import create
+    from semantic_genesis.models.weights import load_state_dict_into
+
+    if fmt not in (*FORMATS, "auto"):
+        raise ConfigError(f"unknown checkpoint format {fmt!r}; expected one of {', '.join(FORMATS)} or 'auto'")
+    path = Path(path)
+    raw = find_state_dict(torch_load(path, trust=trust), path)
+    state_dict, _ = strip_prefix(raw, "module.")
+    if fmt == "auto":
+        fmt = detect_format(state_dict)
+    skipped: list[str] = []
+    if fmt == "semantic_genesis":
+        kept = {}
+        for key, value in state_dict.items():
+            if any(marker in key for marker in SG_DROP_MARKERS):
+                skipped.append(key)
+            else:
+                kept[key] = value
+        state_dict, _ = strip_prefix(kept, SG_PREFIX)
+    architecture, arch_args = infer_architecture(state_dict, str(path))
+    model = create(architecture, **arch_args)
+    strict = fmt == "models_genesis"
+    report = load_state_dict_into(model, state_dict, strict=strict, source=str(path))
+    skipped += report.unexpected + [key for key, _, _ in report.mismatched]
+    return ImportResult(
+        state_dict={k: state_dict[k] for k in report.loaded},
+        format=fmt,
+        architecture=architecture,
+        arch_args=dict(model.arch_args),
+        skipped=skipped,
+        missing=list(report.missing),
+        model=model,
+        path=str(path),
+    )
+
+
+def import_checkpoint(
+    path: str | Path, out: str | Path, fmt: str = "models_genesis", trust: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+) -> ImportResult:
+    """Convert an official checkpoint to a safetensors weights file with metadata (``out``)."""
+    from semantic_genesis.models.weights import save_weights
+
+    result = import_state_dict(path, fmt=fmt, trust=trust)
+    meta = result.metadata()
+    architecture, arch_args = meta.pop("architecture"), meta.pop("arch_args")
+    meta.setdefault("input_size", [64, 64, 32] if architecture != "unet2d" else None)
+    meta.setdefault("intensity_window", {"modality": "ct", "hu_min": -1000.0, "hu_max": 1000.0})
+    meta.update(metadata or {})
+    save_weights(result.state_dict, out, metadata=meta, architecture=architecture, arch_args=arch_args)
+    return result
+
+
+def export_models_genesis(path: str | Path, out: str | Path, unet_only: bool = False) -> Path:
+    """Write a weights file in the official Models Genesis layout for the official PyTorch code.
+
+    The result is ``{'state_dict': {'module.' + key: tensor}}`` saved with ``torch.save`` (loads with
+    ``weights_only=True``); the official README loader strips ``module.`` and loads strictly into its
+    ``UNet3D`` (width 1, ``batch_stats``/``batch`` norm).
+
+    Args:
+        path: a safetensors weights file of a ``unet3d`` or ``ynet3d``.
+        out: destination ``.pt``.
+        unet_only: drop the Semantic Genesis head (``clc_out.*``), keeping the 106 U-Net keys.
+
+    Raises:
+        CheckpointError: the weights are not a Models Genesis U-Net.
+    """
+    from semantic_genesis.models.weights import load_weights
+    from semantic_genesis.utils.atomic import atomic_open
+
+    state_dict, _ = load_weights(path)  # keys in the model's own order
+    architecture, _ = infer_architecture(state_dict, str(path))
+    if architecture == "unet2d":
+        raise CheckpointError(f"{path}: 2D U-Net weights have no official Models Genesis (3D) layout")
+    if unet_only:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("clc_out.")}
+    official = {"state_dict": {"module." + k: v.contiguous() for k, v in state_dict.items()}}
+    with atomic_open(out, "wb") as handle:
+        torch.save(official, handle)
+    return Path(out)
