@@ -103,50 +103,31 @@ def _axis_range(size: int, crop: int, border: float) -> tuple[int, int]:
     return margin, size - crop - margin
 
 
-def summed_area(mask: np.ndarray) -> np.ndarray:
-    """3D summed-area table ``(X+1, Y+1, Z+1)`` of ``mask`` (zero first plane on each axis)."""
-    s = np.zeros(tuple(d + 1 for d in mask.shape), dtype=np.float64)
-    s[1:, 1:, 1:] = mask.astype(np.float64).cumsum(0).cumsum(1).cumsum(2)
-    return s
-
-
-def box_sums(s: np.ndarray, corners: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
-    """Sums over boxes ``corners + [0, size)`` from a summed-area table ``s`` (vectorised)."""
-    x0, y0, z0 = corners[:, 0], corners[:, 1], corners[:, 2]
-    x1, y1, z1 = x0 + size[0], y0 + size[1], z0 + size[2]
-    return (
-        s[x1, y1, z1] - s[x0, y1, z1] - s[x1, y0, z1] - s[x1, y1, z0]
-        + s[x0, y0, z1] + s[x0, y1, z0] + s[x1, y0, z0] - s[x0, y0, z0]
-    )
-
-
 class _ContentTest:
-    """Scores candidate windows of one scan; lower is better; ``accept(scores)`` says which pass."""
+    """Scores candidate windows of one scan; ``accept(scores)`` says which pass.
+
+    The per-scan tables (lung darkness / body mask summed-area tables) are built once, so each
+    candidate window costs O(1) whatever its size.
+    """
 
     def __init__(self, unit: np.ndarray, cfg: CubesConfig):
         self.cfg = cfg
         self.unit = unit
-        self._body_table: np.ndarray | None = None
-
-    def extra_depth(self) -> int:
-        return self.cfg.look_ahead if self.cfg.content_test == "lung" else 0
+        self._table: Any = None
 
     def scores(self, corners: np.ndarray, crop: tuple[int, int, int]) -> np.ndarray:
+        """Lung test: mean darkness ``mean(d)`` (lower = more air/lung); body test: fraction outside the body."""
+        from semantic_genesis import preprocess
+
         cfg = self.cfg
         if cfg.content_test == "lung":
-            from semantic_genesis.preprocess import lung_scores
-
-            return np.asarray(
-                lung_scores(self.unit, corners, crop, threshold=cfg.content_threshold, look_ahead=cfg.look_ahead),
-                dtype=np.float64,
-            )
+            if self._table is None:
+                self._table = preprocess.lung_table(self.unit, cfg.content_threshold, cfg.look_ahead)
+            return np.asarray(preprocess.lung_scores(self._table, corners, crop, cfg.content_threshold, cfg.look_ahead))
         if cfg.content_test == "body":
-            if self._body_table is None:
-                from semantic_genesis.preprocess import body_mask
-
-                self._body_table = summed_area(np.asarray(body_mask(self.unit), dtype=bool))
-            inside = box_sums(self._body_table, corners, crop) / float(np.prod(crop))
-            return 1.0 - inside  # fraction outside the body
+            if self._table is None:
+                self._table = preprocess.body_table(self.unit)
+            return 1.0 - np.asarray(preprocess.body_scores(self._table, corners, crop))
         return np.zeros(len(corners))
 
     def accept(self, scores: np.ndarray) -> np.ndarray:
@@ -175,19 +156,16 @@ def sample_cubes(unit: np.ndarray, cfg: CubesConfig, rng: np.random.Generator) -
     """
     cx, cy, cz = cfg.cube_size
     test = _ContentTest(unit, cfg)
-    extra = test.extra_depth()
     crops = []
     for scale in cfg.crop_scales:
         if scale <= 0:
             raise ConfigError(f"cubes.crop_scales must be positive, got {list(cfg.crop_scales)}")
         crops.append((max(1, round(cx * scale)), max(1, round(cy * scale)), cz))
-    need = tuple(max(c[i] for c in crops) + (extra if i == 2 else 0) for i in range(3))
+    need = tuple(max(c[i] for c in crops) for i in range(3))
     if any(unit.shape[i] < need[i] for i in range(3)):
         raise DataError(
             f"volume of shape {tuple(unit.shape)} is too small for cubes of {tuple(cfg.cube_size)}"
-            f" (needs at least {need} voxels (X, Y, Z), including scales {list(cfg.crop_scales)}"
-            + (f" and the lung test's {extra} look-ahead slices" if extra else "")
-            + ")"
+            f" (needs at least {need} voxels (X, Y, Z) for crop scales {list(cfg.crop_scales)})"
         )
     want = cfg.cubes_per_scan
     budget = max(cfg.max_trials_factor * want, want)
@@ -201,8 +179,7 @@ def sample_cubes(unit: np.ndarray, cfg: CubesConfig, rng: np.random.Generator) -
         which = rng.integers(0, len(crops), size=n)
         starts = np.empty((n, 3), dtype=np.int64)
         for i in range(3):
-            depth_extra = extra if i == 2 else 0
-            lo_hi = [_axis_range(unit.shape[i], c[i] + depth_extra, cfg.border_fraction[i]) for c in crops]
+            lo_hi = [_axis_range(unit.shape[i], c[i], cfg.border_fraction[i]) for c in crops]
             lo = np.array([a for a, _ in lo_hi])[which]
             hi = np.array([b for _, b in lo_hi])[which]
             starts[:, i] = lo + np.floor(rng.random(n) * (hi - lo + 1)).astype(np.int64)
@@ -238,14 +215,12 @@ def sample_cubes(unit: np.ndarray, cfg: CubesConfig, rng: np.random.Generator) -
 def _unit_volume(ref: Any, cfg: Config) -> np.ndarray:
     """Read one scan and map it to float32 (X, Y, Z) in [0, 1]."""
     from semantic_genesis.io.volumes import read_volume
-    from semantic_genesis.preprocess import resample, to_unit
+    from semantic_genesis.preprocess import to_unit
 
     volume = read_volume(ref.path)
     if not volume.metadata.get("modality") and ref.modality in ("ct", "mri"):
         volume = volume.with_array(volume.array, modality=ref.modality)
-    if cfg.intensity.spacing is not None:
-        volume = resample(volume, tuple(cfg.intensity.spacing), is_label=False)
-    unit = to_unit(volume, cfg.intensity).array
+    unit = to_unit(volume, cfg.intensity).array  # resampled to intensity.spacing first when set
     return np.asarray(unit, dtype=np.float32)
 
 
