@@ -172,14 +172,28 @@ class TrainConfig:
 class FinetuneConfig:
     """Target-task fine-tuning and the trials protocol (``semantic_genesis.finetune``)."""
 
-    task: str = "ncc"
+    task: str = "ncc"  # ncc | ncs | lcs | bms (semantic_genesis.finetune.tasks.available())
     init: str = "scratch"  # scratch | path to weights | name=path
-    trials: int = 10
-    label_fraction: float = 1.0
-    freeze_encoder: bool = False
-    loss: str = "auto"  # auto: BCE for classification, Dice+BCE for segmentation
-    metric: str = "auto"
-    options: dict[str, Any] = field(default_factory=dict)
+    inits: tuple[str, ...] = ("scratch",)  # evaluate: name=path entries (scratch needs no path)
+    trials: int = 10  # evaluate: fine-tuning runs per initialisation (paper: 10)
+    label_fraction: float = 1.0  # fraction of training patients used (few-label regimes)
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train / validation / test, by patient
+    split_seed: int | None = None  # None = the root seed; fixed across trials so the test set is shared
+    freeze_encoder: bool = False  # True: linear probe / frozen features; only head (+decoder) trained
+    loss: str = "auto"  # auto: BCE for classification, Dice+BCE for segmentation; or bce | dice | dice_bce
+    metric: str = "auto"  # auto: the task's paper metric (auc for ncc, iou for segmentation)
+    crop_size: tuple[int, int, int] = (64, 64, 32)  # (X, Y, Z) input of the network (paper: 64x64x32)
+    head: Literal["mlp", "linear", "genesis"] = "mlp"  # classification head on the bottleneck (see finetune.models)
+    pos_weight: float | str = "auto"  # classification: auto = negatives/positives in train split; or a number; none
+    balanced_sampling: bool = False  # classification: sample classes equally instead of pos_weight
+    max_negatives: int = 64  # ncc: candidates (false positives) kept per scan, seeded (LUNA16 has ~750k)
+    samples_per_volume: int = 8  # lcs/bms: training crops drawn from each volume per epoch
+    foreground_fraction: float = 0.5  # lcs/bms: share of training crops centred on a foreground voxel
+    sw_overlap: float = 0.25  # lcs/bms: sliding-window overlap at whole-volume inference (MONAI)
+    sw_batch_size: int = 4
+    threshold: float = 0.5  # probability threshold of Dice / IoU (official evaluation: 0.5)
+    max_patients: int = 0  # use only the first N patients of the dataset (0 = all); quick runs
+    options: dict[str, Any] = field(default_factory=dict)  # task-specific extras
 
 
 @dataclass(frozen=True)

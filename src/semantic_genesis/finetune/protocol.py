@@ -1,0 +1,178 @@
+"""The papers' evaluation protocol: every initialisation fine-tuned ``trials`` times, then statistics.
+
+Semantic Genesis (MICCAI 2020, Table 2) fine-tunes every method 10 times per target task and reports
+mean ± s.d. with independent two-sample t-tests of the best method against each other. Here:
+
+* the task data are read once and split by patient once (``finetune.split_seed``), so every trial
+  of every initialisation is scored on the **same test set**;
+* trial ``k`` uses the seed ``derive_seed(seed, "trial", k)`` for **every** initialisation, so the
+  initialisations differ only in their weights (same head initialisation draws, data order, crops);
+* each (init, trial) runs in ``OUT/trials/<init>/trial_<k>/``; a finished trial has a
+  ``result.json`` (written atomically), so an interrupted ``evaluate`` skips finished trials and an
+  interrupted trial resumes from its last epoch;
+* a diverged trial (NaN / inf loss) is recorded with ``status: failed`` and a NaN metric: it is
+  listed in the tables and excluded from mean, s.d. and tests, never silently dropped;
+* the outputs ``results.csv`` (one row per trial), ``results.json`` (summary + comparison),
+  ``results.md`` (the table) and ``results.png`` (bar chart, mean ± s.d.) are rewritten atomically
+  after every trial, so partial results are always readable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from semantic_genesis.errors import TrainingError
+from semantic_genesis.utils.seeding import derive_seed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from semantic_genesis.config import Config
+    from semantic_genesis.finetune.models import InitSpec
+
+TRIALS_DIR = "trials"
+
+
+def trial_seed(seed: int, trial: int) -> int:
+    """Seed of trial ``trial`` (shared by all initialisations), below 2**31 for every RNG."""
+    return derive_seed(seed, "trial", trial) % (2**31 - 1)
+
+
+@dataclass
+class TrialRecord:
+    """One finished (or failed) trial."""
+
+    init: str
+    trial: int
+    seed: int
+    status: str
+    metrics: dict[str, float]
+    epochs: int
+    best_epoch: int
+    seconds: float
+    error: str | None = None
+
+    def row(self, metric_names: list[str]) -> dict[str, Any]:
+        return {
+            "init": self.init, "trial": self.trial, "seed": self.seed, "status": self.status,
+            **{m: self.metrics.get(m, math.nan) for m in metric_names},
+            "epochs": self.epochs, "best_epoch": self.best_epoch, "seconds": self.seconds, "error": self.error or "",
+        }
+
+
+def trial_dir(out: Path, init: str, trial: int) -> Path:
+    return Path(out) / TRIALS_DIR / init / f"trial_{trial:02d}"
+
+
+def _failed_result(init: "InitSpec", task_metric: str, seed: int, error: str, seconds: float) -> dict[str, Any]:
+    return {"status": "failed", "metric": task_metric, "test": {task_metric: math.nan}, "best_val": math.nan,
+            "best_epoch": -1, "epochs": 0, "seconds": seconds, "seed": seed, "init": {"init": init.name}, "error": error}
+
+
+def align_scratch_architecture(cfg: "Config", inits: list["InitSpec"], log: Callable[[str], None] = print) -> "Config":
+    """Give scratch networks the width and normalisation of the first weights file being compared.
+
+    A fair comparison of initialisations needs one architecture; the pretrained files fix theirs, so
+    ``model.width`` / ``model.norm`` of the config are overridden for scratch (with a log line).
+    """
+    from semantic_genesis.config import replace
+    from semantic_genesis.finetune import tasks
+    from semantic_genesis.finetune.models import architecture_from_state, read_checkpoint
+
+    files = [s for s in inits if s.path is not None]
+    if not files or not any(s.is_scratch for s in inits):
+        return cfg
+    state, metadata = read_checkpoint(files[0].path)
+    args = architecture_from_state(files[0].path, state, metadata, tasks.get(cfg.finetune.task))
+    if (args["width"], args["norm"]) != (cfg.model.width, cfg.model.norm):
+        log(f"scratch uses the architecture of {files[0].name}: width {args['width']}, norm {args['norm']}")
+        cfg = replace(cfg, **{"model.width": args["width"], "model.norm": args["norm"]})
+    return cfg
+
+
+def run_protocol(
+    cfg: "Config",
+    data_root: str | Path,
+    inits: list["InitSpec"],
+    trials: int,
+    out: str | Path,
+    log: Callable[[str], None] = print,
+    data=None,
+) -> dict[str, Any]:
+    """Run every (initialisation, trial) of ``cfg.finetune.task`` and write the results files.
+
+    Args:
+        cfg: root config (``finetune``, ``train``, ``optim``, ``model``, ``intensity``, ``seed``).
+        data_root: the task's dataset folder.
+        inits: initialisations to compare (scratch and/or weights files).
+        trials: trials per initialisation (paper: 10).
+        out: output folder.
+        log: where progress lines go.
+        data: already loaded :class:`~semantic_genesis.finetune.data.TaskData` (skips reading).
+
+    Returns:
+        The summary written to ``results.json``.
+    """
+    from semantic_genesis.config import save_config
+    from semantic_genesis.errors import ConfigError
+    from semantic_genesis.finetune import tasks
+    from semantic_genesis.finetune.data import split_by_patient
+    from semantic_genesis.finetune.trainer import RESULT_FILE, check_config, primary_metric, run_finetune
+    from semantic_genesis.report.results import _nan_to_none, write_results
+    from semantic_genesis.utils.atomic import write_json
+
+    if trials < 1:
+        raise ConfigError(f"trials must be >= 1, got {trials}")
+    check_config(cfg)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    task = tasks.get(cfg.finetune.task)
+    metric = primary_metric(task, cfg)
+    for spec in inits:
+        if spec.path is not None and not spec.path.is_file():
+            from semantic_genesis.errors import CheckpointError, describe_path
+
+            raise CheckpointError(f"{describe_path(spec.path)}: weights file of initialisation {spec.name!r} not found")
+    cfg = align_scratch_architecture(cfg, inits, log)
+    started = time.perf_counter()
+    if data is None:
+        log(f"reading {task.name} data from {data_root}")
+        data = task.load(data_root, cfg)
+    split_seed = cfg.seed if cfg.finetune.split_seed is None else cfg.finetune.split_seed
+    split = split_by_patient(data, cfg.finetune.split, split_seed, cfg.finetune.label_fraction)
+    sizes = {k: int(len(v)) for k, v in split.items()}
+    log(f"{task.name}: {len(data)} samples from {len(set(data.patients))} patients; split {sizes}")
+    write_json(out / "split.json", {k: [int(i) for i in v] for k, v in split.items()})
+
+    records: list[TrialRecord] = []
+    for spec in inits:
+        for k in range(trials):
+            seed = trial_seed(cfg.seed, k)
+            folder = trial_dir(out, spec.name, k)
+            result_path = folder / RESULT_FILE
+            if result_path.is_file():
+                result = json.loads(result_path.read_text(encoding="utf-8"))
+                log(f"  {spec.name} trial {k}: done before ({result['status']}), skipped")
+            else:
+                t0 = time.perf_counter()
+                try:
+                    run = run_finetune(task, data, split, cfg, spec, folder, seed, keep_checkpoint=False, save_weights=False)
+                    result = run.to_dict()
+                except TrainingError as exc:
+                    result = _failed_result(spec, metric, seed, str(exc), round(time.perf_counter() - t0, 3))
+                    write_json(result_path, result)
+                value = result["test"].get(metric, math.nan)
+                log(f"  {spec.name} trial {k}: {result['status']} {metric}={value:.4f} "
+                    f"({result['epochs']} epochs, {result['seconds']:.1f}s)")
+            records.append(TrialRecord(spec.name, k, seed, result["status"], dict(result["test"]), int(result["epochs"]),
+                                       int(result["best_epoch"]), float(result["seconds"]), result.get("error")))
+            summary = write_results(out, task, metric, [s.name for s in inits], records, data_info={
+                "source": data.source, "samples": len(data), "patients": len(set(data.patients)), "split": sizes,
+                **{k: v for k, v in data.info.items()}}, trials=trials)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    write_json(out / "results.json", _nan_to_none(summary))
+    return summary

@@ -1,0 +1,52 @@
+"""Target tasks, registered by name (Semantic Genesis, Table 1; Models Genesis).
+
+========  ============================================  ================  ====================
+name      task                                          data layout       metric(s)
+========  ============================================  ================  ====================
+``ncc``   lung nodule false-positive reduction (cls)    LUNA16            AUC
+``ncs``   lung nodule segmentation (crops)              native phantom,   IoU, Dice
+                                                        or x_/m_ npy
+``lcs``   liver segmentation (whole volumes)            LiTS              IoU, Dice
+``bms``   brain tumour (whole tumour) segmentation      BraTS (FLAIR)     IoU, Dice
+========  ============================================  ================  ====================
+
+``get(name)`` returns the task object; ``available()`` lists the names; ``register(task)`` adds one.
+"""
+
+from __future__ import annotations
+
+from semantic_genesis.errors import ConfigError
+from semantic_genesis.finetune.tasks.base import Task
+from semantic_genesis.finetune.tasks.bms import BMS
+from semantic_genesis.finetune.tasks.lcs import LCS
+from semantic_genesis.finetune.tasks.ncc import NCC
+from semantic_genesis.finetune.tasks.ncs import NCS
+
+_REGISTRY: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    """Add ``task`` (an instance with a unique :attr:`Task.name`) to the registry and return it."""
+    if not task.name:
+        raise ConfigError(f"task {task!r} has no name")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def available() -> list[str]:
+    """Names of the registered tasks, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Task:
+    """The task called ``name``; unknown names raise :class:`ConfigError` listing the available ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown target task {name!r}; available: {', '.join(available())}") from None
+
+
+for _task in (NCC(), NCS(), LCS(), BMS()):
+    register(_task)
+
+__all__ = ["Task", "available", "get", "register"]

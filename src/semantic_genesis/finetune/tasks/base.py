@@ -1,0 +1,47 @@
+"""The :class:`Task` base class: how a target task reads its dataset and how it is scored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from semantic_genesis.errors import DatasetLayoutError, describe_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from semantic_genesis.config import Config
+    from semantic_genesis.finetune.data import TaskData
+
+
+class Task:
+    """A target task of the papers (Semantic Genesis Table 1; Models Genesis).
+
+    Class attributes:
+        name: registry name (``ncc``, ``ncs``, ``lcs``, ``bms``).
+        kind: ``"classification"`` or ``"segmentation"``.
+        metric: the paper's metric for the task (selects the best epoch and is compared in trials).
+        metrics: every metric reported on the test set (the first is :attr:`metric`).
+        description: one line.
+        layout: the expected dataset layout, quoted in errors.
+        num_outputs: outputs of the new head / output layer (1 = binary, sigmoid).
+    """
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "classification"
+    metric: ClassVar[str] = "auc"
+    metrics: ClassVar[tuple[str, ...]] = ("auc",)
+    description: ClassVar[str] = ""
+    layout: ClassVar[str] = ""
+    num_outputs: ClassVar[int] = 1
+
+    def load(self, root: str | Path, cfg: "Config") -> "TaskData":
+        """Read the task's samples from ``root`` (crops in [0, 1], see :class:`TaskData`)."""
+        raise DatasetLayoutError(f"task {self.name} defines no loader")  # pragma: no cover
+
+    def check_root(self, root: str | Path) -> Path:
+        """Return ``root`` as a Path if it is a folder, else a :class:`DatasetLayoutError` with the layout."""
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetLayoutError(
+                f"{describe_path(root)}: data folder of task {self.name} not found; expected {self.layout}"
+            )
+        return root
