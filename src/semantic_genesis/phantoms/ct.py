@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -190,7 +190,7 @@ def ct_patient_id(index: int) -> str:
 
 def default_spacing(shape: Sequence[int], fov_mm: Sequence[float] = CT_FIELD_OF_VIEW_MM) -> tuple[float, float, float]:
     """Spacing (mm) so that a grid of ``shape`` covers ``fov_mm``."""
-    return tuple(float(f) / int(s) for f, s in zip(fov_mm, shape))  # type: ignore[return-value]
+    return tuple(round(float(f) / int(s), 6) for f, s in zip(fov_mm, shape))  # type: ignore[return-value]
 
 
 def _check_grid(shape: Sequence[int], spacing: Sequence[float] | None) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
@@ -566,8 +566,14 @@ def _random_lung_points(rng: np.random.Generator, anat: ChestAnatomy, n: int, ma
     return pts[:n]
 
 
-def _place_nodules(rng: np.random.Generator, anat: ChestAnatomy, vessels: np.ndarray) -> list[dict[str, Any]]:
-    """Choose 0-5 nodules: centre (patient frame), diameter, kind, attachment; all inside a lung."""
+def _place_nodules(
+    rng: np.random.Generator, anat: ChestAnatomy, vessels: np.ndarray, grid_side: Callable[[np.ndarray], int]
+) -> list[dict[str, Any]]:
+    """Choose 0-5 nodules: centre (patient frame), diameter, kind, attachment; all inside a lung.
+
+    ``grid_side(point)`` gives the lung (+1 / -1 / 0) of the voxel holding a point on the rendered
+    grid, which also excludes the great vessels and central airways.
+    """
     count = int(rng.integers(0, 6))
     dirs = sphere_directions(26)
     placed: list[dict[str, Any]] = []
@@ -607,7 +613,7 @@ def _place_nodules(rng: np.random.Generator, anat: ChestAnatomy, vessels: np.nda
                 need_inside = c[None] + (r + 1.5) * dirs
                 attached = None
             side_c = int(anat.lung_side(*[np.array([x]) for x in c])[0])
-            if side_c == 0:
+            if side_c == 0 or grid_side(c) != side_c:
                 continue
             sides = anat.lung_side(need_inside[:, 0], need_inside[:, 1], need_inside[:, 2])
             if np.any(sides != side_c):
@@ -664,7 +670,11 @@ def _render_nodule(frame: PatientFrame, hu: np.ndarray, occupancy_out: np.ndarra
 
 
 def _candidates(
-    rng: np.random.Generator, anat: ChestAnatomy, trees: list[Tree], nodules: list[dict[str, Any]]
+    rng: np.random.Generator,
+    anat: ChestAnatomy,
+    trees: list[Tree],
+    nodules: list[dict[str, Any]],
+    grid_side: Callable[[np.ndarray], int],
 ) -> list[tuple[np.ndarray, int, str]]:
     """True nodules plus look-alikes: vessel junctions, vessel cross-sections and random lung points."""
     out: list[tuple[np.ndarray, int, str]] = [(n["center"], 1, "nodule") for n in nodules]
@@ -685,7 +695,7 @@ def _candidates(
     for p in _random_lung_points(rng, anat, int(rng.integers(5, 11)), margin_mm=3.0):
         negatives.append((p, "random"))
     for p, kind in negatives:
-        if anat.lung_side(*[np.array([x]) for x in p])[0] == 0:
+        if anat.lung_side(*[np.array([x]) for x in p])[0] == 0 or grid_side(p) == 0:
             continue
         if any(np.linalg.norm(p - n["center"]) < n["radius"] + 5.0 for n in nodules):
             continue
@@ -717,7 +727,8 @@ def _render_bones(anat: ChestAnatomy, frame: PatientFrame, hu: np.ndarray, lab: 
     lab[dsk] = CT_LABELS["body"]
     cr = np.sqrt(U**2 + (V - anat.canal_v) ** 2)
     arch2d = (cr > 7.5) & (cr < 13.0) & (V > anat.canal_v - 6.0)
-    spinous = (np.abs(U) < 4.5) & (V > anat.canal_v + 8.0) & (V < anat.canal_v + 26.0)
+    back = 0.97 * anat.B0 - p["fat_mm"] - 3.0  # keep the spinous process under the skin
+    spinous = (np.abs(U) < 4.5) & (V > anat.canal_v + 8.0) & (V < np.minimum(anat.canal_v + 26.0, back))
     transverse = (np.abs(U) < 24.0) & (np.abs(V - anat.canal_v + 2.0) < 5.0)
     post = (arch2d | spinous | transverse) & (phase > 0.15) & (phase < 0.7)
     hu[post] = HU["cortical"] * 0.8
@@ -902,7 +913,14 @@ def make_ct_patient(
     lab[in_lung & (vocc >= 0.5)] = L["vessel"]
 
     # -- nodules
-    placed = _place_nodules(rng_les, anat, vessel_segs)
+    def grid_side(point: np.ndarray) -> int:
+        ijk = np.rint(frame.to_voxel(point)[0]).astype(int)
+        if np.any(ijk < 0) or np.any(ijk >= np.asarray(full)):
+            return 0
+        value = lung_env[tuple(ijk)]
+        return 1 if value == L["lung_left"] else (-1 if value == L["lung_right"] else 0)
+
+    placed = _place_nodules(rng_les, anat, vessel_segs, grid_side)
     nocc = np.zeros(full, np.float32)
     for nod in placed:
         _render_nodule(frame, hu, nocc, nod, rng_les)
@@ -932,7 +950,7 @@ def make_ct_patient(
     ]
     cands = [
         Candidate(tuple(float(x) for x in frame.to_voxel(p)[0]), label, kind)  # type: ignore[arg-type]
-        for p, label, kind in _candidates(rng_les, anat, trees, placed)
+        for p, label, kind in _candidates(rng_les, anat, trees, placed, grid_side)
     ]
     all_params: dict[str, Any] = {"index": index, "seed": seed, "shape": list(shape_t), "spacing": list(spacing_t)}
     all_params.update(params)
