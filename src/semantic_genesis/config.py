@@ -73,7 +73,11 @@ class DiscoveryConfig:
     ae_epochs: int = 100
     ae_batch_size: int = 8
     ae_lr: float = 1e-3
-    ae_patience: int = 50
+    ae_patience: int = 50  # early stopping, epochs without validation improvement
+    ae_plateau_patience: int = 20  # ReduceLROnPlateau (x0.5) patience, epochs (official value)
+    ae_min_lr: float = 1e-6
+    ae_norm: Literal["batch_stats", "batch", "instance", "group"] = "batch"  # eval features use running stats
+    ae_weights: str | None = None  # use this trained autoencoder (safetensors) instead of training one
     strategy: Literal["paper", "per_class"] = "paper"
     num_neighbours: int = 200  # K (train)
     num_val_neighbours: int = 30  # validation neighbours per reference
@@ -86,10 +90,17 @@ class DiscoveryConfig:
     min_distance: float = 5.0  # voxels between coordinates of one reference
     border_fraction: tuple[float, float, float] = (0.1, 0.1, 0.1)
     content_test: Literal["lung", "body", "none"] = "lung"
-    max_coordinate_trials: int = 2000
+    content_threshold: float = 0.425  # lung test: [0,1] value marking tissue ((-150 HU + 1000) / 2000)
+    content_max: float = 0.15  # lung test: accept if mean darkness score <= this
+    look_ahead: int = 3  # lung test: slices looked ahead
+    body_min_fraction: float = 0.5  # body test: accept if this fraction of the crop is inside the body
+    coordinate_frame: Literal["body", "volume"] = "body"  # coordinates relative to the body box or the volume
+    max_coordinate_trials: int = 2000  # candidate positions tried per reference before giving up
     val_fraction: float = 0.15  # patients held out for validation patterns
     dtype: Literal["float16", "uint8"] = "float16"
     shard_size: int = 1024
+    memory_mb: int = 2048  # pattern generation: crops held in memory per pass over the neighbours
+    progress: bool = True
 
 
 @dataclass(frozen=True)

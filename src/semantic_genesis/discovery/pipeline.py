@@ -1,0 +1,270 @@
+"""The resumable self-discovery pipeline behind ``semantic-genesis discover``.
+
+Stages and their outputs in the run folder ``RUN``:
+
+===========  ====================================  ==============================================
+stage        output                                 skipped when
+===========  ====================================  ==============================================
+scans        ``RUN/discovery/scans/`` (shard store  every patient is a completed unit (resumes per
+             of scans resized to ae_input_size,     patient); other settings -> ConfigError
+             records with shape and body frame)
+autoencoder  ``RUN/discovery/autoencoder/``         finished (resumes per epoch); another input
+             (``best.safetensors``, ``state.pt``)   size/width -> CheckpointError
+features     ``RUN/discovery/features.npz``         its fingerprint (autoencoder weights, cohort)
+                                                    matches; recomputed otherwise
+plan         ``RUN/discovery/plan.json``            its fingerprint (features + discovery
+             (references, neighbours, coordinates)  settings + seed) matches; recomputed otherwise
+patterns     ``RUN/patterns/`` (pattern set)        complete (resumes per class); made from
+                                                    another plan -> ConfigError
+===========  ====================================  ==============================================
+
+``discovery.ae_weights`` replaces the autoencoder stage by a given trained autoencoder (checked for
+the configured input size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from semantic_genesis.discovery.coordinates import Frame, body_frame, volume_frame
+from semantic_genesis.discovery.plan import Group
+from semantic_genesis.errors import ConfigError, DataError
+from semantic_genesis.utils.atomic import atomic_open, write_json
+
+SCANS_KIND = "discovery_scans"
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+class UnitCache:
+    """Scans in [0, 1] by patient id, with a small least-recently-used cache (bytes-bounded)."""
+
+    def __init__(self, paths: dict[str, str], intensity, max_bytes: int = 512 * 2**20):
+        self.paths, self.intensity, self.max_bytes = paths, intensity, max_bytes
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.loads = 0
+
+    def __call__(self, pid: str) -> np.ndarray:
+        from semantic_genesis.discovery.scans import load_unit_scan
+
+        if pid in self._cache:
+            self._cache.move_to_end(pid)
+            return self._cache[pid]
+        unit = load_unit_scan(self.paths[pid], self.intensity)
+        self.loads += 1
+        self._cache[pid] = unit
+        while sum(a.nbytes for a in self._cache.values()) > self.max_bytes and len(self._cache) > 1:
+            self._cache.popitem(last=False)
+        return unit
+
+
+@dataclass
+class DiscoveryResult:
+    """What :func:`run_discovery` produced."""
+
+    run_dir: Path
+    patterns: Path
+    groups: list[Group]
+    ids: list[str]
+    splits: list[str]
+    features: np.ndarray
+
+
+def _stage_scans(cfg, patients, root: Path, log) -> Any:
+    """Resize every scan to ``ae_input_size`` into a shard store; record shape and body frame."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from semantic_genesis.discovery.scans import load_unit_scan
+    from semantic_genesis.io.shards import ShardedArray, ShardWriter, read_manifest
+
+    dcfg = cfg.discovery
+    size = tuple(int(s) for s in dcfg.ae_input_size)
+    if any(s % 8 for s in size):
+        raise ConfigError(f"discovery.ae_input_size must be divisible by 8 (three poolings), got {list(size)}")
+    from semantic_genesis.config import to_dict
+
+    fingerprint = _digest({"size": size, "intensity": to_dict(cfg.intensity),
+                           "patients": [(p.patient_id, p.path, p.split) for p in patients]})
+    if (root / "manifest.json").is_file():
+        found = read_manifest(root).get("attrs", {}).get("fingerprint")
+        if found != fingerprint:
+            raise ConfigError(
+                f"{root}: resized scans were made from another cohort or with other settings "
+                "(discovery.ae_input_size, intensity, data, val_fraction or seed); use a new output folder"
+            )
+    writer = ShardWriter(root, SCANS_KIND, (1, *size), "float16", attrs={"fingerprint": fingerprint})
+    done = writer.completed_units()
+    todo = [p for p in patients if p.patient_id not in done]
+    if todo:
+        log(f"scans: resizing {len(todo)} scans to {size} ({len(done)} done)")
+    for p in tqdm(todo, disable=not dcfg.progress, desc="scans", unit="scan", leave=False):
+        unit = load_unit_scan(p.path, cfg.intensity)
+        for axis, (s, need) in enumerate(zip(unit.shape, dcfg.pattern_size)):
+            if s < need:
+                raise DataError(
+                    f"{p.path}: scan of shape {unit.shape} is smaller than discovery.pattern_size "
+                    f"{list(dcfg.pattern_size)} along axis {'XYZ'[axis]}"
+                )
+        t = torch.from_numpy(unit)[None, None]
+        small = F.interpolate(t, size=size, mode="trilinear", align_corners=False)[0].numpy()
+        record = {"patient": p.patient_id, "path": p.path, "split": p.split, "shape": list(unit.shape),
+                  "body_frame": body_frame(unit).to_dict()}
+        writer.add_unit(p.patient_id, np.clip(small, 0, 1)[None], [record], split=p.split)
+    writer.finish(num_scans=len(patients))
+    return ShardedArray(root)
+
+
+def run_discovery(
+    cfg,
+    data: str | Path,
+    out: str | Path,
+    log: Callable[[str], None] = print,
+    stop_after: dict[str, int] | None = None,
+) -> DiscoveryResult:
+    """Run (or resume) self-discovery on the scans in ``data``; write the pattern set to ``out/patterns``.
+
+    Args:
+        cfg: the root config (sections ``discovery``, ``intensity``, ``train.device``; ``seed``).
+        data: a folder of scans (any layout ``io.datasets.list_scans`` recognises).
+        out: the run folder.
+        log: one-line messages.
+        stop_after: interrupt stages early (tests of resume): ``{"ae_epochs": n, "classes": n}``.
+
+    Raises:
+        ConfigError, DataError, CheckpointError: bad settings, data or checkpoints (see module doc).
+    """
+    import torch
+
+    from semantic_genesis.config import save_config, to_dict
+    from semantic_genesis.discovery.autoencoder import load_autoencoder, train_autoencoder
+    from semantic_genesis.discovery.features import embed
+    from semantic_genesis.discovery.plan import make_plan
+    from semantic_genesis.discovery.patterns import check_multires, write_pattern_set
+    from semantic_genesis.discovery.scans import split_patients
+    from semantic_genesis.io.datasets import list_scans
+    from semantic_genesis.io.shards import ShardedArray, read_manifest
+    from semantic_genesis.training.distributed import resolve_device
+
+    stop_after = stop_after or {}
+    dcfg = cfg.discovery
+    check_multires(dcfg)
+    run = Path(out)
+    disc = run / "discovery"
+    disc.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run / "config.yaml")
+    refs = list_scans(Path(data))
+    patients = split_patients(refs, dcfg.val_fraction, cfg.seed)
+    n_train = sum(p.split == "train" for p in patients)
+    from semantic_genesis.discovery.plan import check_counts
+
+    check_counts(dcfg, n_train, len(patients) - n_train)  # fail before any expensive stage
+    log(f"discovery: {len(patients)} patients ({n_train} train, {len(patients) - n_train} validation)")
+
+    # 1. scans resized for the autoencoder (+ shapes and body frames)
+    scans = _stage_scans(cfg, patients, disc / "scans", log)
+    records = scans.all_records()
+    ids = [r["patient"] for r in records]
+    splits = [r["split"] for r in records]
+    if dcfg.coordinate_frame == "body":
+        frames = {r["patient"]: Frame.from_dict(r["body_frame"]) for r in records}
+    else:
+        frames = {r["patient"]: volume_frame(r["shape"]) for r in records}
+
+    # 2. autoencoder
+    device = resolve_device(cfg.train.device)
+    if dcfg.ae_weights:
+        weights = Path(dcfg.ae_weights)
+        log(f"autoencoder: using {weights}")
+    else:
+        weights = train_autoencoder(
+            ShardedArray(disc / "scans", split="train"), ShardedArray(disc / "scans", split="validation"),
+            disc / "autoencoder", dcfg, cfg.seed, device, log, stop_after.get("ae_epochs"),
+        )
+        if "ae_epochs" in stop_after:
+            return DiscoveryResult(run, run / "patterns", [], ids, splits, np.zeros((0, 0)))
+    model = load_autoencoder(weights, dcfg)
+
+    # 3. features
+    feat_path = disc / "features.npz"
+    feat_fp = _digest({"weights": _file_digest(weights), "ids": ids, "splits": splits})
+    features = None
+    if feat_path.is_file():
+        with np.load(feat_path, allow_pickle=False) as z:
+            if str(z["fingerprint"]) == feat_fp:
+                features = z["features"]
+    if features is None:
+        log("features: embedding every patient (global average of the bottleneck)")
+        features = embed(model.to(device), scans, dcfg.ae_batch_size, device)
+        with atomic_open(feat_path, "wb") as handle:
+            np.savez(handle, features=features, ids=np.asarray(ids), splits=np.asarray(splits),
+                     fingerprint=np.asarray(feat_fp))
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    # 4. plan: references, neighbours, coordinates
+    load_unit = UnitCache({r["patient"]: r["path"] for r in records}, cfg.intensity)
+    plan_path = disc / "plan.json"
+    keys = ("strategy", "num_neighbours", "num_val_neighbours", "num_classes", "classes_per_reference",
+            "pattern_size", "min_distance", "border_fraction", "content_test", "content_threshold",
+            "content_max", "look_ahead", "body_min_fraction", "coordinate_frame", "max_coordinate_trials")
+    plan_fp = _digest({"features": feat_fp, "seed": cfg.seed, **{k: getattr(dcfg, k) for k in keys}})
+    groups = None
+    if plan_path.is_file():
+        saved = json.loads(plan_path.read_text(encoding="utf-8"))
+        if saved.get("fingerprint") == plan_fp:
+            groups = [Group.from_dict(g) for g in saved["groups"]]
+    if groups is None:
+        log(f"plan: strategy {dcfg.strategy!r}, C={dcfg.num_classes}, K={dcfg.num_neighbours}")
+        groups = make_plan(ids, splits, features, frames, load_unit, dcfg, cfg.seed, log)
+        write_json(plan_path, {"fingerprint": plan_fp, "groups": [g.to_dict() for g in groups]})
+
+    # 5. pattern set
+    pat_root = run / "patterns"
+    pat_fp = _digest({"plan": plan_fp, "resolutions": dcfg.num_resolutions, "range": dcfg.multires_size_range,
+                      "jitter": dcfg.multires_jitter, "dtype": dcfg.dtype, "intensity": to_dict(cfg.intensity)})
+    if (pat_root / "manifest.json").is_file():
+        manifest = read_manifest(pat_root)
+        if manifest.get("attrs", {}).get("fingerprint") != pat_fp:
+            raise ConfigError(
+                f"{pat_root}: the existing pattern set was made with other discovery settings; "
+                "use a new output folder or delete it"
+            )
+        if manifest.get("complete"):
+            log(f"patterns: {pat_root} is complete")
+            return DiscoveryResult(run, pat_root, groups, ids, splits, features)
+    attrs = {
+        "fingerprint": pat_fp,
+        "source": str(data),
+        "strategy": dcfg.strategy,
+        "num_classes": int(dcfg.num_classes),
+        "pattern_size": [int(s) for s in dcfg.pattern_size],
+        "num_resolutions": int(dcfg.num_resolutions),
+        "coordinate_frame": dcfg.coordinate_frame,
+        "references": [g.reference for g in groups],
+        "groups": [g.to_dict() for g in groups],
+        "frames": {pid: f.to_dict() for pid, f in frames.items()},
+        "paths": {r["patient"]: r["path"] for r in records},
+        "config": to_dict(cfg),
+    }
+    write_pattern_set(groups, frames, load_unit, pat_root, dcfg, cfg.seed, attrs, log, stop_after.get("classes"))
+    return DiscoveryResult(run, pat_root, groups, ids, splits, features)
