@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import pytest
 import torch
 
 from semantic_genesis.cli import main
@@ -42,7 +43,8 @@ def test_weights_cli_untrusted_and_bad_file(tmp_path, capsys):
     assert main(["weights", "import", "--format", "models_genesis", str(tmp_path / "ns.pt"), str(out)]) == 2
     err = capsys.readouterr().err
     assert "argparse.Namespace" in err and "--trust" in err and not out.exists()
-    assert main(["weights", "import", "--format", "models_genesis", "--trust", str(tmp_path / "ns.pt"), str(out)]) == 0
+    with pytest.warns(UserWarning, match="weights_only=False"):
+        assert main(["weights", "import", "--format", "models_genesis", "--trust", str(tmp_path / "ns.pt"), str(out)]) == 0
     assert out.exists()
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     assert main(["weights", "inspect", str(tmp_path / "junk.pt")]) == 2
