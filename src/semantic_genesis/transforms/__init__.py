@@ -1,0 +1,32 @@
+"""Self-restoration transformations (Models Genesis / Semantic Genesis) and the presets that compose them.
+
+Every transform works on a batch ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` of floats in [0, 1] on any
+device, draws its per-sample parameters from an explicit CPU :class:`torch.Generator`, and returns a new
+tensor (inputs are never modified). Facts and deviations from the official code are documented in each
+module. Typical use::
+
+    from semantic_genesis.transforms import build_preset
+    preset = build_preset("models_genesis")
+    inputs, targets = preset(batch, generator=torch.Generator().manual_seed(step))
+"""
+
+from semantic_genesis.transforms.elastic import elastic
+from semantic_genesis.transforms.flip import flip
+from semantic_genesis.transforms.inpaint import inpaint
+from semantic_genesis.transforms.local_shuffle import local_shuffle
+from semantic_genesis.transforms.nonlinear import nonlinear
+from semantic_genesis.transforms.outpaint import outpaint
+from semantic_genesis.transforms.presets import Preset, available_presets, build_preset, preset_defaults
+
+__all__ = [
+    "Preset",
+    "available_presets",
+    "build_preset",
+    "elastic",
+    "flip",
+    "inpaint",
+    "local_shuffle",
+    "nonlinear",
+    "outpaint",
+    "preset_defaults",
+]

@@ -1,0 +1,143 @@
+"""Shared helpers of the transforms: batch checks and per-sample parameter sampling.
+
+Every random transform follows the same rule (see ``docs/internals.md``): its *parameters* (window
+sizes and corners, curve control points, which samples are transformed...) are drawn on the CPU from
+an explicit :class:`torch.Generator`, then moved to the data's device. Bulk per-voxel noise (the
+uniform fill of the painting transforms, the elastic displacement noise) is drawn on the data's
+device from a generator seeded by one draw of the CPU generator, so that a CUDA batch does not have to
+ship millions of random numbers from the CPU. The same seed therefore gives identical outputs on the
+same device; across devices only the bulk noise differs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from semantic_genesis.errors import DataError
+
+
+def check_batch(x: torch.Tensor, name: str = "transform") -> tuple[int, ...]:
+    """Validate a batch and return its spatial shape.
+
+    Args:
+        x: float tensor ``(B, C, X, Y, Z)`` or ``(B, C, H, W)``, values in [0, 1].
+        name: the calling transform, for error messages.
+
+    Returns:
+        The spatial shape ``x.shape[2:]``.
+
+    Raises:
+        DataError: not a tensor, not floating point, or not 4D/5D.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{name}: expected a torch.Tensor batch, got {type(x).__name__}")
+    if x.dim() not in (4, 5):
+        raise DataError(
+            f"{name}: expected a batch (B, C, X, Y, Z) or (B, C, H, W), got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise DataError(f"{name}: expected a floating point batch with values in [0, 1], got {x.dtype}")
+    return tuple(int(s) for s in x.shape[2:])
+
+
+def resolve_generator(generator: torch.Generator | None) -> torch.Generator:
+    """Return ``generator``, or a fresh CPU generator seeded from torch's global RNG.
+
+    A CUDA generator is rejected: parameters are always drawn on the CPU.
+    """
+    if generator is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+        return torch.Generator().manual_seed(seed)
+    if not isinstance(generator, torch.Generator):
+        raise DataError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != "cpu":
+        raise DataError(
+            f"generator: expected a CPU torch.Generator (parameters are drawn on the CPU and moved to "
+            f"the data's device), got one on {generator.device}"
+        )
+    return generator
+
+
+def device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded by one draw of the CPU ``generator`` (for bulk noise)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def uniform(generator: torch.Generator, *shape: int) -> torch.Tensor:
+    """CPU float64 uniform draws in [0, 1)."""
+    return torch.rand(shape, generator=generator, dtype=torch.float64)
+
+
+def bernoulli(generator: torch.Generator, n: int, p: float) -> torch.Tensor:
+    """``n`` CPU booleans, each True with probability ``p`` (as ``random() < p`` in the reference)."""
+    return uniform(generator, n) < p
+
+
+def randint_between(generator: torch.Generator, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Integers uniform on the inclusive range ``[low, high]`` elementwise (CPU int64).
+
+    ``low`` and ``high`` are integer tensors of the same shape; where ``high < low`` the result is
+    ``low`` (a degenerate range, e.g. a window that fills the whole axis).
+    """
+    low = low.to(torch.int64)
+    high = torch.maximum(high.to(torch.int64), low)
+    u = uniform(generator, *low.shape)
+    value = low + torch.floor(u * (high - low + 1).to(torch.float64)).to(torch.int64)
+    return torch.minimum(value, high)
+
+
+def geometric_counts(generator: torch.Generator, n: int, max_count: int, p: float) -> torch.Tensor:
+    """Counts of ``while count < max_count and random() < p: count += 1`` for ``n`` samples.
+
+    This is the reference's window-count loop: ``P(k) = p**k (1 - p)`` for ``k < max_count`` and
+    ``P(max_count) = p**max_count``.
+    """
+    if max_count <= 0:
+        return torch.zeros(n, dtype=torch.int64)
+    hits = uniform(generator, n, max_count) < p
+    return torch.cumprod(hits.to(torch.int64), dim=1).sum(dim=1)
+
+
+def strides(shape: Sequence[int]) -> list[int]:
+    """Row-major strides (in elements) of a spatial shape."""
+    result = [1] * len(shape)
+    for axis in range(len(shape) - 2, -1, -1):
+        result[axis] = result[axis + 1] * shape[axis + 1]
+    return result
+
+
+def box_mask(
+    corners: torch.Tensor, sizes: torch.Tensor, shape: Sequence[int], device: torch.device
+) -> torch.Tensor:
+    """Boolean masks of axis-aligned boxes.
+
+    Args:
+        corners: ``(N, D)`` int64 first voxel of each box (D = 2 or 3 spatial axes).
+        sizes: ``(N, D)`` int64 box sizes.
+        shape: the spatial shape (D values).
+        device: where the mask is built.
+
+    Returns:
+        ``(N, *shape)`` bool, True inside each box.
+    """
+    corners = corners.to(device)
+    sizes = sizes.to(device)
+    ndim = len(shape)
+    mask = torch.ones((corners.shape[0],) + (1,) * ndim, dtype=torch.bool, device=device)
+    for axis, dim in enumerate(shape):
+        coords = torch.arange(dim, device=device)
+        inside = (coords >= corners[:, axis, None]) & (coords < corners[:, axis, None] + sizes[:, axis, None])
+        view = [inside.shape[0]] + [1] * ndim
+        view[axis + 1] = dim
+        inside = inside.view(view)
+        mask = mask & inside
+    return mask.expand(corners.shape[0], *shape)
+
+
+def numel(shape: Sequence[int]) -> int:
+    """Number of voxels of a spatial shape."""
+    return int(math.prod(shape))

@@ -1,0 +1,151 @@
+"""In-painting (Models Genesis, Zhou et al. 2019/2021, Sec. 3.1 "in-painting").
+
+Reference process (``image_in_painting``, current Models Genesis code): ``cnt = 5; while cnt > 0 and
+random() < 0.95:`` draw a window of size ``U{dim // 6 .. dim // 3}`` per axis (10..21, 10..21, 5..10 at
+64x64x32) at a corner ``U{3 .. dim - size - 3}`` and fill it with uniform noise. So the number of windows
+is 0 with probability 0.05, k with ``0.95**k * 0.05`` and 5 with ``0.95**5 = 0.774``. The Semantic Genesis
+PyTorch code paints exactly one window (``max_windows=1, continue_prob=1``); its Keras code fills with one
+random constant (``fill="constant"``).
+
+All windows of the batch are drawn at once; the painted region is the union of the boxes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from semantic_genesis.errors import ConfigError
+from semantic_genesis.transforms._random import (
+    box_mask,
+    check_batch,
+    device_generator,
+    geometric_counts,
+    randint_between,
+    resolve_generator,
+    uniform,
+)
+
+Fill = Literal["noise", "constant"]
+
+
+def sample_windows(
+    generator: torch.Generator,
+    batch: int,
+    spatial: tuple[int, ...],
+    windows: int,
+    size_low: torch.Tensor,
+    size_high: torch.Tensor,
+    margin: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``(batch, windows)`` boxes with sizes ``U{size_low .. size_high}`` per axis and corners
+    ``U{margin .. dim - size - margin}`` (clamped to the volume when the margin does not fit).
+
+    Returns:
+        ``(corners, sizes)``, each ``(batch, windows, D)`` int64 on the CPU.
+    """
+    dims = torch.tensor(spatial, dtype=torch.int64)
+    shape = (batch, windows, len(spatial))
+    sizes = randint_between(generator, size_low.expand(shape), size_high.expand(shape))
+    sizes = torch.minimum(torch.clamp(sizes, min=1), dims)
+    low = torch.full(shape, margin, dtype=torch.int64)
+    high = dims - sizes - margin
+    low = torch.minimum(low, torch.clamp(dims - sizes, min=0))
+    corners = randint_between(generator, low, torch.maximum(high, low))
+    return corners, sizes
+
+
+def paint_union(
+    corners: torch.Tensor, sizes: torch.Tensor, active: torch.Tensor, spatial: tuple[int, ...], device: torch.device
+) -> torch.Tensor:
+    """Union of the active boxes per sample: ``(B, 1, *spatial)`` bool on ``device``."""
+    batch, windows = active.shape
+    mask = torch.zeros((batch,) + spatial, dtype=torch.bool, device=device)
+    active_dev = active.to(device).view((batch, windows) + (1,) * len(spatial))
+    for w in range(windows):
+        mask |= box_mask(corners[:, w], sizes[:, w], spatial, device) & active_dev[:, w]
+    return mask.unsqueeze(1)
+
+
+def fill_values(
+    x: torch.Tensor, generator: torch.Generator, fill: Fill
+) -> torch.Tensor:
+    """The fill of painted voxels: uniform noise in [0, 1) per voxel, or one uniform constant per sample."""
+    if fill == "noise":
+        dev_gen = device_generator(generator, x.device)
+        return torch.rand(x.shape, generator=dev_gen, device=x.device, dtype=x.dtype)
+    constant = uniform(generator, x.shape[0]).to(device=x.device, dtype=x.dtype)
+    return constant.view((x.shape[0],) + (1,) * (x.dim() - 1)).expand(x.shape)
+
+
+def _check_fill(fill: str, name: str) -> None:
+    if fill not in ("noise", "constant"):
+        raise ConfigError(f"{name}: fill must be 'noise' or 'constant', got {fill!r}")
+
+
+def inpaint(
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    max_windows: int = 5,
+    continue_prob: float = 0.95,
+    size_fraction: tuple[float, float] = (1 / 6, 1 / 3),
+    margin: int = 3,
+    fill: Fill = "noise",
+) -> torch.Tensor:
+    """Replace up to ``max_windows`` random boxes of every sample with noise (or a constant).
+
+    Args:
+        x: ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` float batch in [0, 1], any device. Not modified.
+        generator: CPU generator (None: seeded from torch's global RNG).
+        max_windows: at most this many windows (reference: 5; Semantic Genesis PyTorch: 1).
+        continue_prob: each window (including the first) is drawn with this probability while the
+            previous one was (reference: 0.95; 1.0 gives exactly ``max_windows``).
+        size_fraction: window size per axis is ``U{int(dim * lo) .. int(dim * hi)}``
+            (``dim // 6 .. dim // 3`` by default).
+        margin: minimum distance of a window from the border, voxels.
+        fill: ``"noise"`` (uniform per voxel, as the current reference) or ``"constant"`` (one uniform
+            value per sample, as the Semantic Genesis Keras code).
+
+    Returns:
+        A new batch of the same shape, dtype and device.
+    """
+    spatial = check_batch(x, "inpaint")
+    _check_fill(fill, "inpaint")
+    if max_windows < 0:
+        raise ConfigError(f"inpaint: max_windows must be >= 0, got {max_windows}")
+    generator = resolve_generator(generator)
+    batch = x.shape[0]
+    if batch == 0 or max_windows == 0:
+        return x.clone()
+    counts = geometric_counts(generator, batch, max_windows, continue_prob)
+    return _paint(x, generator, spatial, counts, max_windows, size_fraction, margin, fill, inside=True)
+
+
+def _paint(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    spatial: tuple[int, ...],
+    counts: torch.Tensor,
+    max_windows: int,
+    size_fraction: tuple[float, float],
+    margin: int,
+    fill: Fill,
+    inside: bool,
+    size_from_end: bool = False,
+) -> torch.Tensor:
+    """Shared body of in- and out-painting: fill inside (or outside) the union of the active windows."""
+    dims = torch.tensor(spatial, dtype=torch.int64)
+    # The small epsilon makes e.g. 64 * (1/3) floor to 21 exactly like the reference's 64 // 3.
+    low = torch.tensor([int(d * size_fraction[0] + 1e-9) for d in spatial], dtype=torch.int64)
+    high = torch.tensor([int(d * size_fraction[1] + 1e-9) for d in spatial], dtype=torch.int64)
+    if size_from_end:  # out-painting: size = dim - U{lo .. hi}
+        low, high = dims - high, dims - low
+    corners, sizes = sample_windows(generator, x.shape[0], spatial, max_windows, low, high, margin)
+    active = torch.arange(max_windows)[None, :] < counts[:, None]
+    mask = paint_union(corners, sizes, active, spatial, x.device)
+    values = fill_values(x, generator, fill)
+    if inside:
+        return torch.where(mask, values, x)
+    return torch.where(mask, x, values)

@@ -1,0 +1,148 @@
+"""Local pixel shuffling (Models Genesis, Zhou et al. 2019/2021, Sec. 3.1 "local-shuffling").
+
+Reference process (``local_pixel_shuffling``), per cube: ``num_windows`` times, draw a window of size
+``U{1 .. dim // 10}`` per axis at a corner ``U{0 .. dim - size}``, take the window's voxels from the
+**original** cube, permute them uniformly at random and write them into the output; later windows
+overwrite earlier ones where they overlap. Models Genesis uses 10,000 windows at 64x64x32 (about 79% of
+the voxels change); the Semantic Genesis code uses 5.
+
+Vectorised formulation (same distribution, no loop over windows or voxels):
+
+1. Window shapes are iid uniform over the ``prod(dim // 10)`` shapes, so all windows of a batch are drawn
+   at once, grouped by shape (multinomial counts + a random assignment of window numbers, which is the
+   same law as iid shapes).
+2. For each shape (a short loop: 108 shapes for 64x64x32), every window's destination voxels are
+   ``corner + offsets`` and its source voxels ``corner + offsets[perm]``.
+3. "Last write wins" is resolved with one ``scatter_reduce(amax)`` of the key
+   ``(window_number + 1) << bits | source`` into every destination voxel, initialised with the voxel's
+   own index: the maximum key belongs to the last window that covers the voxel (or to no window), and
+   its low bits say where the voxel's value comes from.
+4. One gather from the original batch produces the output.
+
+Permutations: with ``permutation_bank=0`` each window gets its own independent uniform permutation
+(an argsort of random keys, the exact law). With ``permutation_bank=K > 0`` (the default, about 3x faster
+on a CPU) a fresh bank of ``K`` uniform permutations per window shape is drawn at every call and each
+window uses a random bank entry composed with a random cyclic shift of its voxels: every window's
+permutation is still exactly uniform, but two windows of one shape share a permutation with probability
+``1 / (K * volume)`` instead of ``1 / volume!``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import torch
+
+from semantic_genesis.errors import ConfigError
+from semantic_genesis.transforms._random import check_batch, numel, resolve_generator, strides, uniform
+
+
+def window_shapes(shape: tuple[int, ...], size_divisor: int = 10) -> torch.Tensor:
+    """All window shapes ``(1..max(1, dim // size_divisor))`` per axis, as an ``(S, D)`` int64 table."""
+    ranges = [range(1, max(1, dim // size_divisor) + 1) for dim in shape]
+    return torch.tensor(list(itertools.product(*ranges)), dtype=torch.int64)
+
+
+@functools.lru_cache(maxsize=64)
+def _window_offsets(window: tuple[int, ...], spatial_strides: tuple[int, ...]) -> torch.Tensor:
+    """Row-major flat offsets of the voxels of a window relative to its corner, ``(volume,)`` int64."""
+    offsets = torch.zeros((1,) * len(window), dtype=torch.int64)
+    for axis, (size, stride) in enumerate(zip(window, spatial_strides)):
+        view = [1] * len(window)
+        view[axis] = size
+        offsets = offsets + (torch.arange(size) * stride).view(view)
+    return offsets.reshape(-1)
+
+
+def _permutations(generator: torch.Generator, count: int, volume: int) -> torch.Tensor:
+    """``(count, volume)`` independent uniform permutations of ``range(volume)`` (CPU int64)."""
+    if volume == 1:
+        return torch.zeros(count, 1, dtype=torch.int64)
+    return torch.argsort(torch.rand(count, volume, generator=generator), dim=1)
+
+
+def local_shuffle(
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    num_windows: int = 10000,
+    size_divisor: int = 10,
+    permutation_bank: int = 64,
+) -> torch.Tensor:
+    """Shuffle the voxels inside many small random windows of every sample.
+
+    Args:
+        x: ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` float batch in [0, 1], any device. Not modified.
+            All channels of a voxel move together.
+        generator: CPU generator (None: seeded from torch's global RNG).
+        num_windows: windows per sample (Models Genesis 10,000; Semantic Genesis code 5).
+        size_divisor: window size per axis is ``U{1 .. max(1, dim // size_divisor)}``.
+        permutation_bank: 0 for independent permutations per window, else the size of the per-shape
+            bank of fresh permutations (see the module docstring).
+
+    Returns:
+        A new batch of the same shape, dtype and device: a permutation of each sample's voxels in
+        which every voxel either keeps its value or takes one from inside the last window covering it.
+    """
+    spatial = check_batch(x, "local_shuffle")
+    if num_windows < 0 or size_divisor < 1 or permutation_bank < 0:
+        raise ConfigError(
+            f"local_shuffle: num_windows ({num_windows}) and permutation_bank ({permutation_bank}) must be "
+            f">= 0 and size_divisor ({size_divisor}) >= 1"
+        )
+    generator = resolve_generator(generator)
+    batch = x.shape[0]
+    if batch == 0 or num_windows == 0:
+        return x.clone()
+    device = x.device
+    voxels = numel(spatial)
+    total = batch * voxels
+    dims = torch.tensor(spatial, dtype=torch.int64)
+    spatial_strides = strides(spatial)
+
+    # 1. All windows of the batch, grouped by shape.
+    shapes = window_shapes(spatial, size_divisor)
+    num_total = batch * num_windows
+    shape_of = torch.randint(shapes.shape[0], (num_total,), generator=generator)
+    counts = torch.bincount(shape_of, minlength=shapes.shape[0])
+    number = torch.randperm(num_total, generator=generator)  # global window number of each grouped slot
+    sizes = shapes.repeat_interleave(counts, dim=0)  # (num_total, D)
+    corner = torch.floor(uniform(generator, num_total, len(spatial)) * (dims - sizes + 1)).to(torch.int64)
+    cube = number // num_windows
+    order = number % num_windows  # the window's position in its cube's write sequence
+    base = cube * voxels + (corner * torch.tensor(spatial_strides)).sum(dim=1)
+    bits = max(1, (total - 1).bit_length())
+    base_dev = base.to(device)
+    order_key_dev = ((order + 1) << bits).to(device)
+
+    # 2-3. Destinations, sources and last-write-wins per shape.
+    winner = torch.arange(total, dtype=torch.int64, device=device)
+    stride_key = tuple(spatial_strides)
+    start = 0
+    for shape_index, count in enumerate(counts.tolist()):
+        if count == 0:
+            continue
+        stop = start + count
+        window = tuple(int(s) for s in shapes[shape_index])
+        offsets = _window_offsets(window, stride_key)
+        volume = offsets.numel()
+        if permutation_bank == 0 or count <= permutation_bank:
+            source = offsets[_permutations(generator, count, volume)]
+        else:
+            bank = offsets[_permutations(generator, permutation_bank, volume)].repeat(1, 2)
+            pick = torch.randint(permutation_bank, (count,), generator=generator)
+            shift = torch.randint(volume, (count,), generator=generator)
+            index = (pick * 2 * volume + shift)[:, None] + torch.arange(volume)
+            source = bank.reshape(-1)[index]
+        window_base = base_dev[start:stop, None]
+        destination = window_base + offsets.to(device)
+        key = (order_key_dev[start:stop, None] + window_base) + source.to(device)
+        winner.scatter_reduce_(0, destination.reshape(-1), key.reshape(-1), reduce="amax")
+        start = stop
+
+    # 4. Gather from the original batch (untouched voxels point at themselves).
+    source_index = winner.bitwise_and_((1 << bits) - 1)
+    channels = x.shape[1]
+    values = x.movedim(1, -1).reshape(total, channels).index_select(0, source_index)
+    return values.view((batch,) + spatial + (channels,)).movedim(-1, 1).contiguous()

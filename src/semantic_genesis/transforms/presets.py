@@ -1,0 +1,303 @@
+"""Transform presets: the Models Genesis and Semantic Genesis recipes and single-transform ablations.
+
+``build_preset(name, **overrides)`` returns a :class:`Preset`, a callable
+``preset(x, generator=None) -> (input, target)`` on batches ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` in
+[0, 1] on any device. Overrides are plain keyword arguments (so they come straight from the YAML
+``transforms.overrides`` mapping); unknown keys raise :class:`~semantic_genesis.errors.ConfigError`
+listing the valid ones.
+
+Presets (reference §2.5):
+
+* ``"models_genesis"`` (``generate_pair``), per sample in this order: flip input and target together
+  (p 0.4, up to 3 times, all spatial axes); local shuffle (p 0.5, 10,000 windows); non-linear (p 0.9);
+  painting (p 0.9): in-painting with p 0.2, else out-painting. Target = the flipped original.
+  P(input == target) = 0.5 * 0.1 * 0.1 = 0.5%.
+* ``"semantic_genesis"`` (``luna_loader``): target = the original; input = elastic deformation
+  (alpha 991, sigma 8; ``elastic=False`` turns it off), then **exactly one** of local shuffle,
+  non-linear, in-painting, out-painting with p 0.25 each, at the Semantic Genesis code's strengths
+  (5 shuffle windows, one noise-filled in-painting window, one out-painting window).
+  ``strength="models_genesis"`` uses the Models Genesis strengths instead (10,000 windows, up to 5
+  in-painting windows, 1 + up to 4 out-painting windows).
+* ``"nonlinear"``, ``"local_shuffle"``, ``"inpaint"``, ``"outpaint"`` (the transform on every sample,
+  Models Genesis strengths) and ``"identity"`` for ablations. Target = the original.
+
+Samples that a stage does not select are not touched by it; each stage runs once on the selected
+sub-batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from semantic_genesis.errors import ConfigError
+from semantic_genesis.transforms._random import bernoulli, check_batch, resolve_generator, uniform
+from semantic_genesis.transforms.elastic import elastic
+from semantic_genesis.transforms.flip import apply_flips, sample_flip_parity
+from semantic_genesis.transforms.inpaint import inpaint
+from semantic_genesis.transforms.local_shuffle import local_shuffle
+from semantic_genesis.transforms.nonlinear import nonlinear
+from semantic_genesis.transforms.outpaint import outpaint
+
+# Option groups shared by presets (name -> default). Models Genesis strengths.
+_SHUFFLE = {"shuffle_windows": 10000, "shuffle_size_divisor": 10, "permutation_bank": 64}
+_NONLINEAR = {"inverted_prob": 0.5, "curve_points": 4096, "lut_size": 1024}
+_INPAINT = {
+    "inpaint_max_windows": 5,
+    "inpaint_continue_prob": 0.95,
+    "inpaint_size_fraction": (1 / 6, 1 / 3),
+}
+_OUTPAINT = {
+    "outpaint_max_extra_windows": 4,
+    "outpaint_continue_prob": 0.95,
+    "outpaint_size_fraction": (3 / 7, 4 / 7),
+}
+_PAINT = {"paint_margin": 3, "fill": "noise"}
+
+# Semantic Genesis code strengths (reference §2.2-2.4, PyTorch version).
+_SG_STRENGTH = {
+    "shuffle_windows": 5,
+    "inpaint_max_windows": 1,
+    "inpaint_continue_prob": 1.0,
+    "outpaint_max_extra_windows": 0,
+}
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "models_genesis": {
+        "flip_prob": 0.4,
+        "max_flips": 3,
+        "flip_axes": "spatial",
+        "shuffle_prob": 0.5,
+        "nonlinear_prob": 0.9,
+        "paint_prob": 0.9,
+        "inpaint_rate": 0.2,
+        **_SHUFFLE,
+        **_NONLINEAR,
+        **_INPAINT,
+        **_OUTPAINT,
+        **_PAINT,
+    },
+    "semantic_genesis": {
+        "elastic": True,
+        "elastic_alpha": 991.0,
+        "elastic_sigma": 8.0,
+        "strength": "semantic_genesis",
+        "choice_probs": (0.25, 0.25, 0.25, 0.25),
+        **_SHUFFLE,
+        **_NONLINEAR,
+        **_INPAINT,
+        **_OUTPAINT,
+        **_PAINT,
+    },
+    "nonlinear": dict(_NONLINEAR),
+    "local_shuffle": dict(_SHUFFLE),
+    "inpaint": {**_INPAINT, **_PAINT},
+    "outpaint": {**_OUTPAINT, **_PAINT},
+    "identity": {},
+}
+
+_CHOICES = {"flip_axes": ("spatial", "official"), "fill": ("noise", "constant"),
+            "strength": ("semantic_genesis", "models_genesis")}
+
+
+def available_presets() -> list[str]:
+    """Names accepted by :func:`build_preset`."""
+    return list(_DEFAULTS)
+
+
+def preset_defaults(name: str) -> dict[str, Any]:
+    """The options of preset ``name`` with their defaults (before ``strength`` is resolved)."""
+    _check_name(name)
+    return dict(_DEFAULTS[name])
+
+
+def _check_name(name: str) -> None:
+    if name not in _DEFAULTS:
+        raise ConfigError(f"unknown transform preset {name!r}; available: {', '.join(_DEFAULTS)}")
+
+
+def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
+    """Check an override against the type of its default (YAML gives lists for tuples, ints for floats)."""
+    where = f"transform preset {name!r}: option {key}"
+    if key in _CHOICES:
+        if value not in _CHOICES[key]:
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, _CHOICES[key]))}, got {value!r}")
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{where} must be a non-negative integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        value = float(value)
+        if key.endswith(("_prob", "_rate")) and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{where} must be a probability in [0, 1], got {value}")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(default) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value
+        ):
+            raise ConfigError(f"{where} must be a list of {len(default)} non-negative numbers, got {value!r}")
+        value = tuple(float(v) for v in value)
+        if key == "choice_probs" and abs(sum(value) - 1.0) > 1e-6:
+            raise ConfigError(f"{where} must sum to 1, got {list(value)}")
+        return value
+    return value  # pragma: no cover - every default has one of the types above
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A configured transform recipe: ``preset(x, generator=None) -> (input, target)``.
+
+    Attributes:
+        name: the preset name (see :func:`available_presets`).
+        options: every option with its resolved value.
+    """
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Transform a batch.
+
+        Args:
+            x: ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` float batch in [0, 1], on any device. Not
+                modified.
+            generator: CPU :class:`torch.Generator` for all random choices (None: seeded from
+                torch's global RNG). The same seed gives the same outputs on the same device.
+
+        Returns:
+            ``(input, target)``: new tensors shaped like ``x`` on ``x``'s device; ``input`` is the
+            transformed batch the network sees, ``target`` what it must restore.
+        """
+        check_batch(x, f"transform preset {self.name!r}")
+        generator = resolve_generator(generator)
+        return _RUNNERS[self.name](x, self.options, generator)
+
+
+def build_preset(name: str, **overrides: Any) -> Preset:
+    """Build a transform preset.
+
+    Args:
+        name: one of :func:`available_presets`.
+        **overrides: option values replacing the defaults (see :func:`preset_defaults`).
+
+    Raises:
+        ConfigError: unknown preset name, unknown option (the message lists the valid ones) or a
+            value of the wrong type or range.
+    """
+    _check_name(name)
+    defaults = _DEFAULTS[name]
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        valid = ", ".join(defaults) if defaults else "none"
+        raise ConfigError(f"transform preset {name!r}: unknown option {unknown[0]!r}; valid options: {valid}")
+    options = dict(defaults)
+    for key, value in overrides.items():
+        options[key] = _coerce(name, key, value, defaults[key])
+    if name == "semantic_genesis" and options["strength"] == "semantic_genesis":
+        for key, value in _SG_STRENGTH.items():
+            if key not in overrides:  # explicit overrides win over the strength preset
+                options[key] = value
+    return Preset(name=name, options=options)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage helpers: apply one transform to the selected samples only.
+# --------------------------------------------------------------------------------------------------
+def _on_selected(
+    x: torch.Tensor, selected: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Return a copy of ``x`` whose rows ``selected`` (CPU bool) are replaced by ``fn(x[rows])``."""
+    rows = torch.nonzero(selected).flatten()
+    if rows.numel() == 0:
+        return x
+    if rows.numel() == x.shape[0]:
+        return fn(x)
+    rows = rows.to(x.device)
+    out = x.clone()
+    out[rows] = fn(x.index_select(0, rows))
+    return out
+
+
+def _shuffle(o: Mapping[str, Any], g: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda t: local_shuffle(
+        t, g, num_windows=o["shuffle_windows"], size_divisor=o["shuffle_size_divisor"],
+        permutation_bank=o["permutation_bank"],
+    )
+
+
+def _nonlinear(o: Mapping[str, Any], g: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda t: nonlinear(
+        t, g, inverted_prob=o["inverted_prob"], curve_points=o["curve_points"],
+        lut_size=o["lut_size"],
+    )
+
+
+def _inpaint(o: Mapping[str, Any], g: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda t: inpaint(
+        t, g, max_windows=o["inpaint_max_windows"], continue_prob=o["inpaint_continue_prob"],
+        size_fraction=o["inpaint_size_fraction"], margin=o["paint_margin"], fill=o["fill"],
+    )
+
+
+def _outpaint(o: Mapping[str, Any], g: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda t: outpaint(
+        t, g, max_extra_windows=o["outpaint_max_extra_windows"], continue_prob=o["outpaint_continue_prob"],
+        size_fraction=o["outpaint_size_fraction"], margin=o["paint_margin"], fill=o["fill"],
+    )
+
+
+def _run_models_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    batch, ndim = x.shape[0], x.dim() - 2
+    # All per-sample decisions first, in the reference's order.
+    parity = sample_flip_parity(g, batch, ndim, o["flip_prob"], o["max_flips"], o["flip_axes"])
+    do_shuffle = bernoulli(g, batch, o["shuffle_prob"])
+    do_nonlinear = bernoulli(g, batch, o["nonlinear_prob"])
+    do_paint = bernoulli(g, batch, o["paint_prob"])
+    do_inpaint = do_paint & bernoulli(g, batch, o["inpaint_rate"])
+    do_outpaint = do_paint & ~do_inpaint
+    target = apply_flips(x, parity)
+    out = _on_selected(target, do_shuffle, _shuffle(o, g))
+    out = _on_selected(out, do_nonlinear, _nonlinear(o, g))
+    out = _on_selected(out, do_inpaint, _inpaint(o, g))
+    out = _on_selected(out, do_outpaint, _outpaint(o, g))
+    return (out.clone() if out is target else out), target
+
+
+def _run_semantic_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = x.shape[0]
+    r = uniform(g, batch)
+    edges = torch.cumsum(torch.tensor(o["choice_probs"], dtype=torch.float64), 0)
+    choice = torch.bucketize(r, edges[:-1], right=False)  # reference: r <= .25 shuffle, <= .5 nonlinear ...
+    out = elastic(x, g, alpha=o["elastic_alpha"], sigma=o["elastic_sigma"]) if o["elastic"] else x
+    for index, make in enumerate((_shuffle, _nonlinear, _inpaint, _outpaint)):
+        out = _on_selected(out, choice == index, make(o, g))
+    return (out.clone() if out is x else out), x.clone()
+
+
+def _single(make: Callable[[Mapping[str, Any], torch.Generator], Callable[[torch.Tensor], torch.Tensor]]):
+    def run(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return make(o, g)(x), x.clone()
+
+    return run
+
+
+_RUNNERS: dict[str, Callable[[torch.Tensor, Mapping[str, Any], torch.Generator], tuple[torch.Tensor, torch.Tensor]]] = {
+    "models_genesis": _run_models_genesis,
+    "semantic_genesis": _run_semantic_genesis,
+    "nonlinear": _single(_nonlinear),
+    "local_shuffle": _single(_shuffle),
+    "inpaint": _single(_inpaint),
+    "outpaint": _single(_outpaint),
+    "identity": lambda x, o, g: (x.clone(), x.clone()),
+}
