@@ -138,3 +138,14 @@ def test_describe_weights(tmp_path):
     assert info["num_parameters"] == sum(p.numel() for p in model.parameters())
     assert info["num_tensors"] == len(model.state_dict()) and info["metadata"]["method"] == "semantic_genesis"
     assert info["groups"]["clc_out"]["parameters"] == sum(p.numel() for p in model.clc_out.parameters())
+
+
+def test_wrapped_models_save_and_load_without_module_prefix(tmp_path):
+    model = randomise(UNet3D(width=0.125))
+    save_weights(torch.nn.DataParallel(model), tmp_path / "w.safetensors")
+    state_dict, meta = load_weights(tmp_path / "w.safetensors")
+    assert list(state_dict)[0] == "down_tr64.ops.0.conv1.weight" and meta["architecture"] == "unet3d"
+    target = torch.nn.DataParallel(UNet3D(width=0.125))
+    report = load_pretrained(target, tmp_path / "w.safetensors")
+    assert report.complete and report.model is target.module
+    assert torch.equal(target.module.out_tr.final_conv.weight, model.out_tr.final_conv.weight)

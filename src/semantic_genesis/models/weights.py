@@ -117,6 +117,17 @@ def _plain(obj: Any) -> Any:
     raise ConfigError(f"weights metadata value {obj!r} ({type(obj).__name__}) is not JSON-serialisable")
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The network inside ``DataParallel`` / ``DistributedDataParallel`` / ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
 def count_parameters(state_dict: Mapping[str, torch.Tensor]) -> int:
     """Number of learnable values in a state dict (batch-norm running statistics excluded)."""
     return int(sum(t.numel() for k, t in state_dict.items() if not k.endswith(BUFFER_SUFFIXES)))
@@ -132,7 +143,8 @@ def save_weights(
     """Write a model's weights as safetensors with JSON metadata, atomically.
 
     Args:
-        model: a registered model (its architecture and arguments are recorded) or a plain state dict
+        model: a registered model (its architecture and arguments are recorded; DataParallel, DDP and
+            ``torch.compile`` wrappers are unwrapped, so keys never carry ``module.``) or a plain state dict
             (then pass ``architecture`` and ``arch_args`` to make the file rebuildable).
         path: destination, conventionally ``*.safetensors``.
         metadata: extra entries (``method``, ``input_size``, ``intensity_window``, ``config``, ``source``
@@ -149,6 +161,7 @@ def save_weights(
     from semantic_genesis.utils.atomic import atomic_path
 
     if isinstance(model, nn.Module):
+        model = unwrap_model(model)
         state_dict = model.state_dict()
         if architecture is None:
             architecture, found_args = architecture_of(model)
@@ -427,7 +440,7 @@ def load_pretrained(
     else:
         if model_kwargs:
             raise ConfigError(f"model arguments {sorted(model_kwargs)} only apply when a model name is given")
-        model = model_or_name
+        model = unwrap_model(model_or_name)
         warnings += _architecture_warnings(model, metadata, path)
     if prefix_map:
         state_dict, dropped = apply_prefix_map(state_dict, prefix_map)
