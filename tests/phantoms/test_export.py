@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from semantic_genesis.errors import ConfigError
+from semantic_genesis.errors import ConfigError, DataError
 from semantic_genesis.io.datasets import list_scans
 from semantic_genesis.io.datasets.lits import LitsDataset
 from semantic_genesis.io.datasets.luna16 import Luna16Dataset
@@ -47,6 +47,8 @@ def test_luna16_layout_files(luna_root):
     assert (luna_root / "annotations.csv").read_text().splitlines()[0] == "seriesuid,coordX,coordY,coordZ,diameter_mm"
     assert (luna_root / "candidates.csv").read_text().splitlines()[0] == "seriesuid,coordX,coordY,coordZ,class"
     assert luna16_seriesuid(SEED, 0) != luna16_seriesuid(SEED + 1, 0)
+    with pytest.raises(ConfigError, match=r"different settings \(seed: 3 -> 4\)"):
+        export_ct_cohort(luna_root, 2, seed=SEED + 1, layout="luna16", shape=SHAPE)
 
 
 def test_luna16_round_trip(luna_root, patients):
@@ -132,7 +134,7 @@ def test_native_ct_round_trip_and_resume(tmp_path, patients):
         assert len(case.meta["nodules"]) == len(patient.nodules)
     info = json.loads((tmp_path / "cohort.json").read_text())
     assert info["patients"] == ["phantom_ct_000", "phantom_ct_001"]
-    with pytest.raises(ConfigError, match=r"different settings \(seed: 3 -> 4\)"):
+    with pytest.raises(DataError, match=r"existing cohort has seed=3 but this run asks for 4"):
         export_ct_cohort(tmp_path, 2, seed=4, layout="native", shape=SHAPE)
     with pytest.raises(ConfigError, match="unknown CT layout 'brats'"):
         export_ct_cohort(tmp_path / "x", 1, layout="brats")

@@ -175,49 +175,34 @@ def _make_ct(index: int, seed: int, shape: tuple[int, int, int] | None):
     return make_ct_patient(index, seed=seed, **_shape_kwargs(shape))
 
 
+def _native_export(kind: str, out: str | Path, n_patients: int, progress: bool, **kwargs: Any) -> ExportResult:
+    """Delegate to the native writers of :mod:`semantic_genesis.phantoms.cohort` (resumable there)."""
+    from semantic_genesis.phantoms import cohort
+
+    writer = {
+        "ct": cohort.write_native_ct_cohort,
+        "mri": cohort.write_native_mri_cohort,
+        "xray": cohort.write_native_xray_cohort,
+    }[kind]
+    if n_patients < 1:
+        raise ConfigError(f"--patients must be at least 1, got {n_patients}")
+    root = Path(out).expanduser()
+    meta = root / "meta"
+    before = len(list(meta.glob("*.json"))) if meta.is_dir() else 0
+    ids = writer(root, n_patients, progress=progress, **{k: v for k, v in kwargs.items() if v is not None})
+    written = sum(1 for pid in ids if (meta / f"{pid}.json").is_file()) - min(before, len(ids))
+    files = tuple(p for p in (root / "cohort.json", root / "labels.csv") if p.is_file())
+    return ExportResult(root, "native", n_patients, max(written, 0), files)
+
+
 def export_native_ct(
     out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False
 ) -> ExportResult:
-    """The native layout: ``images/<id>.nii.gz`` (HU, int16), ``labels/<id>.nii.gz`` (uint8),
-    ``meta/<id>.json`` (label names, nodules, candidates in voxel coordinates), ``cohort.json``.
+    """The native layout (:func:`semantic_genesis.phantoms.cohort.write_native_ct_cohort`):
+    ``images/<id>.nii.gz`` (HU, int16), ``labels/<id>.nii.gz`` (uint8), ``meta/<id>.json`` (label
+    names, nodules and candidates in voxel and world coordinates), ``cohort.json``.
     """
-    from semantic_genesis.io.volumes import write_volume
-
-    def write_patient(index: int) -> dict:
-        patient = _make_ct(index, seed, shape)
-        pid = _patient_id(patient, index)
-        root = Path(out).expanduser()
-        volume = patient.volume
-        volume.metadata["modality"] = "ct"
-        write_volume(volume, root / "images" / f"{pid}.nii.gz", dtype="int16")
-        write_volume(volume.with_array(patient.labels), root / "labels" / f"{pid}.nii.gz", dtype="uint8")
-        meta = {
-            "patient_id": pid,
-            "index": index,
-            "seed": seed,
-            "modality": "ct",
-            "shape": list(volume.shape),
-            "spacing": list(volume.spacing),
-            "label_names": {str(k): int(v) for k, v in dict(patient.label_names).items()},
-            "nodules": [_nodule_json(n) for n in _field(patient, "nodules", []) or []],
-            "candidates": [_candidate_json(c) for c in _field(patient, "candidates", []) or []],
-        }
-        write_json(root / "meta" / f"{pid}.json", meta)
-        return {"patient_id": pid, "label_names": meta["label_names"]}
-
-    root, records, written = _run_export(
-        out, "native", n_patients, {"modality": "ct", "seed": seed, "shape": _shape_list(shape)},
-        write_patient, progress, "phantom ct (native)",
-    )
-    cohort = {
-        "modality": "ct",
-        "layout": "native",
-        "seed": seed,
-        "patients": [r["patient_id"] for r in records],
-        "label_names": records[0]["label_names"],
-    }
-    write_json(root / "cohort.json", cohort)
-    return ExportResult(root, "native", n_patients, written, (root / "cohort.json",))
+    return _native_export("ct", out, n_patients, progress, seed=seed, shape=shape)
 
 
 def export_luna16(
