@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from semantic_genesis.errors import ImageReadError
+from semantic_genesis.io.images2d import Image2D, read_image2d, write_image2d
 from semantic_genesis.io.volumes import Volume, read_volume, write_dicom_series, write_volume
 
 
@@ -104,3 +105,22 @@ def test_corrupt_npy_and_sidecar(tmp_path):
 def test_not_gzip_nifti(tmp_path):
     (tmp_path / "x.nii.gz").write_bytes(gzip.compress(b"\x01" * 100)[:20])
     _raises(tmp_path / "x.nii.gz", r"corrupt or truncated NIfTI")
+
+
+def test_bad_2d_inputs(tmp_path):
+    with pytest.raises(ImageReadError, match=r"nope\.png: no such file"):
+        read_image2d(tmp_path / "nope.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    with pytest.raises(ImageReadError, match=r"bad\.png: unreadable or corrupt image"):
+        read_image2d(tmp_path / "bad.png")
+    write_image2d(Image2D(np.arange(400).reshape(20, 20) % 256), tmp_path / "ok.png")
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match=r"cut\.png: unreadable or corrupt image"):
+        read_image2d(tmp_path / "cut.png")
+    (tmp_path / "x.dcm").write_bytes(b"not a dicom file at all")
+    with pytest.raises(ImageReadError, match=r"x\.dcm: unreadable or corrupt DICOM file"):
+        read_image2d(tmp_path / "x.dcm")
+    (tmp_path / "x.gif").write_bytes(b"GIF89a")
+    with pytest.raises(ImageReadError, match=r"unsupported 2D image format '\.gif'"):
+        read_image2d(tmp_path / "x.gif")

@@ -25,7 +25,7 @@ IMAGE2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 _MM_PER_INCH = 25.4
 
 
-@dataclass
+@dataclass(eq=False)
 class Image2D:
     """A 2D image with its pixel spacing.
 

@@ -60,7 +60,7 @@ def volume_suffix(path: str | Path) -> str:
     return Path(name).suffix
 
 
-@dataclass
+@dataclass(eq=False)
 class Volume:
     """A 3D scan with its physical geometry.
 
@@ -263,7 +263,7 @@ def _read_nifti(path: Path) -> Volume:
     descrip = bytes(img.header.get("descrip", b"")).split(b"\x00")[0].decode("latin-1", "replace")
     if descrip.startswith(_DESCRIP_PREFIX):
         metadata["modality"] = descrip[len(_DESCRIP_PREFIX) :].strip()
-    return Volume(data.astype(np.float32), tuple(spacing), tuple(affine_lps[:, 3]), tuple(direction.ravel()), metadata)
+    return Volume(data, tuple(spacing), tuple(affine_lps[:, 3]), tuple(direction.ravel()), metadata)
 
 
 def _sitk_geometry(image: Any, path: Path) -> tuple[tuple, tuple, tuple]:
@@ -322,7 +322,7 @@ def _read_sitk_file(path: Path) -> Volume:
     modality = _sitk_modality(image)
     if modality:
         metadata["modality"] = modality
-    return Volume(array.astype(np.float32), spacing, origin, direction, metadata)
+    return Volume(array, spacing, origin, direction, metadata)  # one copy: to C-ordered float32
 
 
 def _sitk_reason(exc: Exception) -> str:
@@ -364,7 +364,7 @@ def _read_npy(path: Path) -> Volume:
         metadata["modality"] = geometry["modality"]
     try:
         return Volume(
-            np.array(data, dtype=np.float32),
+            data,
             geometry.get("spacing", (1.0, 1.0, 1.0)),
             geometry.get("origin", (0.0, 0.0, 0.0)),
             geometry.get("direction", (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)),
@@ -431,7 +431,7 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> Volume:
         metadata["modality"] = normalise_modality(tag("0008|0060"))
     if tag("0010|0020"):
         metadata["patient_id"] = tag("0010|0020")
-    return Volume(array.astype(np.float32), spacing, origin, direction, metadata)
+    return Volume(array, spacing, origin, direction, metadata)
 
 
 # --------------------------------------------------------------------------------------------------
