@@ -17,6 +17,7 @@ from semantic_genesis.phantoms.export import (
     LUNA16_UID_ROOT,
     add_liver_lesions,
     export_ct_cohort,
+    export_mri_cohort,
     luna16_seriesuid,
 )
 
@@ -138,3 +139,26 @@ def test_native_ct_round_trip_and_resume(tmp_path, patients):
         export_ct_cohort(tmp_path, 2, seed=4, layout="native", shape=SHAPE)
     with pytest.raises(ConfigError, match="unknown CT layout 'brats'"):
         export_ct_cohort(tmp_path / "x", 1, layout="brats")
+
+
+def test_brats_round_trip(tmp_path):
+    from semantic_genesis.io.datasets.brats import BratsDataset
+    from semantic_genesis.phantoms.mri import make_mri_patient
+
+    export_mri_cohort(tmp_path, 1, seed=SEED, layout="brats", shape=(48, 48, 32))
+    pid = "Brats18_PHANTOM_0_1"
+    names = sorted(p.name for p in (tmp_path / pid).iterdir())
+    assert names == [f"{pid}_{m}.nii.gz" for m in ("flair", "seg", "t1", "t1ce", "t2")]
+    ds = BratsDataset(tmp_path)
+    assert ds.patient_ids() == [pid]
+    case = ds.load(pid)
+    patient = make_mri_patient(0, seed=SEED, shape=(48, 48, 32))
+    np.testing.assert_array_equal(case.seg, patient.seg)
+    assert set(np.unique(case.seg)) <= {0, 1, 2, 4} and (case.seg == 4).any()
+    for name in ("flair", "t1", "t1ce", "t2"):
+        np.testing.assert_allclose(case.modalities[name].array, patient.modalities[name].array, atol=0.5)  # int16
+    np.testing.assert_allclose(case.spacing, patient.spacing, rtol=1e-6)
+    import nibabel as nib
+
+    assert nib.load(str(tmp_path / pid / f"{pid}_t1.nii.gz")).header.get_data_dtype() == np.int16
+    assert list_scans(tmp_path)[0].modality == "mri"

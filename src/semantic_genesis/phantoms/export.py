@@ -344,71 +344,33 @@ def export_mri_cohort(
 ) -> ExportResult:
     """Generate brain MRI phantoms and write them in ``layout`` (``native`` or ``brats``).
 
-    ``native``: ``images/<id>_{flair,t1,t1ce,t2}.nii.gz``, ``labels/<id>.nii.gz`` (0/1/2/4),
-    ``meta/<id>.json``, ``cohort.json``. ``brats``: ``Brats18_PHANTOM_<i>_1/`` with
-    ``<id>_flair.nii.gz``, ``_t1``, ``_t1ce``, ``_t2`` and ``_seg`` (BraTS 2018 labels 0/1/2/4).
+    ``native``: :func:`semantic_genesis.phantoms.cohort.write_native_mri_cohort`. ``brats``: one folder
+    ``Brats18_PHANTOM_<i>_1/`` per patient with ``<id>_flair.nii.gz``, ``_t1``, ``_t1ce``, ``_t2``
+    (int16, like the released files) and ``_seg`` (uint8, BraTS 2018 labels 0/1/2/4).
     """
     _check_layout(layout, MRI_LAYOUTS, "MRI")
+    if layout == "native":
+        return _native_export("mri", out, n_patients, progress, seed=seed, shape=shape)
     from semantic_genesis.io.volumes import write_volume
-    from semantic_genesis.phantoms.mri import make_mri_patient
+    from semantic_genesis.phantoms.mri import SEQUENCES, make_mri_patient
 
     root_path = Path(out).expanduser()
 
     def write_patient(index: int) -> dict:
         patient = make_mri_patient(index, seed=seed, **_shape_kwargs(shape))
-        modalities = dict(patient.modalities)
-        seg = np.asarray(patient.seg)
-        reference = _mri_volume(modalities, "flair")
-        pid = f"Brats18_PHANTOM_{index}_1" if layout == "brats" else _patient_id(patient, index)
-        folder = root_path / pid if layout == "brats" else root_path / "images"
-        for name in ("flair", "t1", "t1ce", "t2"):
-            volume = _mri_volume(modalities, name, reference)
-            volume.metadata["modality"] = "mri"
-            write_volume(volume, folder / f"{pid}_{name}.nii.gz", dtype=_mri_dtype(volume.array))
-        seg_path = folder / f"{pid}_seg.nii.gz" if layout == "brats" else root_path / "labels" / f"{pid}.nii.gz"
-        write_volume(reference.with_array(seg), seg_path, dtype="uint8")
-        if layout == "native":
-            write_json(
-                root_path / "meta" / f"{pid}.json",
-                {"patient_id": pid, "index": index, "seed": seed, "modality": "mri",
-                 "label_names": {"background": 0, "necrotic_core": 1, "edema": 2, "enhancing": 4},
-                 "tumor_voxels": {str(v): int((seg == v).sum()) for v in (1, 2, 4)}},
-            )
-        return {"patient_id": pid}
+        pid = f"Brats18_PHANTOM_{index}_1"
+        folder = root_path / pid
+        for name in SEQUENCES:
+            write_volume(patient.modalities[name], folder / f"{pid}_{name}.nii.gz", dtype="int16")
+        reference = patient.modalities["flair"]
+        write_volume(reference.with_array(patient.seg), folder / f"{pid}_seg.nii.gz", dtype="uint8")
+        return {"patient_id": pid, "source": patient.patient_id}
 
-    root, records, written = _run_export(
+    root, _records, written = _run_export(
         out, layout, n_patients, {"modality": "mri", "seed": seed, "shape": _shape_list(shape)},
-        write_patient, progress, f"phantom mri ({layout})",
+        write_patient, progress, "phantom mri (brats)",
     )
-    files: tuple[Path, ...] = ()
-    if layout == "native":
-        write_json(root / "cohort.json", {
-            "modality": "mri", "layout": "native", "seed": seed,
-            "sequences": ["flair", "t1", "t1ce", "t2"], "patients": [r["patient_id"] for r in records],
-            "label_names": {"background": 0, "necrotic_core": 1, "edema": 2, "enhancing": 4},
-        })
-        files = (root / "cohort.json",)
-    return ExportResult(root, layout, n_patients, written, files)
-
-
-def _mri_volume(modalities: dict, name: str, reference=None):
-    from semantic_genesis.io.volumes import Volume
-
-    if name not in modalities:
-        raise DataError(f"phantom MRI patient lacks modality {name!r} (has {sorted(modalities)})")
-    value = modalities[name]
-    if isinstance(value, Volume):
-        return Volume(value.array, value.spacing, value.origin, value.direction, dict(value.metadata))
-    if reference is None:
-        return Volume(np.asarray(value, dtype=np.float32))
-    return reference.with_array(np.asarray(value, dtype=np.float32))
-
-
-def _mri_dtype(array: np.ndarray) -> str | None:
-    """int16 like the released BraTS files when the values are integral and fit, else float32."""
-    if np.all(np.isfinite(array)) and np.array_equal(array, np.rint(array)) and array.min() >= -32768 and array.max() <= 32767:
-        return "int16"
-    return None
+    return ExportResult(root, layout, n_patients, written)
 
 
 # --------------------------------------------------------------------------------------------------
