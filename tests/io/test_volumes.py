@@ -167,3 +167,13 @@ def test_plain_npy_without_sidecar_has_unit_geometry(tmp_path):
     assert vol.spacing == (1.0, 1.0, 1.0) and vol.origin == (0.0, 0.0, 0.0)
     assert vol.metadata["sidecar"] is False and vol.metadata["dtype"] == "float64"
     np.testing.assert_array_equal(vol.array, arr)
+
+
+def test_dicom_series_flags_missing_slices(tmp_path):
+    vol = asymmetric_volume(integer=True)
+    write_dicom_series(vol, tmp_path / "d")
+    assert read_volume(tmp_path / "d").metadata["uniform_slice_spacing"] is True
+    (tmp_path / "d" / "slice_0005.dcm").unlink()
+    back = read_volume(tmp_path / "d")
+    assert back.shape == (7, 9, 10)
+    assert back.metadata["uniform_slice_spacing"] is False

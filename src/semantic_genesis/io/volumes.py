@@ -427,11 +427,30 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> Volume:
             metadata[name] = float(tag(key))
         except ValueError:
             pass
+    uniform = _uniform_slice_spacing(reader, len(files), np.asarray(direction).reshape(3, 3)[:, 2], spacing[2])
+    if uniform is not None:
+        metadata["uniform_slice_spacing"] = uniform  # False: missing slices or uneven spacing (geometry approximate)
     if tag("0008|0060"):
         metadata["modality"] = normalise_modality(tag("0008|0060"))
     if tag("0010|0020"):
         metadata["patient_id"] = tag("0010|0020")
     return Volume(array, spacing, origin, direction, metadata)
+
+
+def _uniform_slice_spacing(reader: Any, n: int, normal: np.ndarray, spacing_z: float) -> bool | None:
+    """Whether consecutive ImagePositionPatient values are ``spacing_z`` apart (within 1%); None if unknown."""
+    positions = []
+    for i in range(n):
+        if not reader.HasMetaDataKey(i, "0020|0032"):
+            return None
+        try:
+            positions.append([float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")])
+        except ValueError:
+            return None
+    if n < 3:
+        return True
+    steps = np.abs(np.diff(np.asarray(positions) @ normal))
+    return bool(np.all(np.abs(steps - spacing_z) <= 0.01 * spacing_z + 1e-4))
 
 
 # --------------------------------------------------------------------------------------------------
