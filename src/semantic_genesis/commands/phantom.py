@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help="voxel grid of each volume (default: the generator's)"
             + ("; for xray, the grid of the projected CT" if kind == "xray" else ""),
         )
+        if kind == "xray":
+            p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                           help="radiograph size in pixels (default: the generator's)")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         "mri": export.export_mri_cohort,
         "xray": export.export_xray_cohort,
     }[args.kind]
+    extra = {"size": tuple(args.size)} if getattr(args, "size", None) else {}
     result = exporter(
         args.out,
         args.patients,
@@ -65,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         layout=args.layout,
         shape=tuple(args.shape) if args.shape else None,
         progress=not args.quiet,
+        **extra,
     )
     resumed = result.patients - result.written
     print(

@@ -45,8 +45,6 @@ LUNA16_ORIGIN = (-180.0, -180.0, -300.0)
 LUNA16_UID_ROOT = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
 SIIM_UID_ROOT = "1.2.276.0.7230010.3.1."
 SIIM_UID_ORG = "8323329"
-#: Phantom radiograph findings and their ChestX-ray14 label names.
-XRAY_FINDINGS = {"nodule": "Nodule", "cardiomegaly": "Cardiomegaly", "effusion": "Effusion", "pneumothorax": "Pneumothorax"}
 
 
 @dataclass(frozen=True)
@@ -377,28 +375,29 @@ def export_mri_cohort(
 # chest radiographs
 
 
-def draw_xray_findings(seed: int, index: int) -> dict[str, bool]:
-    """The findings of radiograph ``index``: each of :data:`XRAY_FINDINGS` independently, deterministic.
-
-    Pneumothorax is drawn with probability 0.4 (so small cohorts have positives for segmentation),
-    the others with 0.3.
-    """
-    rng = np.random.default_rng(derive_seed(seed, index, "xray-findings"))
-    draws = rng.random(len(XRAY_FINDINGS))
-    return {name: bool(d < (0.4 if name == "pneumothorax" else 0.3)) for name, d in zip(XRAY_FINDINGS, draws)}
-
-
-def _make_radiograph(index: int, seed: int, shape: tuple[int, int, int] | None):
-    from semantic_genesis.phantoms.xray import make_radiograph
+def _make_radiograph(index: int, seed: int, shape: tuple[int, int, int] | None, size: tuple[int, int] | None):
+    """Radiograph of CT patient ``index`` with the findings the native cohort draws for it."""
+    from semantic_genesis.phantoms.xray import draw_findings, make_radiograph
 
     ct = _make_ct(index, seed, shape)
-    findings = draw_xray_findings(seed, index)
-    return make_radiograph(ct, findings=[k for k, v in findings.items() if v])
+    kwargs = {} if size is None else {"size": tuple(int(s) for s in size)}
+    return make_radiograph(ct, findings=draw_findings(index, seed), **kwargs)
 
 
-def _radiograph_labels(radiograph: Any) -> dict[str, bool]:
-    labels = dict(_field(radiograph, "labels", {}) or {})
-    return {name: bool(labels.get(name, False)) for name in XRAY_FINDINGS}
+def _radiograph_findings(radiograph: Any) -> list[str]:
+    """The radiograph's positive findings as ChestX-ray14 label names (e.g. ``["Effusion", "Nodule"]``)."""
+    from semantic_genesis.io.datasets.chestxray14 import CHESTXRAY14_LABELS
+
+    by_lower = {name.lower(): name for name in CHESTXRAY14_LABELS}
+    names = []
+    for key, value in dict(_field(radiograph, "labels", {}) or {}).items():
+        if not value:
+            continue
+        name = by_lower.get(str(key).lower())
+        if name is None:
+            raise DataError(f"phantom radiograph finding {key!r} has no ChestX-ray14 label")
+        names.append(name)
+    return sorted(names, key=CHESTXRAY14_LABELS.index)
 
 
 def _radiograph_spacing(radiograph: Any) -> tuple[float, float]:
@@ -424,52 +423,21 @@ def export_xray_cohort(
     layout: str = "native",
     shape: tuple[int, int, int] | None = None,
     progress: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> ExportResult:
     """Generate radiographs (projections of the CT phantoms) and write them in ``layout``.
 
-    ``shape`` is the grid of the CT phantom that is projected. Layouts: ``native``
-    (``images/<id>.png`` 16-bit, ``labels/<id>.png`` pneumothorax mask, ``meta/<id>.json``),
-    ``chestxray14`` (:func:`export_chestxray14`), ``siim`` (:func:`export_siim`).
+    ``shape`` is the grid of the CT phantom that is projected, ``size`` the radiograph ``(H, W)``
+    (both default to the generators'). Layouts: ``native``
+    (:func:`semantic_genesis.phantoms.cohort.write_native_xray_cohort`), ``chestxray14``
+    (:func:`export_chestxray14`), ``siim`` (:func:`export_siim`).
     """
     _check_layout(layout, XRAY_LAYOUTS, "X-ray")
-    return {"native": export_native_xray, "chestxray14": export_chestxray14, "siim": export_siim}[layout](
-        out, n_patients, seed=seed, shape=shape, progress=progress
+    if layout == "native":
+        return _native_export("xray", out, n_patients, progress, seed=seed, ct_shape=shape, size=size)
+    return {"chestxray14": export_chestxray14, "siim": export_siim}[layout](
+        out, n_patients, seed=seed, shape=shape, progress=progress, size=size
     )
-
-
-def export_native_xray(
-    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False
-) -> ExportResult:
-    """Native radiographs: ``images/<id>.png`` (16-bit), ``labels/<id>.png`` (0/255 pneumothorax mask),
-    ``meta/<id>.json`` (findings), ``cohort.json``."""
-    from semantic_genesis.io.images2d import Image2D, write_image2d
-
-    root_path = Path(out).expanduser()
-
-    def write_patient(index: int) -> dict:
-        radiograph = _make_radiograph(index, seed, shape)
-        pid = f"xray_{index:04d}"
-        spacing = _radiograph_spacing(radiograph)
-        image = Image2D(_radiograph_array(radiograph), spacing, {"modality": "xray"})
-        write_image2d(image, root_path / "images" / f"{pid}.png", bits=16)
-        mask = _pneumothorax_mask(radiograph, image.array.shape)
-        write_image2d(Image2D(mask.astype(np.float32), spacing, {}), root_path / "labels" / f"{pid}.png", bits=8)
-        labels = _radiograph_labels(radiograph)
-        write_json(root_path / "meta" / f"{pid}.json", {
-            "patient_id": pid, "index": index, "seed": seed, "modality": "xray", "findings": labels,
-            "spacing": list(spacing), "label_names": {"background": 0, "pneumothorax": 1},
-        })
-        return {"patient_id": pid}
-
-    root, records, written = _run_export(
-        out, "native", n_patients, {"modality": "xray", "seed": seed, "shape": _shape_list(shape)},
-        write_patient, progress, "phantom xray (native)",
-    )
-    write_json(root / "cohort.json", {
-        "modality": "xray", "layout": "native", "seed": seed, "patients": [r["patient_id"] for r in records],
-        "findings": list(XRAY_FINDINGS), "label_names": {"background": 0, "pneumothorax": 1},
-    })
-    return ExportResult(root, "native", n_patients, written, (root / "cohort.json",))
 
 
 def _pneumothorax_mask(radiograph: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -483,7 +451,12 @@ def _pneumothorax_mask(radiograph: Any, shape: tuple[int, int]) -> np.ndarray:
 
 
 def export_chestxray14(
-    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False
+    out: str | Path,
+    n_patients: int,
+    seed: int = 0,
+    shape: tuple[int, int, int] | None = None,
+    progress: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> ExportResult:
     """The ChestX-ray14 layout.
 
@@ -497,16 +470,15 @@ def export_chestxray14(
     root_path = Path(out).expanduser()
 
     def write_patient(index: int) -> dict:
-        radiograph = _make_radiograph(index, seed, shape)
+        radiograph = _make_radiograph(index, seed, shape, size)
         name = f"{index + 1:08d}_000.png"
         array = _radiograph_array(radiograph)
         spacing = _radiograph_spacing(radiograph)
         write_image2d(Image2D(array, spacing, {"modality": "xray"}), root_path / "images" / name, bits=8)
-        labels = _radiograph_labels(radiograph)
         rng = np.random.default_rng(derive_seed(seed, index, "xray-demographics"))
         return {
             "image": name,
-            "findings": format_finding_labels([XRAY_FINDINGS[k] for k, v in labels.items() if v]),
+            "findings": format_finding_labels(_radiograph_findings(radiograph)),
             "patient_id": index + 1,
             "age": int(rng.integers(18, 90)),
             "gender": "M" if rng.random() < 0.55 else "F",
@@ -516,7 +488,8 @@ def export_chestxray14(
         }
 
     root, records, written = _run_export(
-        out, "chestxray14", n_patients, {"modality": "xray", "seed": seed, "shape": _shape_list(shape)},
+        out, "chestxray14", n_patients,
+        {"modality": "xray", "seed": seed, "shape": _shape_list(shape), "size": _shape_list(size)},
         write_patient, progress, "phantom xray (chestxray14)",
     )
     lines = [DATA_ENTRY_HEADER]
@@ -556,7 +529,12 @@ def siim_uids(seed: int, index: int) -> tuple[str, str, str]:
 
 
 def export_siim(
-    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False
+    out: str | Path,
+    n_patients: int,
+    seed: int = 0,
+    shape: tuple[int, int, int] | None = None,
+    progress: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> ExportResult:
     """The SIIM-ACR layout: ``dicom-images-train/<study>/<series>/<sop uid>.dcm`` and ``train-rle.csv``.
 
@@ -571,7 +549,7 @@ def export_siim(
     root_path = Path(out).expanduser()
 
     def write_patient(index: int) -> dict:
-        radiograph = _make_radiograph(index, seed, shape)
+        radiograph = _make_radiograph(index, seed, shape, size)
         study, series, sop = siim_uids(seed, index)
         array = _radiograph_array(radiograph)
         spacing = _radiograph_spacing(radiograph)
@@ -588,7 +566,8 @@ def export_siim(
         return {"image_id": sop, "rles": rles}
 
     root, records, written = _run_export(
-        out, "siim", n_patients, {"modality": "xray", "seed": seed, "shape": _shape_list(shape)},
+        out, "siim", n_patients,
+        {"modality": "xray", "seed": seed, "shape": _shape_list(shape), "size": _shape_list(size)},
         write_patient, progress, "phantom xray (siim)",
     )
     lines = ["ImageId, EncodedPixels"]
@@ -607,7 +586,7 @@ def _patient_id(patient: Any, index: int) -> str:
     return str(pid) if pid else f"phantom_{index:04d}"
 
 
-def _shape_list(shape: tuple[int, int, int] | None) -> list[int] | None:
+def _shape_list(shape: tuple[int, ...] | None) -> list[int] | None:
     return None if shape is None else [int(s) for s in shape]
 
 
