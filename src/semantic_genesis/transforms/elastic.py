@@ -7,10 +7,10 @@ is not displaced. The cube is resampled at ``(x + dx, y + dy, z)`` with
 sigma=8``: a mean |displacement| of about 2.8 voxels at 64x64x32. Only the *input* is warped, so the
 network must also undo the warp.
 
-Batched formulation: the noise of the whole batch is smoothed with a separable Gaussian (one 1D
-convolution per axis, zero padding = scipy's ``mode="constant"``, radius ``int(4 * sigma + 0.5)`` =
-scipy's default truncation), and the batch is resampled with one ``grid_sample`` call (trilinear /
-bilinear, ``padding_mode="reflection"``, ``align_corners=False``). That padding reflects about the volume
+Batched formulation: the noise of the whole batch is smoothed with a separable Gaussian (one banded
+matrix product per axis, zero padding = scipy's ``mode="constant"``, radius ``int(4 * sigma + 0.5)`` =
+scipy's default truncation), and the batch is resampled with one bilinear ``grid_sample`` call over all
+slices (``padding_mode="reflection"``, ``align_corners=False``). That padding reflects about the volume
 border half a voxel outside the edge voxels, which is scipy's ``"reflect"`` (half-sample symmetric)
 mode, so results agree with scipy up to floating point. On 2D batches both in-plane axes are displaced.
 """
@@ -34,8 +34,25 @@ def gaussian_kernel1d(sigma: float, dtype: torch.dtype, device: torch.device) ->
     return (kernel / kernel.sum()).to(dtype=dtype, device=device)
 
 
+def smoothing_matrix(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(size, size)`` matrix of 1D Gaussian smoothing with zero padding (scipy ``mode="constant"``).
+
+    Row ``i`` holds the kernel weights of the inputs ``j`` with ``|i - j| <= radius``.
+    """
+    kernel = gaussian_kernel1d(sigma, torch.float64, torch.device("cpu"))
+    radius = kernel.numel() // 2
+    i = torch.arange(size)
+    lag = i[None, :] - i[:, None]
+    inside = lag.abs() <= radius
+    matrix = torch.where(inside, kernel[(lag + radius).clamp(0, 2 * radius)], torch.zeros((), dtype=torch.float64))
+    return matrix.to(dtype=dtype, device=device)
+
+
 def gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian smoothing of every channel with zero padding.
+
+    Each axis is filtered by a matrix product with :func:`smoothing_matrix` (exactly the truncated,
+    zero-padded 1D convolution), which is much faster than a convolution with a 65-tap kernel.
 
     Args:
         field: ``(N, K, *spatial)`` with 2 or 3 spatial axes.
@@ -44,20 +61,18 @@ def gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
     Returns:
         The smoothed field, same shape.
     """
-    kernel = gaussian_kernel1d(sigma, field.dtype, field.device)
-    radius = kernel.numel() // 2
-    n, k = field.shape[:2]
-    spatial = field.shape[2:]
-    ndim = len(spatial)
-    conv = F.conv3d if ndim == 3 else F.conv2d
-    out = field.reshape((n * k, 1) + tuple(spatial))
-    for axis in range(ndim):
-        shape = [1, 1] + [1] * ndim
-        shape[axis + 2] = kernel.numel()
-        padding = [0] * ndim
-        padding[axis] = radius
-        out = conv(out, kernel.view(shape), padding=tuple(padding))
-    return out.reshape(field.shape)
+    out = field.contiguous()
+    shape = out.shape
+    for axis in range(2, field.dim()):
+        size = shape[axis]
+        matrix = smoothing_matrix(size, sigma, field.dtype, field.device)
+        pre = math.prod(shape[:axis])
+        post = math.prod(shape[axis + 1 :])
+        if post == 1:
+            out = out.view(pre, size) @ matrix.T
+        else:
+            out = torch.matmul(matrix, out.view(pre, size, post))
+    return out.view(shape)
 
 
 def sample_displacement(
@@ -81,25 +96,26 @@ def warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
     Args:
         x: ``(B, C, *spatial)`` batch, 2 or 3 spatial axes.
         displacement: ``(B, 2, *spatial)`` voxels along the first two spatial axes (the third, if
-            any, is not displaced).
+            any, is not displaced, so a 3D batch is resampled slice by slice with bilinear
+            interpolation, which equals trilinear interpolation at integer Z).
 
     Returns:
         The warped batch, same shape, dtype and device as ``x``.
     """
+    batch, channels = x.shape[:2]
     spatial = tuple(x.shape[2:])
-    coords = []
-    for axis, dim in enumerate(spatial):
-        view = [1] * len(spatial)
-        view[axis] = dim
-        c = torch.arange(dim, device=x.device, dtype=displacement.dtype).view(view).expand(spatial)
-        c = c.unsqueeze(0).expand((x.shape[0],) + spatial)
-        if axis < 2:
-            c = c + displacement[:, axis]
-        coords.append((2 * c + 1) / dim - 1)  # align_corners=False voxel centres
-    grid = torch.stack(coords[::-1], dim=-1)  # grid_sample wants (W, H, D) order
-    mode = "bilinear"  # trilinear for 5D inputs
-    out = F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode="reflection", align_corners=False)
-    return out
+    if len(spatial) == 3:
+        depth = spatial[2]
+        slices = x.permute(0, 4, 1, 2, 3).reshape(batch * depth, channels, spatial[0], spatial[1])
+        disp = displacement.permute(0, 4, 1, 2, 3).reshape(batch * depth, 2, spatial[0], spatial[1])
+        out = warp(slices, disp)
+        return out.view(batch, depth, channels, spatial[0], spatial[1]).permute(0, 2, 3, 4, 1).contiguous()
+    rows, cols = spatial
+    r = torch.arange(rows, device=x.device, dtype=displacement.dtype).view(1, rows, 1) + displacement[:, 0]
+    c = torch.arange(cols, device=x.device, dtype=displacement.dtype).view(1, 1, cols) + displacement[:, 1]
+    # align_corners=False: voxel i has normalised centre (2 i + 1) / n - 1; grid order is (col, row).
+    grid = torch.stack(((2 * c + 1) / cols - 1, (2 * r + 1) / rows - 1), dim=-1)
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def elastic(

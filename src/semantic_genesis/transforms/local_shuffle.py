@@ -8,9 +8,8 @@ the voxels change); the Semantic Genesis code uses 5.
 
 Vectorised formulation (same distribution, no loop over windows or voxels):
 
-1. Window shapes are iid uniform over the ``prod(dim // 10)`` shapes, so all windows of a batch are drawn
-   at once, grouped by shape (multinomial counts + a random assignment of window numbers, which is the
-   same law as iid shapes).
+1. All windows of the batch are drawn at once (shape, corner, and their place in the write sequence)
+   and grouped by shape.
 2. For each shape (a short loop: 108 shapes for 64x64x32), every window's destination voxels are
    ``corner + offsets`` and its source voxels ``corner + offsets[perm]``.
 3. "Last write wins" is resolved with one ``scatter_reduce(amax)`` of the key
@@ -101,23 +100,30 @@ def local_shuffle(
     dims = torch.tensor(spatial, dtype=torch.int64)
     spatial_strides = strides(spatial)
 
-    # 1. All windows of the batch, grouped by shape.
+    # 1. All windows of the batch (window w belongs to cube w // num_windows and is written
+    # (w % num_windows)-th), grouped by shape and, within a shape, sorted by position so that the
+    # scatter below touches memory in order.
     shapes = window_shapes(spatial, size_divisor)
     num_total = batch * num_windows
     shape_of = torch.randint(shapes.shape[0], (num_total,), generator=generator)
-    counts = torch.bincount(shape_of, minlength=shapes.shape[0])
-    number = torch.randperm(num_total, generator=generator)  # global window number of each grouped slot
-    sizes = shapes.repeat_interleave(counts, dim=0)  # (num_total, D)
+    sizes = shapes[shape_of]
     corner = torch.floor(uniform(generator, num_total, len(spatial)) * (dims - sizes + 1)).to(torch.int64)
+    corner_local = (corner * torch.tensor(spatial_strides)).sum(dim=1)
+    number = torch.arange(num_total)
     cube = number // num_windows
-    order = number % num_windows  # the window's position in its cube's write sequence
-    base = cube * voxels + (corner * torch.tensor(spatial_strides)).sum(dim=1)
-    bits = max(1, (total - 1).bit_length())
+    base = cube * voxels + corner_local
+    grouped = torch.argsort(shape_of * total + base)
+    counts = torch.bincount(shape_of, minlength=shapes.shape[0])
+    base = base[grouped]
+    # Key = (write position + 1) << bits | source voxel within the cube; int32 when it fits.
+    bits = max(1, (voxels - 1).bit_length())
+    key_dtype = torch.int32 if (num_windows + 1) << bits < 2**31 else torch.int64
+    order_key = (((number % num_windows) + 1) << bits)[grouped] + corner_local[grouped]
     base_dev = base.to(device)
-    order_key_dev = ((order + 1) << bits).to(device)
+    order_key_dev = order_key.to(device=device, dtype=key_dtype)
 
     # 2-3. Destinations, sources and last-write-wins per shape.
-    winner = torch.arange(total, dtype=torch.int64, device=device)
+    winner = torch.arange(voxels, dtype=key_dtype, device=device).repeat(batch)
     stride_key = tuple(spatial_strides)
     start = 0
     for shape_index, count in enumerate(counts.tolist()):
@@ -130,19 +136,20 @@ def local_shuffle(
         if permutation_bank == 0 or count <= permutation_bank:
             source = offsets[_permutations(generator, count, volume)]
         else:
-            bank = offsets[_permutations(generator, permutation_bank, volume)].repeat(1, 2)
+            bank = offsets[_permutations(generator, permutation_bank, volume)].repeat(1, 2).reshape(-1)
             pick = torch.randint(permutation_bank, (count,), generator=generator)
             shift = torch.randint(volume, (count,), generator=generator)
-            index = (pick * 2 * volume + shift)[:, None] + torch.arange(volume)
-            source = bank.reshape(-1)[index]
-        window_base = base_dev[start:stop, None]
-        destination = window_base + offsets.to(device)
-        key = (order_key_dev[start:stop, None] + window_base) + source.to(device)
+            source = bank[(pick * 2 * volume + shift)[:, None] + torch.arange(volume)]
+        destination = base_dev[start:stop, None] + offsets.to(device)
+        key = order_key_dev[start:stop, None] + source.to(device=device, dtype=key_dtype)
         winner.scatter_reduce_(0, destination.reshape(-1), key.reshape(-1), reduce="amax")
         start = stop
 
     # 4. Gather from the original batch (untouched voxels point at themselves).
-    source_index = winner.bitwise_and_((1 << bits) - 1)
+    cube_start = torch.arange(batch, device=device, dtype=torch.int64).repeat_interleave(voxels) * voxels
+    source_index = cube_start + winner.bitwise_and_((1 << bits) - 1)
     channels = x.shape[1]
+    if channels == 1:
+        return x.reshape(-1).index_select(0, source_index).view(x.shape)
     values = x.movedim(1, -1).reshape(total, channels).index_select(0, source_index)
     return values.view((batch,) + spatial + (channels,)).movedim(-1, 1).contiguous()
