@@ -246,3 +246,18 @@ def test_native_mri_and_xray_read_back(tmp_path, radiographs):
     image = np.clip(np.asarray(radiographs[0].image), 0, 1)
     np.testing.assert_allclose(case.image.array, image, atol=0.5 / 65535 + 1e-6)  # 16-bit PNG
     np.testing.assert_array_equal(case.labels, np.asarray(radiographs[0].pneumothorax_mask) > 0)
+
+
+def test_siim_rows_split_large_components_only():
+    from scipy import ndimage
+
+    from semantic_genesis.phantoms.export import _mask_parts
+
+    mask = np.zeros((40, 40), bool)
+    mask[2:12, 2:12] = True  # 100 px
+    mask[20:30, 25:33] = True  # 80 px: a second pneumothorax, its own row
+    mask[38, 0] = True  # 1 px fragment: merged into the largest row
+    parts = _mask_parts(mask, ndimage)
+    assert [int(p.sum()) for p in parts] == [101, 80]
+    np.testing.assert_array_equal(np.logical_or.reduce(parts), mask)
+    assert _mask_parts(np.zeros((4, 4), bool), ndimage) == []

@@ -538,8 +538,9 @@ def export_siim(
 ) -> ExportResult:
     """The SIIM-ACR layout: ``dicom-images-train/<study>/<series>/<sop uid>.dcm`` and ``train-rle.csv``.
 
-    Each connected component of a pneumothorax mask gets its own CSV row (the release also has
-    several rows for images with several pneumothoraces); images without one get ``-1``.
+    Each large connected component of a pneumothorax mask gets its own CSV row (the release also has
+    several rows for images with several pneumothoraces; small fragments join the largest row);
+    images without one get ``-1``.
     """
     from scipy import ndimage
 
@@ -561,8 +562,7 @@ def export_siim(
         path = root_path / "dicom-images-train" / study / series / f"{sop}.dcm"
         write_image2d(Image2D(array, spacing, {"modality": "xray"}), path, bits=8, modality="CR", attributes=attributes)
         mask = _pneumothorax_mask(radiograph, array.shape)
-        components, count = ndimage.label(mask)
-        rles = [rle_encode(components == c) for c in range(1, count + 1)] or ["-1"]
+        rles = [rle_encode(part) for part in _mask_parts(mask, ndimage)] or ["-1"]
         return {"image_id": sop, "rles": rles}
 
     root, records, written = _run_export(
@@ -575,6 +575,26 @@ def export_siim(
         lines += [f"{r['image_id']}, {rle}" for rle in r["rles"]]
     write_text(root / "train-rle.csv", "\n".join(lines) + "\n")
     return ExportResult(root, "siim", n_patients, written, (root / "train-rle.csv",))
+
+
+def _mask_parts(mask: np.ndarray, ndimage: Any, min_fraction: float = 0.1) -> list[np.ndarray]:
+    """Split a mask into its large connected components (one CSV row each, largest first).
+
+    Fragments smaller than ``min_fraction`` of the mask are merged into the largest component, so
+    a ragged mask edge does not become a row of its own. Returns ``[]`` for an empty mask.
+    """
+    components, count = ndimage.label(mask)
+    if count == 0:
+        return []
+    sizes = np.bincount(components.ravel())[1:]
+    order = np.argsort(-sizes, kind="stable")
+    parts = [components == (order[0] + 1)]
+    for c in order[1:]:
+        if sizes[c] >= min_fraction * sizes.sum():
+            parts.append(components == (c + 1))
+        else:
+            parts[0] |= components == (c + 1)
+    return parts
 
 
 # --------------------------------------------------------------------------------------------------
