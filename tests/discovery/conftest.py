@@ -17,7 +17,7 @@ TINY = [
     "discovery.progress=false",
     "discovery.ae_input_size=[32,32,16]",
     "discovery.ae_width=0.125",
-    "discovery.ae_epochs=4",
+    "discovery.ae_epochs=6",
     "discovery.ae_batch_size=5",
     "discovery.val_fraction=0.2",
     "discovery.pattern_size=[16,16,16]",
@@ -43,23 +43,20 @@ def tiny_config(*overrides: str):
 @pytest.fixture(scope="session")
 def cohort(tmp_path_factory) -> Path:
     """12 native-layout phantom CT patients (48x48x40), generated once per session."""
-    from semantic_genesis.phantoms.export import export_native_ct
+    from semantic_genesis.phantoms.cohort import write_native_ct_cohort
 
     root = tmp_path_factory.mktemp("discovery_cohort")
-    export_native_ct(root, N_PATIENTS, seed=0, shape=SHAPE)
+    write_native_ct_cohort(root, N_PATIENTS, seed=0, shape=SHAPE, progress=False)
     return root
 
 
 @pytest.fixture(scope="session")
 def body_sizes(cohort) -> dict[str, float]:
-    """Body scale parameter of every phantom (ground truth of anatomical similarity)."""
-    from semantic_genesis.phantoms.ct import sample_ct_params
+    """Body size of every phantom: the fraction of the scan inside the body (from its label map)."""
+    from semantic_genesis.io.volumes import read_volume
 
-    out = {}
-    for meta in sorted((cohort / "meta").glob("*.json")):
-        info = json.loads(meta.read_text())
-        out[info["patient_id"]] = sample_ct_params(info["index"], info["seed"])["body_scale"]
-    return out
+    info = json.loads((cohort / "cohort.json").read_text())
+    return {pid: float((read_volume(cohort / "labels" / f"{pid}.nii.gz").array > 0).mean()) for pid in info["patients"]}
 
 
 @pytest.fixture(scope="session")

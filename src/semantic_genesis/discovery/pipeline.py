@@ -102,15 +102,18 @@ def _stage_scans(cfg, patients, root: Path, log) -> Any:
         raise ConfigError(f"discovery.ae_input_size must be divisible by 8 (three poolings), got {list(size)}")
     from semantic_genesis.config import to_dict
 
+    # patient ids and splits, not paths: a moved data folder does not invalidate the run
     fingerprint = _digest({"size": size, "intensity": to_dict(cfg.intensity),
-                           "patients": [(p.patient_id, p.path, p.split) for p in patients]})
+                           "patients": [(p.patient_id, p.split) for p in patients]})
     if (root / "manifest.json").is_file():
-        found = read_manifest(root).get("attrs", {}).get("fingerprint")
-        if found != fingerprint:
+        manifest = read_manifest(root)
+        if manifest.get("attrs", {}).get("fingerprint") != fingerprint:
             raise ConfigError(
                 f"{root}: resized scans were made from another cohort or with other settings "
                 "(discovery.ae_input_size, intensity, data, val_fraction or seed); use a new output folder"
             )
+        if manifest.get("complete"):
+            return ShardedArray(root)
     writer = ShardWriter(root, SCANS_KIND, (1, *size), "float16", attrs={"fingerprint": fingerprint})
     done = writer.completed_units()
     todo = [p for p in patients if p.patient_id not in done]
@@ -156,7 +159,7 @@ def run_discovery(
 
     from semantic_genesis.config import save_config, to_dict
     from semantic_genesis.discovery.autoencoder import load_autoencoder, train_autoencoder
-    from semantic_genesis.discovery.features import embed
+    from semantic_genesis.discovery.features import embed, recalibrate_batchnorm
     from semantic_genesis.discovery.plan import make_plan
     from semantic_genesis.discovery.patterns import check_multires, write_pattern_set
     from semantic_genesis.discovery.scans import split_patients
@@ -213,6 +216,7 @@ def run_discovery(
                 features = z["features"]
     if features is None:
         log("features: embedding every patient (global average of the bottleneck)")
+        recalibrate_batchnorm(model, ShardedArray(disc / "scans", split="train"), dcfg.ae_batch_size, device)
         features = embed(model.to(device), scans, dcfg.ae_batch_size, device)
         with atomic_open(feat_path, "wb") as handle:
             np.savez(handle, features=features, ids=np.asarray(ids), splits=np.asarray(splits),
@@ -222,7 +226,8 @@ def run_discovery(
         torch.cuda.empty_cache()
 
     # 4. plan: references, neighbours, coordinates
-    load_unit = UnitCache({r["patient"]: r["path"] for r in records}, cfg.intensity)
+    paths = {p.patient_id: p.path for p in patients}
+    load_unit = UnitCache(paths, cfg.intensity)
     plan_path = disc / "plan.json"
     keys = ("strategy", "num_neighbours", "num_val_neighbours", "num_classes", "classes_per_reference",
             "pattern_size", "min_distance", "border_fraction", "content_test", "content_threshold",
@@ -263,7 +268,7 @@ def run_discovery(
         "references": [g.reference for g in groups],
         "groups": [g.to_dict() for g in groups],
         "frames": {pid: f.to_dict() for pid, f in frames.items()},
-        "paths": {r["patient"]: r["path"] for r in records},
+        "paths": paths,
         "config": to_dict(cfg),
     }
     write_pattern_set(groups, frames, load_unit, pat_root, dcfg, cfg.seed, attrs, log, stop_after.get("classes"))
