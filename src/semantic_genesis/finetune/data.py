@@ -135,6 +135,11 @@ def _allocate(n: int, fractions: tuple[float, float, float]) -> list[int]:
     remainders = sorted(range(3), key=lambda k: (-(raw[k] - counts[k]), k))
     for k in remainders[: n - sum(counts)]:
         counts[k] += 1
+    if n >= sum(1 for f in fractions if f > 0):  # every set with a share gets one of the group
+        for k in range(3):
+            if fractions[k] > 0 and counts[k] == 0:
+                counts[int(np.argmax(counts))] -= 1
+                counts[k] += 1
     return counts
 
 

@@ -17,6 +17,7 @@ Choices, so the numbers can be reproduced:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -73,7 +74,9 @@ def ttest(a: Sequence[float], b: Sequence[float], equal_var: bool = True) -> flo
         return math.nan
     if max(a) == min(a) and max(b) == min(b):
         return 1.0 if a[0] == b[0] else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=equal_var).pvalue)
+    with warnings.catch_warnings():  # near-identical samples: scipy warns about precision, p is still defined
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=equal_var).pvalue)
 
 
 def compare_to_best(

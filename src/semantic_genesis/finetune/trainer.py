@@ -311,7 +311,7 @@ def run_finetune(
                 loss = loss_fn(logits, y)
                 if not bool(torch.isfinite(loss)):
                     raise TrainingError(
-                        f"fine-tuning {init.name} on {task.name} diverged: loss {float(loss)} at epoch {epoch}, "
+                        f"fine-tuning {init.name} on {task.name} diverged: loss {loss.item()} at epoch {epoch}, "
                         f"step {progress['step']} (lr {optimizer.param_groups[0]['lr']:.3g})"
                     )
                 optimizer.zero_grad(set_to_none=True)
@@ -337,12 +337,12 @@ def run_finetune(
             record = {"kind": "validation", "epoch": epoch, "step": progress["step"], "train_loss": float(np.mean(losses)),
                       **{f"val_{k}": v for k, v in val.items() if k != "error"}, "lr": optimizer.param_groups[0]["lr"]}
             logger.log(record)
-            if on_epoch is not None:
-                on_epoch(record)
             save_checkpoint(ckpt_path, {
                 "model": cpu_state_dict(model), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                 "progress": progress, "best_model": best_state,
             })
+            if on_epoch is not None:
+                on_epoch(record)
     finally:
         logger.close()
 

@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+
+from semantic_genesis.errors import ConfigError, DataError, DatasetLayoutError
+from semantic_genesis.finetune import tasks
+
+from .conftest import tiny_config
+
+
+def test_registry():
+    assert tasks.available() == ["bms", "lcs", "ncc", "ncs"]
+    assert tasks.get("ncc").kind == "classification" and tasks.get("ncc").metric == "auc"
+    assert tasks.get("lcs").metrics == ("iou", "dice")
+    with pytest.raises(ConfigError, match="available: bms, lcs, ncc, ncs"):
+        tasks.get("xyz")
+
+
+def test_ncc_reads_luna16_candidates(phantom_root):
+    cfg = tiny_config("finetune.max_negatives=5")
+    data = tasks.get("ncc").load(phantom_root / "luna16", cfg)
+    labels = np.asarray(data.targets)
+    assert data.images.shape[1:] == (1, 16, 16, 8) and data.images.dtype == np.float32
+    assert 0.0 <= data.images.min() and data.images.max() <= 1.0
+    assert len(set(data.patients)) == 6
+    per_scan = {p: int((labels[[i for i, q in enumerate(data.patients) if q == p]] == 0).sum()) for p in set(data.patients)}
+    assert max(per_scan.values()) <= 5  # negatives capped per scan
+    csv = (phantom_root / "luna16" / "candidates.csv").read_text().splitlines()[1:]
+    assert labels.sum() == sum(1 for row in csv if row.endswith(",1"))  # every nodule candidate kept
+    # Nodule crops are centred on a nodule: the centre voxel is denser than aerated lung (< -700 HU,
+    # i.e. < 0.15); at this coarse phantom grid small nodules are partial-volumed, so no higher bound.
+    assert (data.images[labels == 1][:, 0, 8, 8, 4] > 0.15).all()
+
+
+def test_ncs_native_masks_centred(phantom_root):
+    data = tasks.get("ncs").load(phantom_root / "native", tiny_config())
+    masks = data.targets
+    assert masks.shape == data.images.shape and masks.dtype == np.uint8
+    assert masks.sum(axis=(1, 2, 3, 4)).min() > 0
+    assert masks[:, 0, 7:10, 7:10, 3:6].any(axis=(1, 2, 3)).all()  # a nodule at every crop centre
+
+
+def test_lcs_reads_lits_volumes(phantom_root):
+    data = tasks.get("lcs").load(phantom_root / "lits", tiny_config())
+    assert data.whole_volume and len(data.images) == 6
+    assert data.images[0].shape == (1, 64, 64, 48) and data.targets[0].shape == (1, 64, 64, 48)
+    assert all(m.any() for m in data.targets)
+
+
+def test_ncs_npy_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    for tag, n in (("train", 5), ("valid", 2), ("test", 3)):
+        x = rng.uniform(-1000, 400, (n, 24, 24, 8, 1)).astype(np.float32)  # HU, channels-last
+        m = np.zeros_like(x)
+        m[:, 10:14, 10:14, 3:5] = 1
+        np.save(tmp_path / f"x_{tag}_24x24x8.npy", x)
+        np.save(tmp_path / f"m_{tag}_24x24x8.npy", m)
+    data = tasks.get("ncs").load(tmp_path, tiny_config())
+    assert data.images.shape == (10, 1, 16, 16, 8) and 0 <= data.images.min() and data.images.max() <= 1
+    assert [len(data.fixed_split[k]) for k in ("train", "val", "test")] == [5, 2, 3]
+    assert data.targets[:, 0, 6:10, 6:10, 3:5].all() and data.targets.sum() == 10 * 4 * 4 * 2
+
+
+@pytest.mark.parametrize("task,expected", [("ncc", "subset0"), ("ncs", "no NCS data"), ("lcs", "volume-"), ("bms", "flair")])
+def test_missing_files_clear_errors(tmp_path, task, expected):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetLayoutError, match=expected):
+        tasks.get(task).load(tmp_path / "empty", tiny_config())
+    with pytest.raises(DatasetLayoutError, match="not found"):
+        tasks.get(task).load(tmp_path / "missing", tiny_config())
+
+
+def test_ncs_on_luna16_explains(phantom_root):
+    with pytest.raises(DatasetLayoutError, match="no masks"):
+        tasks.get("ncs").load(phantom_root / "luna16", tiny_config())
+
+
+def test_ncs_missing_label_name(phantom_root, tmp_path):
+    with pytest.raises(DataError, match="no label 'tumour'"):
+        tasks.get("ncs").load(phantom_root / "native", tiny_config("finetune.options={label: tumour}"))
