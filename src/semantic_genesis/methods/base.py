@@ -16,9 +16,9 @@ it that method:
 
 Randomness contract (this is what makes resume exact *by construction*):
 
-* the engine hands every step a fresh ``torch.Generator`` on the training device, seeded from
-  ``(seed, "train", step)``; methods draw all their randomness (transform parameters, ...) from
-  ``ctx.generator`` and nothing else;
+* the engine hands every step a fresh CPU ``torch.Generator`` seeded from ``(seed, "train", step)``;
+  methods draw all their randomness (transform parameters, ...) from ``ctx.generator`` and nothing
+  else (the transforms draw small parameter tensors on the CPU and apply them on the batch's device);
 * validation batch ``i`` gets a generator seeded from ``(seed, "validation", i)``, so the transformed
   validation set is identical in every epoch (the official code re-draws it, which makes early
   stopping noisy, reference §5.9);
@@ -53,7 +53,7 @@ class StepContext:
             optimiser steps done so far).
         batch_index: index of the batch within its epoch (training) or within the validation set.
         device: the training device; the batch is already there.
-        generator: a ``torch.Generator`` on ``device``, seeded deterministically (see module doc).
+        generator: a CPU ``torch.Generator``, seeded deterministically (see module doc).
         amp_dtype: ``torch.bfloat16`` / ``torch.float16`` when the forward pass runs under autocast,
             else ``None``. Losses should be computed in float32 regardless.
         training: ``True`` in :meth:`Method.training_step`, ``False`` in validation.

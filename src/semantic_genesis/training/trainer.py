@@ -146,12 +146,17 @@ def _check_resume(cfg: Config, run_dir: Path) -> Path | None:
     return last
 
 
-def _make_generator(device: torch.device, seed: int) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
+def _make_generator(seed: int) -> torch.Generator:
+    # a CPU generator: transforms draw their (small) parameters on the CPU and apply them on the device
+    return torch.Generator().manual_seed(seed)
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False) -> dict[str, torch.Tensor]:
+    out = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    image = out.get("image")
+    if channels_last and isinstance(image, torch.Tensor) and image.ndim == 5:
+        out["image"] = image.contiguous(memory_format=torch.channels_last_3d)
+    return out
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -194,6 +199,9 @@ class _Trainer:
         cfg, tc, info = self.cfg, self.cfg.train, self.info
         seed_everything(derive_seed(cfg.seed, "init"))
         self.model = self.method.build_model().to(self.device)
+        if tc.channels_last:
+            # channels-last 3D convolutions: ~2x faster for the small U-Nets of the CPU configs
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.train_set, self.val_set = self.method.build_datasets()
         if len(self.train_set) == 0:
             raise DataError(f"method {self.method.name!r}: the training set is empty (data={cfg.data})")
@@ -360,11 +368,11 @@ class _Trainer:
             t0 = time.perf_counter()
             batch = next(iterator)
             window_wait += time.perf_counter() - t0
-            batch = _to_device(batch, self.device)
+            batch = _to_device(batch, self.device, self.cfg.train.channels_last)
             n = int(batch["image"].shape[0])
             torch.manual_seed(derive_seed(cfg.seed, "global", p.step))
             ctx = StepContext(epoch, p.step, batch_index, self.device,
-                              _make_generator(self.device, derive_seed(cfg.seed, "train", p.step)), self.amp_dtype, True)
+                              _make_generator(derive_seed(cfg.seed, "train", p.step)), self.amp_dtype, True)
             with _autocast(self.device, self.amp_dtype):
                 out = self.method.training_step(self.net, batch, ctx)
             loss = out.loss
@@ -417,10 +425,10 @@ class _Trainer:
         sums: dict[str, float] = {}
         keys: list[str] | None = None
         for batch_id, batch in zip(self.val_batches.batch_ids(), self.val_loader):
-            batch = _to_device(batch, self.device)
+            batch = _to_device(batch, self.device, self.cfg.train.channels_last)
             n = int(batch["image"].shape[0])
             ctx = StepContext(p.epoch, p.step, batch_id, self.device,
-                              _make_generator(self.device, derive_seed(cfg.seed, "validation", batch_id)), self.amp_dtype, False)
+                              _make_generator(derive_seed(cfg.seed, "validation", batch_id)), self.amp_dtype, False)
             with _autocast(self.device, self.amp_dtype):
                 out = self.method.validation_step(self.net, batch, ctx)
             keys = sorted(out.metrics) if keys is None else keys

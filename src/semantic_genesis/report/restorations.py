@@ -1,0 +1,122 @@
+"""``semantic-genesis report restorations RUN_DIR --out DIR``: what a pretrained network restores.
+
+One row per validation cube, columns input (transformed) / output (restored) / target (original),
+each the mid slice along Z (axial for CT), after the Models Genesis paper's restoration figures.
+The cubes and their transformations are the run's fixed validation set (batch 0, transformed with
+the generator seeded from ``(seed, "validation", 0)``), so figures of different runs or checkpoints
+of the same cube set show the same inputs.
+
+Writes ``restorations.png`` and ``restorations.json`` (per-cube MSE of output and of input against
+the target).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+REPORT_NAME = "restorations"
+REPORT_HELP = "input / restored output / target mid-slices of fixed validation cubes of a pretraining run"
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="pretraining run folder (config.yaml + weights/)")
+    parser.add_argument("--out", default=None, help="folder for the figure (default RUN_DIR/figures)")
+    parser.add_argument("--weights", default="best", help="best | final | path to a .safetensors file (default best)")
+    parser.add_argument("--count", type=int, default=4, help="cubes (rows) to show (default 4)")
+    parser.add_argument("--data", default=None, help="cube set to draw from (default: the run's data=)")
+
+
+def restoration_examples(run_dir, weights: str = "best", count: int = 4, data: str | None = None):
+    """Restore ``count`` fixed validation cubes with a run's weights.
+
+    Returns:
+        dict of float32 CPU tensors ``(N, C, X, Y, Z)`` in [0, 1] (``input``, ``output``, ``target``
+        for restoration methods; whatever the method's ``example_batch`` gives otherwise).
+
+    Raises:
+        ConfigError / CheckpointError / DataError: the run folder, weights or data are unusable.
+    """
+    from pathlib import Path
+
+    import torch
+
+    from semantic_genesis import methods
+    from semantic_genesis.config import load_config, replace
+    from semantic_genesis.errors import ConfigError, DataError
+    from semantic_genesis.methods.base import StepContext
+    from semantic_genesis.models.weights import load_weights
+    from semantic_genesis.training.data import collate
+    from semantic_genesis.utils.seeding import derive_seed
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise ConfigError(f"{run}: not a pretraining run folder (no config.yaml)")
+    cfg = load_config(run / "config.yaml")
+    if data is not None:
+        cfg = replace(cfg, data=str(data))
+    if count < 1:
+        raise ConfigError(f"--count must be >= 1, got {count}")
+    path = Path(weights) if weights not in ("best", "final") else run / "weights" / f"{weights}.safetensors"
+    method = methods.build(cfg)
+    model = method.build_model()
+    state, _ = load_weights(path)
+    model.load_state_dict(state)
+    model.eval()
+    train_set, val_set = method.build_datasets()
+    dataset = val_set if val_set is not None and len(val_set) else train_set
+    if len(dataset) == 0:
+        raise DataError(f"{cfg.data}: no cubes to show")
+    batch = collate([dataset[i] for i in range(min(count, len(dataset)))])
+    ctx = StepContext(epoch=0, step=0, batch_index=0, device=torch.device("cpu"),
+                      generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "validation", 0)), training=False)
+    with torch.no_grad():
+        outputs = method.example_batch(model, batch, ctx)
+    if not outputs:
+        raise ConfigError(f"method {cfg.method.name!r} gives no example outputs to draw")
+    return {k: v.detach().float().cpu() for k, v in outputs.items() if isinstance(v, torch.Tensor) and v.ndim >= 4}
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from semantic_genesis.utils.atomic import atomic_path, write_json
+
+    examples = restoration_examples(args.run_dir, args.weights, args.count, args.data)
+    order = [k for k in ("input", "output", "target") if k in examples] + sorted(k for k in examples if k not in ("input", "output", "target"))
+    n = examples[order[0]].shape[0]
+    out = Path(args.out) if args.out else Path(args.run_dir) / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(n, len(order), figsize=(2.2 * len(order), 2.2 * n), squeeze=False)
+    scores = []
+    for i in range(n):
+        row = {}
+        if "target" in examples:
+            for key in ("input", "output"):
+                if key in examples:
+                    row[f"{key}_mse"] = float(((examples[key][i] - examples["target"][i]) ** 2).mean())
+        scores.append(row)
+        for j, key in enumerate(order):
+            volume = examples[key][i, 0]
+            image = volume[..., volume.shape[-1] // 2] if volume.ndim == 3 else volume
+            ax = axes[i][j]
+            ax.imshow(image.numpy().T, cmap="gray", vmin=0.0, vmax=1.0, origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(key)
+            if f"{key}_mse" in row:
+                ax.set_xlabel(f"MSE {row[f'{key}_mse']:.4f}", fontsize=8)
+    fig.suptitle(f"{Path(args.run_dir).name}: mid-Z slices of validation cubes", fontsize=9)
+    fig.tight_layout()
+    figure = out / "restorations.png"
+    with atomic_path(figure) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    write_json(out / "restorations.json", {"run": str(args.run_dir), "weights": args.weights, "cubes": scores})
+    print(f"wrote {figure.resolve()}")
+    return 0
