@@ -441,7 +441,8 @@ def grow_tree(
     side: int,
     max_generations: int = 7,
     min_radius: float = 0.6,
-    length_factor: tuple[float, float] = (3.5, 6.5),
+    length_factor: tuple[float, float] = (4.0, 7.0),
+    min_length: float = 6.0,
 ) -> Tree:
     """Grow binary trees from ``roots`` inside one lung, generation by generation (vectorised).
 
@@ -459,6 +460,7 @@ def grow_tree(
         max_generations: number of branching generations.
         min_radius: branches thinner than this (mm) are not grown.
         length_factor: range of branch length / radius.
+        min_length: shortest branch (mm), so thin branches still reach the periphery.
     """
     tips = np.asarray(roots, dtype=np.float64)
     dirs = np.asarray(directions, dtype=np.float64)
@@ -473,7 +475,7 @@ def grow_tree(
     for gen in range(max_generations):
         if len(tips) == 0:
             break
-        length = np.clip(rad * rng.uniform(*length_factor, size=len(rad)), 3.0, 30.0)
+        length = np.clip(rad * rng.uniform(*length_factor, size=len(rad)), min_length, 30.0)
         end = tips + dirs * length[:, None]
         ok = inside(end)
         if gen > 0:
@@ -486,7 +488,7 @@ def grow_tree(
         tips, dirs, rad, end, origin = tips[ok], dirs[ok], rad[ok], end[ok], origin[ok]
         if len(tips) == 0:
             break
-        r_end = rad * 0.92
+        r_end = rad * 0.95
         segments.append(np.concatenate([tips, end, rad[:, None], r_end[:, None]], axis=1))
         junctions.append(np.concatenate([end, r_end[:, None]], axis=1))
         # children: a major and a minor branch in a random plane around the parent direction
@@ -499,7 +501,7 @@ def grow_tree(
         c2 = np.cos(a2) * dirs - np.sin(a2) * perp + 0.25 * away
         new_dirs = np.concatenate([c1, c2])
         new_dirs /= np.linalg.norm(new_dirs, axis=1, keepdims=True)
-        new_rad = np.concatenate([r_end * rng.uniform(0.74, 0.88, len(r_end)), r_end * rng.uniform(0.55, 0.72, len(r_end))])
+        new_rad = np.concatenate([r_end * rng.uniform(0.8, 0.92, len(r_end)), r_end * rng.uniform(0.6, 0.8, len(r_end))])
         keep = new_rad >= min_radius
         tips = np.concatenate([end, end])[keep]
         origin = np.concatenate([origin, origin])[keep]
@@ -510,17 +512,34 @@ def grow_tree(
 
 
 def _vessel_trees(rng: np.random.Generator, anat: ChestAnatomy, hila: dict[str, np.ndarray]) -> list[Tree]:
-    """Pulmonary artery trees from each hilum and vein trees from the left atrium region."""
+    """Pulmonary artery trees from each hilum and vein trees from the left atrium region.
+
+    Trunks point to the lobes (upper, lateral, lower, anterior, posterior, apical); they branch
+    down to 0.6 mm radius, so the periphery shows the partial-volume dots and lines of small vessels.
+    """
     trees = []
     for name, s in (("left", 1), ("right", -1)):
         h = hila[name]
-        art_dirs = np.array([[0.35 * s, 0.1, 1.0], [1.0 * s, -0.35, 0.1], [0.5 * s, 0.45, -1.0], [0.6 * s, -0.8, -0.4], [0.7 * s, 0.9, 0.2]])
+        art_dirs = np.array(
+            [
+                [0.35 * s, 0.1, 1.0],
+                [0.2 * s, -0.5, 1.0],
+                [1.0 * s, -0.35, 0.1],
+                [1.0 * s, 0.4, 0.3],
+                [0.5 * s, 0.45, -1.0],
+                [0.5 * s, -0.5, -1.0],
+                [0.6 * s, -0.8, -0.4],
+                [0.7 * s, 0.9, 0.2],
+            ]
+        )
         art_dirs += rng.normal(0, 0.12, art_dirs.shape)
         start = h[None] + np.array([[s * 6.0, 0.0, 0.0]])
-        trees.append(grow_tree(rng, anat, np.repeat(start, len(art_dirs), 0), art_dirs, rng.uniform(5.5, 6.5, len(art_dirs)), s, min_radius=0.8))
+        trees.append(
+            grow_tree(rng, anat, np.repeat(start, len(art_dirs), 0), art_dirs, rng.uniform(4.5, 5.5, len(art_dirs)), s, max_generations=11, min_radius=0.6)
+        )
         atrium = np.array([s * 0.26 * anat.Ac0, 0.1 * anat.Bc0, anat.heart_c[2] + 12.0])
-        vein_dirs = np.array([[1.0 * s, 0.4, -0.5], [1.0 * s, -0.3, 0.3], [0.5 * s, 0.7, -0.9]]) + rng.normal(0, 0.12, (3, 3))
-        trees.append(grow_tree(rng, anat, np.repeat(atrium[None], 3, 0), vein_dirs, rng.uniform(5.0, 6.0, 3), s, max_generations=6, min_radius=0.8))
+        vein_dirs = np.array([[1.0 * s, 0.4, -0.5], [1.0 * s, -0.3, 0.3], [0.5 * s, 0.7, -0.9], [0.6 * s, -0.6, -0.8]]) + rng.normal(0, 0.12, (4, 3))
+        trees.append(grow_tree(rng, anat, np.repeat(atrium[None], 4, 0), vein_dirs, rng.uniform(4.5, 5.5, 4), s, max_generations=10, min_radius=0.6))
     return trees
 
 
