@@ -1,0 +1,90 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from semantic_genesis.errors import ConfigError
+from semantic_genesis.transforms import inpaint, outpaint
+from semantic_genesis.transforms._random import geometric_counts
+
+from .conftest import gen
+
+# Reference process: while cnt > 0 and random() < 0.95 -> P(k) = 0.95^k * 0.05 (k < 5), P(5) = 0.95^5
+REFERENCE_COUNTS = np.array([0.95**k * 0.05 for k in range(5)] + [0.95**5])
+MEASURED = np.array([0.049, 0.048, 0.044, 0.043, 0.041, 0.775])  # reference §2.3
+
+
+def test_inpaint_window_count_distribution():
+    counts = geometric_counts(gen(1), 40000, 5, 0.95)
+    observed = np.bincount(counts.numpy(), minlength=6)
+    expected = REFERENCE_COUNTS * counts.numel()
+    chi2 = float(((observed - expected) ** 2 / expected).sum())
+    assert chi2 < 20.5  # chi-square, 5 degrees of freedom, p = 0.001
+    assert np.abs(observed / counts.numel() - MEASURED).max() < 0.01
+
+
+def test_inpaint_paints_nothing_in_about_5_percent_and_keeps_margin():
+    x = -torch.ones(3000, 1, 36, 30)  # noise lies in [0, 1), so painted pixels are exactly those >= 0
+    y = inpaint(x, gen(2))
+    painted = y >= 0
+    none = (~painted.flatten(1).any(1)).double().mean().item()
+    assert abs(none - 0.05) < 0.012
+    # 3-voxel margin: the border ring is never painted
+    assert not painted[..., :3, :].any() and not painted[..., -3:, :].any()
+    assert not painted[..., :3].any() and not painted[..., -3:].any()
+
+
+def test_single_inpaint_window_is_one_box_of_reference_size():
+    shape = (64, 64, 32)
+    x = -torch.ones(30, 1, *shape)
+    y = inpaint(x, gen(3), max_windows=1, continue_prob=1.0)
+    for b in range(30):
+        idx = torch.nonzero(y[b, 0] >= 0)
+        lo, hi = idx.min(0).values, idx.max(0).values
+        size = hi - lo + 1
+        assert idx.shape[0] == int(size.prod())  # a full box
+        assert (size >= torch.tensor([10, 10, 5])).all() and (size <= torch.tensor([21, 21, 10])).all()
+        assert (lo >= 3).all() and (hi <= torch.tensor(shape) - 4).all()
+
+
+def test_constant_fill():
+    x = torch.zeros(20, 1, 32, 32)
+    y = inpaint(x, gen(4), fill="constant", max_windows=1, continue_prob=1.0)
+    for b in range(20):
+        values = torch.unique(y[b])
+        assert values.numel() == 2 and values[0] == 0  # background and one constant
+    with pytest.raises(ConfigError, match="fill"):
+        inpaint(x, gen(), fill="zeros")
+
+
+def test_outpaint_keeps_35_percent(official):
+    x = -torch.ones(60, 1, 64, 64, 32)
+    kept = (outpaint(x, gen(5)) == x).double().mean().item()
+    assert abs(kept - 0.35) < 0.05
+    random.seed(0)
+    np.random.seed(0)
+    cube = -np.ones((1, 64, 64, 32))
+    ref = np.mean([(official.official_outpaint(cube.copy()) == cube).mean() for _ in range(60)])
+    assert abs(kept - ref) < 0.02
+
+
+def test_outpaint_sg_single_window_sizes():
+    shape = (64, 64, 32)
+    x = -torch.ones(20, 1, *shape)
+    y = outpaint(x, gen(6), max_extra_windows=0)
+    for b in range(20):
+        idx = torch.nonzero(y[b, 0] < 0)
+        size = idx.max(0).values - idx.min(0).values + 1
+        assert idx.shape[0] == int(size.prod())
+        assert (size >= torch.tensor([28, 28, 14])).all() and (size <= torch.tensor([37, 37, 19])).all()
+
+
+def test_painting_deterministic_untouched_2d_3d():
+    for x in (torch.rand(4, 2, 40, 40, 20, generator=gen(7)), torch.rand(4, 1, 50, 60, generator=gen(8))):
+        before = x.clone()
+        for fn in (inpaint, outpaint):
+            a, b = fn(x, gen(9)), fn(x, gen(9))
+            assert torch.equal(a, b) and a.shape == x.shape
+            assert torch.equal(x, before)
+            assert ((a >= 0) & (a <= 1)).all()
