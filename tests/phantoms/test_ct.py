@@ -103,6 +103,17 @@ def test_organs_in_anatomical_places(big):
 
 
 @pytest.mark.parametrize("p_index", range(4))
+def test_right_dome_higher(patients, p_index):
+    """The lung base (upper quartile of the lowest lung voxel per column) is higher on the right."""
+    env = patients[p_index].lung_envelope
+    bases = {}
+    for name in ("lung_left", "lung_right"):
+        m = env == CT_LABELS[name]
+        bases[name] = np.percentile(np.argmax(m, axis=2)[m.any(axis=2)], 75)
+    assert bases["lung_right"] > bases["lung_left"]
+
+
+@pytest.mark.parametrize("p_index", range(4))
 def test_lungs_present_and_separated(patients, p_index):
     p = patients[p_index]
     env = p.lung_envelope
