@@ -123,7 +123,7 @@ def local_shuffle(
     order_key_dev = order_key.to(device=device, dtype=key_dtype)
 
     # 2-3. Destinations, sources and last-write-wins per shape.
-    winner = torch.arange(voxels, dtype=key_dtype, device=device).repeat(batch)
+    winner = torch.arange(voxels, dtype=key_dtype, device=device).expand(batch, voxels).reshape(-1)
     stride_key = tuple(spatial_strides)
     start = 0
     for shape_index, count in enumerate(counts.tolist()):
@@ -133,21 +133,25 @@ def local_shuffle(
         window = tuple(int(s) for s in shapes[shape_index])
         offsets = _window_offsets(window, stride_key)
         volume = offsets.numel()
+        small = offsets.to(key_dtype)
         if permutation_bank == 0 or count <= permutation_bank:
-            source = offsets[_permutations(generator, count, volume)]
+            source = small[_permutations(generator, count, volume)]
         else:
-            bank = offsets[_permutations(generator, permutation_bank, volume)].repeat(1, 2).reshape(-1)
+            bank = small[_permutations(generator, permutation_bank, volume)].repeat(1, 2)
             pick = torch.randint(permutation_bank, (count,), generator=generator)
             shift = torch.randint(volume, (count,), generator=generator)
-            source = bank[(pick * 2 * volume + shift)[:, None] + torch.arange(volume)]
+            # row `pick`, cyclically shifted by `shift`: a (count, volume) copy of contiguous rows
+            source = bank[:, :-1].unfold(1, volume, 1)[pick, shift]
         destination = base_dev[start:stop, None] + offsets.to(device)
-        key = order_key_dev[start:stop, None] + source.to(device=device, dtype=key_dtype)
+        key = order_key_dev[start:stop, None] + source.to(device)
         winner.scatter_reduce_(0, destination.reshape(-1), key.reshape(-1), reduce="amax")
         start = stop
 
     # 4. Gather from the original batch (untouched voxels point at themselves).
-    cube_start = torch.arange(batch, device=device, dtype=torch.int64).repeat_interleave(voxels) * voxels
-    source_index = cube_start + winner.bitwise_and_((1 << bits) - 1)
+    local = winner.view(batch, voxels).bitwise_and_((1 << bits) - 1)
+    index_dtype = torch.int32 if total < 2**31 else torch.int64
+    cube_start = (torch.arange(batch, device=device, dtype=index_dtype) * voxels).view(batch, 1)
+    source_index = (local.to(index_dtype) + cube_start).view(-1)
     channels = x.shape[1]
     if channels == 1:
         return x.reshape(-1).index_select(0, source_index).view(x.shape)

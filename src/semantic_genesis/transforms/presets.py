@@ -215,17 +215,21 @@ def build_preset(name: str, **overrides: Any) -> Preset:
 # Stage helpers: apply one transform to the selected samples only.
 # --------------------------------------------------------------------------------------------------
 def _on_selected(
-    x: torch.Tensor, selected: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
+    x: torch.Tensor, selected: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], owned: bool = False
 ) -> torch.Tensor:
-    """Return a copy of ``x`` whose rows ``selected`` (CPU bool) are replaced by ``fn(x[rows])``."""
+    """Replace the rows ``selected`` (CPU bool) of ``x`` by ``fn(x[rows])``.
+
+    ``x`` is left untouched unless ``owned`` is True (a working tensor of the preset), in which case
+    the rows are written in place and ``x`` itself is returned.
+    """
     rows = torch.nonzero(selected).flatten()
     if rows.numel() == 0:
         return x
     if rows.numel() == x.shape[0]:
         return fn(x)
     rows = rows.to(x.device)
-    out = x.clone()
-    out[rows] = fn(x.index_select(0, rows))
+    out = x if owned else x.clone()
+    out.index_copy_(0, rows, fn(x.index_select(0, rows)))
     return out
 
 
@@ -267,11 +271,12 @@ def _run_models_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generato
     do_inpaint = do_paint & bernoulli(g, batch, o["inpaint_rate"])
     do_outpaint = do_paint & ~do_inpaint
     target = apply_flips(x, parity)
-    out = _on_selected(target, do_shuffle, _shuffle(o, g))
-    out = _on_selected(out, do_nonlinear, _nonlinear(o, g))
-    out = _on_selected(out, do_inpaint, _inpaint(o, g))
-    out = _on_selected(out, do_outpaint, _outpaint(o, g))
-    return (out.clone() if out is target else out), target
+    out = target.clone()  # the preset's own working tensor, updated in place below
+    out = _on_selected(out, do_shuffle, _shuffle(o, g), owned=True)
+    out = _on_selected(out, do_nonlinear, _nonlinear(o, g), owned=True)
+    out = _on_selected(out, do_inpaint, _inpaint(o, g), owned=True)
+    out = _on_selected(out, do_outpaint, _outpaint(o, g), owned=True)
+    return out, target
 
 
 def _run_semantic_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,10 +284,10 @@ def _run_semantic_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Genera
     r = uniform(g, batch)
     edges = torch.cumsum(torch.tensor(o["choice_probs"], dtype=torch.float64), 0)
     choice = torch.bucketize(r, edges[:-1], right=False)  # reference: r <= .25 shuffle, <= .5 nonlinear ...
-    out = elastic(x, g, alpha=o["elastic_alpha"], sigma=o["elastic_sigma"]) if o["elastic"] else x
+    out = elastic(x, g, alpha=o["elastic_alpha"], sigma=o["elastic_sigma"]) if o["elastic"] else x.clone()
     for index, make in enumerate((_shuffle, _nonlinear, _inpaint, _outpaint)):
-        out = _on_selected(out, choice == index, make(o, g))
-    return (out.clone() if out is x else out), x.clone()
+        out = _on_selected(out, choice == index, make(o, g), owned=True)
+    return out, x.clone()
 
 
 def _single(make: Callable[[Mapping[str, Any], torch.Generator], Callable[[torch.Tensor], torch.Tensor]]):
