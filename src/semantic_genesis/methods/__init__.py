@@ -38,6 +38,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "patch_shuffling",
     "rubiks_cube",
     "self_classification",
+    "semantic_addon",
 )
 
 _REGISTRY: dict[str, type[Method]] = {}

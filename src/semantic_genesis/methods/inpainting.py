@@ -1,0 +1,107 @@
+"""In-painting baseline: context encoders (Pathak et al., CVPR 2016), extended to 3D.
+
+Pathak, Krahenbuhl, Donahue, Darrell, Efros, "Context encoders: feature learning by inpainting",
+CVPR 2016; the "In-painting" row of Semantic Genesis (Haghighi et al., MICCAI 2020) Table 2 and one of
+its Fig. 2 pairs (see ``semantic_inpainting``). As in the Semantic Genesis comparison, the network is
+the Models Genesis 3D U-Net.
+
+* Input: the cube ``(B, 1, X, Y, Z)`` in [0, 1] with one or more random boxes dropped
+  (:mod:`semantic_genesis.transforms.context_mask`; ``transforms.overrides``: ``min_windows`` 1,
+  ``max_windows`` 3, ``size_fraction`` (1/4, 1/2) of each side, ``margin`` 0, ``fill`` ``"mean"``
+  (the sample mean, the paper's mean fill), ``"zero"`` or ``"noise"``).
+* Target: the original cube; the mask ``M`` marks the dropped voxels.
+* Loss: the masked reconstruction loss of the context encoder, a weighted mean of squared errors of
+  the sigmoid output, ``sum(w * (out - target)^2) / sum(w)`` with ``w = inside_weight`` (0.99) on
+  dropped voxels and ``outside_weight`` (0.01) elsewhere (``method.options``), so the network is
+  scored on what it fills in and only lightly on copying the context (Pathak et al. weighted the
+  overlap with the context lightly in the same way). ``outside_weight=0`` scores the dropped region
+  only; equal weights give the plain MSE.
+
+**Not implemented:** the adversarial term of the original joint loss (0.999 L2 + 0.001 adversarial).
+This baseline is the reconstruction-only context encoder; there is no discriminator.
+
+Validation logs ``mse_inside`` and ``mse_outside`` (MSE on the dropped and kept voxels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from semantic_genesis.errors import ConfigError
+from semantic_genesis.methods import register
+from semantic_genesis.methods.base import StepContext, StepOutput
+from semantic_genesis.methods.restoration import RestorationMethod
+from semantic_genesis.transforms.context_mask import ContextInpaintRecipe
+
+LOSS_OPTIONS = {"inside_weight": 0.99, "outside_weight": 0.01}
+
+
+def masked_weights(cfg) -> tuple[float, float]:
+    """``(inside_weight, outside_weight)`` from ``method.options``, checked."""
+    inside = float(cfg.method.options.get("inside_weight", LOSS_OPTIONS["inside_weight"]))
+    outside = float(cfg.method.options.get("outside_weight", LOSS_OPTIONS["outside_weight"]))
+    if inside < 0 or outside < 0 or inside + outside <= 0:
+        raise ConfigError(
+            f"inpainting: method.options inside_weight ({inside}) and outside_weight ({outside}) must be >= 0, not both 0"
+        )
+    return inside, outside
+
+
+def masked_mse(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, inside: float, outside: float) -> torch.Tensor:
+    """Weighted mean squared error ``sum(w * (output - target)^2) / sum(w)`` in float32.
+
+    Args:
+        output: ``(B, C, X, Y, Z)`` in [0, 1] (after the sigmoid).
+        target: same shape, in [0, 1].
+        mask: bool ``(B, 1, X, Y, Z)`` (broadcast over channels), True on dropped voxels.
+        inside, outside: weights of dropped and kept voxels.
+
+    Returns:
+        Scalar float32 tensor.
+    """
+    with torch.autocast(device_type=output.device.type, enabled=False):
+        err = (output.float() - target.float()) ** 2
+        weight = torch.where(mask, inside, outside).to(err.dtype).expand_as(err)
+        return (weight * err).sum() / weight.sum().clamp_min(1e-12)
+
+
+@register()
+class Inpainting(RestorationMethod):
+    """Context-encoder in-painting of random boxes; masked-region weighted L2, no adversarial term."""
+
+    name = "inpainting"
+    description = "in-painting baseline (Pathak et al. 2016, 3D): fill dropped boxes (U-Net, masked-weighted L2)"
+    recipe_class = ContextInpaintRecipe
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        unknown = sorted(set(cfg.method.options) - set(LOSS_OPTIONS))
+        if unknown:
+            raise ConfigError(f"inpainting: unknown method.options key(s) {', '.join(unknown)}; valid: {', '.join(LOSS_OPTIONS)}")
+        self.inside_weight, self.outside_weight = masked_weights(cfg)
+
+    def _restore(self, model, batch: dict[str, torch.Tensor], ctx: StepContext, keep: bool) -> StepOutput:
+        cubes = batch["image"]
+        with torch.autocast(device_type=cubes.device.type, enabled=False):
+            inputs, targets, mask = self.preset.sample(cubes, generator=ctx.generator)
+        output = model(inputs)
+        shown = output.float() if self.cfg.model.out_activation == "sigmoid" else torch.sigmoid(output.float())
+        loss = masked_mse(shown, targets, mask, self.inside_weight, self.outside_weight)
+        metrics: dict[str, float] = {}
+        if not ctx.training:
+            with torch.no_grad():  # always both keys (the engine averages a fixed key set); 0 for an empty region
+                err = (shown.detach() - targets.float()) ** 2
+                full = mask.expand_as(err).float()
+                metrics["mse_inside"] = float((err * full).sum() / full.sum().clamp_min(1))
+                metrics["mse_outside"] = float((err * (1 - full)).sum() / (1 - full).sum().clamp_min(1))
+        outputs: dict[str, torch.Tensor] = {}
+        if keep:
+            outputs = {"input": inputs.detach(), "output": shown.detach(), "target": targets.detach(), "mask": mask}
+        return StepOutput(loss, metrics, outputs)
+
+    def weights_metadata(self) -> dict[str, Any]:
+        meta = super().weights_metadata()
+        meta.update(inside_weight=self.inside_weight, outside_weight=self.outside_weight, adversarial=False)
+        return meta
