@@ -101,8 +101,8 @@ def local_shuffle(
     spatial_strides = strides(spatial)
 
     # 1. All windows of the batch (window w belongs to cube w // num_windows and is written
-    # (w % num_windows)-th), grouped by shape and, within a shape, sorted by position so that the
-    # scatter below touches memory in order.
+    # (w % num_windows)-th), grouped by shape and, within a shape, in cube order so that the scatter
+    # below stays within one cube's memory at a time.
     shapes = window_shapes(spatial, size_divisor)
     num_total = batch * num_windows
     shape_of = torch.randint(shapes.shape[0], (num_total,), generator=generator)
@@ -112,7 +112,9 @@ def local_shuffle(
     number = torch.arange(num_total)
     cube = number // num_windows
     base = cube * voxels + corner_local
-    grouped = torch.argsort(shape_of * total + base)
+    # stable: within a shape, windows stay in cube order (a small int dtype takes the radix path)
+    group_dtype = torch.int16 if shapes.shape[0] < 2**15 else torch.int32
+    grouped = torch.argsort(shape_of.to(group_dtype), stable=True)
     counts = torch.bincount(shape_of, minlength=shapes.shape[0])
     base = base[grouped]
     # Key = (write position + 1) << bits | source voxel within the cube; int32 when it fits.
@@ -135,15 +137,15 @@ def local_shuffle(
         volume = offsets.numel()
         small = offsets.to(key_dtype)
         if permutation_bank == 0 or count <= permutation_bank:
-            source = small[_permutations(generator, count, volume)]
+            source = small[_permutations(generator, count, volume)].to(device)
         else:
-            bank = small[_permutations(generator, permutation_bank, volume)].repeat(1, 2)
-            pick = torch.randint(permutation_bank, (count,), generator=generator)
-            shift = torch.randint(volume, (count,), generator=generator)
+            bank = small[_permutations(generator, permutation_bank, volume)].repeat(1, 2).to(device)
+            pick = torch.randint(permutation_bank, (count,), generator=generator).to(device)
+            shift = torch.randint(volume, (count,), generator=generator).to(device)
             # row `pick`, cyclically shifted by `shift`: a (count, volume) copy of contiguous rows
             source = bank[:, :-1].unfold(1, volume, 1)[pick, shift]
         destination = base_dev[start:stop, None] + offsets.to(device)
-        key = order_key_dev[start:stop, None] + source.to(device)
+        key = order_key_dev[start:stop, None] + source
         winner.scatter_reduce_(0, destination.reshape(-1), key.reshape(-1), reduce="amax")
         start = stop
 
