@@ -46,8 +46,12 @@ class MetricsLogger:
                 self._tb = None
         self._handle = None
 
-    def truncate_after(self, step: int) -> None:
-        """Keep only records with ``step <= step`` (resume); rewrites the file atomically."""
+    def truncate_after(self, step: int, epoch: int | None = None) -> None:
+        """Drop what a resumed run will log again; rewrites the file atomically.
+
+        Keeps records with ``step <= step``, except validation records of epochs ``>= epoch`` (a
+        checkpoint taken at the last batch of an epoch precedes that epoch's validation).
+        """
         if not self.enabled or not self.path.is_file():
             return
         kept = []
@@ -56,8 +60,11 @@ class MetricsLogger:
                 record = json.loads(line)
             except json.JSONDecodeError:  # a line cut by a kill mid-write
                 continue
-            if int(record.get("step", 0)) <= step:
-                kept.append(line)
+            if int(record.get("step", 0)) > step:
+                continue
+            if epoch is not None and record.get("kind") == "validation" and int(record.get("epoch", -1)) >= epoch:
+                continue
+            kept.append(line)
         write_text(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, record: dict[str, Any]) -> None:

@@ -221,7 +221,7 @@ class _Trainer:
         if info.is_main:
             config_mod.save_config(cfg, self.run_dir / "config.yaml")
             if self.resume_path is not None:
-                self.logger.truncate_after(self.progress.step)
+                self.logger.truncate_after(self.progress.step, self.progress.epoch)
         dist_mod.barrier(info)
 
         net: nn.Module = self.model
