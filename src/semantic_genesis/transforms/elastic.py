@@ -12,7 +12,9 @@ matrix product per axis, zero padding = scipy's ``mode="constant"``, radius ``in
 scipy's default truncation), and the batch is resampled with one bilinear ``grid_sample`` call over all
 slices (``padding_mode="reflection"``, ``align_corners=False``). That padding reflects about the volume
 border half a voxel outside the edge voxels, which is scipy's ``"reflect"`` (half-sample symmetric)
-mode, so results agree with scipy up to floating point. On 2D batches both in-plane axes are displaced.
+mode, so results agree with scipy up to floating point. On 2D batches both in-plane axes are displaced;
+the smoothing is then 2D, so the same alpha and sigma give much larger displacements (mean about 15
+pixels at 64x64 instead of 2.6 voxels at 64x64x32): lower ``alpha`` for 2D images.
 """
 
 from __future__ import annotations
