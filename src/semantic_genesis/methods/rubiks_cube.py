@@ -110,17 +110,6 @@ class RubiksCubeNet3D(nn.Module):
         return RubiksOutput(self.permutation_head(h), self.rotation_head(h))
 
 
-def _register_architecture() -> None:
-    """Make ``rubiks_cube3d`` a registered architecture, so the weights writer records it and
-    ``build_model_from_weights`` can rebuild it (the model registry is a plain name -> class table)."""
-    from semantic_genesis.models import registry
-
-    registry._MODELS.setdefault(ARCH_NAME, (__name__, "RubiksCubeNet3D"))
-
-
-_register_architecture()
-
-
 def rubik_options(cfg) -> dict[str, Any]:
     """``method.options`` of the Rubik's cube method with defaults, checked."""
     unknown = sorted(set(cfg.method.options) - set(OPTIONS))

@@ -19,6 +19,9 @@ _MODELS: dict[str, tuple[str, str]] = {
     "encoder_classifier3d": ("semantic_genesis.models.ynet3d", "EncoderClassifier3D"),
     "unet2d": ("semantic_genesis.models.unet2d", "UNet2D"),
     "resunet2d": ("semantic_genesis.models.resunet2d", "ResUNet2D"),
+    # The Rubik's cube pretext network (siamese U-Net encoder + permutation/rotation heads) lives
+    # with its method; registered here so weights files can rebuild it without importing methods first.
+    "rubiks_cube3d": ("semantic_genesis.methods.rubiks_cube", "RubiksCubeNet3D"),
 }
 
 
