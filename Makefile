@@ -44,6 +44,9 @@ demo: install
 bench: install
 	$(PY) benchmarks/transforms.py
 	$(PY) benchmarks/pretrain.py
+	$(PY) benchmarks/patterns.py
+	$(PY) benchmarks/content_test.py
+	$(PY) benchmarks/phantoms.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache src/*.egg-info
