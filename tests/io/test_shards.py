@@ -69,3 +69,29 @@ def test_shard_shape_mismatch_is_detected(tmp_path):
     store = ShardedArray(tmp_path)
     with pytest.raises(DataError, match="manifest says"):
         store.item(0)
+
+
+def test_truncated_shard_is_a_clear_error(tmp_path):
+    writer = ShardWriter(tmp_path, "cubes", (1, 4, 5, 3))
+    writer.add_unit("a", _items(3, 0), [{}, {}, {}])
+    path = tmp_path / "shard_00000.npy"
+    path.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises(DataError, match="shard_00000.npy: unreadable shard .*header promises"):
+        ShardedArray(tmp_path).item(0)
+
+
+def test_reads_do_not_keep_items_mapped_and_survive_pickling(tmp_path):
+    import pickle
+
+    writer = ShardWriter(tmp_path, "cubes", (1, 4, 5, 3))
+    items = _items(4, 5)
+    writer.add_unit("a", items, [{}] * 4)
+    store = ShardedArray(tmp_path)
+    np.testing.assert_allclose(store.item(3), items[3], atol=1e-3)
+    clone = pickle.loads(pickle.dumps(store))  # what a spawned DataLoader worker receives
+    np.testing.assert_allclose(clone.item(2), items[2], atol=1e-3)
+    first = store.item(0)
+    first += 1  # items are private copies: writing to them never touches the store
+    np.testing.assert_allclose(store.item(0), items[0], atol=1e-3)
+    store.close()
+    np.testing.assert_allclose(store.item(1), items[1], atol=1e-3)

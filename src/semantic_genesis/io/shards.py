@@ -12,8 +12,10 @@ leaves a store that opens and contains exactly the shards listed in its manifest
 "units" (e.g. a scan id) as completed together with their shard, which is what makes generation
 resumable: :meth:`ShardWriter.completed_units` tells a restarted job what to skip.
 
-Readers open shards with ``np.load(mmap_mode="r")`` lazily, so a DataLoader worker maps only what it
-touches and peak memory does not grow with the store size.
+Readers parse each shard's ``.npy`` header once and then read single items with ``os.pread`` at their
+byte offset. Nothing is memory-mapped, so a DataLoader worker's resident memory (RSS) holds only the
+items of the current batch, whatever the store size (with ``mmap`` the touched pages of a 7 GB
+pattern set would count towards RSS); the operating system's page cache still speeds up re-reads.
 """
 
 from __future__ import annotations
@@ -175,6 +177,41 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class _ShardFile:
+    """An open shard: file descriptor and the layout of its ``.npy`` payload."""
+
+    fd: int
+    offset: int  # byte offset of item 0
+    item_bytes: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    def read(self, row: int) -> np.ndarray:
+        data = os.pread(self.fd, self.item_bytes, self.offset + row * self.item_bytes)
+        if len(data) != self.item_bytes:
+            raise OSError(f"short read of item {row} ({len(data)} of {self.item_bytes} bytes)")
+        return np.frombuffer(data, dtype=self.dtype).reshape(self.shape[1:])
+
+
+def _open_shard(path: Path) -> _ShardFile:
+    """Open a C-ordered ``.npy`` shard and read its header (no item data is read)."""
+    fmt = np.lib.format
+    with open(path, "rb") as handle:
+        version = fmt.read_magic(handle)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(handle)
+        offset = handle.tell()
+    if fortran:
+        raise ValueError("Fortran-ordered array")
+    item_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    expected = offset + item_bytes * shape[0]
+    size = path.stat().st_size
+    if size < expected:
+        raise ValueError(f"file holds {size} bytes, its header promises {expected}")
+    return _ShardFile(os.open(path, os.O_RDONLY), offset, item_bytes, dtype, tuple(shape))
+
+
+@dataclass(frozen=True)
 class _ShardRef:
     name: str
     count: int
@@ -185,7 +222,7 @@ class ShardedArray:
     """Read-only view of the items of a store, optionally restricted to one split.
 
     ``store[i]`` returns ``(item, record)`` with ``item`` a float32 array in [0, 1] of ``item_shape``.
-    Shards are memory-mapped lazily per process (safe with DataLoader workers).
+    Shard files are opened lazily per process (safe with DataLoader workers) and read item by item.
 
     Raises:
         DataError: missing store, missing shard file, or a shard whose shape disagrees with the manifest.
@@ -209,30 +246,50 @@ class ShardedArray:
             if not path.is_file():
                 raise DataError(f"{path}: shard listed in the manifest is missing")
         self.offsets = np.cumsum([0] + [s.count for s in self.shards])
-        self._arrays: dict[int, np.ndarray] = {}
+        self._files: dict[int, _ShardFile] = {}
         self._records: dict[int, list[dict[str, Any]]] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def _array(self, k: int) -> np.ndarray:
-        if self._pid != os.getpid():  # forked into a worker: reopen maps lazily there
-            self._arrays, self._records, self._pid = {}, {}, os.getpid()
-        if k not in self._arrays:
+    def _file(self, k: int) -> _ShardFile:
+        if self._pid != os.getpid():  # forked into a worker: open the files again there
+            self._files, self._records, self._pid = {}, {}, os.getpid()
+        if k not in self._files:
             shard = self.shards[k]
             path = self.root / f"{shard.name}.npy"
             try:
-                array = np.load(path, mmap_mode="r")
+                opened = _open_shard(path)
             except (ValueError, OSError) as exc:
                 raise DataError(f"{path}: unreadable shard ({exc})") from None
-            if array.shape != (shard.count, *self.item_shape):
+            if opened.shape != (shard.count, *self.item_shape):
+                os.close(opened.fd)
                 raise DataError(
-                    f"{path}: shard has shape {array.shape}, manifest says ({shard.count}, "
+                    f"{path}: shard has shape {opened.shape}, manifest says ({shard.count}, "
                     f"{', '.join(map(str, self.item_shape))})"
                 )
-            self._arrays[k] = array
-        return self._arrays[k]
+            self._files[k] = opened
+        return self._files[k]
+
+    def close(self) -> None:
+        """Close the open shard files (they reopen on the next read)."""
+        for opened in self._files.values():
+            os.close(opened.fd)
+        self._files = {}
+
+    def __del__(self) -> None:
+        if getattr(self, "_pid", None) == os.getpid():
+            for opened in getattr(self, "_files", {}).values():
+                try:
+                    os.close(opened.fd)
+                except OSError:
+                    pass
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_files"] = {}  # file descriptors do not travel to spawned workers
+        return state
 
     def records(self, k: int) -> list[dict[str, Any]]:
         """The provenance records of shard ``k``."""
@@ -253,7 +310,11 @@ class ShardedArray:
     def item(self, index: int) -> np.ndarray:
         """Item ``index`` as float32 in [0, 1]."""
         k, row = self.locate(index)
-        return _decode(np.asarray(self._array(k)[row]), self.dtype)
+        try:
+            raw = self._file(k).read(row)
+        except OSError as exc:
+            raise DataError(f"{self.root / self.shards[k].name}.npy: unreadable item {row} ({exc})") from None
+        return _decode(raw, self.dtype)
 
     def record(self, index: int) -> dict[str, Any]:
         """Provenance record of item ``index``."""
