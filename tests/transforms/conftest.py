@@ -1,4 +1,5 @@
-"""Shared fixtures for transform tests: the port of the official per-cube loop (benchmarks/transforms.py)."""
+"""Shared fixtures for transform tests: the port of the official per-cube loop (benchmarks/transforms.py)
+and the two implementations (compiled CPU kernels and torch) that the key tests run on."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from semantic_genesis.transforms._backend import kernels, use_backend
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "transforms.py"
 
@@ -23,3 +26,12 @@ def official():
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(params=["kernel", "torch"])
+def backend(request):
+    """Run the test with the compiled CPU kernels and with the torch implementation."""
+    if request.param == "kernel" and kernels() is None:
+        pytest.skip("numba is not installed: no compiled kernels")
+    with use_backend(request.param):
+        yield request.param

@@ -4,12 +4,13 @@ import torch
 
 from semantic_genesis.errors import ConfigError, DataError
 from semantic_genesis.transforms import nonlinear
+from semantic_genesis.transforms._backend import kernels, use_backend
 from semantic_genesis.transforms.nonlinear import apply_luts, sample_nonlinear_luts
 
 from .conftest import gen
 
 
-def test_maps_are_monotone_and_inverted_half_the_time():
+def test_maps_are_monotone_and_inverted_half_the_time(backend):
     lut, inverted = sample_nonlinear_luts(3000, gen(1), curve_points=1024, lut_size=256)
     steps = torch.diff(lut, dim=1)
     inc = ~inverted
@@ -24,7 +25,7 @@ def test_maps_are_monotone_and_inverted_half_the_time():
     assert ((lut >= 0) & (lut <= 1)).all()
 
 
-def test_matches_reference_curve_family(official):
+def test_matches_reference_curve_family(official, backend):
     """Each of our maps equals the reference np.interp construction with the same control points."""
     g = gen(3)
     n = 40
@@ -42,7 +43,7 @@ def test_matches_reference_curve_family(official):
     assert worst < 5e-3
 
 
-def test_transform_preserves_voxel_order_and_is_deterministic():
+def test_transform_preserves_voxel_order_and_is_deterministic(backend):
     x = torch.rand(6, 1, 12, 10, 8)
     y1 = nonlinear(x, gen(5))
     y2 = nonlinear(x, gen(5))
@@ -67,3 +68,20 @@ def test_bad_inputs():
         nonlinear(torch.rand(1, 1, 4, 4), gen(), lut_size=0)
     with pytest.raises(DataError, match="torch.Generator"):
         nonlinear(torch.rand(1, 1, 4, 4), 42)
+
+
+@pytest.mark.skipif(kernels() is None, reason="numba is not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_and_torch_paths_agree(dtype):
+    """Same draws on both paths: the tables agree to rounding and the outputs to float precision."""
+    x = torch.rand(5, 2, 12, 10, 6, generator=gen(7), dtype=dtype)
+    x[0, 0, 0, 0, :3] = torch.tensor([-0.5, 1.5, 1.0], dtype=dtype)  # clamped ends and the last entry
+    with use_backend("kernel"):
+        lut_k, inv_k = sample_nonlinear_luts(300, gen(8))
+        y_k = nonlinear(x, gen(9))
+    with use_backend("torch"):
+        lut_t, inv_t = sample_nonlinear_luts(300, gen(8))
+        y_t = nonlinear(x, gen(9))
+    assert torch.equal(inv_k, inv_t)
+    assert (lut_k - lut_t).abs().max().item() < 1e-12
+    assert y_k.dtype == dtype and (y_k - y_t).abs().max().item() < 1e-6

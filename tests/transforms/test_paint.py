@@ -6,6 +6,7 @@ import torch
 
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import inpaint, outpaint
+from semantic_genesis.transforms._backend import kernels, use_backend
 from semantic_genesis.transforms._random import geometric_counts
 
 from .conftest import gen
@@ -24,7 +25,7 @@ def test_inpaint_window_count_distribution():
     assert np.abs(observed / counts.numel() - MEASURED).max() < 0.01
 
 
-def test_inpaint_paints_nothing_in_about_5_percent_and_keeps_margin():
+def test_inpaint_paints_nothing_in_about_5_percent_and_keeps_margin(backend):
     x = -torch.ones(3000, 1, 36, 30)  # noise lies in [0, 1), so painted pixels are exactly those >= 0
     y = inpaint(x, gen(2))
     painted = y >= 0
@@ -35,7 +36,7 @@ def test_inpaint_paints_nothing_in_about_5_percent_and_keeps_margin():
     assert not painted[..., :3].any() and not painted[..., -3:].any()
 
 
-def test_single_inpaint_window_is_one_box_of_reference_size():
+def test_single_inpaint_window_is_one_box_of_reference_size(backend):
     shape = (64, 64, 32)
     x = -torch.ones(30, 1, *shape)
     y = inpaint(x, gen(3), max_windows=1, continue_prob=1.0)
@@ -48,7 +49,7 @@ def test_single_inpaint_window_is_one_box_of_reference_size():
         assert (lo >= 3).all() and (hi <= torch.tensor(shape) - 4).all()
 
 
-def test_constant_fill():
+def test_constant_fill(backend):
     x = torch.zeros(20, 1, 32, 32)
     y = inpaint(x, gen(4), fill="constant", max_windows=1, continue_prob=1.0)
     for b in range(20):
@@ -58,7 +59,7 @@ def test_constant_fill():
         inpaint(x, gen(), fill="zeros")
 
 
-def test_outpaint_keeps_35_percent(official):
+def test_outpaint_keeps_35_percent(official, backend):
     x = -torch.ones(60, 1, 64, 64, 32)
     kept = (outpaint(x, gen(5)) == x).double().mean().item()
     assert abs(kept - 0.35) < 0.05
@@ -69,7 +70,7 @@ def test_outpaint_keeps_35_percent(official):
     assert abs(kept - ref) < 0.02
 
 
-def test_outpaint_sg_single_window_sizes():
+def test_outpaint_sg_single_window_sizes(backend):
     shape = (64, 64, 32)
     x = -torch.ones(20, 1, *shape)
     y = outpaint(x, gen(6), max_extra_windows=0)
@@ -80,7 +81,7 @@ def test_outpaint_sg_single_window_sizes():
         assert (size >= torch.tensor([28, 28, 14])).all() and (size <= torch.tensor([37, 37, 19])).all()
 
 
-def test_painting_deterministic_untouched_2d_3d():
+def test_painting_deterministic_untouched_2d_3d(backend):
     for x in (torch.rand(4, 2, 40, 40, 20, generator=gen(7)), torch.rand(4, 1, 50, 60, generator=gen(8))):
         before = x.clone()
         for fn in (inpaint, outpaint):
@@ -88,3 +89,26 @@ def test_painting_deterministic_untouched_2d_3d():
             assert torch.equal(a, b) and a.shape == x.shape
             assert torch.equal(x, before)
             assert ((a >= 0) & (a <= 1)).all()
+
+
+@pytest.mark.skipif(kernels() is None, reason="numba is not installed")
+@pytest.mark.parametrize("shape", [(6, 2, 40, 36, 20), (40, 1, 50, 44)])
+def test_kernel_and_torch_paths_paint_the_same_region(shape):
+    """Same draws: identical painted regions, identical constant fills, equally distributed noise."""
+    marker = -torch.ones(shape)
+    x = torch.rand(shape, generator=gen(10))
+    for fn in (inpaint, outpaint):
+        with use_backend("kernel"):
+            region_k = fn(marker, gen(11)) >= 0
+            const_k = fn(x, gen(12), fill="constant")
+            noise_k = fn(marker, gen(13))
+        with use_backend("torch"):
+            region_t = fn(marker, gen(11)) >= 0
+            const_t = fn(x, gen(12), fill="constant")
+        assert torch.equal(region_k, region_t) and region_k.any()
+        assert torch.equal(const_k, const_t)
+        values = noise_k[noise_k >= 0].double()
+        assert values.numel() > 15000 and values.max() < 1.0
+        assert abs(values.mean().item() - 0.5) < 0.01 and abs(values.var().item() - 1 / 12) < 0.003
+        # float32 noise lies on the k / 2**24 grid, like torch.rand
+        assert torch.equal(values * 2**24, torch.floor(values * 2**24))

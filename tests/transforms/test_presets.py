@@ -1,9 +1,14 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from semantic_genesis.config import Config, from_dict
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import available_presets, build_preset, preset_defaults
+from semantic_genesis.transforms import presets as presets_module
+from semantic_genesis.transforms._backend import kernels, use_backend
 
 from .conftest import gen
 
@@ -17,7 +22,7 @@ def test_available_presets():
 @pytest.mark.parametrize("name", ["models_genesis", "semantic_genesis", "nonlinear", "local_shuffle",
                                   "inpaint", "outpaint", "identity"])
 @pytest.mark.parametrize("shape", [(3, 1, 32, 32, 16), (3, 2, 40, 30)])
-def test_every_preset_2d_3d_deterministic_and_pure(name, shape):
+def test_every_preset_2d_3d_deterministic_and_pure(name, shape, backend):
     x = torch.rand(shape, generator=gen(1))
     before = x.clone()
     preset = build_preset(name, **({"shuffle_windows": 300} if "shuffle_windows" in preset_defaults(name) else {}))
@@ -34,7 +39,7 @@ def test_every_preset_2d_3d_deterministic_and_pure(name, shape):
         assert torch.equal(tgt, x)  # only Models Genesis flips the target
 
 
-def test_models_genesis_identity_rate_and_flipped_targets():
+def test_models_genesis_identity_rate_and_flipped_targets(backend):
     # P(input == target) = P(no shuffle) P(no nonlinear) P(no paint) = 0.5 * 0.1 * 0.1 = 0.5%
     # cubes of >= 10 voxels per axis so that shuffle windows can be larger than one voxel
     preset = build_preset("models_genesis", shuffle_windows=20, curve_points=256, lut_size=64)
@@ -47,7 +52,7 @@ def test_models_genesis_identity_rate_and_flipped_targets():
     assert (tgt != x).flatten(1).any(1).double().mean() > 0.3  # about 40% are flipped
 
 
-def test_semantic_genesis_one_transform_each_and_options():
+def test_semantic_genesis_one_transform_each_and_options(backend):
     x = torch.rand(400, 1, 24, 24, 12, generator=gen(5))
     preset = build_preset("semantic_genesis", elastic=False, strength="models_genesis")
     inp, tgt = preset(x, gen(6))
@@ -92,3 +97,48 @@ def test_default_generator_follows_global_seed():
     torch.manual_seed(123)
     b, _ = preset(x)
     assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(kernels() is None, reason="numba is not installed")
+def test_models_genesis_fused_kernels_match_stage_by_stage(monkeypatch):
+    """The fused in-place kernel path draws exactly what the stage-by-stage path draws. Only rows that
+    are both shuffled and out-painted may differ (the fused shuffle skips the voxels the out-painting
+    noise overwrites, so its permutation stream shifts), and only inside the kept boxes."""
+    x = torch.rand(48, 1, 40, 40, 20, generator=gen(12))
+    preset = build_preset("models_genesis", shuffle_windows=2000)
+    fused_in, fused_tgt = preset(x, gen(13))
+    monkeypatch.setattr(presets_module, "kernel_fits", lambda *args: False)
+    staged_in, staged_tgt = preset(x, gen(13))
+    assert torch.equal(fused_tgt, staged_tgt)
+    differs = (fused_in != staged_in).flatten(1).double().mean(1)
+    # P(shuffled and out-painted) = 0.5 * 0.9 * 0.8 = 0.36: about 17 of 48 rows may differ
+    assert 24 <= (differs == 0).sum() <= 42
+    assert differs.max() < 0.45  # out-painting keeps ~35% of a cube: the rest (noise) is identical
+    assert (differs > 0).sum() >= 5  # the shuffled and out-painted rows (p 0.5 * 0.72)
+
+
+def test_backend_selection_and_errors(monkeypatch):
+    x = torch.rand(2, 1, 12, 12, 6, generator=gen(14))
+    half = x.to(torch.float16)
+    with use_backend("auto"):  # float16: torch path, no error
+        out = build_preset("models_genesis", shuffle_windows=50)(half, gen(15))[0]
+        assert out.dtype == torch.float16
+    with use_backend("kernel"), pytest.raises(ConfigError, match="float16"):
+        build_preset("nonlinear")(half, gen(15))
+    with pytest.raises(ConfigError, match="one of auto, kernel, torch"):
+        with use_backend("numba"):
+            pass
+    monkeypatch.setenv("SEMANTIC_GENESIS_TRANSFORMS_BACKEND", "gpu")
+    with pytest.raises(ConfigError, match="SEMANTIC_GENESIS_TRANSFORMS_BACKEND"):
+        build_preset("nonlinear")(x, gen(15))
+    monkeypatch.setenv("SEMANTIC_GENESIS_TRANSFORMS_BACKEND", "torch")
+    with_env = build_preset("outpaint")(x, gen(16))[0]
+    monkeypatch.delenv("SEMANTIC_GENESIS_TRANSFORMS_BACKEND")
+    with use_backend("torch"):
+        assert torch.equal(with_env, build_preset("outpaint")(x, gen(16))[0])
+
+
+def test_package_import_does_not_import_numba():
+    code = "import sys, semantic_genesis.transforms; assert 'numba' not in sys.modules, 'numba imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

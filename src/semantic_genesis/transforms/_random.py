@@ -61,10 +61,14 @@ def resolve_generator(generator: torch.Generator | None) -> torch.Generator:
     return generator
 
 
+def draw_seed(generator: torch.Generator) -> int:
+    """One draw of the CPU ``generator`` in ``[0, 2**62)``, seeding a stream of bulk random numbers."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+
+
 def device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
     """A generator on ``device`` seeded by one draw of the CPU ``generator`` (for bulk noise)."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-    return torch.Generator(device=device).manual_seed(seed)
+    return torch.Generator(device=device).manual_seed(draw_seed(generator))
 
 
 def uniform(generator: torch.Generator, *shape: int) -> torch.Tensor:

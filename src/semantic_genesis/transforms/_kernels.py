@@ -1,0 +1,359 @@
+"""Compiled CPU kernels (numba) of the self-restoration transforms.
+
+Imported lazily by :mod:`semantic_genesis.transforms._backend`, only when a transform runs on a CPU
+tensor, so that importing the package (and ``semantic-genesis --help``) never pays for numba.
+
+The kernels *apply* parameters that the transforms drew from their ``torch.Generator`` (window corners
+and sizes, window counts, curve tables, fill constants). Only bulk randomness is generated inside: the
+permutation of each shuffled window and the per-voxel painting noise come from a SplitMix64 stream
+seeded by one draw of the generator, exactly as the torch path seeds a device generator for its bulk
+noise. The same generator seed therefore gives the same output on every call.
+
+All kernels work on ``(B, C, V)`` views of contiguous batches (V = voxels of a sample) and on the rows
+``rows[i]`` of the batch, and modify ``dst`` in place. Spatial positions use a 3D layout ``(X, Y, Z)``;
+2D images are passed as ``(H, W, 1)``. Compiled functions are cached on disk (``cache=True``); the first
+call in a fresh environment compiles them (about a second each).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(inline="always", cache=True)
+def _mix(z):
+    """SplitMix64 finaliser (a bijection of uint64 with good avalanche)."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(inline="always", cache=True)
+def _stream(seed, index):
+    """Initial state of the independent stream number ``index`` of ``seed``."""
+    return _mix(np.uint64(seed) + _GAMMA * np.uint64(index + 1))
+
+
+@njit(inline="always", cache=True)
+def _draw16(state, pool, left, n):
+    """Uniform integer on ``0 .. n - 1`` (``1 <= n <= 2**16``) from 16-bit chunks of the stream.
+
+    ``pool`` holds ``left`` unused 16-bit chunks of the last 64-bit output. Lemire's multiply-shift with
+    rejection (probability below ``n / 2**16``) makes the law exact. Returns ``(state, pool, left, r)``.
+    """
+    n = np.uint64(n)
+    while True:
+        if left == 0:
+            state = state + _GAMMA
+            pool = _mix(state)
+            left = 4
+        m = (pool & np.uint64(0xFFFF)) * n
+        pool = pool >> np.uint64(16)
+        left -= 1
+        low = m & np.uint64(0xFFFF)
+        if low >= n or low >= (np.uint64(0x10000) - n) % n:
+            return state, pool, left, np.int64(m >> np.uint64(16))
+
+
+@njit(cache=True, nogil=True)
+def shuffle_windows(src, dst, rows, seeds, num_windows, dims, max_size, keep_of, keep_corners, keep_sizes,
+                    keep_counts):
+    """Local pixel shuffling with last-write-wins windows, one cube at a time.
+
+    Args:
+        src: ``(B, C, V)`` original values (read only).
+        dst: ``(B, C, V)`` output, equal to ``src`` on the rows ``rows`` on entry; covered voxels are
+            overwritten. Must not share memory with ``src``.
+        rows: ``(n,)`` int64 batch rows.
+        seeds: ``(n,)`` int64 seed of each cube's stream (drawn from the transform's generator).
+        num_windows: windows per cube.
+        dims: ``(3,)`` int64 spatial shape ``(X, Y, Z)``.
+        max_size: ``(3,)`` int64 largest window size per axis (``max(1, dim // size_divisor)``).
+        keep_of, keep_corners, keep_sizes, keep_counts: ``keep_of[row] = j >= 0`` restricts row ``row``
+            to the union of the boxes ``keep_corners[j, :keep_counts[j]]`` / ``keep_sizes[j]`` (``(M, W, 3)``
+            int32): voxels outside are left alone (a later out-painting overwrites them). ``keep_of`` may
+            be empty (no restriction).
+
+    Per cube, ``num_windows`` windows are drawn in write order from the cube's stream: size
+    ``U{1 .. max_size}`` and corner ``U{0 .. dim - size}`` per axis, as the reference. They are then
+    visited from the last to the first and only voxels that no later window wrote are filled: voxel ``d``
+    receives ``src[perm_w(d)]`` for its last window ``w``. The sources of the ``k`` voxels a window keeps
+    are the first ``k`` steps of a Fisher-Yates shuffle of the window's ``n`` voxels, i.e. a uniform
+    injection, which is exactly the law of a uniform permutation of the window restricted to those
+    voxels; windows stay independent. Cost: one random draw per covered voxel instead of one per window
+    voxel, and no branch on whether a voxel is still free.
+    """
+    channels = src.shape[1]
+    voxels = src.shape[2]
+    stride0 = dims[1] * dims[2]
+    stride1 = dims[2]
+    # Shape table: window shape k has sizes (shape_x[k], shape_y[k], shape_z[k]) and the flat offsets
+    # offsets[k, :volume] of its voxels from its corner, so that the scan below is one flat loop per
+    # window (a branch misprediction per window rather than per window row).
+    num_shapes = max_size[0] * max_size[1] * max_size[2]
+    largest = num_shapes  # the largest window has one voxel per shape
+    shape_x = np.empty(num_shapes, np.int64)
+    shape_y = np.empty(num_shapes, np.int64)
+    shape_z = np.empty(num_shapes, np.int64)
+    offsets = np.empty((num_shapes, largest), np.int32)
+    k = 0
+    for sx in range(1, max_size[0] + 1):
+        for sy in range(1, max_size[1] + 1):
+            for sz in range(1, max_size[2] + 1):
+                shape_x[k] = sx
+                shape_y[k] = sy
+                shape_z[k] = sz
+                q = 0
+                for a in range(sx):
+                    for b in range(sy):
+                        for c in range(sz):
+                            offsets[k, q] = a * stride0 + b * stride1 + c
+                            q += 1
+                k += 1
+    stamp = np.zeros(voxels, np.uint8)
+    source = np.empty(largest, np.int64)
+    target = np.empty(largest, np.int64)
+    shape_of = np.empty(num_windows, np.int64)
+    corner = np.empty(num_windows, np.int64)
+    mark = np.uint8(0)
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        if mark == 255:
+            stamp[:] = 0
+            mark = np.uint8(0)
+        mark += np.uint8(1)
+        if keep_of.shape[0] > 0 and keep_of[row] >= 0:
+            # voxels outside the kept boxes behave as if a later window had written them
+            stamp[:] = mark
+            _mark_boxes(stamp, np.uint8(0), keep_of[row], keep_corners, keep_sizes, keep_counts, dims)
+        state = _stream(seeds[i], 0)
+        pool = np.uint64(0)
+        left = 0
+        # 1. The windows in write order: a uniform shape (= independent uniform sizes per axis), then
+        # a uniform corner per axis.
+        for w in range(num_windows):
+            state, pool, left, k = _draw16(state, pool, left, num_shapes)
+            state, pool, left, cx = _draw16(state, pool, left, dims[0] - shape_x[k] + 1)
+            state, pool, left, cy = _draw16(state, pool, left, dims[1] - shape_y[k] + 1)
+            state, pool, left, cz = _draw16(state, pool, left, dims[2] - shape_z[k] + 1)
+            shape_of[w] = k
+            corner[w] = cx * stride0 + cy * stride1 + cz
+        # 2. Last write wins: from the last window to the first.
+        for w in range(num_windows - 1, -1, -1):
+            k = shape_of[w]
+            n = shape_x[k] * shape_y[k] * shape_z[k]
+            base = corner[w]
+            if n == 1:
+                stamp[base] = mark  # a one-voxel window keeps its value (and hides earlier windows)
+                continue
+            kept = 0
+            for q in range(n):
+                p = base + offsets[k, q]
+                source[q] = p
+                target[kept] = p
+                kept += stamp[p] != mark
+                stamp[p] = mark
+            for t in range(kept):
+                state, pool, left, r = _draw16(state, pool, left, n - t)
+                r += t
+                s = source[r]
+                source[r] = source[t]  # position t is final: only its value s is needed
+                d = target[t]
+                for ch in range(channels):
+                    dst[row, ch, d] = src[row, ch, s]
+
+
+@njit(cache=True, nogil=True)
+def paint_boxes(dst, rows, corners, sizes, counts, dims, inside, constants, use_constant, bits, seed):
+    """In-painting (``inside=True``) or out-painting (``inside=False``) in place.
+
+    Args:
+        dst: ``(B, C, V)`` batch, modified on the rows ``rows``.
+        rows: ``(n,)`` int64 batch rows.
+        corners, sizes: ``(n, W, 3)`` int32 boxes; the first ``counts[i]`` boxes of cube ``i`` are active.
+        counts: ``(n,)`` int64 active boxes per cube.
+        dims: ``(3,)`` int64 spatial shape.
+        inside: paint the union of the active boxes (True) or everything outside it (False).
+        constants: ``(n,)`` fill value per cube, used when ``use_constant``.
+        use_constant: fill with ``constants[i]`` instead of uniform noise in [0, 1) per voxel and channel.
+        bits: noise resolution, 24 for float32 and 53 for float64 (values ``k / 2**bits``, exact in
+            ``dst``'s dtype).
+        seed: uint64-range int seeding the noise.
+    """
+    channels = dst.shape[1]
+    voxels = dst.shape[2]
+    shift = np.uint64(64 - bits)
+    scale = 1.0 / float(np.uint64(1) << np.uint64(bits))
+    stamp = np.zeros(voxels, np.uint8)
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        state = _stream(seed, i)
+        fill = constants[i]
+        stamp[:] = 0
+        _mark_boxes(stamp, np.uint8(1), i, corners, sizes, counts, dims)
+        paint = np.uint8(1) if inside else np.uint8(0)
+        if use_constant:
+            for p in range(voxels):
+                if stamp[p] == paint:
+                    for ch in range(channels):
+                        dst[row, ch, p] = fill
+            continue
+        # two 24-bit values per 64-bit output for float32, one 53-bit value for float64
+        spare = np.uint64(0)
+        have = False
+        for p in range(voxels):
+            if stamp[p] != paint:
+                continue
+            for ch in range(channels):
+                if have:
+                    value = spare
+                    have = False
+                else:
+                    state = state + _GAMMA
+                    z = _mix(state)
+                    value = z >> shift
+                    if bits == 24:
+                        spare = (z >> np.uint64(16)) & np.uint64(0xFFFFFF)
+                        have = True
+                dst[row, ch, p] = float(value) * scale
+
+
+@njit(inline="always", cache=True)
+def _mark_boxes(stamp, value, i, corners, sizes, counts, dims):
+    """``stamp[p] = value`` inside the first ``counts[i]`` boxes ``corners[i]``, ``sizes[i]``."""
+    stride0 = dims[1] * dims[2]
+    stride1 = dims[2]
+    for w in range(counts[i]):
+        corner = corners[i, w, 0] * stride0 + corners[i, w, 1] * stride1 + corners[i, w, 2]
+        for a in range(sizes[i, w, 0]):
+            for b in range(sizes[i, w, 1]):
+                start = corner + a * stride0 + b * stride1
+                for c in range(sizes[i, w, 2]):
+                    stamp[start + c] = value
+
+
+@njit(cache=True, nogil=True)
+def flip_rows(src, dst, parity):
+    """``dst[b] = src[b]`` flipped along the spatial axes where ``parity[b]`` (``(B, 3)`` uint8).
+
+    ``src``, ``dst``: ``(B, C, X, Y, Z)`` (2D images as ``(B, C, H, W, 1)``), no shared memory.
+    """
+    size_x, size_y, size_z = src.shape[2], src.shape[3], src.shape[4]
+    for row in range(src.shape[0]):
+        fx, fy, fz = parity[row, 0], parity[row, 1], parity[row, 2]
+        for ch in range(src.shape[1]):
+            for i in range(size_x):
+                si = size_x - 1 - i if fx else i
+                for j in range(size_y):
+                    sj = size_y - 1 - j if fy else j
+                    if fz:
+                        for k in range(size_z):
+                            dst[row, ch, i, j, k] = src[row, ch, si, sj, size_z - 1 - k]
+                    else:
+                        for k in range(size_z):
+                            dst[row, ch, i, j, k] = src[row, ch, si, sj, k]
+
+
+@njit(cache=True, nogil=True)
+def bezier_luts(controls, inverted, curve_points, lut_size, lut):
+    """Fill ``lut`` ``(n, lut_size + 1)`` float64 with the non-linear maps (``nonlinear.sample_nonlinear_luts``).
+
+    Args:
+        controls: ``(n, 2, 2)`` float64 control points ``(a1, b1), (a2, b2)``.
+        inverted: ``(n,)`` bool, the inverted branch.
+        curve_points: t samples per curve.
+        lut_size: table intervals; ``lut[i, j]`` is the map at ``j / lut_size``.
+
+    Same construction as the torch code: the reversed-Bernstein curve sampled at ``curve_points`` values
+    of t, its x (and, unless inverted, y) samples sorted ascending (a reversal plus a running maximum,
+    the samples being non-increasing up to rounding), then ``np.interp`` at the grid by a merge walk.
+    """
+    xs = np.empty(curve_points)
+    ys = np.empty(curve_points)
+    step = 1.0 / (curve_points - 1)
+    for i in range(controls.shape[0]):
+        a1, b1 = controls[i, 0, 0], controls[i, 0, 1]
+        a2, b2 = controls[i, 1, 0], controls[i, 1, 1]
+        # t = 0 gives P3 = (1, 1) and t = 1 gives P0 = (0, 0); index q holds t = 1 - q * step (reversed)
+        xmax = 0.0
+        ymax = 0.0
+        for q in range(curve_points):
+            t = 1.0 - q * step if q < curve_points - 1 else 0.0
+            u = 1.0 - t
+            w0 = t * t * t
+            w1 = 3.0 * t * t * u
+            w2 = 3.0 * t * u * u
+            w3 = u * u * u
+            # P0 = (0, 0) weighs w0, P1 = (a1, b1) w1, P2 = (a2, b2) w2, P3 = (1, 1) w3
+            x = w1 * a1 + w2 * a2 + w3
+            y = w1 * b1 + w2 * b2 + w3
+            xmax = max(xmax, x) if q > 0 else x
+            ymax = max(ymax, y) if q > 0 else y
+            xs[q] = xmax
+            ys[q] = ymax
+        if inverted[i]:
+            # the reference pairs ascending x with the *unsorted* y (descending along ascending x)
+            for q in range(curve_points):
+                t = q * step if q < curve_points - 1 else 1.0
+                u = 1.0 - t
+                ys[q] = 3.0 * t * t * u * b1 + 3.0 * t * u * u * b2 + u * u * u
+        right = 1
+        last = curve_points - 1
+        for j in range(lut_size + 1):
+            value = j / lut_size
+            if value <= xs[0]:
+                lut[i, j] = ys[0]
+                continue
+            if value >= xs[last]:
+                lut[i, j] = ys[last]
+                continue
+            while right < last and xs[right] <= value:
+                right += 1
+            x0 = xs[right - 1]
+            span = xs[right] - x0
+            w = (value - x0) / span if span > 0 else 0.0
+            w = min(max(w, 0.0), 1.0)
+            lut[i, j] = ys[right - 1] + w * (ys[right] - ys[right - 1])
+
+
+@njit(cache=True, nogil=True)
+def apply_luts(dst, rows, lut, slope, scale, keep_of, keep_corners, keep_sizes, keep_counts, dims):
+    """Map every value of row ``rows[i]`` through the table ``lut[i]``, in place.
+
+    Args:
+        dst: ``(B, C, V)`` batch.
+        rows: ``(n,)`` int64 batch rows.
+        lut: ``(n, L + 1)`` the map at ``j / L``, same dtype as ``dst``.
+        slope: ``(n, L + 1)`` ``lut[:, j + 1] - lut[:, j]`` (0 in the last column).
+        scale: ``L`` as a scalar of ``dst``'s dtype (the arithmetic stays in that dtype).
+        keep_of, keep_corners, keep_sizes, keep_counts: as :func:`shuffle_windows`: voxels outside
+            the kept boxes are skipped.
+        dims: ``(3,)`` int64 spatial shape.
+
+    Values are clamped to [0, 1] first; NaN stays NaN.
+    """
+    zero = scale - scale
+    one = zero + 1
+    keep = np.zeros(dst.shape[2] if keep_of.shape[0] > 0 else 0, np.uint8)
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        restricted = keep_of.shape[0] > 0 and keep_of[row] >= 0
+        if restricted:
+            keep[:] = 0
+            _mark_boxes(keep, np.uint8(1), keep_of[row], keep_corners, keep_sizes, keep_counts, dims)
+        for ch in range(dst.shape[1]):
+            for p in range(dst.shape[2]):
+                if restricted and keep[p] == 0:
+                    continue
+                v = dst[row, ch, p]
+                if v != v:
+                    continue
+                v = min(max(v, zero), one) * scale
+                base = np.floor(v)
+                j = np.int64(base)
+                dst[row, ch, p] = lut[i, j] + (v - base) * slope[i, j]
