@@ -3,15 +3,20 @@
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/transforms.py            # 1 thread, all threads, CUDA if present
-    python benchmarks/transforms.py --presets models_genesis --batch 32 --repeats 5
+    OMP_NUM_THREADS=1 python benchmarks/transforms.py --presets models_genesis --threads 1 --cpu-time
 
 Prints cubes/s for each preset at 64x64x32 (batch 32) on the CPU with 1 thread and with all threads,
-and on CUDA when ``torch.cuda.is_available()``. It also times a port of the official Models Genesis
+for both CPU implementations (``kernel``: numba kernels, the default on CPU; ``torch``: the batched
+torch path used on CUDA), and on CUDA when ``torch.cuda.is_available()``. Each row gives cubes/s from
+wall time and from the process's CPU time (user + system, and user only), so that figures stay
+meaningful on a shared, loaded machine. The numba kernels are single-threaded (parallelism comes from
+data-loader workers); the thread count affects only the torch operations. It also times a port of the official Models Genesis
 ``generate_pair`` per-cube numpy/Python loop (written here from the reference facts, for comparison only)
 and reports the speed-up. Targets (issue 4): >= 1,200 cubes/s per core for ``models_genesis`` on the CPU,
 >= 20,000 cubes/s on CUDA.
 
-Timings are the median of ``--repeats`` runs after one warm-up run.
+Timings are the median of ``--repeats`` runs after one warm-up run (which also loads or compiles the
+numba kernels; ``--compile-time`` measures that first call with an empty cache).
 
 The ``official_*`` functions below reproduce the reference process literally (stdlib ``random`` for the
 decisions, numpy for the arrays, one cube ``(1, X, Y, Z)`` at a time); the tests also use them as the
@@ -24,7 +29,11 @@ import argparse
 import copy
 import os
 import random
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from math import comb
 
@@ -141,58 +150,106 @@ def official_generate_pair(cubes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------------
-def _median_time(fn, repeats: int, sync=None) -> float:
+def _cpu_seconds() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def _timings(fn, repeats: int, sync=None) -> dict[str, float]:
+    """Median wall, process-CPU (user + system) and user-CPU seconds of ``fn`` after one warm-up call.
+
+    On a loaded machine wall time counts other processes' work; CPU time counts only this process
+    (user: our computation; system: mostly page faults of fresh output buffers).
+    """
     fn()
     if sync:
         sync()
-    times = []
+    wall, cpu, user = [], [], []
     for _ in range(repeats):
+        u0, s0 = _cpu_seconds()
         start = time.perf_counter()
         fn()
         if sync:
             sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        u1, s1 = _cpu_seconds()
+        cpu.append(u1 - u0 + s1 - s0)
+        user.append(u1 - u0)
+    return {"wall": statistics.median(wall), "cpu": statistics.median(cpu), "user": statistics.median(user)}
+
+
+def _first_call_seconds(shape: tuple[int, ...], batch: int) -> float:
+    """Wall seconds of the first ``models_genesis`` call in a fresh process with an empty numba cache
+    (numba import + compiling every kernel), measured in a subprocess."""
+    code = (
+        "import time, torch; from semantic_genesis.transforms import build_preset; "
+        f"x = torch.rand({batch}, 1, *{tuple(shape)}); p = build_preset('models_genesis'); "
+        "t = time.perf_counter(); p(x, torch.Generator().manual_seed(0)); print(time.perf_counter() - t)"
+    )
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, OMP_NUM_THREADS="1")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def _row(label: str, name: str, batch: int, t: dict[str, float], extra: str = "") -> str:
+    return (f"{label:>22}  {name:>18}: {batch / t['wall']:9.1f} wall  {batch / t['cpu']:9.1f} cpu  "
+            f"{batch / t['user']:9.1f} user cubes/s{extra}")
 
 
 def main(argv: list[str] | None = None) -> int:
     import torch
 
     from semantic_genesis.transforms import available_presets, build_preset
+    from semantic_genesis.transforms._backend import kernels, use_backend
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="*", default=available_presets())
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--shape", type=int, nargs="+", default=[64, 64, 32])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--official-cubes", type=int, default=12, help="cubes timed with the official loop")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, nargs="*", default=None,
+                        help="CPU thread counts (default: 1 and all cores)")
+    parser.add_argument("--backends", nargs="*", default=["kernel", "torch"], choices=["kernel", "torch"],
+                        help="CPU implementations to time (kernel: numba, torch: batched torch ops)")
+    parser.add_argument("--official-cubes", type=int, default=8, help="cubes timed with the official loop")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="base the speed-up on process CPU time instead of wall time (loaded machines)")
+    parser.add_argument("--compile-time", action="store_true",
+                        help="also time the first call with an empty numba cache (a subprocess)")
     parser.add_argument("--no-cuda", action="store_true")
     args = parser.parse_args(argv)
 
     shape = tuple(args.shape)
     cpu_x = torch.rand((args.batch, 1) + shape)
     all_threads = os.cpu_count() or 1
-    print(f"batch {args.batch} x 1 x {'x'.join(map(str, shape))}, median of {args.repeats} runs")
+    print(f"batch {args.batch} x 1 x {'x'.join(map(str, shape))}, median of {args.repeats} runs; "
+          "cubes/s from wall time, process CPU time (user + system) and user CPU time")
+    backends = [b for b in args.backends if b != "kernel" or kernels() is not None]
+    if "kernel" in args.backends and "kernel" not in backends:
+        print("kernel backend: numba not installed, skipped")
 
-    results: dict[tuple[str, str], float] = {}
-    settings = [("cpu 1 thread", 1), (f"cpu {all_threads} threads", all_threads)]
-    for label, threads in settings:
+    results: dict[tuple[str, str], dict[str, float]] = {}
+    for threads in args.threads or sorted({1, all_threads}):
         torch.set_num_threads(threads)
-        for name in args.presets:
-            preset = build_preset(name)
-            generator = torch.Generator().manual_seed(0)
-            seconds = _median_time(lambda: preset(cpu_x, generator), args.repeats)
-            results[(name, label)] = args.batch / seconds
-            print(f"{label:>16}  {name:>18}: {args.batch / seconds:10.1f} cubes/s")
+        for backend in backends:
+            label = f"cpu {threads} thr {backend}"
+            with use_backend(backend):
+                for name in args.presets:
+                    preset = build_preset(name)
+                    generator = torch.Generator().manual_seed(0)
+                    t = _timings(lambda: preset(cpu_x, generator), args.repeats)
+                    results[(name, label)] = t
+                    print(_row(label, name, args.batch, t))
 
     if torch.cuda.is_available() and not args.no_cuda:
         gpu_x = cpu_x.cuda()
         for name in args.presets:
             preset = build_preset(name)
             generator = torch.Generator().manual_seed(0)
-            seconds = _median_time(lambda: preset(gpu_x, generator), args.repeats, torch.cuda.synchronize)
-            results[(name, "cuda")] = args.batch / seconds
-            print(f"{'cuda':>16}  {name:>18}: {args.batch / seconds:10.1f} cubes/s")
+            t = _timings(lambda: preset(gpu_x, generator), args.repeats, torch.cuda.synchronize)
+            print(f"{'cuda':>22}  {name:>18}: {args.batch / t['wall']:9.1f} wall cubes/s")
     else:
         print("cuda: not available")
 
@@ -200,12 +257,18 @@ def main(argv: list[str] | None = None) -> int:
     random.seed(0)
     np.random.seed(0)
     cubes = np.random.rand(args.official_cubes, 1, *shape)
-    seconds = _median_time(lambda: official_generate_pair(cubes), max(1, args.repeats // 2))
-    official = args.official_cubes / seconds
-    print(f"{'official loop':>16}  {'models_genesis':>18}: {official:10.1f} cubes/s (1 core, numpy)")
-    ours = results.get(("models_genesis", "cpu 1 thread"))
-    if ours:
-        print(f"speed-up of models_genesis on 1 CPU thread over the official loop: {ours / official:.1f}x")
+    official = _timings(lambda: official_generate_pair(cubes), max(1, args.repeats // 3))
+    print(_row("official loop (numpy)", "models_genesis", args.official_cubes, official))
+    key = "cpu" if args.cpu_time else "wall"
+    for backend in backends:
+        ours = results.get(("models_genesis", f"cpu 1 thr {backend}"))
+        if ours:
+            speedup = (args.batch / ours[key]) / (args.official_cubes / official[key])
+            print(f"speed-up of models_genesis ({backend}, 1 CPU thread, {key} time) over the official loop: "
+                  f"{speedup:.1f}x")
+    if args.compile_time and kernels() is not None:
+        print(f"first models_genesis call with an empty numba cache (import + compile): "
+              f"{_first_call_seconds(shape, args.batch):.1f} s wall")
     return 0
 
 

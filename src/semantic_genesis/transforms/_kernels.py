@@ -131,6 +131,8 @@ def shuffle_windows(src, dst, rows, seeds, num_windows, dims, max_size, keep_of,
             # voxels outside the kept boxes behave as if a later window had written them
             stamp[:] = mark
             _mark_boxes(stamp, np.uint8(0), keep_of[row], keep_corners, keep_sizes, keep_counts, dims)
+        src_row = src[row, 0]
+        dst_row = dst[row, 0]
         state = _stream(seeds[i], 0)
         pool = np.uint64(0)
         left = 0
@@ -164,8 +166,11 @@ def shuffle_windows(src, dst, rows, seeds, num_windows, dims, max_size, keep_of,
                 s = source[r]
                 source[r] = source[t]  # position t is final: only its value s is needed
                 d = target[t]
-                for ch in range(channels):
-                    dst[row, ch, d] = src[row, ch, s]
+                if channels == 1:
+                    dst_row[d] = src_row[s]  # 1D views: measurably faster than 3D indexing
+                else:
+                    for ch in range(channels):
+                        dst[row, ch, d] = src[row, ch, s]
 
 
 @njit(cache=True, nogil=True)
@@ -197,19 +202,19 @@ def paint_boxes(dst, rows, corners, sizes, counts, dims, inside, constants, use_
         stamp[:] = 0
         _mark_boxes(stamp, np.uint8(1), i, corners, sizes, counts, dims)
         paint = np.uint8(1) if inside else np.uint8(0)
-        if use_constant:
-            for p in range(voxels):
-                if stamp[p] == paint:
-                    for ch in range(channels):
-                        dst[row, ch, p] = fill
-            continue
-        # two 24-bit values per 64-bit output for float32, one 53-bit value for float64
-        spare = np.uint64(0)
-        have = False
-        for p in range(voxels):
-            if stamp[p] != paint:
+        for ch in range(channels):
+            out = dst[row, ch]
+            if use_constant:
+                for p in range(voxels):
+                    if stamp[p] == paint:
+                        out[p] = fill
                 continue
-            for ch in range(channels):
+            # two 24-bit values per 64-bit output for float32, one 53-bit value for float64
+            spare = np.uint64(0)
+            have = False
+            for p in range(voxels):
+                if stamp[p] != paint:
+                    continue
                 if have:
                     value = spare
                     have = False
@@ -220,7 +225,7 @@ def paint_boxes(dst, rows, corners, sizes, counts, dims, inside, constants, use_
                     if bits == 24:
                         spare = (z >> np.uint64(16)) & np.uint64(0xFFFFFF)
                         have = True
-                dst[row, ch, p] = float(value) * scale
+                out[p] = float(value) * scale
 
 
 @njit(inline="always", cache=True)
@@ -346,14 +351,17 @@ def apply_luts(dst, rows, lut, slope, scale, keep_of, keep_corners, keep_sizes, 
         if restricted:
             keep[:] = 0
             _mark_boxes(keep, np.uint8(1), keep_of[row], keep_corners, keep_sizes, keep_counts, dims)
+        table = lut[i]
+        slopes = slope[i]
         for ch in range(dst.shape[1]):
-            for p in range(dst.shape[2]):
+            values = dst[row, ch]
+            for p in range(values.shape[0]):
                 if restricted and keep[p] == 0:
                     continue
-                v = dst[row, ch, p]
+                v = values[p]
                 if v != v:
                     continue
                 v = min(max(v, zero), one) * scale
                 base = np.floor(v)
                 j = np.int64(base)
-                dst[row, ch, p] = lut[i, j] + (v - base) * slope[i, j]
+                values[p] = table[j] + (v - base) * slopes[j]
