@@ -8,8 +8,13 @@ module. Typical use::
     from semantic_genesis.transforms import build_preset
     preset = build_preset("models_genesis")
     inputs, targets = preset(batch, generator=torch.Generator().manual_seed(step))
+
+On float32/float64 CPU batches the transforms run as compiled numba kernels (imported on first use),
+elsewhere (CUDA, other dtypes, numba missing) as batched torch operations; ``use_backend("torch")``
+or ``SEMANTIC_GENESIS_TRANSFORMS_BACKEND=torch`` forces the torch path (see ``_backend``).
 """
 
+from semantic_genesis.transforms._backend import use_backend
 from semantic_genesis.transforms.elastic import elastic
 from semantic_genesis.transforms.flip import flip
 from semantic_genesis.transforms.inpaint import inpaint
@@ -29,4 +34,5 @@ __all__ = [
     "nonlinear",
     "outpaint",
     "preset_defaults",
+    "use_backend",
 ]

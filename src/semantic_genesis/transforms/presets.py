@@ -22,7 +22,9 @@ Presets (reference §2.5):
   Models Genesis strengths) and ``"identity"`` for ablations. Target = the original.
 
 Samples that a stage does not select are not touched by it; each stage runs once on the selected
-sub-batch.
+sub-batch. On float32/float64 CPU batches the stages run as compiled kernels (see
+:mod:`semantic_genesis.transforms._backend`); ``"models_genesis"`` then runs them in place on one
+working copy, skipping the voxels that out-painting overwrites.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 
 from semantic_genesis.errors import ConfigError
@@ -310,10 +311,11 @@ def _run_models_genesis_kernels(
 ) -> torch.Tensor:
     """The Models Genesis stages with the compiled kernels, in place on one working copy of ``target``.
 
-    All parameters are drawn first, in the order (and with the draws) of the stage-by-stage path, so
-    the output is identical to it. Knowing the out-painting boxes up front, the shuffle and the
-    intensity map skip the voxels that the out-painting noise overwrites afterwards (about 65% of an
-    out-painted cube).
+    All parameters are drawn first, in the order (and with the draws) of the stage-by-stage path.
+    Knowing the out-painting boxes up front, the shuffle and the intensity map skip the voxels that the
+    out-painting noise overwrites afterwards (about 65% of an out-painted cube). The output is
+    therefore identical to the stage-by-stage path except inside the kept boxes of samples that are
+    both shuffled and out-painted, where the shuffle's permutation stream shifts (same law).
     """
     shuffle_rows, nonlinear_rows = _rows(do_shuffle), _rows(do_nonlinear)
     inpaint_rows, outpaint_rows = _rows(do_inpaint), _rows(do_outpaint)
