@@ -26,6 +26,21 @@ def phantom_root(tmp_path_factory):
     return root
 
 
+TASK_COHORT = {"patients": 24, "seed": 1000}
+
+
+@pytest.fixture(scope="session")
+def task_cohort(tmp_path_factory):
+    """A target-task cohort at the default phantom grid (2.8 x 2.8 x 3.2 mm), as the demo makes it:
+    24 patients in the LUNA16 layout (NCC) and the same patients in the native layout (NCS)."""
+    from semantic_genesis.phantoms.export import export_ct_cohort
+
+    root = tmp_path_factory.mktemp("finetune_task_cohort")
+    for layout in ("luna16", "native"):
+        export_ct_cohort(root / layout, TASK_COHORT["patients"], seed=TASK_COHORT["seed"], layout=layout)
+    return root
+
+
 def tiny_config(*overrides):
     return load_config(None, [
         "model.width=0.125", "finetune.crop_size=[16,16,8]", "train.batch_size=8", "train.epochs=3",
