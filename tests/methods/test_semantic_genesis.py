@@ -19,16 +19,17 @@ C = 5  # classes of the fixture pattern set
 
 @pytest.fixture(scope="module")
 def patterns(tmp_path_factory):
-    """A small pattern set discovered from 10 phantoms (16^3 patterns, C=5, K=5, 2 resolutions)."""
+    """A small pattern set discovered from 14 phantoms (16^3 patterns, C=5, K=5, 2 resolutions; 4 validation
+    patients x 5 classes = 20 validation patterns, enough for an accuracy well above chance to mean something)."""
     from semantic_genesis.discovery.pipeline import run_discovery
     from semantic_genesis.phantoms.cohort import write_native_ct_cohort
 
     root = tmp_path_factory.mktemp("sg_method")
-    write_native_ct_cohort(root / "scans", 10, seed=1, shape=(48, 48, 40), progress=False)
+    write_native_ct_cohort(root / "scans", 14, seed=1, shape=(48, 48, 40), progress=False)
     cfg = load_config(None, [
         "train.device=cpu", "discovery.progress=false", "discovery.ae_input_size=[16,16,8]",
-        "discovery.ae_width=0.125", "discovery.ae_epochs=1", "discovery.val_fraction=0.2",
-        "discovery.pattern_size=[16,16,16]", "discovery.num_neighbours=5", "discovery.num_val_neighbours=2",
+        "discovery.ae_width=0.125", "discovery.ae_epochs=1", "discovery.val_fraction=0.3",
+        "discovery.pattern_size=[16,16,16]", "discovery.num_neighbours=5", "discovery.num_val_neighbours=4",
         f"discovery.num_classes={C}", f"discovery.classes_per_reference={C}", "discovery.num_resolutions=2",
         "discovery.multires_size_range=[12,20]", "discovery.multires_jitter=2", "discovery.content_test=body",
         "discovery.body_min_fraction=0.6",
@@ -116,10 +117,13 @@ def test_short_training_learns_both_tasks(patterns, tmp_path):
     from semantic_genesis.training.logging import read_metrics
     from semantic_genesis.training.trainer import train
 
-    cfg = _cfg(patterns, f"out={tmp_path}", "train.epochs=5", "method.cls_warmup_epochs=2")
+    # The elastic warp's alpha=991 / sigma=8 is calibrated for 64x64x32 patterns; on 16^3 patterns it moves
+    # voxels by a sixth of the pattern, which drowns the class signal in a run this short.
+    cfg = _cfg(patterns, f"out={tmp_path}", "train.epochs=20", "method.cls_warmup_epochs=4",
+               "transforms.overrides.elastic=false")
     train(cfg)
     val = read_metrics(tmp_path, "validation")
-    assert len(val) == 5
+    assert len(val) == 20
     assert val[-1]["accuracy"] >= 2.5 / C, [v["accuracy"] for v in val]  # chance is 1/C
     assert val[-1]["mse"] < 0.9 * val[0]["mse"], [v["mse"] for v in val]  # restoration loss falls
 
