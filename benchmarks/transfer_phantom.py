@@ -2,7 +2,7 @@
 
 Pipeline (every stage is a ``semantic-genesis`` command, so every stage resumes when rerun):
 
-1. phantom CT cohorts in the LUNA16 layout (NCC) and the native layout (NCS, and the pretraining scans);
+1. a phantom CT pretraining cohort, and other patients in the LUNA16 layout (NCC) and the native layout (NCS);
 2. for every initialisation given as ``NAME=method:METHOD``: pretraining of that method on the native
    scans (cube methods: ``cubes`` then ``pretrain``; pattern methods (semantic_genesis,
    self_classification, self_restoration_patterns): ``discover`` then ``pretrain``), ``--pretrain-steps``
@@ -137,7 +137,7 @@ def pretrain(name: str, method: str, args: argparse.Namespace, native: Path) -> 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("bench/transfer_phantom"))
-    p.add_argument("--patients", type=int, default=40, help="phantom patients per cohort")
+    p.add_argument("--patients", type=int, default=48, help="phantom patients of the target-task cohort")
     p.add_argument("--tasks", default="ncc,ncs", help="comma-separated target tasks (phantom: ncc, ncs)")
     p.add_argument("--inits", default=None,
                    help="scratch, NAME=PATH (weights) or NAME=method:METHOD (pretrained here); default: the "
@@ -150,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrain-config", default="auto",
                    help="config of discover/cubes/pretrain for every method, or auto: configs/<method>_3d_tiny.yaml")
     p.add_argument("--pretrain-overrides", nargs="*", default=[], help="KEY=VALUE for discover/pretrain")
-    p.add_argument("--finetune-config", type=Path, default=ROOT / "configs" / "finetune_tiny.yaml")
+    p.add_argument("--pretrain-patients", type=int, default=24, help="patients of the pretraining cohort (other patients)")
+    p.add_argument("--finetune-config", type=Path, default=None,
+                   help="fine-tuning config for every task (default: configs/finetune_tiny.yaml for NCC, "
+                        "configs/finetune_tiny_ncs.yaml for NCS)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="fine-tuning config overrides")
     args = p.parse_args(argv)
     args.out = args.out.resolve()
@@ -160,15 +163,19 @@ def main(argv: list[str] | None = None) -> int:
         args.inits = ",".join(dict.fromkeys([s.strip() for s in args.inits.split(",") if s.strip()] + PRESETS[args.preset]))
     started = time.perf_counter()
 
+    # Pretraining scans and target-task patients are different patients (the paper excludes the target
+    # tasks' test images from pretraining): other cohort seeds.
     luna16, native = args.out / "data" / "luna16", args.out / "data" / "native"
-    sh(["phantom", "ct", "--patients", str(args.patients), "--layout", "luna16", "--out", str(luna16), "--quiet"])
-    sh(["phantom", "ct", "--patients", str(args.patients), "--layout", "native", "--out", str(native), "--quiet"])
+    scans = args.out / "data" / "pretrain_ct"
+    sh(["phantom", "ct", "--patients", str(args.pretrain_patients), "--seed", "0", "--out", str(scans), "--quiet"])
+    sh(["phantom", "ct", "--patients", str(args.patients), "--seed", "1000", "--layout", "luna16", "--out", str(luna16), "--quiet"])
+    sh(["phantom", "ct", "--patients", str(args.patients), "--seed", "1000", "--layout", "native", "--out", str(native), "--quiet"])
 
     entries = []
     for item in [s.strip() for s in args.inits.split(",") if s.strip()]:
         if "=" in item and item.split("=", 1)[1].startswith("method:"):
             name, method = item.split("=", 1)[0], item.split("method:", 1)[1]
-            entries.append(f"{name}={pretrain(name, method, args, native)}")
+            entries.append(f"{name}={pretrain(name, method, args, scans)}")
         else:
             entries.append(item)
     data = {"ncc": luna16, "ncs": native}
@@ -177,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         if task not in data:
             raise SystemExit(f"task {task!r}: the phantom benchmark provides {', '.join(data)}")
         folder = args.out / "evaluate" / task
+        ft_config = args.finetune_config or ROOT / "configs" / ("finetune_tiny_ncs.yaml" if task == "ncs" else "finetune_tiny.yaml")
         sh(["evaluate", "--task", task, "--data", str(data[task]), "--inits", ",".join(entries), "--trials",
-            str(args.trials), "--out", str(folder), "--config", str(args.finetune_config), *args.overrides])
+            str(args.trials), "--out", str(folder), "--config", str(ft_config), *args.overrides])
         folders.append(str(folder))
     sh(["report", "results", *folders, "--out", str(args.out / "table")])
     print_fig2_pairs(folders)
