@@ -14,8 +14,8 @@ Prints three figures:
    (:class:`~semantic_genesis.training.data.StoreDataset` + the engine's shuffled ``EpochSampler``,
    ``--workers`` processes) reads ``--batches`` batches while a sampler thread reads ``/proc`` of the
    main process and its workers. Reported: peak private memory (``RssAnon``, what the process really
-   owns; target <= 2 GB) and peak ``VmRSS``, which also counts the memory-mapped shard pages touched
-   so far (page cache: shared and reclaimable, not owned).
+   owns; target <= 2 GB) and peak ``VmRSS`` (everything resident, file-backed pages included; shards
+   are read with ``pread``, not memory-mapped, so this stays close to the private memory).
 2. **Pattern generation throughput**: the discovery pattern writer on phantom patients (64x64x32
    patterns, 3 resolutions), in neighbour scans read and cropped per second and patterns per second.
 3. **Content test**: scoring candidate positions of one reference with the coordinate sampler's
@@ -144,7 +144,7 @@ def bench_memory(args) -> None:
               f"{args.workers} workers, batch {args.batch_size}); checksum {checksum:.1f}")
         print(f"[memory] peak private memory (RssAnon, main + workers): {peak['RssAnon'] / 2**30:.2f} GiB "
               f"(target <= 2 GB; the official trainer holds {official:.1f} GB of float64)")
-        print(f"[memory] peak VmRSS incl. mapped shard pages (page cache): {peak['VmRSS'] / 2**30:.2f} GiB "
+        print(f"[memory] peak VmRSS (all resident memory, main + workers): {peak['VmRSS'] / 2**30:.2f} GiB "
               f"(file-backed {peak['RssFile'] / 2**30:.2f} GiB)")
         del loader
     finally:
