@@ -445,12 +445,49 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+BASE_KEY = "base"
+
+
+def _merge(base: dict[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, anything else (lists included) is replaced by ``child``."""
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, resolving ``base: OTHER.yaml`` (a path relative to this file).
+
+    The file's own keys are deep-merged over its base's, so a variant preset (e.g.
+    ``configs/semantic_inpainting_3d.yaml``) states only what differs from the preset it extends.
+    Bases may themselves have bases; a cycle or a missing base is a :class:`ConfigError`.
+    """
+    path = Path(path).resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path))
+        raise ConfigError(f"{path}: '{BASE_KEY}' files form a cycle ({chain})")
+    data = read_yaml(path)
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: '{BASE_KEY}' must be a file name, got {base!r}")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base config {base_path} not found")
+    return _merge(read_config_file(base_path, (*_seen, path)), data)
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), cls: type[T] = Config) -> T:  # type: ignore[assignment]
-    """Load a config: defaults <- YAML file (optional) <- ``key=value`` overrides.
+    """Load a config: defaults <- YAML file (optional, with its ``base:`` chain) <- ``key=value`` overrides.
 
     A config saved in a run folder (``config.yaml``) loads back to an equal object.
     """
-    data = read_yaml(path) if path is not None else {}
+    data = read_config_file(path) if path is not None else {}
     where = f"{path}: " if path is not None else ""
     try:
         return from_dict(cls, apply_overrides(data, overrides, cls))

@@ -59,3 +59,35 @@ def test_bad_yaml_file_names_the_file(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_base_file_is_deep_merged_relative_to_the_file(tmp_path):
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "root.yaml").write_text("seed: 1\ntrain:\n  batch_size: 4\n  epochs: 9\ncubes:\n  cube_size: [32, 32, 16]\n")
+    (tmp_path / "presets" / "mid.yaml").write_text("base: root.yaml\ntrain:\n  epochs: 3\n")
+    (tmp_path / "leaf.yaml").write_text("base: presets/mid.yaml\ncubes:\n  cube_size: [16, 16, 8]\n")
+    cfg = load_config(tmp_path / "leaf.yaml", ["train.batch_size=2"])
+    assert cfg.seed == 1 and cfg.train.epochs == 3 and cfg.train.batch_size == 2
+    assert cfg.cubes.cube_size == (16, 16, 8)  # lists are replaced, not merged
+
+
+def test_base_errors_name_the_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="form a cycle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: base config .*nowhere.yaml not found"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_shipped_variant_presets_follow_their_base():
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    for suffix in ("_3d.yaml", "_3d_tiny.yaml"):
+        sg = load_config(configs / f"semantic_genesis{suffix}")
+        for variant in ("semantic_inpainting", "semantic_patch_shuffling", "semantic_models_genesis"):
+            cfg = load_config(configs / f"{variant}{suffix}")
+            assert cfg.method.name == variant
+            assert (cfg.discovery, cfg.model, cfg.optim, cfg.train) == (sg.discovery, sg.model, sg.optim, sg.train)
