@@ -28,18 +28,26 @@ from semantic_genesis import __version__
 EXIT_USER_ERROR = 2
 
 
-def _command_modules() -> list:
-    import semantic_genesis.commands as pkg
+def plugin_modules(package: str, *required: str) -> list:
+    """Import every public module of ``package`` that defines all attributes in ``required``.
 
+    This is how subcommands (``semantic_genesis.commands``) and report kinds
+    (``semantic_genesis.report``) are found, so adding one is adding one file.
+    """
+    pkg = importlib.import_module(package)
     modules = []
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{pkg.__name__}.{info.name}")
-        if hasattr(module, "NAME") and hasattr(module, "run"):
+        module = importlib.import_module(f"{package}.{info.name}")
+        if all(hasattr(module, attr) for attr in required):
             modules.append(module)
-    modules.sort(key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
     return modules
+
+
+def _command_modules() -> list:
+    modules = plugin_modules("semantic_genesis.commands", "NAME", "run")
+    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,8 +6,6 @@ Report kinds are discovered from :mod:`semantic_genesis.report` modules that def
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 
 NAME = "report"
 HELP = "figures and tables: transform gallery, discovered patterns, restorations, results tables"
@@ -15,16 +13,9 @@ ORDER = 80
 
 
 def _report_modules() -> list:
-    import semantic_genesis.report as pkg
+    from semantic_genesis.cli import plugin_modules
 
-    modules = []
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{pkg.__name__}.{info.name}")
-        if hasattr(module, "REPORT_NAME") and hasattr(module, "run_report"):
-            modules.append(module)
-    return sorted(modules, key=lambda m: m.REPORT_NAME)
+    return sorted(plugin_modules("semantic_genesis.report", "REPORT_NAME", "run_report"), key=lambda m: m.REPORT_NAME)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
