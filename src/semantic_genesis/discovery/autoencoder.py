@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from semantic_genesis.errors import CheckpointError, DataError
-from semantic_genesis.utils.atomic import atomic_open
+from semantic_genesis.training.checkpoint import load_checkpoint, save_checkpoint
 from semantic_genesis.utils.seeding import derive_seed
 
 STATE = "state.pt"
@@ -160,10 +160,7 @@ def train_autoencoder(
     state_path = out_dir / STATE
     epoch, best, bad, finished = 0, math.inf, 0, False
     if state_path.is_file():
-        try:
-            state = torch.load(state_path, map_location=device, weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
-            raise CheckpointError(f"{state_path}: unreadable autoencoder checkpoint ({exc})") from None
+        state = load_checkpoint(state_path, required=("model", "optimizer", "scheduler", "epoch"))
         _check_fingerprint(state.get("fingerprint", {}), fingerprint, str(state_path))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -202,10 +199,9 @@ def train_autoencoder(
             bad += 1
         epoch += 1
         finished = epoch >= dcfg.ae_epochs or bad >= dcfg.ae_patience
-        with atomic_open(state_path, "wb") as handle:
-            torch.save({"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "bad_epochs": bad,
-                        "finished": finished}, handle)
+        save_checkpoint(state_path, {"fingerprint": fingerprint, "model": model.state_dict(),
+                                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                     "epoch": epoch, "best": best, "bad_epochs": bad, "finished": finished})
         line = {"epoch": epoch, "train_mse": total / max(count, 1), "val_mse": val, "best": best,
                 "lr": optimizer.param_groups[0]["lr"]}
         with open(out_dir / LOG, "a", encoding="utf-8") as handle:

@@ -67,8 +67,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, required: tuple[str, ...] = ("model", "optimizer", "progress")) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (safely, ``weights_only=True``).
+
+    Args:
+        path: the checkpoint file.
+        required: keys the checkpoint must hold (the training loop's by default).
 
     Raises:
         CheckpointError: the file is missing, unreadable or not a checkpoint of this format.
@@ -85,7 +89,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: not a semantic-genesis training checkpoint (format {state.get('format') if isinstance(state, dict) else '?'}, "
             f"expected {FORMAT_VERSION})"
         )
-    for key in ("model", "optimizer", "progress"):
+    for key in required:
         if key not in state:
             raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
     return state
