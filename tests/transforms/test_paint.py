@@ -112,3 +112,22 @@ def test_kernel_and_torch_paths_paint_the_same_region(shape):
         assert abs(values.mean().item() - 0.5) < 0.01 and abs(values.var().item() - 1 / 12) < 0.003
         # float32 noise lies on the k / 2**24 grid, like torch.rand
         assert torch.equal(values * 2**24, torch.floor(values * 2**24))
+
+
+def test_painting_noise_is_uniform_and_independent(backend):
+    """The fill noise is U[0, 1) per voxel and channel: flat histogram, no correlation between the
+    channels of a voxel or between neighbouring voxels (the kernel's noise is counter-based)."""
+    marker = -torch.ones(8, 2, 32, 32, 16)
+    noise = outpaint(marker, gen(21))
+    painted = (noise >= 0).all(dim=1)  # out-painting paints every channel of a voxel
+    first, second = noise[:, 0][painted].double(), noise[:, 1][painted].double()
+    assert first.numel() > 40000
+    counts = torch.histc(first, bins=20, min=0.0, max=1.0)
+    expected = first.numel() / 20
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 45.3  # 19 degrees of freedom, p = 0.001
+    assert abs(float(torch.corrcoef(torch.stack([first, second]))[0, 1])) < 0.02
+    along = noise[:, 0, :, :, :-1], noise[:, 0, :, :, 1:]
+    both = (along[0] >= 0) & (along[1] >= 0)
+    lag = torch.stack([along[0][both].double(), along[1][both].double()])
+    assert abs(float(torch.corrcoef(lag)[0, 1])) < 0.02
