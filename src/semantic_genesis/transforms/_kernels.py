@@ -374,28 +374,59 @@ def apply_luts(dst, rows, lut, slope, scale, keep_of, keep_corners, keep_sizes, 
             the kept boxes are skipped.
         dims: ``(3,)`` int64 spatial shape.
 
-    Values are clamped to [0, 1] first; NaN stays NaN.
+    Values are clamped to [0, 1] first; NaN stays NaN. A restricted row visits only the z-span of the
+    kept boxes on each ``(x, y)`` line (about a third of an out-painted cube's voxels).
     """
     zero = scale - scale
     one = zero + 1
-    keep = np.zeros(dst.shape[2] if keep_of.shape[0] > 0 else 0, np.uint8)
+    restrictable = keep_of.shape[0] > 0
+    lines = dims[0] * dims[1]
+    keep = np.zeros(dst.shape[2] if restrictable else 0, np.uint8)
+    span_low = np.empty(lines if restrictable else 0, np.int64)
+    span_high = np.empty(lines if restrictable else 0, np.int64)
     for i in range(rows.shape[0]):
         row = rows[i]
-        restricted = keep_of.shape[0] > 0 and keep_of[row] >= 0
+        restricted = restrictable and keep_of[row] >= 0
         if restricted:
+            j = keep_of[row]
             keep[:] = 0
-            _mark_boxes(keep, np.uint8(1), keep_of[row], keep_corners, keep_sizes, keep_counts, dims)
+            _mark_boxes(keep, np.uint8(1), j, keep_corners, keep_sizes, keep_counts, dims)
+            span_low[:] = dims[2]
+            span_high[:] = 0
+            for b in range(keep_counts[j]):
+                low_z = keep_corners[j, b, 2]
+                high_z = low_z + keep_sizes[j, b, 2]
+                for a in range(keep_sizes[j, b, 0]):
+                    for c in range(keep_sizes[j, b, 1]):
+                        line = (keep_corners[j, b, 0] + a) * dims[1] + keep_corners[j, b, 1] + c
+                        span_low[line] = min(span_low[line], low_z)
+                        span_high[line] = max(span_high[line], high_z)
         table = lut[i]
         slopes = slope[i]
         for ch in range(dst.shape[1]):
             values = dst[row, ch]
-            for p in range(values.shape[0]):
-                if restricted and keep[p] == 0:
-                    continue
-                v = values[p]
-                if v != v:
-                    continue
-                v = min(max(v, zero), one) * scale
-                base = np.floor(v)
-                j = np.int64(base)
-                values[p] = table[j] + (v - base) * slopes[j]
+            if not restricted:
+                for p in range(values.shape[0]):
+                    values[p] = _lut_map(values[p], table, slopes, zero, one, scale)
+                continue
+            for line in range(lines):
+                start = line * dims[2]
+                for p in range(start + span_low[line], start + span_high[line]):
+                    v = values[p]
+                    mapped = _lut_map(v, table, slopes, zero, one, scale)
+                    values[p] = mapped if keep[p] else v  # a gap between two boxes on the line
+
+
+@njit(inline="always", cache=True)
+def _lut_map(v, table, slopes, zero, one, scale):
+    """``v`` clamped to [0, 1] and mapped through ``table`` by linear interpolation; NaN stays NaN.
+
+    Written without branches (selects only): NaN takes index 0 and is restored at the end.
+    """
+    c = v if v > zero else zero
+    c = c if c < one else one
+    position = c * scale
+    base = np.floor(position)
+    j = np.int64(base)
+    mapped = table[j] + (position - base) * slopes[j]
+    return mapped if v == v else v
