@@ -16,7 +16,14 @@ and reports the speed-up. Targets (issue 4): >= 1,200 cubes/s per core for ``mod
 >= 20,000 cubes/s on CUDA.
 
 Timings are the median of ``--repeats`` runs after one warm-up run (which also loads or compiles the
-numba kernels; ``--compile-time`` measures that first call with an empty cache).
+numba kernels; ``--compile-time`` measures that first call with an empty cache). Each run transforms
+``--calls`` batches: the presets' random decisions make single batches uneven (with ``shuffle_prob=0.5``
+a batch of 32 shuffles 16 +- 3 cubes, and shuffling is most of the cost).
+
+Allocator: by default the process keeps freed large blocks in its heap
+(:func:`semantic_genesis.utils.allocator.keep_large_blocks_in_heap`, which the training engine applies
+when it trains on the CPU), so that successive batches reuse their buffers instead of faulting in fresh
+pages; ``--allocator default`` keeps glibc's defaults for comparison.
 
 The ``official_*`` functions below reproduce the reference process literally (stdlib ``random`` for the
 decisions, numpy for the arrays, one cube ``(1, X, Y, Z)`` at a time); the tests also use them as the
@@ -219,12 +226,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile-time", action="store_true",
                         help="also time the first call with an empty numba cache (a subprocess)")
     parser.add_argument("--no-cuda", action="store_true")
+    parser.add_argument("--calls", type=int, default=8, help="batches transformed per timed run")
+    parser.add_argument("--allocator", choices=["heap", "default"], default="heap",
+                        help="heap: keep freed large blocks in the heap, as training on the CPU does")
     args = parser.parse_args(argv)
+    if args.allocator == "heap":
+        from semantic_genesis.utils.allocator import keep_large_blocks_in_heap
+
+        settings = keep_large_blocks_in_heap()
+        print(f"allocator: {'glibc heap for blocks below 32 MiB' if settings else 'default (not glibc)'}")
+    else:
+        print("allocator: glibc defaults")
 
     shape = tuple(args.shape)
     cpu_x = torch.rand((args.batch, 1) + shape)
     all_threads = os.cpu_count() or 1
-    print(f"batch {args.batch} x 1 x {'x'.join(map(str, shape))}, median of {args.repeats} runs; "
+    print(f"batch {args.batch} x 1 x {'x'.join(map(str, shape))}, {args.calls} batches per run, median of {args.repeats} runs; "
           "cubes/s from wall time, process CPU time (user + system) and user CPU time")
     backends = [b for b in args.backends if b != "kernel" or kernels() is not None]
     if "kernel" in args.backends and "kernel" not in backends:
@@ -239,17 +256,18 @@ def main(argv: list[str] | None = None) -> int:
                 for name in args.presets:
                     preset = build_preset(name)
                     generator = torch.Generator().manual_seed(0)
-                    t = _timings(lambda: preset(cpu_x, generator), args.repeats)
+                    t = _timings(lambda: [preset(cpu_x, generator) for _ in range(args.calls)], args.repeats)
                     results[(name, label)] = t
-                    print(_row(label, name, args.batch, t))
+                    print(_row(label, name, args.batch * args.calls, t))
 
     if torch.cuda.is_available() and not args.no_cuda:
         gpu_x = cpu_x.cuda()
         for name in args.presets:
             preset = build_preset(name)
             generator = torch.Generator().manual_seed(0)
-            t = _timings(lambda: preset(gpu_x, generator), args.repeats, torch.cuda.synchronize)
-            print(f"{'cuda':>22}  {name:>18}: {args.batch / t['wall']:9.1f} wall cubes/s")
+            t = _timings(lambda: [preset(gpu_x, generator) for _ in range(args.calls)], args.repeats,
+                         torch.cuda.synchronize)
+            print(f"{'cuda':>22}  {name:>18}: {args.batch * args.calls / t['wall']:9.1f} wall cubes/s")
     else:
         print("cuda: not available")
 
@@ -263,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     for backend in backends:
         ours = results.get(("models_genesis", f"cpu 1 thr {backend}"))
         if ours:
-            speedup = (args.batch / ours[key]) / (args.official_cubes / official[key])
+            speedup = (args.batch * args.calls / ours[key]) / (args.official_cubes / official[key])
             print(f"speed-up of models_genesis ({backend}, 1 CPU thread, {key} time) over the official loop: "
                   f"{speedup:.1f}x")
     if args.compile_time and kernels() is not None:

@@ -47,6 +47,7 @@ from semantic_genesis.training import distributed as dist_mod
 from semantic_genesis.training.data import EpochSampler, ValidationBatches, collate
 from semantic_genesis.training.logging import MetricsLogger, progress_bar
 from semantic_genesis.training.optim import LRSchedule, build_optimizer
+from semantic_genesis.utils.allocator import keep_large_blocks_in_heap
 from semantic_genesis.utils.seeding import derive_seed, seed_everything
 
 # Config keys that may change between a run and its resumption (they do not change the result of the
@@ -184,6 +185,10 @@ class _Trainer:
         self.run_dir = Path(cfg.out)
         self.info = dist_mod.setup(cfg.train.device)
         self.device = self.info.device
+        if self.device.type == "cpu":
+            # the methods transform whole batches on the training device: reuse the freed batch buffers
+            # instead of faulting in fresh pages for every batch (utils/allocator.py)
+            keep_large_blocks_in_heap()
         self.method = method if method is not None else _build_method(cfg)
         tc = cfg.train
         if tc.batch_size <= 0:

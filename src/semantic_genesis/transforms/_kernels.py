@@ -277,25 +277,37 @@ def _mark_boxes(stamp, value, i, corners, sizes, counts, dims):
 
 
 @njit(cache=True, nogil=True)
-def flip_rows(src, dst, parity):
-    """``dst[b] = src[b]`` flipped along the spatial axes where ``parity[b]`` (``(B, 3)`` uint8).
+def flip_rows(src, dst, parity, copy, dims):
+    """``dst[b] = copy[b] = src[b]`` flipped along the spatial axes where ``parity[b]`` (``(B, 3)`` uint8).
 
-    ``src``, ``dst``: ``(B, C, X, Y, Z)`` (2D images as ``(B, C, H, W, 1)``), no shared memory.
+    ``src``, ``dst``, ``copy``: ``(B, C, V)`` views of contiguous batches, no shared memory; ``dims``
+    ``(3,)`` the spatial shape ``(X, Y, Z)`` (2D images as ``(H, W, 1)``). The preset's target and its
+    working copy are written in one pass that reads ``src`` once; lines along z are addressed by flat
+    offsets (creating a numba view per line cost as much as the copy).
     """
-    size_x, size_y, size_z = src.shape[2], src.shape[3], src.shape[4]
+    size_x, size_y, size_z = dims[0], dims[1], dims[2]
     for row in range(src.shape[0]):
         fx, fy, fz = parity[row, 0], parity[row, 1], parity[row, 2]
         for ch in range(src.shape[1]):
+            line_in = src[row, ch]
+            line_out = dst[row, ch]
+            line_copy = copy[row, ch]
             for i in range(size_x):
                 si = size_x - 1 - i if fx else i
                 for j in range(size_y):
                     sj = size_y - 1 - j if fy else j
+                    read = (si * size_y + sj) * size_z
+                    write = (i * size_y + j) * size_z
                     if fz:
                         for k in range(size_z):
-                            dst[row, ch, i, j, k] = src[row, ch, si, sj, size_z - 1 - k]
+                            value = line_in[read + size_z - 1 - k]
+                            line_out[write + k] = value
+                            line_copy[write + k] = value
                     else:
                         for k in range(size_z):
-                            dst[row, ch, i, j, k] = src[row, ch, si, sj, k]
+                            value = line_in[read + k]
+                            line_out[write + k] = value
+                            line_copy[write + k] = value
 
 
 @njit(cache=True, nogil=True)

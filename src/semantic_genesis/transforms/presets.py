@@ -274,8 +274,9 @@ def _run_models_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generato
     do_inpaint = do_paint & bernoulli(g, batch, o["inpaint_rate"])
     do_outpaint = do_paint & ~do_inpaint
     if _backend.kernel_for(x) is not None and kernel_fits(tuple(x.shape[2:]), o["shuffle_size_divisor"]):
-        target = _flip_kernel(x, parity)
-        return _run_models_genesis_kernels(target, o, g, do_shuffle, do_nonlinear, do_inpaint, do_outpaint), target
+        target, out = _flip_twice(x, parity)
+        _run_models_genesis_kernels(out, target, o, g, do_shuffle, do_nonlinear, do_inpaint, do_outpaint)
+        return out, target
     target = apply_flips(x, parity)
     out = target.clone()  # the preset's own working tensor, updated in place below
     out = _on_selected(out, do_shuffle, _shuffle(o, g), owned=True)
@@ -289,18 +290,23 @@ def _rows(selected: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(selected).flatten()
 
 
-def _flip_kernel(x: torch.Tensor, parity: torch.Tensor) -> torch.Tensor:
-    """:func:`apply_flips` in one compiled pass into one new contiguous tensor (no temporaries)."""
+def _flip_twice(x: torch.Tensor, parity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`apply_flips` in one compiled pass into two equal new contiguous tensors: the target and
+    the working copy that the stages then modify in place (``x`` is read once, no temporaries)."""
     x = x.contiguous()
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    target = _backend.new_batch_like(x)
+    work = _backend.new_batch_like(x)
     flags = torch.zeros(x.shape[0], 3, dtype=torch.uint8)
     flags[:, : parity.shape[1]] = parity.to(torch.uint8)
-    shape5 = tuple(x.shape) + (1,) * (5 - x.dim())
-    _backend.kernels().flip_rows(x.detach().numpy().reshape(shape5), out.numpy().reshape(shape5), flags.numpy())
-    return out
+    _backend.kernels().flip_rows(
+        _backend.rows_view(x), _backend.rows_view(target), flags.numpy(), _backend.rows_view(work),
+        _backend.dims_3d(tuple(int(s) for s in x.shape[2:])),
+    )
+    return target, work
 
 
 def _run_models_genesis_kernels(
+    out: torch.Tensor,
     target: torch.Tensor,
     o: Mapping[str, Any],
     g: torch.Generator,
@@ -309,7 +315,7 @@ def _run_models_genesis_kernels(
     do_inpaint: torch.Tensor,
     do_outpaint: torch.Tensor,
 ) -> torch.Tensor:
-    """The Models Genesis stages with the compiled kernels, in place on one working copy of ``target``.
+    """The Models Genesis stages with the compiled kernels, in place on ``out`` (a copy of ``target``).
 
     All parameters are drawn first, in the order (and with the draws) of the stage-by-stage path.
     Knowing the out-painting boxes up front, the shuffle and the intensity map skip the voxels that the
@@ -337,7 +343,6 @@ def _run_models_genesis_kernels(
         outpaint_draw = draw_paint(target, int(outpaint_rows.numel()), g, counts, 1 + extra,
                                    o["outpaint_size_fraction"], size_from_end=True, **paint)
         keep = keep_boxes(outpaint_draw, outpaint_rows, target.shape[0])
-    out = target.clone()
     if seeds is not None:
         apply_shuffle_(out, target, shuffle_rows, seeds, o["shuffle_windows"], o["shuffle_size_divisor"], keep)
     if luts is not None:
@@ -346,7 +351,6 @@ def _run_models_genesis_kernels(
         apply_paint_(out, inpaint_rows, inpaint_draw, inside=True)
     if outpaint_draw is not None:
         apply_paint_(out, outpaint_rows, outpaint_draw, inside=False)
-    return out
 
 
 def _run_semantic_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
