@@ -442,3 +442,74 @@ def _lut_map(v, table, slopes, zero, one, scale):
     j = np.int64(base)
     mapped = table[j] + (position - base) * slopes[j]
     return mapped if v == v else v
+
+
+@njit(cache=True, nogil=True)
+def uniform_noise(out, seed, low, high):
+    """Fill the flat float array ``out`` with i.i.d. uniform values in ``[low, high)``.
+
+    Counter-based like :func:`paint_boxes`: value ``p`` is the top 24 bits of
+    ``mix(stream(seed, 0) + (p + 1) * gamma)`` scaled to the interval (a branch-free, vectorised loop;
+    24 bits is float32's resolution, as ``torch.rand``).
+    """
+    stream = _stream(seed, 0)
+    scale = (high - low) / 16777216.0
+    for p in range(out.shape[0]):
+        out[p] = low + float(_mix(stream + _GAMMA * np.uint64(p + 1)) >> np.uint64(40)) * scale
+
+
+@njit(inline="always", cache=True)
+def _reflect_clip(position, size):
+    """``grid_sample(padding_mode="reflection", align_corners=False)`` on one unnormalised coordinate:
+    reflected about the borders half a voxel outside the edge voxels (scipy's ``"reflect"``), then
+    clipped to ``[0, size - 1]``."""
+    shifted = abs(position + 0.5)
+    flips = np.floor(shifted / size)
+    extra = shifted - flips * size
+    reflected = extra - 0.5 if flips % 2 == 0 else size - extra - 0.5
+    return min(max(reflected, 0.0), size - 1.0)
+
+
+@njit(cache=True, nogil=True)
+def warp_inplane(src, dst, displacement, dims):
+    """Bilinear resampling of every ``(x, y)`` plane at ``(x + dx, y + dy)``, scipy-``reflect`` borders.
+
+    Args:
+        src: ``(B, C, V)`` view of a contiguous ``(B, C, X, Y, Z)`` batch (2D images: ``Z = 1``), read only.
+        dst: same shape, written; no shared memory with ``src``.
+        displacement: ``(B, 2, V)`` float32 voxels along X and Y (Z is not displaced).
+        dims: ``(3,)`` int64 spatial shape ``(X, Y, Z)``.
+
+    The same arithmetic as ``elastic.warp`` (``grid_sample`` bilinear, reflection padding,
+    ``align_corners=False``) without building the normalised grid: one pass over the voxels, with the
+    reflection computed only for the few positions that leave the plane.
+    """
+    size_x, size_y, size_z = dims[0], dims[1], dims[2]
+    high_x = size_x - 1.0
+    high_y = size_y - 1.0
+    plane = size_y * size_z
+    for b in range(src.shape[0]):
+        shift_x = displacement[b, 0]
+        shift_y = displacement[b, 1]
+        for i in range(size_x):
+            for j in range(size_y):
+                start = (i * size_y + j) * size_z
+                for k in range(size_z):
+                    p = start + k
+                    r = i + np.float64(shift_x[p])
+                    c = j + np.float64(shift_y[p])
+                    if not (0.0 <= r <= high_x):
+                        r = _reflect_clip(r, size_x)
+                    if not (0.0 <= c <= high_y):
+                        c = _reflect_clip(c, size_y)
+                    r0 = int(r)
+                    c0 = int(c)
+                    fr = r - r0
+                    fc = c - c0
+                    step_r = plane if r0 < size_x - 1 else 0
+                    step_c = size_z if c0 < size_y - 1 else 0
+                    q = r0 * plane + c0 * size_z + k
+                    for ch in range(src.shape[1]):
+                        top = src[b, ch, q] * (1.0 - fc) + src[b, ch, q + step_c] * fc
+                        bottom = src[b, ch, q + step_r] * (1.0 - fc) + src[b, ch, q + step_r + step_c] * fc
+                        dst[b, ch, p] = top * (1.0 - fr) + bottom * fr

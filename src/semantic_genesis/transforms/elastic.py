@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from semantic_genesis.errors import ConfigError
-from semantic_genesis.transforms._random import check_batch, device_generator, resolve_generator
+from semantic_genesis.transforms import _backend
+from semantic_genesis.transforms._random import check_batch, device_generator, draw_seed, resolve_generator
 
 
 def gaussian_kernel1d(sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -86,10 +88,24 @@ def sample_displacement(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Smoothed random displacement in voxels: ``(batch, 2, *spatial)`` (along the first two axes)."""
-    dev_gen = device_generator(generator, device)
-    noise = torch.rand((batch, 2) + spatial, generator=dev_gen, device=device, dtype=dtype) * 2 - 1
-    return gaussian_smooth(noise, sigma) * alpha
+    """Smoothed random displacement in voxels: ``(batch, 2, *spatial)`` (along the first two axes).
+
+    The U[-1, 1) noise is drawn on ``device`` from a generator seeded by one draw of ``generator``;
+    with the compiled kernels (CPU, float32/float64) it comes from their counter-based stream
+    seeded by that same one draw instead (same law, about 60x faster than ``torch.rand`` on a CPU).
+    """
+    probe = torch.empty(0, dtype=dtype, device=device)
+    kernels = _backend.kernel_for(probe)
+    if kernels is not None:
+        noise = torch.from_numpy(np.empty((batch, 2) + tuple(spatial), dtype=_NUMPY_FLOAT[dtype]))
+        kernels.uniform_noise(noise.numpy().reshape(-1), draw_seed(generator), -1.0, 1.0)
+    else:
+        dev_gen = device_generator(generator, device)
+        noise = torch.rand((batch, 2) + spatial, generator=dev_gen, device=device, dtype=dtype) * 2 - 1
+    return gaussian_smooth(noise, sigma).mul_(alpha)
+
+
+_NUMPY_FLOAT = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
@@ -146,4 +162,19 @@ def elastic(
     if x.shape[0] == 0:
         return x.clone()
     displacement = sample_displacement(generator, x.shape[0], spatial, alpha, sigma, x.device)
+    if _backend.kernel_for(x) is not None:
+        return _warp_kernel(x, displacement)
     return warp(x, displacement)
+
+
+def _warp_kernel(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
+    """:func:`warp` by the compiled kernel ``_kernels.warp_inplane`` (float32/float64 CPU batches):
+    one pass over the voxels instead of building a normalised grid for ``grid_sample``."""
+    src = x.contiguous()
+    out = _backend.new_batch_like(src)
+    _backend.kernels().warp_inplane(
+        _backend.rows_view(src), _backend.rows_view(out),
+        np.ascontiguousarray(displacement.to(x.dtype).numpy()).reshape(x.shape[0], 2, -1),
+        _backend.dims_3d(tuple(int(s) for s in x.shape[2:])),
+    )
+    return out
