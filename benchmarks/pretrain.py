@@ -7,6 +7,9 @@
    synthetic cubes. Target: data wait < 5 %.
 3. Peak anonymous memory (RssAnon) of a process iterating a DataLoader over cube sets of growing
    size: memory-mapped shards keep it independent of the set size (file pages are page cache).
+4. ``train.transforms_on=workers``: how many Models Genesis training pairs (64x64x32, the paper's
+   preset) the data-loader workers deliver per second with the CPU kernels, for 1..all cores: what
+   such a loader can feed a GPU that no longer spends time on the transforms.
 
 Usage::
 
@@ -107,11 +110,46 @@ def memory_vs_size(tmp: Path, sizes=(256, 1024, 4096)) -> None:
         print(f"{int(count):>7} {size:>8.1f} {float(anon):>17.1f} {float(file_):>17.1f}")
 
 
+def loader_transform_throughput(tmp: Path, batches: int) -> None:
+    import os
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from semantic_genesis import methods
+    from semantic_genesis.config import load_config
+    from semantic_genesis.training.data import (EpochSampler, NumberedDataset, PreparingCollate, StepBatches,
+                                                StoreDataset)
+    from semantic_genesis.utils.allocator import keep_large_blocks_in_heap
+
+    keep_large_blocks_in_heap()  # as the engine does for transforms_on=workers
+    store = _synthetic_store(tmp / "loader", 512)
+    cfg = load_config(REPO / "configs/models_genesis_3d.yaml", [f"data={store}", f"out={tmp / 'unused'}"])
+    method = methods.build(cfg)
+    dataset = StoreDataset(store, "train", kind="cubes")
+    print(f"\n[4] training pairs made in the loader workers (models_genesis preset, 64x64x32, batch "
+          f"{cfg.train.batch_size}, {batches} batches after 2 warm-up batches)")
+    print(f"{'workers':>8} {'pairs/s':>9}")
+    for workers in sorted({1, os.cpu_count() or 1}):
+        sampler = EpochSampler(len(dataset), cfg.train.batch_size, batches + 2, seed=0)
+        loader = DataLoader(NumberedDataset(dataset), batch_sampler=StepBatches(sampler), num_workers=workers,
+                            collate_fn=PreparingCollate(method, 0, "train"), prefetch_factor=2)
+        iterator = iter(loader)
+        for _ in range(2):
+            next(iterator)
+        start = time.perf_counter()
+        count = sum(int(next(iterator)["input"].shape[0]) for _ in range(batches))
+        print(f"{workers:>8} {count / (time.perf_counter() - start):>9.1f}")
+        del iterator, loader
+    torch.set_num_threads(torch.get_num_threads())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=60, help="optimiser steps per measurement (default 60)")
     parser.add_argument("--cubes", default=None, help="tiny cube set to use (default: made from 4 phantoms)")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--loader-batches", type=int, default=24, help="batches timed per worker count in [4]")
     args = parser.parse_args()
 
     import torch
@@ -121,23 +159,28 @@ def main() -> None:
         cubes = Path(args.cubes) if args.cubes else _tiny_cubes(tmp)
         print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
         print("[1] tiny config on CPU (width 0.125, batch 8, 32x32x16 cubes, models_genesis transforms in the step)")
-        print(f"{'workers':>8} {'channels_last':>14} {'steps/s':>8} {'cubes/s':>8} {'data wait':>10}")
-        for workers, cl in ((0, False), (0, True), (2, True)):
-            r = _train("configs/models_genesis_3d_tiny.yaml", cubes, tmp / f"tiny{workers}{cl}", args.steps,
-                       f"train.num_workers={workers}", f"train.channels_last={str(cl).lower()}", "train.device=cpu")
-            print(f"{workers:>8} {str(cl):>14} {r['steps_per_s']:>8.2f} {r['cubes_per_s']:>8.1f} {100 * r['data_wait']:>9.1f}%")
+        print(f"{'workers':>8} {'channels_last':>14} {'transforms':>10} {'steps/s':>8} {'cubes/s':>8} {'data wait':>10}")
+        for workers, cl, where in ((0, False, "device"), (0, True, "device"), (2, True, "device"), (2, True, "workers")):
+            r = _train("configs/models_genesis_3d_tiny.yaml", cubes, tmp / f"tiny{workers}{cl}{where}", args.steps,
+                       f"train.num_workers={workers}", f"train.channels_last={str(cl).lower()}", "train.device=cpu",
+                       f"train.transforms_on={where}")
+            print(f"{workers:>8} {str(cl):>14} {where:>10} {r['steps_per_s']:>8.2f} {r['cubes_per_s']:>8.1f} "
+                  f"{100 * r['data_wait']:>9.1f}%")
         if torch.cuda.is_available():
             print(f"\n[2] paper config on {torch.cuda.get_device_name()} (width 1.0, batch 16, 64x64x32, bf16)")
             store = _synthetic_store(tmp / "paper", 2048)
-            print(f"{'workers':>8} {'steps/s':>8} {'cubes/s':>8} {'data wait':>10}")
-            for workers in (4, 8):
-                r = _train("configs/models_genesis_3d.yaml", store, tmp / f"paper{workers}", max(args.steps, 100),
-                           f"train.num_workers={workers}", "train.amp=bf16", "train.device=cuda")
-                print(f"{workers:>8} {r['steps_per_s']:>8.2f} {r['cubes_per_s']:>8.1f} {100 * r['data_wait']:>9.1f}%")
+            print(f"{'workers':>8} {'transforms':>10} {'steps/s':>8} {'cubes/s':>8} {'data wait':>10}")
+            for workers, where in ((4, "device"), (8, "device"), (8, "workers")):
+                r = _train("configs/models_genesis_3d.yaml", store, tmp / f"paper{workers}{where}", max(args.steps, 100),
+                           f"train.num_workers={workers}", "train.amp=bf16", "train.device=cuda",
+                           f"train.transforms_on={where}")
+                print(f"{workers:>8} {where:>10} {r['steps_per_s']:>8.2f} {r['cubes_per_s']:>8.1f} "
+                      f"{100 * r['data_wait']:>9.1f}%")
         else:
             print("\n[2] no CUDA device: paper-config GPU figures skipped")
         if not args.skip_memory:
             memory_vs_size(tmp)
+        loader_transform_throughput(tmp, args.loader_batches)
 
 
 if __name__ == "__main__":

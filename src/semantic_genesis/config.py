@@ -178,6 +178,9 @@ class TrainConfig:
     tensorboard: bool = True  # also log to out/tensorboard when the tensorboard package is installed
     nan_guard: bool = True  # stop with TrainingError on a NaN/inf loss, keeping the last good checkpoint
     channels_last: bool = False  # channels-last 3D memory format (model and batches); faster small CPU models
+    # where the method's random transforms run: on the training device inside the step, or in the
+    # data-loader workers on the CPU (compiled kernels; frees the GPU, scales with num_workers)
+    transforms_on: Literal["device", "workers"] = "device"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,15 @@ Randomness contract (this is what makes resume exact *by construction*):
 * validation batch ``i`` gets a generator seeded from ``(seed, "validation", i)``, so the transformed
   validation set is identical in every epoch (the official code re-draws it, which makes early
   stopping noisy, reference §5.9);
-* the data order is a function of ``(seed, epoch)`` only (see :mod:`semantic_genesis.training.data`).
+* the data order is a function of ``(seed, epoch)`` only (see :mod:`semantic_genesis.training.data`);
+* under DistributedDataParallel, rank ``r > 0`` seeds its training generator from
+  ``(seed, "train", step, "rank", r)`` so that ranks transform their shares differently.
+
+Transforms in the data-loader workers: a method whose random transform depends only on the batch
+and the generator implements :meth:`Method.prepare_batch`; with ``train.transforms_on=workers`` the
+engine calls it in the loader workers on the CPU batch, with a generator seeded exactly as the
+step's would be, and the step reads the prepared tensors through :meth:`Method.prepared` (on a CPU
+device the losses are bit-identical to ``transforms_on=device``).
 
 Batches are dicts of tensors, already on ``ctx.device``: ``"image"`` float32 ``(B, C, X, Y, Z)``
 (or ``(B, C, H, W)``) in [0, 1], ``"index"`` int64 ``(B,)`` (item index in the store) and, for
@@ -156,3 +164,29 @@ class Method(abc.ABC):
     def example_batch(self, model: "nn.Module", batch: dict[str, "torch.Tensor"], ctx: StepContext) -> dict[str, "torch.Tensor"]:
         """Tensors for figures: by default the ``outputs`` of :meth:`validation_step`."""
         return self.validation_step(model, batch, ctx).outputs
+
+    # -- transforms in the data-loader workers ------------------------------------------------------
+    def prepare_batch(self, batch: dict[str, "torch.Tensor"], generator: "torch.Generator") -> dict[str, "torch.Tensor"]:
+        """The tensors the method derives from ``batch`` with its random transform, e.g.
+        ``{"input": ..., "target": ...}``, on the batch's device, drawing only from ``generator``.
+
+        Implement it to let ``train.transforms_on=workers`` run the transform in the data-loader
+        workers; the step then gets the tensors from :meth:`prepared`. Methods that do not implement
+        it transform inside the step (the engine refuses ``transforms_on=workers`` for them).
+        """
+        raise NotImplementedError(f"method {self.name!r} transforms inside its step (no prepare_batch)")
+
+    @classmethod
+    def can_prepare_in_workers(cls) -> bool:
+        """Whether the method implements :meth:`prepare_batch`."""
+        return cls.prepare_batch is not Method.prepare_batch
+
+    def prepared(self, batch: dict[str, "torch.Tensor"], ctx: StepContext) -> dict[str, "torch.Tensor"]:
+        """:meth:`prepare_batch`'s tensors for this step: made by the loader workers (then they are in
+        ``batch``, marked by :data:`PREPARED`) or now, on ``ctx.device`` with ``ctx.generator``."""
+        if PREPARED in batch:
+            return batch
+        return self.prepare_batch(batch, ctx.generator)
+
+
+PREPARED = "prepared_by_loader"  # batch key set when the loader workers ran Method.prepare_batch

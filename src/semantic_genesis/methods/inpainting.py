@@ -82,10 +82,16 @@ class Inpainting(RestorationMethod):
             raise ConfigError(f"inpainting: unknown method.options key(s) {', '.join(unknown)}; valid: {', '.join(LOSS_OPTIONS)}")
         self.inside_weight, self.outside_weight = masked_weights(cfg)
 
-    def _restore(self, model, batch: dict[str, torch.Tensor], ctx: StepContext, keep: bool) -> StepOutput:
+    def prepare_batch(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``{"input", "target", "mask"}``: the cubes with boxes dropped, the cubes, the dropped region."""
         cubes = batch["image"]
         with torch.autocast(device_type=cubes.device.type, enabled=False):
-            inputs, targets, mask = self.preset.sample(cubes, generator=ctx.generator)
+            inputs, targets, mask = self.preset.sample(cubes, generator=generator)
+        return {"input": inputs, "target": targets, "mask": mask}
+
+    def _restore(self, model, batch: dict[str, torch.Tensor], ctx: StepContext, keep: bool) -> StepOutput:
+        pair = self.prepared(batch, ctx)
+        inputs, targets, mask = pair["input"], pair["target"], pair["mask"]
         output = model(inputs)
         shown = output.float() if self.cfg.model.out_activation == "sigmoid" else torch.sigmoid(output.float())
         loss = masked_mse(shown, targets, mask, self.inside_weight, self.outside_weight)

@@ -92,10 +92,16 @@ class ModelsGenesis(Method):
         val = StoreDataset(self.cfg.data, "validation", kind="cubes", with_labels=False)
         return train, (val if len(val) else None)
 
-    def _restore(self, model: nn.Module, batch: dict[str, torch.Tensor], ctx: StepContext, keep: bool) -> StepOutput:
+    def prepare_batch(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``{"input", "target"}``: the preset applied to the cubes ``batch["image"]``."""
         cubes = batch["image"]
         with torch.autocast(device_type=cubes.device.type, enabled=False):
-            inputs, targets = self.preset(cubes, generator=ctx.generator)
+            inputs, targets = self.preset(cubes, generator=generator)
+        return {"input": inputs, "target": targets}
+
+    def _restore(self, model: nn.Module, batch: dict[str, torch.Tensor], ctx: StepContext, keep: bool) -> StepOutput:
+        pair = self.prepared(batch, ctx)
+        inputs, targets = pair["input"], pair["target"]
         output = model(inputs)
         loss = restoration_loss(output, targets, self.cfg.model.out_activation)
         metrics: dict[str, float] = {}

@@ -175,9 +175,15 @@ class SemanticAddon(Method):
         """Whether ``epoch`` (0-based) trains the classification branch alone."""
         return epoch < self.warmup
 
+    def prepare_batch(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``{"input", "target"}``: :meth:`make_pair` on the patterns ``batch["image"]``."""
+        inputs, targets = self.make_pair(batch["image"], generator)
+        return {"input": inputs, "target": targets}
+
     def _step(self, model: nn.Module, batch: dict[str, torch.Tensor], ctx: StepContext, keep: bool) -> StepOutput:
         patterns, labels = batch["image"], batch.get("label")
-        inputs, targets = self.make_pair(patterns, ctx.generator)
+        pair = self.prepared(batch, ctx)
+        inputs, targets = pair["input"], pair["target"]
         lam_rec, lam_cls = float(self.cfg.method.lambda_rec), float(self.cfg.method.lambda_cls)
         metrics: dict[str, float] = {}
         outputs: dict[str, torch.Tensor] = {}

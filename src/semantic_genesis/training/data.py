@@ -185,3 +185,100 @@ class ValidationBatches(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self.batch_ids())
+
+
+# --------------------------------------------------------------------------------------------------
+# Transforms in the data-loader workers (train.transforms_on=workers)
+# --------------------------------------------------------------------------------------------------
+_NUMBER = "_transform_number"  # sample key carrying the step (training) or batch id (validation)
+
+
+def transform_seed(seed: int, kind: str, number: int, rank: int = 0) -> int:
+    """Seed of the transform generator of training step ``number`` (``kind="train"``) or validation
+    batch ``number`` (``kind="validation"``) on DDP rank ``rank``.
+
+    Rank 0 (and a single process) uses ``(seed, kind, number)``; other ranks add their rank so that
+    the ranks of one training step transform their shares with different draws.
+    """
+    if kind == "train" and rank > 0:
+        return derive_seed(seed, kind, number, "rank", rank)
+    return derive_seed(seed, kind, number)
+
+
+class NumberedDataset(Dataset):
+    """``dataset`` indexed by ``(index, number)`` keys: the sample of ``index`` tagged with ``number``."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, number = key
+        sample = dict(self.dataset[index])
+        sample[_NUMBER] = int(number)
+        return sample
+
+
+class StepBatches(Sampler[list[tuple[int, int]]]):
+    """The batches of an :class:`EpochSampler` (its current epoch and start), each item keyed with
+    the global step of its batch: ``epoch * num_batches + batch``, the engine's step counter."""
+
+    def __init__(self, sampler: EpochSampler):
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        s = self.sampler
+        indices = s.epoch_indices(s.epoch)
+        for batch in range(s.start_batch, s.num_batches):
+            step = s.epoch * s.num_batches + batch
+            yield [(int(i), step) for i in indices[batch * s.batch_size : (batch + 1) * s.batch_size]]
+
+    def __len__(self) -> int:
+        return self.sampler.num_batches - self.sampler.start_batch
+
+
+class NumberedValidationBatches(Sampler[list[tuple[int, int]]]):
+    """The batches of a :class:`ValidationBatches`, each item keyed with its global batch id."""
+
+    def __init__(self, batches: "ValidationBatches"):
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for batch_id, items in zip(self.batches.batch_ids(), self.batches):
+            yield [(i, batch_id) for i in items]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class PreparingCollate:
+    """Collate that also runs the method's :meth:`~semantic_genesis.methods.base.Method.prepare_batch`
+    (in the loader worker, on the CPU) with the generator the step would have used.
+
+    Args:
+        method: the pretraining method (its ``prepare_batch`` draws only from the generator).
+        seed: the run's seed.
+        kind: ``"train"`` or ``"validation"``.
+        rank: DDP rank (training seeds depend on it, see :func:`transform_seed`).
+    """
+
+    def __init__(self, method: Any, seed: int, kind: str, rank: int = 0):
+        self.method = method
+        self.seed = int(seed)
+        self.kind = kind
+        self.rank = int(rank)
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        from semantic_genesis.methods.base import PREPARED
+
+        numbers = {sample.pop(_NUMBER) for sample in samples}
+        if len(numbers) != 1:
+            raise DataError(f"a batch mixes items of several steps/batches: {sorted(numbers)}")
+        number = numbers.pop()
+        batch = collate(samples)
+        generator = torch.Generator().manual_seed(transform_seed(self.seed, self.kind, number, self.rank))
+        batch.update(self.method.prepare_batch(batch, generator))
+        batch[PREPARED] = torch.tensor(number)
+        return batch

