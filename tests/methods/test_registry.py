@@ -215,7 +215,7 @@ def test_transforms_in_loader_workers_give_the_same_training(name, cube_set, pat
     reference = {r["step"]: r["loss"] for r in read_metrics(_run(name, cube_set, pattern_set, runs, tmp_path_factory).run_dir, "train")}
     data = pattern_set if name in PATTERN_METHODS else cube_set["small"]
     out = tmp_path_factory.mktemp(f"workers_{name}")
-    steps = 6
+    steps = 20  # one epoch, then the validation pass (also made in the workers)
     result = train(load_config(None, [f"out={out}", f"method.name={name}", *_BASE, *(
         [f"patterns={data}", "method.cls_warmup_epochs=0"] if name in PATTERN_METHODS else [f"data={data}"]),
         *EXTRA.get(name, []), f"train.max_steps={steps}", "train.transforms_on=workers", "train.num_workers=1"]))
@@ -223,6 +223,10 @@ def test_transforms_in_loader_workers_give_the_same_training(name, cube_set, pat
     losses = {r["step"]: r["loss"] for r in read_metrics(result.run_dir, "train")}
     assert sorted(losses) == list(range(1, steps + 1))
     assert all(losses[s] == reference[s] for s in losses), (losses, {s: reference[s] for s in losses})
+    validation = read_metrics(result.run_dir, "validation")
+    reference_validation = read_metrics(runs[name].run_dir, "validation")
+    assert validation and validation[0]["step"] == reference_validation[0]["step"] == steps
+    assert validation[0]["loss"] == reference_validation[0]["loss"]
 
 
 def test_transforms_in_workers_is_refused_for_a_method_without_prepare_batch(cube_set, tmp_path):
