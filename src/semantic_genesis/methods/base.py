@@ -27,7 +27,7 @@ Randomness contract (this is what makes resume exact *by construction*):
   ``(seed, "train", step, "rank", r)`` so that ranks transform their shares differently.
 
 Transforms in the data-loader workers: a method whose random transform depends only on the batch
-and the generator implements :meth:`Method.prepare_batch`; with ``train.transforms_on=workers`` the
+and the generator defines :attr:`Method.prepare_batch`; with ``train.transforms_on=workers`` the
 engine calls it in the loader workers on the CPU batch, with a generator seeded exactly as the
 step's would be, and the step reads the prepared tensors through :meth:`Method.prepared` (on a CPU
 device the losses are bit-identical to ``transforms_on=device``).
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -166,23 +166,21 @@ class Method(abc.ABC):
         return self.validation_step(model, batch, ctx).outputs
 
     # -- transforms in the data-loader workers ------------------------------------------------------
-    def prepare_batch(self, batch: dict[str, "torch.Tensor"], generator: "torch.Generator") -> dict[str, "torch.Tensor"]:
-        """The tensors the method derives from ``batch`` with its random transform, e.g.
-        ``{"input": ..., "target": ...}``, on the batch's device, drawing only from ``generator``.
-
-        Implement it to let ``train.transforms_on=workers`` run the transform in the data-loader
-        workers; the step then gets the tensors from :meth:`prepared`. Methods that do not implement
-        it transform inside the step (the engine refuses ``transforms_on=workers`` for them).
-        """
-        raise NotImplementedError(f"method {self.name!r} transforms inside its step (no prepare_batch)")
+    #: Optional hook ``prepare_batch(batch, generator) -> dict[str, Tensor]``: the tensors the method
+    #: derives from ``batch`` with its random transform (e.g. ``{"input": ..., "target": ...}``), on the
+    #: batch's device, drawing only from ``generator``. A method that defines it can have it run in the
+    #: data-loader workers (``train.transforms_on=workers``) and reads the tensors with
+    #: :meth:`prepared`; ``None`` (the default): the method transforms inside its step, and the engine
+    #: refuses ``transforms_on=workers``.
+    prepare_batch: "Callable[[dict[str, torch.Tensor], torch.Generator], dict[str, torch.Tensor]] | None" = None
 
     @classmethod
     def can_prepare_in_workers(cls) -> bool:
-        """Whether the method implements :meth:`prepare_batch`."""
-        return cls.prepare_batch is not Method.prepare_batch
+        """Whether the method defines :attr:`prepare_batch`."""
+        return cls.prepare_batch is not None
 
     def prepared(self, batch: dict[str, "torch.Tensor"], ctx: StepContext) -> dict[str, "torch.Tensor"]:
-        """:meth:`prepare_batch`'s tensors for this step: made by the loader workers (then they are in
+        """:attr:`prepare_batch`'s tensors for this step: made by the loader workers (then they are in
         ``batch``, marked by :data:`PREPARED`) or now, on ``ctx.device`` with ``ctx.generator``."""
         if PREPARED in batch:
             return batch

@@ -254,7 +254,7 @@ class NumberedValidationBatches(Sampler[list[tuple[int, int]]]):
 
 
 class PreparingCollate:
-    """Collate that also runs the method's :meth:`~semantic_genesis.methods.base.Method.prepare_batch`
+    """Collate that also runs the method's :attr:`~semantic_genesis.methods.base.Method.prepare_batch`
     (in the loader worker, on the CPU) with the generator the step would have used.
 
     Args:
