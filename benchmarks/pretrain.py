@@ -113,7 +113,6 @@ def memory_vs_size(tmp: Path, sizes=(256, 1024, 4096)) -> None:
 def loader_transform_throughput(tmp: Path, batches: int) -> None:
     import os
 
-    import torch
     from torch.utils.data import DataLoader
 
     from semantic_genesis import methods
@@ -141,7 +140,6 @@ def loader_transform_throughput(tmp: Path, batches: int) -> None:
         count = sum(int(next(iterator)["input"].shape[0]) for _ in range(batches))
         print(f"{workers:>8} {count / (time.perf_counter() - start):>9.1f}")
         del iterator, loader
-    torch.set_num_threads(torch.get_num_threads())
 
 
 def main() -> None:

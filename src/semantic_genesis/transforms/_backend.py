@@ -85,7 +85,13 @@ def use_backend(name: str) -> Iterator[None]:
 
 
 def new_batch_like(x: torch.Tensor) -> torch.Tensor:
-    """An uninitialised contiguous CPU tensor shaped like the float32/float64 batch ``x``.
+    """An uninitialised contiguous CPU tensor shaped like the float32/float64 batch ``x``
+    (:func:`new_cpu_tensor`)."""
+    return new_cpu_tensor(tuple(x.shape), x.dtype)
+
+
+def new_cpu_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised contiguous float32/float64 CPU tensor of ``shape``.
 
     Allocated by numpy (plain ``malloc``) rather than torch (``posix_memalign``): glibc reuses a freed
     block for the next ``malloc`` of its size, while an aligned request is slightly larger than the
@@ -93,8 +99,7 @@ def new_batch_like(x: torch.Tensor) -> torch.Tensor:
     :func:`semantic_genesis.utils.allocator.keep_large_blocks_in_heap` the batch buffers of successive
     calls then cost no page faults at all.
     """
-    dtype = np.float32 if x.dtype == torch.float32 else np.float64
-    return torch.from_numpy(np.empty(tuple(x.shape), dtype=dtype))
+    return torch.from_numpy(np.empty(shape, dtype=np.float32 if dtype == torch.float32 else np.float64))
 
 
 def rows_view(x: torch.Tensor) -> np.ndarray:

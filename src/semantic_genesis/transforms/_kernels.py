@@ -249,16 +249,13 @@ def paint_boxes(dst, rows, corners, sizes, counts, dims, inside, constants, use_
                         for b in range(sizes[i, w, 1]):
                             start = corner + a * stride0 + b * stride1
                             for p in range(start, start + sizes[i, w, 2]):
-                                if use_constant:
-                                    out[p] = fill
-                                else:
-                                    out[p] = float(_mix(stream + _GAMMA * np.uint64(p + 1)) >> shift) * scale
+                                out[p] = fill if use_constant else _counter_uniform(stream, p, shift, scale)
             elif use_constant:
                 for p in range(voxels):
                     out[p] = out[p] if kept[p] else fill
             else:
                 for p in range(voxels):
-                    noise = float(_mix(stream + _GAMMA * np.uint64(p + 1)) >> shift) * scale
+                    noise = _counter_uniform(stream, p, shift, scale)
                     out[p] = out[p] if kept[p] else noise
 
 
@@ -453,9 +450,18 @@ def uniform_noise(out, seed, low, high):
     24 bits is float32's resolution, as ``torch.rand``).
     """
     stream = _stream(seed, 0)
+    shift = np.uint64(40)
     scale = (high - low) / 16777216.0
     for p in range(out.shape[0]):
-        out[p] = low + float(_mix(stream + _GAMMA * np.uint64(p + 1)) >> np.uint64(40)) * scale
+        out[p] = low + _counter_uniform(stream, p, shift, scale)
+
+
+@njit(inline="always", cache=True)
+def _counter_uniform(stream, p, shift, scale):
+    """Value ``p`` of a counter-based stream: the top ``64 - shift`` bits of
+    ``mix(stream + (p + 1) * gamma)`` times ``scale`` (a function of ``p`` alone, so loops over it
+    vectorise and overlapping writes agree)."""
+    return float(_mix(stream + _GAMMA * np.uint64(p + 1)) >> shift) * scale
 
 
 @njit(inline="always", cache=True)

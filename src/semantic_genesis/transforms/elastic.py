@@ -97,15 +97,13 @@ def sample_displacement(
     probe = torch.empty(0, dtype=dtype, device=device)
     kernels = _backend.kernel_for(probe)
     if kernels is not None:
-        noise = torch.from_numpy(np.empty((batch, 2) + tuple(spatial), dtype=_NUMPY_FLOAT[dtype]))
+        noise = _backend.new_cpu_tensor((batch, 2) + tuple(spatial), dtype)
         kernels.uniform_noise(noise.numpy().reshape(-1), draw_seed(generator), -1.0, 1.0)
     else:
         dev_gen = device_generator(generator, device)
         noise = torch.rand((batch, 2) + spatial, generator=dev_gen, device=device, dtype=dtype) * 2 - 1
     return gaussian_smooth(noise, sigma).mul_(alpha)
 
-
-_NUMPY_FLOAT = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,6 @@ seed gives different (equally distributed) outputs on the two paths.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 
@@ -152,64 +151,12 @@ def apply_shuffle_(
     )
 
 
-@dataclasses.dataclass
-class _ShapeStep:
-    """Where one window shape's windows and draws lie in the flat buffers of :class:`_ShapeDraws`."""
-
-    start: int  # its windows are rows start..stop of the shape-grouped window table
-    stop: int
-    volume: int
-    offsets_at: int
-    exact_at: int = -1  # exact permutations, (count, volume) at this position, or
-    bank_at: int = -1  # a bank of permutations, (bank, 2 * volume) at this position,
-    picks_at: int = -1  # with the bank row and cyclic shift of each window at this position
-
-
-class _ShapeDraws:
-    """The torch path's per-shape draws, collected on the CPU and sent to the device in one copy each."""
-
-    def __init__(self, key_dtype: torch.dtype):
-        self.key_dtype = key_dtype
-        self.steps: list[_ShapeStep] = []
-        self._offsets: list[torch.Tensor] = []
-        self._exact: list[torch.Tensor] = []
-        self._bank: list[torch.Tensor] = []
-        self._picks: list[torch.Tensor] = []
-        self._shifts: list[torch.Tensor] = []
-        self._used = {"offsets": 0, "exact": 0, "bank": 0, "picks": 0}
-
-    def add(self, generator: torch.Generator, start: int, count: int, offsets: torch.Tensor, bank: int) -> None:
-        """Draw the permutations of ``count`` windows with voxel ``offsets`` (exact, or from a bank)."""
-        volume = offsets.numel()
-        small = offsets.to(self.key_dtype)
-        step = _ShapeStep(start, start + count, volume, self._take("offsets", volume))
-        self._offsets.append(offsets)
-        if bank == 0 or count <= bank:
-            step.exact_at = self._take("exact", count * volume)
-            self._exact.append(small[_permutations(generator, count, volume)].reshape(-1))
-        else:
-            step.bank_at = self._take("bank", bank * 2 * volume)
-            step.picks_at = self._take("picks", count)
-            self._bank.append(small[_permutations(generator, bank, volume)].repeat(1, 2).reshape(-1))
-            self._picks.append(torch.randint(bank, (count,), generator=generator))
-            self._shifts.append(torch.randint(volume, (count,), generator=generator))
-        self.steps.append(step)
-
-    def _take(self, buffer: str, size: int) -> int:
-        at = self._used[buffer]
-        self._used[buffer] += size
-        return at
-
-    def to(self, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """``(offsets, exact, bank, picks, shifts)`` flat on ``device``."""
-
-        def flat(parts: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-            if not parts:
-                return torch.empty(0, dtype=dtype, device=device)
-            return torch.cat(parts).to(device=device, dtype=dtype)
-
-        return (flat(self._offsets, torch.int64), flat(self._exact, self.key_dtype), flat(self._bank, self.key_dtype),
-                flat(self._picks, torch.int64), flat(self._shifts, torch.int64))
+def _to_device_split(parts: list[torch.Tensor], device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """``parts`` moved to ``device`` as ``dtype`` in one copy, returned as views of that copy."""
+    if not parts:
+        return ()
+    flat = torch.cat([part.reshape(-1) for part in parts]).to(device=device, dtype=dtype)
+    return tuple(view.view(part.shape) for view, part in zip(flat.split([part.numel() for part in parts]), parts))
 
 
 def _permutations(generator: torch.Generator, count: int, volume: int) -> torch.Tensor:
@@ -283,30 +230,45 @@ def local_shuffle(
     order_key_dev = order_key.to(device=device, dtype=key_dtype)
 
     # 2. Every random draw, on the CPU and in shape order (the generator is consumed exactly as a
-    # per-shape loop would), into flat buffers that go to the device in one copy each: a copy per
-    # shape would be a synchronising host-to-device transfer per shape (hundreds per batch on CUDA).
-    draws = _ShapeDraws(key_dtype)
+    # per-shape loop would). Per-shape tensors go to the device in one copy per kind and are split
+    # there: a copy per shape would be a synchronising host-to-device transfer per shape (hundreds
+    # per batch on CUDA).
+    steps = []  # (first window, window count, volume, uses a bank)
+    offsets, exact, banks, picks, shifts = [], [], [], [], []
     start = 0
     for window, count in zip(shapes.tolist(), counts.tolist()):
-        if count:
-            draws.add(generator, start, count, _window_offsets(tuple(window), tuple(spatial_strides)), permutation_bank)
-            start += count
-    offsets_dev, exact_dev, bank_dev, picks_dev, shifts_dev = draws.to(device)
-
-    # 3. Destinations, sources and last-write-wins per shape, on the device (slices of the buffers).
-    winner = torch.arange(voxels, dtype=key_dtype, device=device).expand(batch, voxels).reshape(-1)
-    for step in draws.steps:
-        count, volume = step.stop - step.start, step.volume
-        if step.bank_at < 0:
-            source = exact_dev[step.exact_at : step.exact_at + count * volume].view(count, volume)
+        if count == 0:
+            continue
+        shape_offsets = _window_offsets(tuple(window), tuple(spatial_strides))
+        volume = shape_offsets.numel()
+        small = shape_offsets.to(key_dtype)
+        offsets.append(shape_offsets)
+        banked = 0 < permutation_bank < count
+        if banked:
+            banks.append(small[_permutations(generator, permutation_bank, volume)].repeat(1, 2))
+            picks.append(torch.randint(permutation_bank, (count,), generator=generator))
+            shifts.append(torch.randint(volume, (count,), generator=generator))
         else:
-            bank = bank_dev[step.bank_at : step.bank_at + permutation_bank * 2 * volume].view(permutation_bank, 2 * volume)
-            pick = picks_dev[step.picks_at : step.picks_at + count]
-            shift = shifts_dev[step.picks_at : step.picks_at + count]
+            exact.append(small[_permutations(generator, count, volume)])
+        steps.append((start, count, volume, banked))
+        start += count
+    offsets_dev = iter(_to_device_split(offsets, device, torch.int64))
+    exact_dev = iter(_to_device_split(exact, device, key_dtype))
+    banks_dev = iter(_to_device_split(banks, device, key_dtype))
+    picks_dev = iter(_to_device_split(picks, device, torch.int64))
+    shifts_dev = iter(_to_device_split(shifts, device, torch.int64))
+
+    # 3. Destinations, sources and last-write-wins per shape, on the device.
+    winner = torch.arange(voxels, dtype=key_dtype, device=device).expand(batch, voxels).reshape(-1)
+    for start, count, volume, banked in steps:
+        if banked:
+            bank, pick, shift = next(banks_dev), next(picks_dev), next(shifts_dev)
             # row `pick`, cyclically shifted by `shift`: a (count, volume) copy of contiguous rows
             source = bank[:, :-1].unfold(1, volume, 1)[pick, shift]
-        destination = base_dev[step.start : step.stop, None] + offsets_dev[step.offsets_at : step.offsets_at + volume]
-        key = order_key_dev[step.start : step.stop, None] + source
+        else:
+            source = next(exact_dev)
+        destination = base_dev[start : start + count, None] + next(offsets_dev)
+        key = order_key_dev[start : start + count, None] + source
         winner.scatter_reduce_(0, destination.reshape(-1), key.reshape(-1), reduce="amax")
 
     # 4. Gather from the original batch (untouched voxels point at themselves).
