@@ -5,7 +5,9 @@ Subcommands mirror the pipeline (``phantom``, ``cubes``, ``discover``, ``pretrai
 :mod:`semantic_genesis.commands`, found automatically: a module there defines
 
 * ``NAME`` (the subcommand), ``HELP`` (one line), optionally ``ORDER`` (position in ``--help``),
-* ``add_arguments(parser)`` and ``run(args) -> int``.
+* ``add_arguments(parser)`` and ``run(args) -> int``
+
+(a :class:`~semantic_genesis.utils.registry.Registry` of modules, :func:`commands`).
 
 Command modules import only the standard library at module level; heavy imports (torch, MONAI,
 SimpleITK) happen inside ``run`` so that ``semantic-genesis --help`` is instant.
@@ -17,37 +19,27 @@ Errors derived from :class:`~semantic_genesis.errors.SemanticGenesisError` are p
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-import pkgutil
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from semantic_genesis import __version__
+
+if TYPE_CHECKING:  # pragma: no cover
+    from semantic_genesis.utils.registry import Registry
 
 EXIT_USER_ERROR = 2
 
 
-def plugin_modules(package: str, *required: str) -> list:
-    """Import every public module of ``package`` that defines all attributes in ``required``.
+def commands() -> "Registry":
+    """The subcommand registry: every module of :mod:`semantic_genesis.commands` defining ``NAME`` and ``run``."""
+    from semantic_genesis.utils.registry import Registry
 
-    This is how subcommands (``semantic_genesis.commands``) and report kinds
-    (``semantic_genesis.report``) are found, so adding one is adding one file.
-    """
-    pkg = importlib.import_module(package)
-    modules = []
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{package}.{info.name}")
-        if all(hasattr(module, attr) for attr in required):
-            modules.append(module)
-    return modules
+    return Registry.of_modules("command", "semantic_genesis.commands", "NAME", "run")
 
 
 def _command_modules() -> list:
-    modules = plugin_modules("semantic_genesis.commands", "NAME", "run")
-    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
+    return sorted((m for _, m in commands().items()), key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """``semantic-genesis report KIND ...``: figures and tables (transforms, patterns, restorations, results).
 
-Report kinds are discovered from :mod:`semantic_genesis.report` modules that define ``REPORT_NAME``.
+Report kinds are the :mod:`semantic_genesis.report` modules that define ``REPORT_NAME`` (a
+:class:`~semantic_genesis.utils.registry.Registry` of modules, :func:`report_kinds`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ HELP = "figures and tables: transform gallery, discovered patterns, restorations
 ORDER = 80
 
 
-def _report_modules() -> list:
-    from semantic_genesis.cli import plugin_modules
+def report_kinds():
+    """The report-kind registry: modules of :mod:`semantic_genesis.report` defining ``REPORT_NAME`` and ``run_report``."""
+    from semantic_genesis.utils.registry import Registry
 
-    return sorted(plugin_modules("semantic_genesis.report", "REPORT_NAME", "run_report"), key=lambda m: m.REPORT_NAME)
+    return Registry.of_modules("report kind", "semantic_genesis.report", "REPORT_NAME", "run_report")
+
+
+def _report_modules() -> list:
+    return [module for _, module in report_kinds().items()]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "_run_report", None) is None:
-        names = ", ".join(m.REPORT_NAME for m in _report_modules()) or "none installed"
         from semantic_genesis.errors import ConfigError
 
-        raise ConfigError(f"report needs a kind; available: {names}")
+        raise ConfigError(f"report needs a kind; available: {', '.join(report_kinds().available()) or 'none installed'}")
     return int(args._run_report(args) or 0)

@@ -1,8 +1,9 @@
 """Pretraining methods, registered by name (``method.name`` in the config).
 
 A method is one module in this package that subclasses :class:`~semantic_genesis.methods.base.Method`
-and decorates it with :func:`register`. Modules listed in :data:`BUILTIN_MODULES` are imported lazily
-the first time the registry is queried, so importing this package stays cheap.
+and decorates it with :func:`register`. Modules listed in :data:`BUILTIN_MODULES` are imported the
+first time the registry (:data:`METHODS`, a :class:`~semantic_genesis.utils.registry.Registry`) is
+queried, so importing this package stays cheap.
 
 Example::
 
@@ -15,21 +16,20 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Callable, TypeVar
 
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.methods.base import Method, StepContext, StepOutput
+from semantic_genesis.utils.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from semantic_genesis.config import Config
 
-__all__ = ["Method", "StepContext", "StepOutput", "register", "get", "build", "available", "BUILTIN_MODULES"]
+__all__ = ["Method", "StepContext", "StepOutput", "register", "get", "build", "available", "BUILTIN_MODULES", "METHODS"]
 
 M = TypeVar("M", bound=type)
 
-# Method modules shipped with the package; each registers its class(es) when imported. A module that
-# is listed but not (yet) present is skipped, so engineers can add theirs independently.
+# Method modules shipped with the package; each registers its class(es) when imported.
 BUILTIN_MODULES: tuple[str, ...] = (
     "models_genesis",
     "semantic_genesis",
@@ -41,51 +41,31 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "semantic_addon",
 )
 
-_REGISTRY: dict[str, type[Method]] = {}
-_loaded = False
+#: The method registry (name -> :class:`Method` subclass).
+METHODS: Registry[type[Method]] = Registry("method", key="method.name", modules=[f"{__name__}.{m}" for m in BUILTIN_MODULES])
 
 
 def register(name: str | None = None) -> Callable[[M], M]:
     """Class decorator registering a :class:`Method` subclass under ``name`` (default: ``cls.name``).
 
     Raises:
-        ConfigError: the name is empty or already taken by another class.
+        ConfigError: not a :class:`Method` subclass, no name, or the name is taken by another class.
     """
 
     def decorator(cls: M) -> M:
-        key = name or getattr(cls, "name", "")
-        if not key:
-            raise ConfigError(f"method class {cls.__name__} needs a name to be registered")
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise ConfigError(f"{cls!r} is not a subclass of semantic_genesis.methods.Method")
-        existing = _REGISTRY.get(key)
-        if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
-            raise ConfigError(f"method name {key!r} is already registered by {existing.__module__}.{existing.__qualname__}")
+        METHODS.register(name)(cls)
         if not cls.name:
-            cls.name = key
-        _REGISTRY[key] = cls
+            cls.name = name
         return cls
 
     return decorator
 
 
-def _load_builtins() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in BUILTIN_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{module}":  # a real missing dependency inside the module
-                raise
-
-
 def available() -> list[str]:
     """Sorted names of all registered methods."""
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return METHODS.available()
 
 
 def get(name: str) -> type[Method]:
@@ -94,10 +74,7 @@ def get(name: str) -> type[Method]:
     Raises:
         ConfigError: unknown name (the message lists the available methods).
     """
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown method {name!r} (method.name); available: {', '.join(available()) or 'none'}")
-    return _REGISTRY[name]
+    return METHODS.get(name)
 
 
 def build(cfg: "Config") -> Method:

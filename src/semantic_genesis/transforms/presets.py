@@ -6,13 +6,13 @@
 ``transforms.overrides`` mapping); unknown keys raise :class:`~semantic_genesis.errors.ConfigError`
 listing the valid ones.
 
-Presets (reference §2.5):
+Presets (Zhou et al., "Models Genesis", MedIA 2021; Haghighi et al., "Semantic Genesis", MICCAI 2020):
 
-* ``"models_genesis"`` (``generate_pair``), per sample in this order: flip input and target together
+* ``"models_genesis"`` (the official Models Genesis ``utils.py`` ``generate_pair``), per sample in this order: flip input and target together
   (p 0.4, up to 3 times, all spatial axes); local shuffle (p 0.5, 10,000 windows); non-linear (p 0.9);
   painting (p 0.9): in-painting with p 0.2, else out-painting. Target = the flipped original.
   P(input == target) = 0.5 * 0.1 * 0.1 = 0.5%.
-* ``"semantic_genesis"`` (``luna_loader``): target = the original; input = elastic deformation
+* ``"semantic_genesis"`` (the official Semantic Genesis PyTorch ``luna_loader``): target = the original; input = elastic deformation
   (alpha 991, sigma 8; ``elastic=False`` turns it off), then **exactly one** of local shuffle,
   non-linear, in-painting, out-painting with p 0.25 each, at the Semantic Genesis code's strengths
   (5 shuffle windows, one noise-filled in-painting window, one out-painting window).
@@ -20,6 +20,9 @@ Presets (reference §2.5):
   in-painting windows, 1 + up to 4 out-painting windows).
 * ``"nonlinear"``, ``"local_shuffle"``, ``"inpaint"``, ``"outpaint"`` (the transform on every sample,
   Models Genesis strengths) and ``"identity"`` for ablations. Target = the original.
+
+Presets are registered by name in :data:`PRESETS` (a :class:`~semantic_genesis.utils.registry.Registry`
+of :class:`PresetSpec`: option defaults and the function that runs the recipe).
 
 Samples that a stage does not select are not touched by it; each stage runs once on the selected
 sub-batch. On float32/float64 CPU batches the stages run as compiled kernels (see
@@ -43,6 +46,7 @@ from semantic_genesis.transforms.inpaint import apply_paint_, draw_paint, inpain
 from semantic_genesis.transforms.local_shuffle import apply_shuffle_, kernel_fits, local_shuffle
 from semantic_genesis.transforms.nonlinear import apply_luts_, nonlinear, sample_nonlinear_luts
 from semantic_genesis.transforms.outpaint import outpaint
+from semantic_genesis.utils.registry import Registry
 
 # Option groups shared by presets (name -> default). Models Genesis strengths.
 _SHUFFLE = {"shuffle_windows": 10000, "shuffle_size_divisor": 10, "permutation_bank": 64}
@@ -59,7 +63,7 @@ _OUTPAINT = {
 }
 _PAINT = {"paint_margin": 3, "fill": "noise"}
 
-# Semantic Genesis code strengths (reference §2.2-2.4, PyTorch version).
+# Semantic Genesis code strengths (the official PyTorch ``luna_loader``'s transform settings).
 _SG_STRENGTH = {
     "shuffle_windows": 5,
     "inpaint_max_windows": 1,
@@ -107,18 +111,12 @@ _CHOICES = {"flip_axes": ("spatial", "official"), "fill": ("noise", "constant"),
 
 def available_presets() -> list[str]:
     """Names accepted by :func:`build_preset`."""
-    return list(_DEFAULTS)
+    return PRESETS.available()
 
 
 def preset_defaults(name: str) -> dict[str, Any]:
     """The options of preset ``name`` with their defaults (before ``strength`` is resolved)."""
-    _check_name(name)
-    return dict(_DEFAULTS[name])
-
-
-def _check_name(name: str) -> None:
-    if name not in _DEFAULTS:
-        raise ConfigError(f"unknown transform preset {name!r}; available: {', '.join(_DEFAULTS)}")
+    return dict(PRESETS.get(name).defaults)
 
 
 def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
@@ -184,7 +182,7 @@ class Preset:
         """
         check_batch(x, f"transform preset {self.name!r}")
         generator = resolve_generator(generator)
-        return _RUNNERS[self.name](x, self.options, generator)
+        return PRESETS.get(self.name).run(x, self.options, generator)
 
 
 def build_preset(name: str, **overrides: Any) -> Preset:
@@ -198,8 +196,7 @@ def build_preset(name: str, **overrides: Any) -> Preset:
         ConfigError: unknown preset name, unknown option (the message lists the valid ones) or a
             value of the wrong type or range.
     """
-    _check_name(name)
-    defaults = _DEFAULTS[name]
+    defaults = PRESETS.get(name).defaults
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
         valid = ", ".join(defaults) if defaults else "none"
@@ -266,7 +263,7 @@ def _outpaint(o: Mapping[str, Any], g: torch.Generator) -> Callable[[torch.Tenso
 
 def _run_models_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     batch, ndim = x.shape[0], x.dim() - 2
-    # All per-sample decisions first, in the reference's order.
+    # All per-sample decisions first, in the official code's order.
     parity = sample_flip_parity(g, batch, ndim, o["flip_prob"], o["max_flips"], o["flip_axes"])
     do_shuffle = bernoulli(g, batch, o["shuffle_prob"])
     do_nonlinear = bernoulli(g, batch, o["nonlinear_prob"])
@@ -357,7 +354,7 @@ def _run_semantic_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Genera
     batch = x.shape[0]
     r = uniform(g, batch)
     edges = torch.cumsum(torch.tensor(o["choice_probs"], dtype=torch.float64), 0)
-    choice = torch.bucketize(r, edges[:-1], right=False)  # reference: r <= .25 shuffle, <= .5 nonlinear ...
+    choice = torch.bucketize(r, edges[:-1], right=False)  # official luna_loader: r <= .25 shuffle, <= .5 nonlinear ...
     out = elastic(x, g, alpha=o["elastic_alpha"], sigma=o["elastic_sigma"]) if o["elastic"] else x.clone()
     for index, make in enumerate((_shuffle, _nonlinear, _inpaint, _outpaint)):
         out = _on_selected(out, choice == index, make(o, g), owned=True)
@@ -371,12 +368,26 @@ def _single(make: Callable[[Mapping[str, Any], torch.Generator], Callable[[torch
     return run
 
 
-_RUNNERS: dict[str, Callable[[torch.Tensor, Mapping[str, Any], torch.Generator], tuple[torch.Tensor, torch.Tensor]]] = {
-    "models_genesis": _run_models_genesis,
-    "semantic_genesis": _run_semantic_genesis,
-    "nonlinear": _single(_nonlinear),
-    "local_shuffle": _single(_shuffle),
-    "inpaint": _single(_inpaint),
-    "outpaint": _single(_outpaint),
-    "identity": lambda x, o, g: (x.clone(), x.clone()),
-}
+Runner = Callable[[torch.Tensor, Mapping[str, Any], torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    """A registered preset: its options with their defaults, and ``run(x, options, generator)``."""
+
+    defaults: Mapping[str, Any]
+    run: Runner
+
+
+#: The preset registry, in the order of :func:`available_presets`.
+PRESETS: Registry[PresetSpec] = Registry("transform preset", sort=False)
+for _name, _run in (
+    ("models_genesis", _run_models_genesis),
+    ("semantic_genesis", _run_semantic_genesis),
+    ("nonlinear", _single(_nonlinear)),
+    ("local_shuffle", _single(_shuffle)),
+    ("inpaint", _single(_inpaint)),
+    ("outpaint", _single(_outpaint)),
+    ("identity", lambda x, o, g: (x.clone(), x.clone())),
+):
+    PRESETS.add(_name, PresetSpec(_DEFAULTS[_name], _run))

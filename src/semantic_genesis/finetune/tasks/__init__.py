@@ -15,38 +15,33 @@ name      task                                          data layout       metric
 
 from __future__ import annotations
 
-from semantic_genesis.errors import ConfigError
 from semantic_genesis.finetune.tasks.base import Task
 from semantic_genesis.finetune.tasks.bms import BMS
 from semantic_genesis.finetune.tasks.lcs import LCS
 from semantic_genesis.finetune.tasks.ncc import NCC
 from semantic_genesis.finetune.tasks.ncs import NCS
+from semantic_genesis.utils.registry import Registry
 
-_REGISTRY: dict[str, Task] = {}
+#: The task registry (name -> :class:`Task` instance).
+TASKS: Registry[Task] = Registry("target task", key="finetune.task")
 
 
 def register(task: Task) -> Task:
     """Add ``task`` (an instance with a unique :attr:`Task.name`) to the registry and return it."""
-    if not task.name:
-        raise ConfigError(f"task {task!r} has no name")
-    _REGISTRY[task.name] = task
-    return task
+    return TASKS.add(task.name, task, replace=True)
 
 
 def available() -> list[str]:
     """Names of the registered tasks, sorted."""
-    return sorted(_REGISTRY)
+    return TASKS.available()
 
 
 def get(name: str) -> Task:
     """The task called ``name``; unknown names raise :class:`ConfigError` listing the available ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown target task {name!r}; available: {', '.join(available())}") from None
+    return TASKS.get(name)
 
 
 for _task in (NCC(), NCS(), LCS(), BMS()):
     register(_task)
 
-__all__ = ["Task", "available", "get", "register"]
+__all__ = ["TASKS", "Task", "available", "get", "register"]

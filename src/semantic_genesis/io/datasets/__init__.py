@@ -22,8 +22,10 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from semantic_genesis.errors import DatasetLayoutError, describe_path
+from semantic_genesis.utils.registry import Registry
 
 #: Files recognised as volumes by the generic fallback of :func:`list_scans`.
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".nrrd", ".nhdr", ".npy")
@@ -48,7 +50,7 @@ _LAZY = {
     "rle_decode": "rle",
 }
 
-__all__ = ["ScanRef", "list_scans", "detect_layout", *_LAZY]
+__all__ = ["LAYOUTS", "Layout", "ScanRef", "list_scans", "detect_layout", *_LAZY]
 
 
 def __getattr__(name: str):
@@ -82,8 +84,9 @@ def _volume_stem(name: str) -> str | None:
 
 
 def detect_layout(root: str | Path) -> str:
-    """Name the layout of a folder: ``native``, ``luna16``, ``lits``, ``brats``, ``chestxray14``,
-    ``siim_acr`` or ``generic``.
+    """Name the layout of a folder: the first of :data:`LAYOUTS` (``native``, ``luna16``, ``lits``,
+    ``brats``, ``chestxray14``, ``siim_acr``) whose files are there; else ``native`` for a folder with
+    ``images/``, else ``generic``.
 
     Raises:
         DatasetLayoutError: ``root`` is not a folder.
@@ -91,21 +94,10 @@ def detect_layout(root: str | Path) -> str:
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(f"{describe_path(root)}: not a folder")
-    if (root / "images").is_dir() and any((root / n).exists() for n in ("cohort.json", "meta", "labels")):
-        return "native"
-    if any(p.is_dir() and any(p.glob("*.mhd")) for p in root.glob("subset*")):
-        return "luna16"
-    if any(re.match(r"^volume-\d+\.nii(\.gz)?$", p.name) for p in root.rglob("volume-*.nii*")):
-        return "lits"
-    if any(root.rglob("*_flair.nii*")):
-        return "brats"
-    if any((root / n).is_file() for n in ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")):
-        return "chestxray14"
-    if (root / "train-rle.csv").is_file() or (root / "dicom-images-train").is_dir():
-        return "siim_acr"
-    if (root / "images").is_dir():
-        return "native"
-    return "generic"
+    for name, layout in LAYOUTS.items():
+        if layout.detect is not None and layout.detect(root):
+            return name
+    return "native" if (root / "images").is_dir() else "generic"
 
 
 def list_scans(root: str | Path) -> list[ScanRef]:
@@ -135,8 +127,7 @@ def list_scans(root: str | Path) -> list[ScanRef]:
         return [ScanRef(stem, root, "unknown")]
     if not root.exists():
         raise DatasetLayoutError(f"{describe_path(root)}: no such file or folder")
-    layout = detect_layout(root)
-    refs = _LISTERS[layout](root)
+    refs = LAYOUTS.get(detect_layout(root)).list_scans(root)
     if not refs:
         raise DatasetLayoutError(
             f"{describe_path(root)}: no scans found (looked for the native phantom layout images/, LUNA16 "
@@ -213,12 +204,48 @@ def _sidecar_modality(path: Path) -> str:
     return "unknown"
 
 
-_LISTERS = {
-    "native": _list_native,
-    "luna16": _list_luna16,
-    "lits": _list_lits,
-    "brats": _list_brats,
-    "chestxray14": _list_chestxray14,
-    "siim_acr": _list_siim,
-    "generic": _list_generic,
-}
+@dataclass(frozen=True)
+class Layout:
+    """A folder layout: ``detect(root) -> bool`` (None: only chosen as the fallback) and
+    ``list_scans(root) -> [ScanRef]``."""
+
+    detect: Callable[[Path], bool] | None
+    list_scans: Callable[[Path], list[ScanRef]]
+
+
+def _is_native(root: Path) -> bool:
+    return (root / "images").is_dir() and any((root / n).exists() for n in ("cohort.json", "meta", "labels"))
+
+
+def _is_luna16(root: Path) -> bool:
+    return any(p.is_dir() and any(p.glob("*.mhd")) for p in root.glob("subset*"))
+
+
+def _is_lits(root: Path) -> bool:
+    return any(re.match(r"^volume-\d+\.nii(\.gz)?$", p.name) for p in root.rglob("volume-*.nii*"))
+
+
+def _is_brats(root: Path) -> bool:
+    return any(root.rglob("*_flair.nii*"))
+
+
+def _is_chestxray14(root: Path) -> bool:
+    return any((root / n).is_file() for n in ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv"))
+
+
+def _is_siim(root: Path) -> bool:
+    return (root / "train-rle.csv").is_file() or (root / "dicom-images-train").is_dir()
+
+
+#: The layout registry, in detection order (:func:`detect_layout` takes the first that matches).
+LAYOUTS: Registry[Layout] = Registry("dataset layout", sort=False)
+for _name, _layout in (
+    ("native", Layout(_is_native, _list_native)),
+    ("luna16", Layout(_is_luna16, _list_luna16)),
+    ("lits", Layout(_is_lits, _list_lits)),
+    ("brats", Layout(_is_brats, _list_brats)),
+    ("chestxray14", Layout(_is_chestxray14, _list_chestxray14)),
+    ("siim_acr", Layout(_is_siim, _list_siim)),
+    ("generic", Layout(None, _list_generic)),
+):
+    LAYOUTS.add(_name, _layout)
