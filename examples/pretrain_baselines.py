@@ -48,17 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         cli("pretrain", "--config", str(config), f"data={cubes}", f"out={run}", f"train.max_steps={args.steps}",
             "train.progress=false")
 
-        from semantic_genesis.finetune.models import ENCODER_PREFIXES
-        from semantic_genesis.models import EncoderClassifier3D, load_pretrained
-        from semantic_genesis.models.weights import load_weights
+        from semantic_genesis.models import EncoderClassifier, create, load_pretrained
+        from semantic_genesis.models.loading import read_pretrained
         from semantic_genesis.training.logging import read_metrics
 
         losses = [r["loss"] for r in read_metrics(run, "train")]
         weights = run / "weights" / "final.safetensors"
-        state, meta = load_weights(weights)
-        classifier = EncoderClassifier3D(num_classes=1, width=float(meta["arch_args"]["width"]))
+        pretrained = read_pretrained(weights)  # the network the file records, and its backbone
+        classifier = EncoderClassifier(create(pretrained.backbone, **pretrained.backbone_args), num_classes=1)
         report = load_pretrained(classifier, weights, strict=False)
-        encoder = [k for k in report.loaded if k.startswith(ENCODER_PREFIXES)]
+        encoder = [k for k in report.loaded if k.split(".")[0] in classifier.encoder_state_dict_prefixes]
         print(f"{method}: loss {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} logged windows; "
               f"{len(encoder)} encoder tensors loaded into a fine-tuning classifier from {weights}\n")
     return 0

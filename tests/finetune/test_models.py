@@ -95,3 +95,68 @@ def test_parse_inits():
     assert [s.name for s in parse_inits("scratch, mg=x.safetensors,sg=y")] == ["scratch", "mg", "sg"]
     with pytest.raises(ConfigError, match="repeated: mg"):
         parse_inits("mg=a,mg=b")
+
+
+class _Task2D(tasks.Task):
+    """A 2D target task (the 2D tasks of the Semantic Genesis 2D paper have this shape)."""
+
+    spatial_dims = 2
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.name = f"toy2d_{kind[:3]}"
+
+
+@pytest.mark.parametrize("backbone", ["unet2d", "resunet2d"])
+def test_2d_weights_build_2d_finetuning_networks(tmp_path, backbone):
+    from semantic_genesis.models import YNet, create
+
+    torch.manual_seed(0)
+    pretrained = YNet(create(backbone, width=0.125), num_classes=6)  # e.g. Semantic Genesis 2D weights
+    with torch.no_grad():
+        for p in pretrained.state_dict().values():
+            if p.is_floating_point():
+                p.add_(torch.rand_like(p))
+    path = save_weights(pretrained, tmp_path / "sg2d.safetensors", {"method": "semantic_genesis"})
+    ref = pretrained.state_dict()
+    size = 64 if backbone == "resunet2d" else 32
+    x = torch.rand(2, 1, size, size)
+    cls, rep = build_model(_Task2D("classification"), tiny_config(), 1, InitSpec("sg2d", path))
+    encoder = [k for k in ref if k.split(".")[0] in pretrained.encoder_state_dict_prefixes]
+    assert sorted(rep.loaded) == sorted(encoder) and all(torch.equal(cls.state_dict()[k], ref[k]) for k in encoder)
+    assert all(k.startswith("head.") for k in rep.random) and any(k.startswith("clc_out.") for k in rep.unused)
+    assert rep.backbone == backbone and type(cls.backbone) is type(pretrained.backbone)
+    assert cls(x).shape == (2, 1) and cls.spatial_dims == 2
+
+    seg, rep = build_model(_Task2D("segmentation"), tiny_config(), 1, InitSpec("sg2d", path))
+    output = seg.output_state_dict_prefixes
+    assert {k.split(".")[0] for k in rep.random} == set(output)  # only the output layer is new
+    for k, v in seg.state_dict().items():
+        if k.split(".")[0] not in output:
+            assert torch.equal(v, ref[k]), k
+    assert seg(x).shape == (2, 1, size, size)
+
+    with pytest.raises(CheckpointError, match="holds a 2D network .* task ncc needs a 3D network"):
+        build_model(tasks.get("ncc"), tiny_config(), 1, InitSpec("sg2d", path))
+    _, path3d = _pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="holds a 3D network .* needs a 2D network"):
+        build_model(_Task2D("classification"), tiny_config(), 1, InitSpec("mg", path3d))
+
+
+def test_scratch_2d_network_from_the_config():
+    model, rep = build_model(_Task2D("segmentation"), tiny_config("model.name=unet2d"), 1, InitSpec("scratch"))
+    assert model(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32) and rep.backbone == "unet2d"
+    with pytest.raises(ConfigError, match="model.name='ynet3d' is not a backbone"):
+        build_model(tasks.get("ncc"), tiny_config("model.name=ynet3d"), 1, InitSpec("scratch"))
+    with pytest.raises(ConfigError, match="'unet2d' is a 2D network; task ncc needs 3D"):
+        build_model(tasks.get("ncc"), tiny_config("model.name=unet2d"), 1, InitSpec("scratch"))
+
+
+def test_a_folder_or_a_pytorch_checkpoint_as_init(tmp_path):
+    from tests.models.test_importers import save_official
+
+    with pytest.raises(CheckpointError, match="is a folder, not a weights file"):
+        build_model(tasks.get("ncc"), tiny_config(), 1, InitSpec("x", tmp_path))
+    save_official(UNet3D(width=0.125), tmp_path / "Genesis_Chest_CT.pt")
+    with pytest.raises(CheckpointError, match="convert it with `semantic-genesis weights import"):
+        build_model(tasks.get("ncc"), tiny_config(), 1, InitSpec("x", tmp_path / "Genesis_Chest_CT.pt"))

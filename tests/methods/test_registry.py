@@ -182,15 +182,16 @@ def test_loss_falls_on_phantoms(name, cube_set, pattern_set, runs, tmp_path_fact
 @pytest.mark.parametrize("name", _registry())
 def test_weights_load_into_finetuning_models(name, cube_set, pattern_set, runs, tmp_path_factory):
     from semantic_genesis.finetune import tasks
-    from semantic_genesis.finetune.models import ENCODER_PREFIXES, InitSpec, build_model
+    from semantic_genesis.finetune.models import InitSpec, build_model
     from semantic_genesis.models import EncoderClassifier3D, load_pretrained
+    from semantic_genesis.models.unet3d import ENCODER_PREFIXES
     from semantic_genesis.models.weights import load_weights
 
     result = _run(name, cube_set, pattern_set, runs, tmp_path_factory)
     path = result.final_weights
     state, meta = load_weights(path)
     assert meta["method"] == name and meta["step"] == STEPS
-    encoder = {k: v for k, v in state.items() if k.startswith(ENCODER_PREFIXES)}
+    encoder = {k: v for k, v in state.items() if k.split(".")[0] in ENCODER_PREFIXES}
     assert encoder and "down_tr64.ops.0.conv1.weight" in encoder
     cfg = _config(name, cube_set["small"], tmp_path_factory.mktemp("unused"))
     for task in ("ncc", "ncs"):  # classification (encoder) and segmentation (encoder [+ decoder])

@@ -12,6 +12,7 @@ from semantic_genesis.config import load_config
 from semantic_genesis.errors import DataError
 from semantic_genesis.methods.base import StepContext
 from semantic_genesis.methods.semantic_genesis import SemanticAddon
+from semantic_genesis.models import create
 from semantic_genesis.training.data import collate
 
 C = 5  # classes of the fixture pattern set
@@ -68,7 +69,9 @@ def test_methods_are_registered():
 def test_warmup_trains_the_classification_branch_alone(patterns):
     method = methods.build(_cfg(patterns, "method.cls_warmup_epochs=2"))
     model = method.build_model()
-    assert type(model).__name__ == "YNet3D" and model.num_classes == C
+    # the generic YNet on the 3D U-Net: the official Semantic Genesis YNet3D keys
+    assert type(model).__name__ == "YNet" and type(model.backbone).__name__ == "UNet3D" and model.num_classes == C
+    assert list(model.state_dict()) == list(create("ynet3d", width=0.125, num_classes=C).state_dict())
     batch = _batch(method)
     out = method.training_step(model, batch, _ctx(epoch=1))
     out.loss.backward()
@@ -149,7 +152,7 @@ def test_weights_load_into_fine_tuning_models(patterns, tmp_path):
 def test_ablations(patterns):
     cls_method = methods.build(_cfg(patterns, "method.name=self_classification"))
     model = cls_method.build_model()
-    assert type(model).__name__ == "EncoderClassifier3D"
+    assert type(model).__name__ == "EncoderClassifier" and type(model.backbone).__name__ == "UNet3D"
     out = cls_method.training_step(model, _batch(cls_method), _ctx(epoch=0))
     assert set(out.metrics) == {"ce", "accuracy"} and out.loss.item() == pytest.approx(out.metrics["ce"])
     rec_method = methods.build(_cfg(patterns, "method.name=self_restoration_patterns"))

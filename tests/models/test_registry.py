@@ -16,6 +16,12 @@ TINY_INPUTS = {
     "unet2d": (2, 1, 32, 32),
     "resunet2d": (2, 1, 64, 64),
     "rubiks_cube3d": (2, 1, 32, 32, 16),  # pretext network: logits only, no decoder
+    "ynet": (2, 1, 32, 32),  # generic networks on a backbone, here 2D ones
+    "encoder_classifier": (2, 1, 64, 64),
+}
+TINY_ARGS = {
+    "ynet": {"backbone": "unet2d", "backbone_args": {"width": 0.125}},
+    "encoder_classifier": {"backbone": "resunet2d", "backbone_args": {"width": 0.125}},
 }
 
 
@@ -27,7 +33,7 @@ def test_registry_names():
 @pytest.mark.parametrize("name", available())
 def test_forward_backward_tiny(name):
     torch.manual_seed(0)
-    model = create(name, width=0.125)
+    model = create(name, **TINY_ARGS.get(name, {"width": 0.125}))
     x = torch.rand(*TINY_INPUTS[name])
     out = model(x)
     tensors = list(out) if isinstance(out, tuple) else [out]
@@ -47,7 +53,7 @@ def test_forward_backward_tiny(name):
 
 
 def test_unknown_name_and_argument():
-    with pytest.raises(ConfigError, match="available models: .*unet3d"):
+    with pytest.raises(ConfigError, match="available: .*unet3d"):
         create("vnet9")
     with pytest.raises(ConfigError, match="valid arguments: .*width"):
         create("unet3d", depth=5)

@@ -18,7 +18,8 @@ from semantic_genesis.models import (
     save_weights,
 )
 from semantic_genesis.models.importers import import_checkpoint
-from semantic_genesis.models.weights import apply_prefix_map, describe_weights
+from semantic_genesis.models.loading import describe_weights
+from semantic_genesis.models.state import apply_prefix_map
 from tests.models.test_importers import randomise, save_official
 
 

@@ -6,7 +6,12 @@
 * ``weights export --format models_genesis IN.safetensors OUT.pt [--unet-only]``: write our weights in
   the official layout (``{'state_dict': {'module.' + key: tensor}}``) for the official code.
 * ``weights inspect PATH [--json] [--trust]``: metadata, parameter count and a key summary of a
-  ``.safetensors`` or ``.pt`` file.
+  ``.safetensors`` or ``.pt`` file. Tensors holding NaN or inf (parameters or buffers, e.g. a batch-norm
+  ``running_var`` of a diverged run) are listed in a warning and the exit status is 1; every loader
+  refuses such a file.
+
+When OUT of ``import`` or ``export`` is an existing folder, the file is written inside it, named after
+IN (``OUT/IN-stem.safetensors``, ``OUT/IN-stem.pt``), as ``cp`` does.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="models_genesis: strict; semantic_genesis: drop projection_head/prototypes, "
                           "strip the classficationNet. prefix, report skipped keys")
     imp.add_argument("input", metavar="IN", help="official checkpoint (.pt/.pth)")
-    imp.add_argument("output", metavar="OUT", help="destination .safetensors")
+    imp.add_argument("output", metavar="OUT", help="destination .safetensors (or a folder: OUT/IN-stem.safetensors)")
     imp.add_argument("--trust", action="store_true",
                      help="allow unpickling Python objects from IN (weights_only=False); only for files you trust")
     imp.add_argument("--input-size", type=int, nargs="+", default=None, metavar="N",
@@ -35,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     exp = sub.add_parser("export", help="write .safetensors weights in the official Models Genesis .pt layout")
     exp.add_argument("--format", required=True, choices=["models_genesis"])
-    exp.add_argument("input", metavar="IN", help="our .safetensors weights (unet3d or ynet3d)")
-    exp.add_argument("output", metavar="OUT", help="destination .pt")
+    exp.add_argument("input", metavar="IN", help="our .safetensors weights of a 3D U-Net (with or without the Semantic Genesis head)")
+    exp.add_argument("output", metavar="OUT", help="destination .pt (or a folder: OUT/IN-stem.pt)")
     exp.add_argument("--unet-only", action="store_true", help="drop the Semantic Genesis head (clc_out.*)")
 
     ins = sub.add_parser("inspect", help="print metadata, parameter count and key summary")
@@ -45,10 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ins.add_argument("--trust", action="store_true", help="allow unpickling Python objects (.pt only)")
 
 
+def output_path(output: str, input: str, suffix: str) -> str:
+    """``output``, or ``output/<input stem><suffix>`` when ``output`` is an existing folder."""
+    from pathlib import Path
+
+    out = Path(output)
+    return str(out / (Path(input).name.split(".")[0] + suffix)) if out.is_dir() else output
+
+
 def _run_import(args: argparse.Namespace) -> int:
     from semantic_genesis.models.importers import import_checkpoint
 
     extra = {"input_size": list(args.input_size)} if args.input_size else None
+    args.output = output_path(args.output, args.input, ".safetensors")
     result = import_checkpoint(args.input, args.output, fmt=args.format, trust=args.trust, metadata=extra)
     n_params = sum(v.numel() for k, v in result.state_dict.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     print(f"imported {args.input} ({result.format}) -> {args.output}")
@@ -66,6 +80,7 @@ def _run_import(args: argparse.Namespace) -> int:
 def _run_export(args: argparse.Namespace) -> int:
     from semantic_genesis.models.importers import export_models_genesis
 
+    args.output = output_path(args.output, args.input, ".pt")
     export_models_genesis(args.input, args.output, unet_only=args.unet_only)
     print(f"exported {args.input} -> {args.output} (official Models Genesis layout, 'module.' prefixed keys)")
     return 0
@@ -74,12 +89,13 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_inspect(args: argparse.Namespace) -> int:
     import json
 
-    from semantic_genesis.models.weights import describe_weights
+    from semantic_genesis.models.loading import describe_weights
 
     info = describe_weights(args.path, trust=args.trust)
+    status = 1 if info["non_finite"] else 0
     if args.json:
         print(json.dumps(info, indent=2, default=str))
-        return 0
+        return status
     print(f"{info['path']}  ({info['kind']}, {info['size_bytes']:,} bytes)")
     meta = info.get("metadata") or {}
     if "architecture" in meta:
@@ -96,7 +112,13 @@ def _run_inspect(args: argparse.Namespace) -> int:
     print(f"  tensors       {info['num_tensors']}  parameters {info['num_parameters']:,}  dtypes {', '.join(info['dtypes'])}")
     for group, counts in info["groups"].items():
         print(f"    {group:<22} {counts['tensors']:>4} tensors {counts['parameters']:>12,} parameters")
-    return 0
+    if status:
+        from semantic_genesis.models.state import describe_nonfinite
+
+        bad = info["non_finite"]
+        print(f"WARNING: {len(bad)} tensor(s) hold non-finite values: {describe_nonfinite(bad)}; every loader "
+              "refuses these weights (a diverged run?)")
+    return status
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,26 +3,29 @@
 Transfer as in the papers (Semantic Genesis, MICCAI 2020: "the encoder alone is fine-tuned for
 classification targets; encoder and decoder for segmentation targets"):
 
-* **classification** (NCC): the pretrained 3D U-Net **encoder** + global average pooling + a new head
-  (:class:`~semantic_genesis.models.ynet3d.EncoderClassifier3D`). ``finetune.head``:
+* **classification** (NCC): the pretrained backbone's **encoder** + global average pooling + a new head
+  (:class:`~semantic_genesis.models.classifier.EncoderClassifier`). ``finetune.head``:
 
   - ``"mlp"`` (default): GAP -> Linear(C, 2C) -> ReLU -> Linear(2C, n). At width 1 (C = 512) this is
-    exactly the official Models Genesis PyTorch ``TargetNet`` head 512 -> 1024 -> n (reference §4.3);
-    at smaller widths the hidden layer scales with the encoder. It outputs logits (the sigmoid is in
-    the loss), where the official head applied a sigmoid inside the network;
+    exactly the official Models Genesis PyTorch ``TargetNet`` head 512 -> 1024 -> n; at smaller widths
+    the hidden layer scales with the encoder. It outputs logits (the sigmoid is in the loss), where the
+    official head applied a sigmoid inside the network;
   - ``"linear"``: GAP -> Linear(C, n) (a linear probe with ``finetune.freeze_encoder=true``);
   - ``"genesis"``: the Semantic Genesis conv head (Conv 3x3x3 C -> 2C, norm, ReLU, GAP, Linear).
 
-* **segmentation** (NCS, LCS, BMS): the whole U-Net (encoder + decoder) with a **new output layer**
-  (``out_tr.final_conv`` re-initialised), producing logits ``(B, n, X, Y, Z)``.
+* **segmentation** (NCS, LCS, BMS): the whole backbone (encoder + decoder) with a **new output layer**
+  (e.g. ``out_tr.final_conv`` re-initialised), producing logits ``(B, n, *spatial)``.
 
-Initialisation (:class:`InitSpec`): ``scratch`` (random, seeded) or a weights file of this library
-(safetensors + metadata; official checkpoints are converted with ``semantic-genesis weights import``).
-The architecture (width, input channels, skip connections) is read from the weights themselves, so a
-checkpoint and its fine-tuned model always fit. Which tensors are copied is decided here: encoder
-blocks (``down_tr*``) for classification, encoder + decoder blocks (``down_tr*``, ``up_tr*``) for
-segmentation. A checkpoint that does not fit (2D, another network, other input channels, no encoder
-tensors, a tensor of the wrong shape) raises :class:`~semantic_genesis.errors.CheckpointError`.
+Initialisation (:class:`InitSpec`): ``scratch`` (random, seeded; the backbone named by ``model.name``)
+or a weights file of this library (safetensors + metadata; official checkpoints are converted with
+``semantic-genesis weights import``). The network is built from the weights' own record of what they
+are (the architecture and constructor arguments written by ``save_weights``; inferred from the keys
+only for files of other tools) through :func:`semantic_genesis.models.loading.read_pretrained`, so a
+checkpoint and its fine-tuned network always fit, in 2D as in 3D. The tensors copied are chosen by
+the backbone's own prefixes (:mod:`semantic_genesis.models.backbone`): its encoder for classification,
+its encoder and decoder (output layer excepted) for segmentation. A checkpoint that does not fit
+(another dimensionality, other input channels, missing encoder tensors, a tensor of the wrong shape)
+raises :class:`~semantic_genesis.errors.CheckpointError` naming the file and the tensor.
 """
 
 from __future__ import annotations
@@ -39,10 +42,6 @@ from semantic_genesis.errors import CheckpointError, ConfigError, describe_path
 if TYPE_CHECKING:  # pragma: no cover
     from semantic_genesis.config import Config
     from semantic_genesis.finetune.tasks import Task
-
-ENCODER_PREFIXES = ("down_tr64.", "down_tr128.", "down_tr256.", "down_tr512.")
-DECODER_PREFIXES = ("up_tr256.", "up_tr128.", "up_tr64.")
-FIRST_CONV = "down_tr64.ops.0.conv1.weight"
 
 
 @dataclass(frozen=True)
@@ -99,6 +98,8 @@ class InitReport:
     random: list[str] = field(default_factory=list)  # model tensors not taken from the checkpoint
     unused: list[str] = field(default_factory=list)  # checkpoint tensors not used by this task
     metadata: dict[str, Any] = field(default_factory=dict)
+    backbone: str = ""  # registry name of the network's backbone
+    backbone_args: dict[str, Any] = field(default_factory=dict)  # its constructor arguments
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -112,9 +113,8 @@ class InitReport:
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``(state_dict, metadata)`` of a weights file, with :class:`CheckpointError` on any problem."""
-    if not path.is_file():
-        raise CheckpointError(f"{describe_path(path)}: weights file not found")
+    """``(state_dict, metadata)`` of a weights file, with :class:`CheckpointError` on any problem
+    (missing, a folder, a PyTorch checkpoint to convert first, unreadable, non-finite tensors)."""
     from semantic_genesis.models.weights import load_weights
 
     state, metadata = load_weights(path)
@@ -122,40 +122,25 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 
 
 def architecture_from_state(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, Any], task: "Task") -> dict[str, Any]:
-    """Constructor arguments (``in_channels``, ``width``, ``skip_connections``, ``norm``) of the U-Net in ``state``."""
-    weight = state.get(FIRST_CONV)
-    if weight is None:
-        sample = ", ".join(list(state)[:4])
-        raise CheckpointError(
-            f"{describe_path(path)}: not a Models Genesis 3D U-Net checkpoint (no {FIRST_CONV!r}; keys start "
-            f"{sample}); task {task.name} needs a unet3d / ynet3d encoder (convert official files with "
-            "'semantic-genesis weights import')"
-        )
-    if weight.dim() != 5:
-        raise CheckpointError(
-            f"{describe_path(path)}: {FIRST_CONV} has shape {tuple(weight.shape)}, a {weight.dim() - 2}D network; "
-            f"task {task.name} needs a 3D network (5D conv weights)"
-        )
-    c = int(weight.shape[0])
-    up = state.get("up_tr256.ops.0.conv1.weight")
-    skip = True if up is None else int(up.shape[1]) > 16 * c
-    args = _find_arch_args(metadata)
-    norm = args.get("norm")
-    if norm is None:
-        norm = "batch_stats" if "down_tr64.ops.0.bn1.running_mean" in state else "instance"
-    return {"in_channels": int(weight.shape[1]), "width": c / 32.0, "skip_connections": bool(skip), "norm": str(norm)}
+    """Constructor arguments of the backbone a weights file holds (``in_channels``, ``width``, ``norm``,
+    ``skip_connections`` ...), for callers that align the scratch network with a pretrained one
+    (:func:`semantic_genesis.models.loading.read_pretrained` also gives the backbone's name)."""
+    from semantic_genesis.models.loading import backbone_architecture, file_architecture
+
+    name, args = file_architecture(state, metadata, describe_path(path))
+    return backbone_architecture(name, args)[1]
 
 
-def _find_arch_args(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The constructor arguments stored in a weights file's metadata, wherever the writer put them."""
-    for key in ("arch_args", "architecture_args", "model_args"):
-        value = metadata.get(key)
-        if isinstance(value, dict):
-            return value
-    arch = metadata.get("architecture")
-    if isinstance(arch, dict):
-        return arch.get("args", arch)
-    return {}
+def _scratch_backbone(cfg: "Config", in_channels: int) -> tuple[str, dict[str, Any]]:
+    """The backbone named by ``model.name`` with the config's width and normalisation."""
+    from semantic_genesis.models.backbone import backbones
+
+    name = cfg.model.name
+    if name not in backbones():
+        raise ConfigError(
+            f"model.name={name!r} is not a backbone; fine-tuning from scratch builds one of {', '.join(backbones())}"
+        )
+    return name, {"in_channels": in_channels, "width": cfg.model.width, "norm": cfg.model.norm, "skip_connections": True}
 
 
 def build_model(task: "Task", cfg: "Config", in_channels: int, init: InitSpec) -> tuple[nn.Module, InitReport]:
@@ -165,94 +150,77 @@ def build_model(task: "Task", cfg: "Config", in_channels: int, init: InitSpec) -
     seed it (``seed_everything``) before calling for reproducible trials.
 
     Args:
-        task: the target task (its kind and number of outputs).
+        task: the target task (its kind, number of outputs and spatial dimensions).
         cfg: root config (``model`` for scratch networks; ``finetune.head``).
         in_channels: channels of the task's images.
         init: scratch or a weights file.
 
     Returns:
-        ``(model, report)``; classification models map ``(B, C, X, Y, Z)`` to ``(B, n)`` logits,
-        segmentation models to ``(B, n, X, Y, Z)`` logits.
+        ``(model, report)``; classification models map ``(B, C, *spatial)`` to ``(B, n)`` logits,
+        segmentation models to ``(B, n, *spatial)`` logits.
     """
-    from semantic_genesis.models.unet3d import UNet3D
-    from semantic_genesis.models.ynet3d import EncoderClassifier3D
+    from semantic_genesis.models.classifier import EncoderClassifier
+    from semantic_genesis.models.loading import read_pretrained
+    from semantic_genesis.models.registry import create, model_arguments
+    from semantic_genesis.models.state import load_parts
 
     report = InitReport(init.name, str(init.path) if init.path is not None else None)
-    state: dict[str, torch.Tensor] = {}
+    pre = None
     if init.is_scratch:
-        args = {
-            "in_channels": in_channels,
-            "width": cfg.model.width,
-            "norm": cfg.model.norm,
-            "skip_connections": True,
-        }
+        name, args = _scratch_backbone(cfg, in_channels)
     else:
-        state, report.metadata = read_checkpoint(init.path)
-        args = architecture_from_state(init.path, state, report.metadata, task)
-        if args["in_channels"] != in_channels:
+        pre = read_pretrained(init.path)
+        report.metadata = pre.metadata
+        name, args = pre.backbone, dict(pre.backbone_args)
+    valid = model_arguments(name)
+    args.update(out_channels=task.num_outputs, out_activation="none")
+    backbone = create(name, **{k: v for k, v in args.items() if k in valid})
+    if pre is not None:
+        where = describe_path(init.path)
+        if backbone.spatial_dims != task.spatial_dims:
             raise CheckpointError(
-                f"{describe_path(init.path)}: the network takes {args['in_channels']} input channel(s) but task "
-                f"{task.name} provides {in_channels}"
+                f"{where}: holds a {backbone.spatial_dims}D network ({pre.architecture} on {name}); task {task.name} "
+                f"needs a {task.spatial_dims}D network"
             )
-        if task.kind == "segmentation" and not args["skip_connections"]:
+        if args.get("in_channels") != in_channels:
             raise CheckpointError(
-                f"{describe_path(init.path)}: a U-Net without skip connections (an autoencoder); segmentation task "
-                f"{task.name} needs the U-Net with skips"
+                f"{where}: the network takes {args.get('in_channels')} input channel(s) but task {task.name} "
+                f"provides {in_channels}"
             )
-    unet = UNet3D(
-        in_channels=args["in_channels"],
-        out_channels=task.num_outputs,
-        width=args["width"],
-        norm=args["norm"],
-        out_activation="none",
-        skip_connections=args["skip_connections"],
-    )
+        if task.kind == "segmentation" and args.get("skip_connections") is False:
+            raise CheckpointError(
+                f"{where}: a U-Net without skip connections (an autoencoder); segmentation task {task.name} needs "
+                "the U-Net with skips"
+            )
+    elif backbone.spatial_dims != task.spatial_dims:
+        raise ConfigError(f"model.name={name!r} is a {backbone.spatial_dims}D network; task {task.name} needs {task.spatial_dims}D")
+    report.backbone, report.backbone_args = name, dict(backbone.arch_args)
     if task.kind == "classification":
-        model: nn.Module = EncoderClassifier3D(unet, num_classes=task.num_outputs, head=cfg.finetune.head)
-        prefixes = ENCODER_PREFIXES
+        model: nn.Module = EncoderClassifier(backbone, num_classes=task.num_outputs, head=cfg.finetune.head)
+        decoder: tuple[str, ...] = ()
     else:
-        model = unet
-        prefixes = ENCODER_PREFIXES + DECODER_PREFIXES
-    if state:
-        _copy_weights(model, state, prefixes, init.path, task, report)
+        model = backbone
+        output = set(backbone.output_state_dict_prefixes)
+        decoder = tuple(p for p in backbone.decoder_state_dict_prefixes if p not in output)
+    if pre is not None:
+        copied = load_parts(model, pre.state_dict, {"encoder": backbone.encoder_state_dict_prefixes}, decoder,
+                            source=describe_path(init.path), what=f"task {task.name}")
+        report.loaded, report.random, report.unused = copied.loaded, copied.missing, copied.unexpected
     else:
         report.random = list(model.state_dict())
     return model, report
 
 
-def _copy_weights(model: nn.Module, state: dict, prefixes: tuple[str, ...], path: Path, task: "Task", report: InitReport) -> None:
-    own = model.state_dict()
-    updates = {}
-    for key, value in own.items():
-        if not key.startswith(prefixes) or key not in state:
-            report.random.append(key)
-            continue
-        src = state[key]
-        if tuple(src.shape) != tuple(value.shape):
-            raise CheckpointError(
-                f"{describe_path(path)}: tensor {key} has shape {tuple(src.shape)}, the {task.name} network expects "
-                f"{tuple(value.shape)}"
-            )
-        updates[key] = src.to(dtype=value.dtype)
-        report.loaded.append(key)
-    encoder_loaded = [k for k in report.loaded if k.startswith(ENCODER_PREFIXES)]
-    encoder_needed = [k for k in own if k.startswith(ENCODER_PREFIXES)]
-    if len(encoder_loaded) != len(encoder_needed):
-        missing = [k for k in encoder_needed if k not in encoder_loaded]
-        raise CheckpointError(
-            f"{describe_path(path)}: the checkpoint lacks {len(missing)} encoder tensor(s) of the U-Net "
-            f"(e.g. {missing[0]}); it does not fit task {task.name}"
-        )
-    own.update(updates)
-    model.load_state_dict(own)
-    report.unused = sorted(k for k in state if k not in updates)
-
-
 def encoder_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters of the encoder blocks (``down_tr*``) of a fine-tuning network."""
-    return [p for name, p in model.named_parameters() if name.startswith(ENCODER_PREFIXES)]
+    """Parameters of the encoder blocks of a fine-tuning network (its backbone's encoder prefixes)."""
+    return [p for m in encoder_modules(model) for p in m.parameters()]
 
 
 def encoder_modules(model: nn.Module) -> list[nn.Module]:
-    """The encoder blocks of a fine-tuning network."""
-    return [getattr(model, prefix[:-1]) for prefix in ENCODER_PREFIXES]
+    """The encoder blocks of a fine-tuning network (the top-level modules named by its
+    ``encoder_state_dict_prefixes``)."""
+    from semantic_genesis.models.backbone import modules_named
+    from semantic_genesis.models.registry import unwrap_model
+
+    model = unwrap_model(model)
+    return modules_named(model, model.encoder_state_dict_prefixes)

@@ -13,14 +13,11 @@ Rubik's cube", MICCAI 2019; the "Rubik's cube" row of Semantic Genesis (Haghighi
 * Loss: ``CE(permutation logits, index) + rotation_weight * BCE(rotation logits, flags)`` (logits,
   float32).
 
-Network (:class:`RubiksCubeNet3D`): **siamese**, as in the paper: each of the 8 sub-cubes of the
-scrambled cube goes through the same Models Genesis 3D U-Net encoder (``down_tr64`` ...
-``down_tr512``, shared weights); the globally pooled bottleneck features are concatenated in grid
-order (8C), passed through a fully connected layer (ReLU) and two heads: the permutation (P logits)
-and the rotations (8 logits). Only the encoder transfers; its keys are the U-Net's, so the weights load
-into the fine-tuning networks (classification: encoder; segmentation: encoder, decoder left random).
-Sub-cubes are half the cube per axis, so cube sides must be multiples of 16 (the encoder divides
-each sub-cube side by 8). Sub-cubes are adjacent octants (the paper's random gaps between sub-cubes
+Network (:class:`~semantic_genesis.models.rubiks_cube.RubiksCubeNet3D`): **siamese**, as in the
+paper: each of the 8 sub-cubes of the scrambled cube goes through the same Models Genesis 3D U-Net
+encoder; pooled features, a shared fully connected layer, permutation and rotation heads. Only the
+encoder transfers (classification: encoder; segmentation: encoder, decoder left random). Cube sides
+must be multiples of 16. Sub-cubes are adjacent octants (the paper's random gaps between sub-cubes
 are not used).
 
 ``method.options``: ``num_permutations`` (P, 100; tiny configs 10), ``rotation_prob`` (0.5),
@@ -30,7 +27,7 @@ are not used).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,75 +36,10 @@ from torch import nn
 from semantic_genesis.errors import ConfigError, DataError
 from semantic_genesis.methods import register
 from semantic_genesis.methods.base import Method, StepContext, StepOutput
-from semantic_genesis.models.norms import scaled_channels
-from semantic_genesis.models.unet3d import ENCODER_PREFIXES, UNet3D, check_spatial_input, run_encoder
-from semantic_genesis.transforms.rubik import NUM_SUBCUBES, RubikRecipe, split_subcubes
+from semantic_genesis.models.rubiks_cube import RubiksCubeNet3D
+from semantic_genesis.transforms.rubik import RubikRecipe
 
-ARCH_NAME = "rubiks_cube3d"
 OPTIONS = {"num_permutations": 100, "rotation_prob": 0.5, "rotation_weight": 1.0, "permutation_seed": 0, "hidden": 0}
-
-
-class RubiksOutput(NamedTuple):
-    """Output of :class:`RubiksCubeNet3D`: ``permutation`` ``(B, P)`` and ``rotation`` ``(B, 8)`` logits."""
-
-    permutation: torch.Tensor
-    rotation: torch.Tensor
-
-
-class RubiksCubeNet3D(nn.Module):
-    """Siamese Models Genesis encoder over the 8 sub-cubes + permutation and rotation heads.
-
-    Args:
-        in_channels, width, norm: as :class:`~semantic_genesis.models.UNet3D` (its encoder blocks).
-        num_permutations: P, classes of the permutation head.
-        hidden: units of the shared fully connected layer (0: ``1024 * width``).
-
-    ``forward(x)``: ``x`` ``(B, C, X, Y, Z)`` (a scrambled cube, sides multiples of 16) ->
-    :class:`RubiksOutput` (logits).
-    """
-
-    ARCH_NAME = ARCH_NAME
-    min_divisor = 16
-    encoder_state_dict_prefixes = ENCODER_PREFIXES
-
-    def __init__(self, in_channels: int = 1, width: float = 1.0, norm: str = "batch_stats", num_permutations: int = 100,
-                 hidden: int = 0):
-        super().__init__()
-        unet = UNet3D(in_channels=in_channels, width=width, norm=norm)
-        for name in ENCODER_PREFIXES:
-            setattr(self, name, getattr(unet, name))
-        self.in_channels = int(in_channels)
-        self.bottleneck_channels = unet.bottleneck_channels
-        hidden = int(hidden) or scaled_channels(1024, width)
-        self.fc = nn.Sequential(nn.Linear(NUM_SUBCUBES * self.bottleneck_channels, hidden), nn.ReLU(inplace=True))
-        self.permutation_head = nn.Linear(hidden, int(num_permutations))
-        self.rotation_head = nn.Linear(hidden, NUM_SUBCUBES)
-        self.arch_args = {
-            "in_channels": self.in_channels,
-            "width": float(width),
-            "norm": unet.arch_args["norm"],
-            "num_permutations": int(num_permutations),
-            "hidden": hidden,
-        }
-
-    def encoder_modules(self) -> list[nn.Module]:
-        return [getattr(self, name) for name in ENCODER_PREFIXES]
-
-    def encoder_parameters(self):
-        for module in self.encoder_modules():
-            yield from module.parameters()
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenated pooled encoder features of the 8 sub-cubes in grid order: ``(B, 8 * C)``."""
-        check_spatial_input(x, 3, self.in_channels, self.min_divisor, type(self).__name__)
-        blocks = split_subcubes(x)  # (B, 8, C, X/2, Y/2, Z/2)
-        b = blocks.shape[0]
-        bottleneck = run_encoder(self.encoder_modules(), blocks.flatten(0, 1)).bottleneck
-        return bottleneck.mean(dim=(2, 3, 4)).reshape(b, NUM_SUBCUBES * self.bottleneck_channels)
-
-    def forward(self, x: torch.Tensor) -> RubiksOutput:
-        h = self.fc(self.features(x))
-        return RubiksOutput(self.permutation_head(h), self.rotation_head(h))
 
 
 def rubik_options(cfg) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """Self-classification alone (the Semantic Genesis ablation "Self-classification", paper Table 2).
 
-The encoder of the Models Genesis U-Net plus the Semantic Genesis head
-(:class:`~semantic_genesis.models.EncoderClassifier3D` with ``head="genesis"``) classifies each
-transformed pattern into its pseudo-label (cross-entropy on logits), like the official ``--exp en``
-(``ClassificationNet3D``, reference §4.2). The weights hold the encoder (``down_tr*`` keys) and the
-head; they load into fine-tuning models with ``load_pretrained(..., strict=False)``.
+The encoder of the backbone (``model.name``, default the Models Genesis 3D U-Net) plus the Semantic
+Genesis head (:class:`~semantic_genesis.models.classifier.EncoderClassifier` with ``head="genesis"``)
+classifies each transformed pattern into its pseudo-label (cross-entropy on logits), like the official
+``--exp en`` (``ClassificationNet3D``). The weights hold the encoder (``down_tr*`` keys) and the head;
+they load into fine-tuning models with ``load_pretrained(..., strict=False)``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ self-classification added to any self-restoration method, by composition.
 Fig. 2 of the paper shows that training a restoration method on the *discovered* anatomical patterns
 with an extra classification head (pseudo-label = the pattern's coordinate) improves in-painting,
 patch-shuffling and Models Genesis alike. Here a semantics-enriched variant is
-:class:`~semantic_genesis.methods.semantic_genesis.SemanticAddon` (YNet3D = U-Net + head on the
+:class:`~semantic_genesis.methods.semantic_genesis.SemanticAddon` (YNet = U-Net + head on the
 encoder; ``L = lambda_rec * MSE + lambda_cls * CE``; classification warm-up of
 ``method.cls_warmup_epochs``; pattern set from ``semantic-genesis discover``) whose restoration recipe
 is **the restoration method's own recipe** (``RestorationMethod.build_recipe``, configured by the same
@@ -19,7 +19,7 @@ Registered variants (the Fig. 2 pairs, each with its plain counterpart):
 * ``semantic_patch_shuffling`` = ``patch_shuffling`` + semantics. Input: a pattern with T swapped
   patch pairs; targets: the pattern and its pseudo-label.
 * ``semantic_models_genesis`` = ``semantic_genesis`` (Semantic Genesis *is* Models Genesis +
-  semantics; the paper's recipe uses its own transform choice, reference §2.5). Pass
+  semantics; the paper's recipe uses its own transform choice, as the official ``luna_loader``). Pass
   ``method.options.preset=models_genesis`` to use the exact Models Genesis recipe instead.
 """
 
@@ -91,11 +91,11 @@ def with_semantics(restoration: type[Method], name: str, description: str = "") 
 
 SemanticInpainting = with_semantics(
     Inpainting, "semantic_inpainting",
-    "in-painting + semantics: classify discovered patterns and fill their dropped boxes (YNet3D)",
+    "in-painting + semantics: classify discovered patterns and fill their dropped boxes (YNet)",
 )
 SemanticPatchShuffling = with_semantics(
     PatchShuffling, "semantic_patch_shuffling",
-    "patch-shuffling + semantics: classify discovered patterns and restore their swapped patches (YNet3D)",
+    "patch-shuffling + semantics: classify discovered patterns and restore their swapped patches (YNet)",
 )
 
 

@@ -1,23 +1,23 @@
 """Semantic Genesis: self-classification + self-restoration of discovered patterns (Haghighi et al., MICCAI 2020).
 
-The network is :class:`~semantic_genesis.models.YNet3D`: the Models Genesis 3D U-Net with a
-classification head on the encoder. Each pattern (a cube of the pattern set written by
+The network is :class:`~semantic_genesis.models.ynet.YNet` on the backbone named by ``model.name``
+(default the Models Genesis 3D U-Net, which gives the official Semantic Genesis ``YNet3D`` layout and
+keys): the U-Net with a classification head on the encoder's bottleneck. Each pattern (a cube of the pattern set written by
 ``semantic-genesis discover``) is transformed by a restoration recipe (default: the
 ``"semantic_genesis"`` preset, elastic warping of the input and exactly one of non-linear, local
-shuffling, in- or out-painting; reference §2.5); the network outputs the restored pattern and the
+shuffling, in- or out-painting, as the official ``luna_loader``); the network outputs the restored pattern and the
 class logits of its pseudo-label (the coordinate index). The loss (paper §2) is
 
     L = lambda_rec * MSE(restoration, pattern) + lambda_cls * CE(logits, label),
 
 with ``lambda_rec = 1`` and ``lambda_cls = 0.01`` (``method`` section). Cross-entropy is computed on
-**logits** (the official code takes ``log`` of a softmax, which is unstable; reference §5).
+**logits** (the official code takes ``log`` of a softmax, which is unstable).
 
 **Classification warm-up.** The paper trains the classification branch first for 20 epochs, then the
 whole model jointly. During the first ``method.cls_warmup_epochs`` epochs only the encoder and the
 head are trained (CE on the transformed pattern); the decoder is not run in the loss and is listed by
 :meth:`frozen_parameters`, so it receives no gradient and no optimiser update. ``cls_warmup_epochs=0``
-reproduces the official code (joint from the start; no warm-up exists in the released code,
-reference §4.2).
+reproduces the official code (joint from the start; no warm-up exists in the released code).
 
 **Composition.** :class:`SemanticAddon` is "self-discovery + self-classification added to a
 restoration recipe" (the paper's Fig. 2 add-on). A recipe is a transform preset name
@@ -50,6 +50,7 @@ from torch import nn
 from semantic_genesis.errors import ConfigError, DataError
 from semantic_genesis.methods import register
 from semantic_genesis.methods.base import Method, StepContext, StepOutput
+from semantic_genesis.models.registry import unwrap_model
 
 
 def pattern_root(cfg) -> Path:
@@ -64,11 +65,6 @@ def pattern_root(cfg) -> Path:
     if not (root / "manifest.json").is_file() and (root / "patterns" / "manifest.json").is_file():
         root = root / "patterns"
     return root
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    inner = getattr(model, "_orig_mod", model)  # torch.compile
-    return getattr(inner, "module", inner) if isinstance(inner, nn.parallel.DistributedDataParallel) else inner
 
 
 class SemanticAddon(Method):
@@ -140,21 +136,25 @@ class SemanticAddon(Method):
         self.item_shape = tuple(store.item_shape)
 
     def build_model(self) -> nn.Module:
-        from semantic_genesis import models
+        """:class:`~semantic_genesis.models.ynet.YNet` on the backbone ``model.name`` (restore and
+        classify), the backbone alone (restore), or its encoder + the Semantic Genesis head (classify)."""
+        from semantic_genesis.models.backbone import backbone_from_config
+        from semantic_genesis.models.classifier import EncoderClassifier
+        from semantic_genesis.models.ynet import YNet
 
         self._read_store()
         m = self.cfg.model
-        common = {"in_channels": m.in_channels, "width": m.width, "norm": m.norm}
         if self.restore:
             if m.out_channels != m.in_channels:
                 raise ConfigError(f"{self.name} restores its input: model.out_channels must equal model.in_channels")
             if m.out_activation != "sigmoid":
                 raise ConfigError(f"{self.name} needs model.out_activation=sigmoid, got {m.out_activation!r}")
-            common.update(out_channels=m.out_channels, out_activation=m.out_activation)
-            if self.classify:
-                return models.create("ynet3d", num_classes=self.num_classes, **common)
-            return models.create("unet3d", **common)
-        return models.create("encoder_classifier3d", num_classes=self.num_classes, head="genesis", **common)
+        backbone = backbone_from_config(m, f"method {self.name!r}")
+        if self.restore and self.classify:
+            return YNet(backbone, num_classes=self.num_classes)
+        if self.restore:
+            return backbone
+        return EncoderClassifier(backbone, num_classes=self.num_classes, head="genesis")
 
     def build_datasets(self):
         from semantic_genesis.training.data import StoreDataset
@@ -190,7 +190,7 @@ class SemanticAddon(Method):
         restoration = logits = None
         warm = ctx.training and self.in_warmup(ctx.epoch)
         if warm and not isinstance(model, nn.parallel.DistributedDataParallel):
-            net = _unwrap(model)
+            net = unwrap_model(model)
             logits = net.classify(net.encode(inputs))  # decoder not run at all
         else:
             out = model(inputs)
@@ -232,7 +232,7 @@ class SemanticAddon(Method):
         """During the warm-up: every decoder parameter (``up_tr*``, ``out_tr*``)."""
         if not self.in_warmup(epoch):
             return ()
-        prefixes = tuple(f"{p}." for p in getattr(_unwrap(model), "decoder_state_dict_prefixes", ()))
+        prefixes = tuple(f"{p}." for p in getattr(unwrap_model(model), "decoder_state_dict_prefixes", ()))
         return [n for n, _ in model.named_parameters() if n.startswith(prefixes)]
 
     def weights_metadata(self) -> dict[str, Any]:
@@ -257,7 +257,7 @@ class SemanticGenesis(SemanticAddon):
 
     name = "semantic_genesis"
     description = ("Semantic Genesis: classify discovered patterns and restore them from the semantic_genesis "
-                   "transforms (YNet3D; classification warm-up, then joint)")
+                   "transforms (YNet; classification warm-up, then joint)")
 
 
 @register()

@@ -1,7 +1,7 @@
 """Classification heads on the U-Net bottleneck.
 
-:class:`ClassificationHead` is the Semantic Genesis PyTorch head (genesis_reference §3.3; Haghighi et
-al., "Learning Semantics-enriched Representation via Self-discovery, Self-classification, and
+:class:`ClassificationHead` is the Semantic Genesis PyTorch head (the official ``YNet3D``'s ``clc_out``;
+Haghighi et al., "Learning Semantics-enriched Representation via Self-discovery, Self-classification, and
 Self-restoration", MICCAI 2020): Conv 512->1024 (k3, p1) -> batch norm -> ReLU -> global average
 pooling -> Linear 1024->C. It returns **logits**; the official code applied a softmax and then
 ``log`` + ``CrossEntropyLoss``, which is unstable, so the softmax belongs in the loss here.

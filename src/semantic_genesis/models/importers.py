@@ -1,6 +1,7 @@
 """Importers for the official Models Genesis / Semantic Genesis PyTorch checkpoints, and an exporter.
 
-Official layouts (genesis_reference §3.4):
+Official layouts (the released checkpoints of Models Genesis, Zhou et al., MedIA 2021, and Semantic
+Genesis, Haghighi et al., MICCAI 2020, as their READMEs load them):
 
 * **Models Genesis** (``Genesis_Chest_CT.pt``): the trainer wraps the model in ``nn.DataParallel`` and
   saves ``{'epoch', 'state_dict', 'optimizer_state_dict'}``, so keys carry a ``module.`` prefix; the
@@ -17,6 +18,10 @@ run code stored in the file, and a warning is issued.
 
 :func:`export_models_genesis` writes our weights back in the official layout (``{'state_dict':
 {'module.' + key: tensor}}`` via ``torch.save``) so that the official code's loader can use them.
+
+:func:`infer_architecture` is the one place where a network is inferred from key names and shapes;
+it serves the importers and files without metadata. Loading a checkpoint into a model is
+:func:`semantic_genesis.models.loading.load_pretrained`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ import torch
 from torch import nn
 
 from semantic_genesis.errors import CheckpointError, ConfigError
+from semantic_genesis.models.registry import create
+from semantic_genesis.models.state import check_finite, load_state_dict_into, strip_prefix
+from semantic_genesis.models.weights import check_weights_path, load_weights, save_weights
 
 FORMATS = ("models_genesis", "semantic_genesis")
 SG_DROP_MARKERS = ("projection_head", "prototypes")
@@ -60,9 +68,7 @@ def torch_load(path: str | Path, trust: bool = False) -> Any:
         CheckpointError: missing file, not a checkpoint, truncated/corrupt.
         UntrustedCheckpointError: needs unpickling of non-allow-listed objects and ``trust`` is False.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
+    path = check_weights_path(path, "checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file, not a PyTorch checkpoint")
     try:
@@ -124,31 +130,13 @@ def find_state_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:
     )
 
 
-def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> tuple[dict[str, torch.Tensor], int]:
-    """Remove a leading ``prefix`` (repeatedly, e.g. nested DataParallel) from every key.
-
-    Returns:
-        ``(new state dict, number of keys renamed)``.
-    """
-    out: dict[str, torch.Tensor] = {}
-    renamed = 0
-    for key, value in state_dict.items():
-        new = key
-        while new.startswith(prefix):
-            new = new[len(prefix):]
-        renamed += new != key
-        if new in out:
-            raise CheckpointError(f"key {new!r} occurs twice after removing the prefix {prefix!r}")
-        out[new] = value
-    return out, renamed
-
-
 def infer_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> tuple[str, dict[str, Any]]:
     """Infer ``(registry name, constructor arguments)`` of a Models Genesis-style U-Net state dict.
 
     ``width`` comes from the first conv (32 output channels at width 1), ``in_channels`` and
     ``out_channels`` from the first and last convs, ``skip_connections`` from the first decoder conv,
-    2D vs 3D from the kernel rank, the classification head (``clc_out.*``) gives ``ynet3d``.
+    2D vs 3D from the kernel rank; the classification head (``clc_out.*``) gives ``ynet3d`` (3D) or
+    ``ynet`` on a ``unet2d`` backbone (2D).
 
     Raises:
         CheckpointError: the keys are not those of a Models Genesis U-Net.
@@ -171,16 +159,17 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "ch
         args["norm"] = "batch_stats"
     elif "down_tr64.ops.0.bn1.weight" in state_dict:
         args["norm"] = "instance"  # affine-only norm; instance and group norm have the same keys
-    if spatial == 2:
-        return "unet2d", args
-    if spatial != 3:
+    if spatial not in (2, 3):
         raise CheckpointError(f"{source}: first conv has shape {tuple(first.shape)}; expected a 2D or 3D kernel")
+    backbone = "unet3d" if spatial == 3 else "unet2d"
     head = state_dict.get("clc_out.fc1.weight")
     conv = state_dict.get("clc_out.conv1.weight")
     if head is not None and conv is not None:
-        args.update(num_classes=int(head.shape[0]), head_hidden=int(conv.shape[0]))
-        return "ynet3d", args
-    return "unet3d", args
+        head_args = {"num_classes": int(head.shape[0]), "head_hidden": int(conv.shape[0])}
+        if spatial == 3:
+            return "ynet3d", {**args, **head_args}
+        return "ynet", {"backbone": backbone, "backbone_args": args, **head_args}
+    return backbone, args
 
 
 def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -237,17 +226,15 @@ def import_state_dict(path: str | Path, fmt: str = "auto", trust: bool = False) 
         trust: allow ``weights_only=False`` for a file you trust.
 
     Raises:
-        CheckpointError: unreadable/untrusted file, no U-Net keys, or (Models Genesis) keys or shapes
-            that do not fit the inferred network exactly.
+        CheckpointError: unreadable/untrusted file, non-finite tensors, no U-Net keys, or (Models
+            Genesis) keys or shapes that do not fit the inferred network exactly.
     """
-    from semantic_genesis.models.registry import create
-    from semantic_genesis.models.weights import load_state_dict_into
-
     if fmt not in (*FORMATS, "auto"):
         raise ConfigError(f"unknown checkpoint format {fmt!r}; expected one of {', '.join(FORMATS)} or 'auto'")
     path = Path(path)
     raw = find_state_dict(torch_load(path, trust=trust), path)
     state_dict, _ = strip_prefix(raw, "module.")
+    check_finite(state_dict, str(path))
     if fmt == "auto":
         fmt = detect_format(state_dict)
     skipped: list[str] = []
@@ -281,8 +268,6 @@ def import_checkpoint(
     metadata: Mapping[str, Any] | None = None,
 ) -> ImportResult:
     """Convert an official checkpoint to a safetensors weights file with metadata (``out``)."""
-    from semantic_genesis.models.weights import save_weights
-
     result = import_state_dict(path, fmt=fmt, trust=trust)
     meta = result.metadata()
     architecture, arch_args = meta.pop("architecture"), meta.pop("arch_args")
@@ -308,7 +293,6 @@ def export_models_genesis(path: str | Path, out: str | Path, unet_only: bool = F
     Raises:
         CheckpointError: the weights are not a Models Genesis U-Net.
     """
-    from semantic_genesis.models.weights import load_weights
     from semantic_genesis.utils.atomic import atomic_open
 
     state_dict, _ = load_weights(path)  # keys in the model's own order

@@ -1,11 +1,11 @@
 """Normalisation layers for the Genesis networks, chosen by name.
 
-``"batch_stats"`` reproduces the official Models Genesis ``ContBatchNorm3d`` (genesis_reference §3.1):
+``"batch_stats"`` reproduces the official Models Genesis ``ContBatchNorm3d`` (``unet3d.py``):
 it **always normalises with the statistics of the current batch**, also in ``eval()`` mode, while still
 updating the running mean/variance (momentum 0.1) on every forward pass and never incrementing
 ``num_batches_tracked``. Its buffers are those of a standard batch norm, so state dicts carry the same
 keys as the official checkpoints (``bn1.running_mean``, ``bn1.running_var``, ``bn1.num_batches_tracked``).
-A consequence (reference §5.5): outputs depend on the batch composition and a batch of one volume is
+A consequence: outputs depend on the batch composition and a batch of one volume is
 normalised by its own statistics.
 
 The standard alternatives:

@@ -1,41 +1,59 @@
-"""The model registry: ``create(name, **kwargs)`` by name, used by configs, the CLI and the tests.
+"""The model registry: ``create(name, **kwargs)`` by name, used by configs, weights files and the CLI.
 
-Entries are ``name -> (module, class)`` and are imported on first use.
+:data:`MODELS` is a :class:`~semantic_genesis.utils.registry.Registry` of model classes, each imported
+on first use:
+
+==========================  ==================================================================
+name                        network
+==========================  ==================================================================
+``unet3d``                  Models Genesis 3D U-Net (backbone; official keys)
+``unet2d``                  the same U-Net with 2D layers (backbone)
+``resunet2d``               U-Net with a ResNet-18 encoder (backbone)
+``ynet``                    any dense backbone + the Semantic Genesis head (``backbone=NAME``)
+``ynet3d``                  the official Semantic Genesis ``YNet3D`` (``ynet`` on ``unet3d``)
+``encoder_classifier``      any backbone's encoder + a classification head (``backbone=NAME``)
+``encoder_classifier3d``    the same on the 3D U-Net, flat arguments
+``rubiks_cube3d``           the Rubik's cube pretext network (siamese U-Net encoder)
+==========================  ==================================================================
+
+A weights file records ``(architecture, arch_args)`` = :func:`architecture_of` of the saved model, so
+:func:`create` rebuilds it. :func:`unwrap_model` is the one helper that removes DataParallel, DDP and
+``torch.compile`` wrappers.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
 from torch import nn
 
 from semantic_genesis.errors import ConfigError
+from semantic_genesis.utils.registry import Registry
 
-_MODELS: dict[str, tuple[str, str]] = {
-    "unet3d": ("semantic_genesis.models.unet3d", "UNet3D"),
-    "ynet3d": ("semantic_genesis.models.ynet3d", "YNet3D"),
-    "encoder_classifier3d": ("semantic_genesis.models.ynet3d", "EncoderClassifier3D"),
-    "unet2d": ("semantic_genesis.models.unet2d", "UNet2D"),
-    "resunet2d": ("semantic_genesis.models.resunet2d", "ResUNet2D"),
-    # The Rubik's cube pretext network (siamese U-Net encoder + permutation/rotation heads) lives
-    # with its method; registered here so weights files can rebuild it without importing methods first.
-    "rubiks_cube3d": ("semantic_genesis.methods.rubiks_cube", "RubiksCubeNet3D"),
-}
+#: The registry of model classes (name -> class), imported lazily.
+MODELS: Registry[type[nn.Module]] = Registry("model", key="model.name")
+for _name, _target in (
+    ("unet3d", "semantic_genesis.models.unet3d:UNet3D"),
+    ("unet2d", "semantic_genesis.models.unet2d:UNet2D"),
+    ("resunet2d", "semantic_genesis.models.resunet2d:ResUNet2D"),
+    ("ynet", "semantic_genesis.models.ynet:YNet"),
+    ("ynet3d", "semantic_genesis.models.ynet:YNet3D"),
+    ("encoder_classifier", "semantic_genesis.models.classifier:EncoderClassifier"),
+    ("encoder_classifier3d", "semantic_genesis.models.classifier:EncoderClassifier3D"),
+    ("rubiks_cube3d", "semantic_genesis.models.rubiks_cube:RubiksCubeNet3D"),
+):
+    MODELS.add_lazy(_name, _target)
 
 
 def available() -> list[str]:
     """Registered model names, sorted."""
-    return sorted(_MODELS)
+    return MODELS.available()
 
 
 def model_class(name: str) -> type[nn.Module]:
     """The class registered as ``name``; unknown names raise :class:`ConfigError` listing the names."""
-    if name not in _MODELS:
-        raise ConfigError(f"unknown model {name!r}; available models: {', '.join(available())}")
-    module, attr = _MODELS[name]
-    return getattr(importlib.import_module(module), attr)
+    return MODELS.get(name)
 
 
 def model_arguments(name: str) -> list[str]:
@@ -58,11 +76,11 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     return cls(**kwargs)
 
 
-def create_from_config(model_cfg: Any, **extra: Any) -> nn.Module:
-    """Build the model described by a :class:`~semantic_genesis.config.ModelConfig` section.
+def config_arguments(model_cfg: Any, name: str | None = None) -> dict[str, Any]:
+    """The arguments of model ``name`` (default ``model_cfg.name``) that a ``model`` config section sets.
 
     Fields the model does not take are left out (e.g. ``num_classes`` for ``unet3d``), as is
-    ``num_classes=0`` (meaning "no head", so the model default applies). ``extra`` overrides fields.
+    ``num_classes=0`` (meaning "no head", so the model default applies).
     """
     fields = {
         "in_channels": model_cfg.in_channels,
@@ -74,20 +92,41 @@ def create_from_config(model_cfg: Any, **extra: Any) -> nn.Module:
     }
     if model_cfg.num_classes > 0:
         fields["num_classes"] = model_cfg.num_classes
-    fields.update(extra)
-    valid = model_arguments(model_cfg.name)
-    return create(model_cfg.name, **{k: v for k, v in fields.items() if k in valid or k in extra})
+    valid = model_arguments(name or model_cfg.name)
+    return {k: v for k, v in fields.items() if k in valid}
+
+
+def create_from_config(model_cfg: Any, **extra: Any) -> nn.Module:
+    """Build the model described by a :class:`~semantic_genesis.config.ModelConfig` section.
+
+    The section's fields that the model takes are passed (see :func:`config_arguments`); ``extra``
+    adds or overrides arguments.
+    """
+    return create(model_cfg.name, **{**config_arguments(model_cfg), **extra})
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The network inside ``DataParallel`` / ``DistributedDataParallel`` / ``torch.compile`` wrappers
+    (any nesting), or ``model`` itself."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def architecture_of(model: nn.Module) -> tuple[str, dict[str, Any]]:
-    """``(registry name, constructor arguments)`` of a model built from this package.
+    """``(registry name, constructor arguments)`` of a model built from this package (wrappers removed).
 
     Raises:
         ConfigError: the model is not one of the registered architectures.
     """
+    model = unwrap_model(model)
     name = getattr(model, "ARCH_NAME", None)
     args = getattr(model, "arch_args", None)
-    if name not in _MODELS or not isinstance(args, dict):
+    if name not in MODELS or not isinstance(args, dict):
         raise ConfigError(
             f"{type(model).__name__} is not a registered semantic_genesis model; registered: {', '.join(available())}"
         )

@@ -1,7 +1,8 @@
 """A U-Net with a ResNet-18 encoder for 2D images (the Models Genesis 2D release's architecture).
 
-The Models Genesis 2D weights (MG issue #41, genesis_reference §4.3) were trained with a U-Net whose
-encoder is a ResNet-18. This module builds that layout:
+The Models Genesis 2D weights (Zhou et al., MedIA 2021; the official repository's issue #41) were
+trained with a U-Net whose encoder is a ResNet-18 (He et al., "Deep residual learning for image
+recognition", CVPR 2016). This module builds that layout:
 
 * encoder (``encoder.*``): conv 7x7 stride 2 -> norm -> ReLU (skip 1, H/2), max pool 3x3 stride 2,
   then four stages of two basic residual blocks (64, 128, 256, 512 channels at width 1; skips 2-4 at
@@ -14,7 +15,10 @@ The ResNet blocks are written here rather than taken from ``monai.networks.nets.
 1.6.1 applies its ``norm`` argument only to the stem (the residual stages always get batch norm), so
 the ``norm`` choice could not be honoured, and importing MONAI costs about 1.8 s.
 
-Input ``(B, in_channels, H, W)`` with H and W multiples of 32 (:attr:`ResUNet2D.min_divisor`).
+Input ``(B, in_channels, H, W)`` with H and W multiples of 32 (:attr:`ResUNet2D.min_divisor`). The
+network meets the backbone contract (:mod:`semantic_genesis.models.backbone`): ``feature_channels``
+``(64, 64, 128, 256, 512)`` at width 1 and strides ``(2, 4, 8, 16, 32)``, encoder ``encoder.*``,
+decoder ``decoder.*`` and the output layer ``out_conv.*``.
 """
 
 from __future__ import annotations
@@ -25,9 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semantic_genesis.errors import ConfigError
+from semantic_genesis.models.backbone import EncoderFeatures, apply_activation, check_out_activation, check_spatial_input
 from semantic_genesis.models.norms import make_norm, scaled_channels
-from semantic_genesis.models.unet3d import OUT_ACTIVATIONS, EncoderFeatures, apply_activation, check_spatial_input
 
 
 class BasicBlock(nn.Module):
@@ -109,9 +112,12 @@ class ResUNet2D(nn.Module):
     """
 
     ARCH_NAME = "resunet2d"
+    spatial_dims = 2
     min_divisor = 32
+    feature_strides = (2, 4, 8, 16, 32)
     encoder_state_dict_prefixes = ("encoder",)
     decoder_state_dict_prefixes = ("decoder", "out_conv")
+    output_state_dict_prefixes = ("out_conv",)
 
     def __init__(
         self,
@@ -123,11 +129,11 @@ class ResUNet2D(nn.Module):
         skip_connections: bool = True,
     ):
         super().__init__()
-        if out_activation not in OUT_ACTIVATIONS:
-            raise ConfigError(f"out_activation must be one of {', '.join(OUT_ACTIVATIONS)}, got {out_activation!r}")
+        check_out_activation(out_activation)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.out_activation = out_activation
+        self.norm = norm
         self.skip_connections = bool(skip_connections)
         self.arch_args = {
             "in_channels": self.in_channels,
@@ -148,16 +154,19 @@ class ResUNet2D(nn.Module):
             previous = out
         self.decoder = nn.ModuleList(blocks)
         self.out_conv = nn.Conv2d(previous, out_channels, 3, padding=1)
+        self.feature_channels = (stem, l1, l2, l3, l4)
         self.bottleneck_channels = l4
-        self.skip_channels = (stem, l1, l2, l3)
 
     def check_input(self, x: torch.Tensor) -> None:
+        """Raise :class:`~semantic_genesis.errors.DataError` unless ``x`` is ``(B, in_channels, H, W)``, H and W multiples of 32."""
         check_spatial_input(x, 2, self.in_channels, self.min_divisor, type(self).__name__)
 
     def encoder_modules(self) -> list[nn.Module]:
+        """``[encoder]`` (the ResNet-18)."""
         return [self.encoder]
 
     def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the ResNet-18 encoder."""
         return self.encoder.parameters()
 
     def encode(self, x: torch.Tensor) -> EncoderFeatures:

@@ -1,7 +1,7 @@
 """The Models Genesis U-Net (official PyTorch architecture, layer for layer), 3D and 2D.
 
-Architecture (genesis_reference §3.1; Zhou et al., "Models Genesis", MICCAI 2019 / MedIA 2021), with
-``c = round(32 * width)`` (32 at ``width=1``):
+Architecture (Zhou et al., "Models Genesis", MICCAI 2019 / MedIA 2021; the official PyTorch
+``unet3d.py``), with ``c = round(32 * width)`` (32 at ``width=1``):
 
 =========== ======================================================== ============================
 block        layers                                                   output (input B x 1 x 64x64x32)
@@ -24,40 +24,39 @@ after stripping ``module.`` (see :mod:`semantic_genesis.models.importers`).
 
 ``skip_connections=False`` builds the same network without the concatenations (a plain convolutional
 autoencoder; the decoder convolutions then take only the up-convolution channels), which is the
-skip-less autoencoder of the original Semantic Genesis self-discovery (reference §1.1, §5.2).
+skip-less autoencoder of the Semantic Genesis self-discovery (Haghighi et al., MICCAI 2020: the
+autoencoder's bottleneck must carry the whole scan).
 
+The U-Net meets the backbone contract (:mod:`semantic_genesis.models.backbone`): ``feature_channels``
+``(2c, 4c, 8c, 16c)`` at strides ``(1, 2, 4, 8)``, ``encoder_state_dict_prefixes`` ``down_tr64`` ...
+``down_tr512``, ``decoder_state_dict_prefixes`` ``up_tr256`` ... ``out_tr`` (output layer ``out_tr``).
 Unlike the official module, ``forward`` stores no attributes: :meth:`GenesisUNet.encode` returns the
-bottleneck and the skips as an :class:`EncoderFeatures` tuple.
+bottleneck and the skips as an :class:`~semantic_genesis.models.backbone.EncoderFeatures` tuple.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 import torch
 from torch import nn
 
-from semantic_genesis.errors import ConfigError, DataError
+from semantic_genesis.errors import ConfigError
+from semantic_genesis.models.backbone import (
+    EncoderFeatures,
+    apply_activation,
+    check_out_activation,
+    check_spatial_input,
+    modules_named,
+    parameters_named,
+)
 from semantic_genesis.models.norms import make_norm, scaled_channels
 
-OUT_ACTIVATIONS = ("sigmoid", "softmax", "none")
-
+#: The U-Net's encoder blocks (the official key prefixes), shallow to deep.
 ENCODER_PREFIXES = ("down_tr64", "down_tr128", "down_tr256", "down_tr512")
+#: The decoder blocks, the output layer ``out_tr`` last.
 DECODER_PREFIXES = ("up_tr256", "up_tr128", "up_tr64", "out_tr")
-
-
-class EncoderFeatures(NamedTuple):
-    """What the encoder produces.
-
-    Attributes:
-        bottleneck: ``(B, 16c, X/8, Y/8, Z/8)`` (512 channels at width 1), the official ``out512``.
-        skips: the three pre-pooling feature maps, ordered **shallow to deep**:
-            ``(B, 2c, X, Y, Z)``, ``(B, 4c, X/2, Y/2, Z/2)``, ``(B, 8c, X/4, Y/4, Z/4)``.
-            Always returned, also by a network without skip connections (which ignores them).
-    """
-
-    bottleneck: torch.Tensor
-    skips: tuple[torch.Tensor, ...]
+OUTPUT_PREFIXES = ("out_tr",)
 
 
 def _conv(spatial_dims: int) -> type[nn.Module]:
@@ -121,15 +120,6 @@ class OutputTransition(nn.Module):
         return self.final_conv(x)
 
 
-def apply_activation(logits: torch.Tensor, kind: str) -> torch.Tensor:
-    """Apply an output activation (``"sigmoid"``, ``"softmax"`` over channels, or ``"none"``)."""
-    if kind == "sigmoid":
-        return torch.sigmoid(logits)
-    if kind == "softmax":
-        return torch.softmax(logits, dim=1)
-    return logits
-
-
 class GenesisUNet(nn.Module):
     """The Models Genesis U-Net for ``spatial_dims`` 3 (:class:`UNet3D`) or 2 (:class:`UNet2D`).
 
@@ -148,8 +138,10 @@ class GenesisUNet(nn.Module):
 
     ARCH_NAME = "genesis_unet"
     min_divisor = 8
+    feature_strides = (1, 2, 4, 8)
     encoder_state_dict_prefixes = ENCODER_PREFIXES
     decoder_state_dict_prefixes = DECODER_PREFIXES
+    output_state_dict_prefixes = OUTPUT_PREFIXES
 
     def __init__(
         self,
@@ -162,8 +154,7 @@ class GenesisUNet(nn.Module):
         spatial_dims: int = 3,
     ):
         super().__init__()
-        if out_activation not in OUT_ACTIVATIONS:
-            raise ConfigError(f"out_activation must be one of {', '.join(OUT_ACTIVATIONS)}, got {out_activation!r}")
+        check_out_activation(out_activation)
         if int(in_channels) < 1 or int(out_channels) < 1:
             raise ConfigError(f"in_channels and out_channels must be >= 1, got {in_channels} and {out_channels}")
         c = scaled_channels(32, width)
@@ -171,6 +162,7 @@ class GenesisUNet(nn.Module):
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.out_activation = out_activation
+        self.norm = norm
         self.skip_connections = bool(skip_connections)
         self.arch_args = {
             "in_channels": self.in_channels,
@@ -190,9 +182,8 @@ class GenesisUNet(nn.Module):
         self.up_tr128 = UpTransition(8 * c, 4 * c if s else 0, 4 * c, norm, d)
         self.up_tr64 = UpTransition(4 * c, 2 * c if s else 0, 2 * c, norm, d)
         self.out_tr = OutputTransition(2 * c, out_channels, d)
+        self.feature_channels = (2 * c, 4 * c, 8 * c, 16 * c)
         self.bottleneck_channels = 16 * c
-        self.skip_channels = (2 * c, 4 * c, 8 * c)
-        self.decoder_channels = 2 * c
 
     # ---------------------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -201,16 +192,15 @@ class GenesisUNet(nn.Module):
 
     def encoder_modules(self) -> list[nn.Module]:
         """The encoder blocks ``[down_tr64, down_tr128, down_tr256, down_tr512]``."""
-        return [getattr(self, name) for name in self.encoder_state_dict_prefixes]
+        return modules_named(self, self.encoder_state_dict_prefixes)
 
     def encoder_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the encoder blocks only (e.g. to freeze them or give them their own lr)."""
-        for module in self.encoder_modules():
-            yield from module.parameters()
+        return parameters_named(self, self.encoder_state_dict_prefixes)
 
     def decoder_modules(self) -> list[nn.Module]:
         """The decoder blocks ``[up_tr256, up_tr128, up_tr64, out_tr]``."""
-        return [getattr(self, name) for name in self.decoder_state_dict_prefixes]
+        return modules_named(self, self.decoder_state_dict_prefixes)
 
     def encode(self, x: torch.Tensor) -> EncoderFeatures:
         """Run the encoder.
@@ -254,24 +244,6 @@ def run_encoder(blocks: list[nn.Module], x: torch.Tensor) -> EncoderFeatures:
         skips.append(skip)
     bottleneck, _ = blocks[-1](out)
     return EncoderFeatures(bottleneck, tuple(skips))
-
-
-def check_spatial_input(x: torch.Tensor, spatial_dims: int, in_channels: int, divisor: int, who: str) -> None:
-    """Validate a network input ``(B, C, *spatial)``; raise :class:`DataError` naming the shape."""
-    layout = "(B, C, X, Y, Z)" if spatial_dims == 3 else "(B, C, H, W)"
-    if not isinstance(x, torch.Tensor):
-        raise DataError(f"{who}: expected a tensor {layout}, got {type(x).__name__}")
-    shape = tuple(x.shape)
-    if x.dim() != spatial_dims + 2:
-        raise DataError(f"{who}: expected a {spatial_dims + 2}D input {layout}, got shape {shape}")
-    if shape[1] != in_channels:
-        raise DataError(f"{who}: expected {in_channels} input channel(s) in {layout}, got shape {shape}")
-    bad = [n for n in shape[2:] if n % divisor]
-    if bad:
-        raise DataError(
-            f"{who}: input spatial size {shape[2:]} (shape {shape}) is not divisible by {divisor}; "
-            f"every spatial size must be a multiple of {divisor} (e.g. 64x64x32)"
-        )
 
 
 class UNet3D(GenesisUNet):

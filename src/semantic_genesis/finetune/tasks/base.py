@@ -23,6 +23,8 @@ class Task:
         description: one line.
         layout: the expected dataset layout, quoted in errors.
         num_outputs: outputs of the new head / output layer (1 = binary, sigmoid).
+        spatial_dims: 3 for volumes ``(C, X, Y, Z)``, 2 for images ``(C, H, W)``; the network's
+            backbone must have the same.
     """
 
     name: ClassVar[str] = ""
@@ -32,6 +34,7 @@ class Task:
     description: ClassVar[str] = ""
     layout: ClassVar[str] = ""
     num_outputs: ClassVar[int] = 1
+    spatial_dims: ClassVar[int] = 3
 
     def load(self, root: str | Path, cfg: "Config") -> "TaskData":
         """Read the task's samples from ``root`` (crops in [0, 1], see :class:`TaskData`)."""
