@@ -14,7 +14,7 @@ from semantic_genesis.cli import main
 from semantic_genesis.config import load_config
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.methods.base import StepContext
-from semantic_genesis.methods.models_genesis import ModelsGenesis, restoration_loss
+from semantic_genesis.methods.models_genesis import ModelsGenesis
 from semantic_genesis.training.data import collate
 from semantic_genesis.training.logging import read_metrics
 
@@ -59,17 +59,6 @@ def _cfg(data, out=None, *extra):
 def test_registered():
     assert "models_genesis" in methods.available()
     assert methods.get("models_genesis") is ModelsGenesis
-
-
-def test_loss_is_float32_mse_under_autocast():
-    out = torch.rand(2, 1, 8, 8, 8).to(torch.bfloat16)
-    target = torch.rand(2, 1, 8, 8, 8)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = restoration_loss(out, target)
-    assert loss.dtype == torch.float32
-    assert torch.allclose(loss, ((out.float() - target) ** 2).mean())
-    logits = torch.randn(2, 1, 8, 8, 8)
-    assert torch.allclose(restoration_loss(logits, target, "none"), ((torch.sigmoid(logits) - target) ** 2).mean())
 
 
 def test_step_restores_preset_inputs_deterministically(phantom_cubes):

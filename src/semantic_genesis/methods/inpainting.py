@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from semantic_genesis.errors import ConfigError
+from semantic_genesis.losses import masked_mse
 from semantic_genesis.methods import register
 from semantic_genesis.methods.base import StepContext, StepOutput
 from semantic_genesis.methods.restoration import RestorationMethod
@@ -47,24 +48,6 @@ def masked_weights(cfg) -> tuple[float, float]:
             f"inpainting: method.options inside_weight ({inside}) and outside_weight ({outside}) must be >= 0, not both 0"
         )
     return inside, outside
-
-
-def masked_mse(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, inside: float, outside: float) -> torch.Tensor:
-    """Weighted mean squared error ``sum(w * (output - target)^2) / sum(w)`` in float32.
-
-    Args:
-        output: ``(B, C, X, Y, Z)`` in [0, 1] (after the sigmoid).
-        target: same shape, in [0, 1].
-        mask: bool ``(B, 1, X, Y, Z)`` (broadcast over channels), True on dropped voxels.
-        inside, outside: weights of dropped and kept voxels.
-
-    Returns:
-        Scalar float32 tensor.
-    """
-    with torch.autocast(device_type=output.device.type, enabled=False):
-        err = (output.float() - target.float()) ** 2
-        weight = torch.where(mask, inside, outside).to(err.dtype).expand_as(err)
-        return (weight * err).sum() / weight.sum().clamp_min(1e-12)
 
 
 @register()

@@ -20,27 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from semantic_genesis.errors import ConfigError, DataError
+from semantic_genesis.losses import restoration_loss
 from semantic_genesis.methods import register
 from semantic_genesis.methods.base import Method, StepContext, StepOutput
-
-
-def restoration_loss(output: torch.Tensor, target: torch.Tensor, activation: str = "sigmoid") -> torch.Tensor:
-    """Mean squared error of the restoration in float32.
-
-    Args:
-        output: network output ``(B, C, X, Y, Z)``; probabilities in [0, 1] when the model ends with a
-            sigmoid (``activation="sigmoid"``), logits when ``activation="none"`` (the sigmoid is then
-            applied here, in float32).
-        target: the untransformed cubes, same shape, in [0, 1].
-
-    Returns:
-        Scalar float32 tensor.
-    """
-    with torch.autocast(device_type=output.device.type, enabled=False):
-        out = output.float()
-        if activation == "none":
-            out = torch.sigmoid(out)
-        return F.mse_loss(out, target.float())
 
 
 @register()

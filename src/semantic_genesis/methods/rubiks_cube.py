@@ -30,10 +30,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from semantic_genesis.errors import ConfigError, DataError
+from semantic_genesis.losses import rubik_loss
 from semantic_genesis.methods import register
 from semantic_genesis.methods.base import Method, StepContext, StepOutput
 from semantic_genesis.models.rubiks_cube import RubiksCubeNet3D
@@ -97,10 +97,7 @@ class RubiksCube(Method):
         with torch.autocast(device_type=cubes.device.type, enabled=False):
             scrambled, labels, rotations = self.recipe(cubes, ctx.generator)
         out = model(scrambled)
-        with torch.autocast(device_type=cubes.device.type, enabled=False):
-            ce = F.cross_entropy(out.permutation.float(), labels)
-            bce = F.binary_cross_entropy_with_logits(out.rotation.float(), rotations)
-            loss = ce + float(self.options["rotation_weight"]) * bce
+        loss, ce, bce = rubik_loss(out.permutation, out.rotation, labels, rotations, float(self.options["rotation_weight"]))
         metrics = {
             "ce": float(ce.detach()),
             "bce": float(bce.detach()),

@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from semantic_genesis.errors import ConfigError, DataError
+from semantic_genesis.losses import classification_loss, restoration_loss
 from semantic_genesis.methods import register
 from semantic_genesis.methods.base import Method, StepContext, StepOutput
 from semantic_genesis.models.registry import unwrap_model
@@ -201,20 +201,19 @@ class SemanticAddon(Method):
             else:
                 logits = out
         loss = None
-        with torch.autocast(device_type=patterns.device.type, enabled=False):
-            if logits is not None:
-                if labels is None:
-                    raise DataError("self-classification needs labelled patterns (records with 'label')")
-                ce = F.cross_entropy(logits.float(), labels)
-                metrics["ce"] = float(ce.detach())
-                metrics["accuracy"] = float((logits.detach().argmax(1) == labels).float().mean())
-                loss = ce if (warm or not self.restore) else lam_cls * ce
-            if restoration is not None:
-                mse = F.mse_loss(restoration.float(), targets.float())
-                metrics["mse"] = float(mse.detach())
-                if not warm:
-                    term = lam_rec * mse if self.classify else mse
-                    loss = term if loss is None else loss + term
+        if logits is not None:
+            if labels is None:
+                raise DataError("self-classification needs labelled patterns (records with 'label')")
+            ce = classification_loss(logits, labels)
+            metrics["ce"] = float(ce.detach())
+            metrics["accuracy"] = float((logits.detach().argmax(1) == labels).float().mean())
+            loss = ce if (warm or not self.restore) else lam_cls * ce
+        if restoration is not None:
+            mse = restoration_loss(restoration, targets)
+            metrics["mse"] = float(mse.detach())
+            if not warm:
+                term = lam_rec * mse if self.classify else mse
+                loss = term if loss is None else loss + term
         if keep and restoration is not None:
             outputs = {"input": inputs.detach(), "output": restoration.detach().float(), "target": targets.detach()}
         return StepOutput(loss, metrics, outputs)
