@@ -128,13 +128,17 @@ class TransformsConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """Pretraining method (``semantic_genesis.methods`` registry) and its loss settings."""
+    """Pretraining method (``semantic_genesis.methods`` registry) and its options.
+
+    ``options`` belong to the method: each method types them as a frozen dataclass (its
+    ``options_class``, e.g. Semantic Genesis ``lambda_rec``, ``lambda_cls``, ``cls_warmup_epochs``,
+    ``preset``; see ``semantic_genesis.methods.options``), checked when the method is built with the
+    same errors as every other key (``unknown config key method.options.X; valid keys of
+    method.options: ...``).
+    """
 
     name: str = "models_genesis"
-    lambda_rec: float = 1.0
-    lambda_cls: float = 0.01
-    cls_warmup_epochs: int = 20  # Semantic Genesis paper: classification branch alone first
-    options: dict[str, Any] = field(default_factory=dict)  # method-specific extras
+    options: dict[str, Any] = field(default_factory=dict)  # the method's own options (typed by the method)
 
 
 @dataclass(frozen=True)

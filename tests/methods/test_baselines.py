@@ -177,7 +177,8 @@ def test_inpainting_mask_covers_exactly_the_corrupted_voxels():
 def test_inpainting_loss_options_are_checked():
     with pytest.raises(ConfigError, match="inside_weight"):
         methods.get("inpainting")(load_config(None, ["method.name=inpainting", "method.options.inside_weight=-1"]))
-    with pytest.raises(ConfigError, match="unknown method.options"):
+    with pytest.raises(ConfigError, match="unknown config key method.options.wieght; valid keys of method.options: "
+                                          "inside_weight, outside_weight"):
         methods.get("inpainting")(load_config(None, ["method.name=inpainting", "method.options.wieght=1"]))
 
 
@@ -212,7 +213,8 @@ def test_semantic_models_genesis_is_semantic_genesis():
 
 
 def test_rubiks_cube_checks_its_options_and_cube_size(tmp_path):
-    with pytest.raises(ConfigError, match="unknown method.options"):
+    with pytest.raises(ConfigError, match="unknown config key method.options.perms; valid keys of method.options: "
+                                          "num_permutations, "):
         methods.get("rubiks_cube")(load_config(None, ["method.name=rubiks_cube", "method.options.perms=3"]))
     from semantic_genesis.io.shards import ShardWriter
 

@@ -132,7 +132,7 @@ _BASE = [
 def _config(name: str, data: Path, out: Path):
     base = [f"out={out}", f"method.name={name}", *_BASE]
     if name in PATTERN_METHODS:
-        base += [f"patterns={data}", "method.cls_warmup_epochs=0"]
+        base += [f"patterns={data}", "method.options.cls_warmup_epochs=0"]
     else:
         base += [f"data={data}"]
     return load_config(None, base + EXTRA.get(name, []))
@@ -218,7 +218,7 @@ def test_transforms_in_loader_workers_give_the_same_training(name, cube_set, pat
     out = tmp_path_factory.mktemp(f"workers_{name}")
     steps = 20  # one epoch, then the validation pass (also made in the workers)
     result = train(load_config(None, [f"out={out}", f"method.name={name}", *_BASE, *(
-        [f"patterns={data}", "method.cls_warmup_epochs=0"] if name in PATTERN_METHODS else [f"data={data}"]),
+        [f"patterns={data}", "method.options.cls_warmup_epochs=0"] if name in PATTERN_METHODS else [f"data={data}"]),
         *EXTRA.get(name, []), f"train.max_steps={steps}", "train.transforms_on=workers", "train.num_workers=1"]))
     assert result.step == steps
     losses = {r["step"]: r["loss"] for r in read_metrics(result.run_dir, "train")}

@@ -67,7 +67,7 @@ def test_methods_are_registered():
 
 
 def test_warmup_trains_the_classification_branch_alone(patterns):
-    method = methods.build(_cfg(patterns, "method.cls_warmup_epochs=2"))
+    method = methods.build(_cfg(patterns, "method.options.cls_warmup_epochs=2"))
     model = method.build_model()
     # the generic YNet on the 3D U-Net: the official Semantic Genesis YNet3D keys
     assert type(model).__name__ == "YNet" and type(model.backbone).__name__ == "UNet3D" and model.num_classes == C
@@ -93,7 +93,7 @@ def test_warmup_trains_the_classification_branch_alone(patterns):
 
 
 def test_zero_warmup_is_joint_from_the_start(patterns):
-    method = methods.build(_cfg(patterns, "method.cls_warmup_epochs=0", "method.lambda_cls=0.5"))
+    method = methods.build(_cfg(patterns, "method.options.cls_warmup_epochs=0", "method.options.lambda_cls=0.5"))
     model = method.build_model()
     out = method.training_step(model, _batch(method), _ctx(epoch=0))
     assert out.loss.item() == pytest.approx(out.metrics["mse"] + 0.5 * out.metrics["ce"], rel=1e-5)
@@ -104,7 +104,7 @@ def test_engine_warmup_leaves_the_decoder_untouched(patterns, tmp_path):
     from semantic_genesis.training.trainer import train
     from semantic_genesis.utils.seeding import derive_seed, seed_everything
 
-    cfg = _cfg(patterns, f"out={tmp_path}", "train.epochs=1", "method.cls_warmup_epochs=1")
+    cfg = _cfg(patterns, f"out={tmp_path}", "train.epochs=1", "method.options.cls_warmup_epochs=1")
     seed_everything(derive_seed(cfg.seed, "init"))  # the engine's initialisation
     init = {k: v.clone() for k, v in methods.build(cfg).build_model().state_dict().items()}
     result = train(cfg)
@@ -122,7 +122,7 @@ def test_short_training_learns_both_tasks(patterns, tmp_path):
 
     # The elastic warp's alpha=991 / sigma=8 is calibrated for 64x64x32 patterns; on 16^3 patterns it moves
     # voxels by a sixth of the pattern, which drowns the class signal in a run this short.
-    cfg = _cfg(patterns, f"out={tmp_path}", "train.epochs=20", "method.cls_warmup_epochs=4",
+    cfg = _cfg(patterns, f"out={tmp_path}", "train.epochs=20", "method.options.cls_warmup_epochs=4",
                "transforms.overrides.elastic=false")
     train(cfg)
     val = read_metrics(tmp_path, "validation")
@@ -135,7 +135,7 @@ def test_weights_load_into_fine_tuning_models(patterns, tmp_path):
     from semantic_genesis.models import create, load_pretrained, load_weights
     from semantic_genesis.training.trainer import train
 
-    cfg = _cfg(patterns, f"out={tmp_path}", "train.epochs=1", "train.steps_per_epoch=1", "method.cls_warmup_epochs=0")
+    cfg = _cfg(patterns, f"out={tmp_path}", "train.epochs=1", "train.steps_per_epoch=1", "method.options.cls_warmup_epochs=0")
     result = train(cfg)
     _, meta = load_weights(result.best_weights)
     assert meta["method"] == "semantic_genesis" and meta["num_classes"] == C

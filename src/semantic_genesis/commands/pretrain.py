@@ -6,7 +6,8 @@ Examples::
     semantic-genesis pretrain --config configs/models_genesis_3d.yaml data=data/cubes out=runs/mg train.amp=bf16
     torchrun --nproc_per_node=4 -m semantic_genesis pretrain --config configs/models_genesis_3d.yaml data=... out=...
 
-``method.name`` picks the method (see ``--list-methods``). The run folder receives config.yaml,
+``method.name`` picks the method and ``method.options.KEY=VALUE`` sets its options (see
+``--list-methods`` for both). The run folder receives config.yaml,
 metrics.jsonl, checkpoints/last.pt and weights/{best,final}.safetensors. Rerunning the same command
 resumes from the last checkpoint (raise ``train.epochs`` / ``train.max_steps`` to extend a finished run).
 """
@@ -32,8 +33,15 @@ def run(args: argparse.Namespace) -> int:
     from semantic_genesis import methods
 
     if args.list_methods:
+        import dataclasses
+
         for name in methods.available():
-            print(f"{name:22s} {methods.get(name).description}")
+            cls = methods.get(name)
+            print(f"{name:22s} {cls.description}")
+            options = getattr(cls, "options_class", None)
+            if options is not None and dataclasses.fields(options):
+                shown = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(options))
+                print(f"{'':22s}   method.options: {shown}")
         return 0
     from semantic_genesis.training.trainer import train
 

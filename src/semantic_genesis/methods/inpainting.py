@@ -10,12 +10,13 @@ the Models Genesis 3D U-Net.
   ``max_windows`` 3, ``size_fraction`` (1/4, 1/2) of each side, ``margin`` 0, ``fill`` ``"mean"``
   (the sample mean, the paper's mean fill), ``"zero"`` or ``"noise"``).
 * Target: the original cube; the mask ``M`` marks the dropped voxels.
-* Loss: the masked reconstruction loss of the context encoder, a weighted mean of squared errors of
-  the sigmoid output, ``sum(w * (out - target)^2) / sum(w)`` with ``w = inside_weight`` (0.99) on
-  dropped voxels and ``outside_weight`` (0.01) elsewhere (``method.options``), so the network is
-  scored on what it fills in and only lightly on copying the context (Pathak et al. weighted the
-  overlap with the context lightly in the same way). ``outside_weight=0`` scores the dropped region
-  only; equal weights give the plain MSE.
+* Loss: the masked reconstruction loss of the context encoder
+  (:func:`semantic_genesis.losses.masked.masked_mse`), a weighted mean of squared errors of the
+  sigmoid output, ``sum(w * (out - target)^2) / sum(w)`` with ``w = inside_weight`` (0.99) on dropped
+  voxels and ``outside_weight`` (0.01) elsewhere (``method.options``, :class:`InpaintingOptions`), so
+  the network is scored on what it fills in and only lightly on copying the context (Pathak et al.
+  weighted the overlap with the context lightly in the same way). ``outside_weight=0`` scores the
+  dropped region only; equal weights give the plain MSE.
 
 **Not implemented:** the adversarial term of the original joint loss (0.999 L2 + 0.001 adversarial).
 This baseline is the reconstruction-only context encoder; there is no discriminator.
@@ -25,6 +26,7 @@ Validation logs ``mse_inside`` and ``mse_outside`` (MSE on the dropped and kept 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,21 +35,21 @@ from semantic_genesis.errors import ConfigError
 from semantic_genesis.losses import masked_mse
 from semantic_genesis.methods import register
 from semantic_genesis.methods.base import StepContext, StepOutput
+from semantic_genesis.methods.options import MethodOptions, check_non_negative
 from semantic_genesis.methods.restoration import RestorationMethod
 from semantic_genesis.transforms.context_mask import ContextInpaintRecipe
 
-LOSS_OPTIONS = {"inside_weight": 0.99, "outside_weight": 0.01}
+@dataclass(frozen=True)
+class InpaintingOptions(MethodOptions):
+    """``method.options`` of in-painting: the weights of the masked loss."""
 
+    inside_weight: float = 0.99  # weight of the dropped voxels
+    outside_weight: float = 0.01  # weight of the kept context (0: score the dropped region only)
 
-def masked_weights(cfg) -> tuple[float, float]:
-    """``(inside_weight, outside_weight)`` from ``method.options``, checked."""
-    inside = float(cfg.method.options.get("inside_weight", LOSS_OPTIONS["inside_weight"]))
-    outside = float(cfg.method.options.get("outside_weight", LOSS_OPTIONS["outside_weight"]))
-    if inside < 0 or outside < 0 or inside + outside <= 0:
-        raise ConfigError(
-            f"inpainting: method.options inside_weight ({inside}) and outside_weight ({outside}) must be >= 0, not both 0"
-        )
-    return inside, outside
+    def __post_init__(self) -> None:
+        check_non_negative(self, "inside_weight", "outside_weight")
+        if self.inside_weight + self.outside_weight <= 0:
+            raise ConfigError("method.options.inside_weight and outside_weight must not both be 0")
 
 
 @register()
@@ -57,13 +59,11 @@ class Inpainting(RestorationMethod):
     name = "inpainting"
     description = "in-painting baseline (Pathak et al. 2016, 3D): fill dropped boxes (U-Net, masked-weighted L2)"
     recipe_class = ContextInpaintRecipe
+    options_class = InpaintingOptions
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        unknown = sorted(set(cfg.method.options) - set(LOSS_OPTIONS))
-        if unknown:
-            raise ConfigError(f"inpainting: unknown method.options key(s) {', '.join(unknown)}; valid: {', '.join(LOSS_OPTIONS)}")
-        self.inside_weight, self.outside_weight = masked_weights(cfg)
+        self.inside_weight, self.outside_weight = self.options.inside_weight, self.options.outside_weight
 
     def prepare_batch(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         """``{"input", "target", "mask"}``: the cubes with boxes dropped, the cubes, the dropped region."""

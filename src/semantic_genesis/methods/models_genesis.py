@@ -23,6 +23,7 @@ from semantic_genesis.errors import ConfigError, DataError
 from semantic_genesis.losses import restoration_loss
 from semantic_genesis.methods import register
 from semantic_genesis.methods.base import Method, StepContext, StepOutput
+from semantic_genesis.methods.options import MethodOptions, parse_options
 
 
 @register()
@@ -31,9 +32,11 @@ class ModelsGenesis(Method):
 
     name = "models_genesis"
     description = "Models Genesis: restore cubes transformed by the models_genesis preset (MSE on the sigmoid output)"
+    options_class: type[MethodOptions] = MethodOptions  # no method.options (the recipe is set in transforms)
 
     def __init__(self, cfg):
         super().__init__(cfg)
+        self.options = parse_options(cfg, self.options_class, self.name)
         self._preset = None
         self.item_shape: tuple[int, ...] | None = None  # (C, X, Y, Z) of the cube set, once loaded
 

@@ -20,13 +20,14 @@ encoder transfers (classification: encoder; segmentation: encoder, decoder left 
 must be multiples of 16. Sub-cubes are adjacent octants (the paper's random gaps between sub-cubes
 are not used).
 
-``method.options``: ``num_permutations`` (P, 100; tiny configs 10), ``rotation_prob`` (0.5),
-``rotation_weight`` (1.0), ``permutation_seed`` (0), ``hidden`` (units of the shared FC layer; 0 =
-``1024 * model.width``). Validation logs ``perm_accuracy`` and ``rot_accuracy``.
+``method.options`` (:class:`RubiksCubeOptions`): ``num_permutations`` (P, 100; tiny configs 10),
+``rotation_prob`` (0.5), ``rotation_weight`` (1.0), ``permutation_seed`` (0), ``hidden`` (units of the
+shared FC layer; 0 = ``1024 * model.width``). Validation logs ``perm_accuracy`` and ``rot_accuracy``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,21 +37,22 @@ from semantic_genesis.errors import ConfigError, DataError
 from semantic_genesis.losses import rubik_loss
 from semantic_genesis.methods import register
 from semantic_genesis.methods.base import Method, StepContext, StepOutput
+from semantic_genesis.methods.options import MethodOptions, check_non_negative, parse_options
 from semantic_genesis.models.rubiks_cube import RubiksCubeNet3D
 from semantic_genesis.transforms.rubik import RubikRecipe
 
-OPTIONS = {"num_permutations": 100, "rotation_prob": 0.5, "rotation_weight": 1.0, "permutation_seed": 0, "hidden": 0}
+@dataclass(frozen=True)
+class RubiksCubeOptions(MethodOptions):
+    """``method.options`` of the Rubik's cube method."""
 
+    num_permutations: int = 100  # P, classes of the permutation head (tiny configs: 10)
+    rotation_prob: float = 0.5  # probability that a sub-cube is rotated by 180 degrees
+    rotation_weight: float = 1.0  # weight of the rotation BCE in the loss
+    permutation_seed: int = 0  # seeds the greedy choice of the P permutations
+    hidden: int = 0  # units of the shared fully connected layer (0: 1024 * model.width)
 
-def rubik_options(cfg) -> dict[str, Any]:
-    """``method.options`` of the Rubik's cube method with defaults, checked."""
-    unknown = sorted(set(cfg.method.options) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(f"rubiks_cube: unknown method.options key(s) {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
-    opts = {**OPTIONS, **dict(cfg.method.options)}
-    if float(opts["rotation_weight"]) < 0:
-        raise ConfigError(f"rubiks_cube: method.options.rotation_weight must be >= 0, got {opts['rotation_weight']}")
-    return opts
+    def __post_init__(self) -> None:
+        check_non_negative(self, "rotation_weight", "hidden")
 
 
 @register()
@@ -59,18 +61,17 @@ class RubiksCube(Method):
 
     name = "rubiks_cube"
     description = "Rubik's cube baseline (Zhuang et al. 2019): predict sub-cube permutation (P-way) and 180-degree rotations"
+    options_class = RubiksCubeOptions
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.options = rubik_options(cfg)
-        self.recipe = RubikRecipe(
-            int(self.options["num_permutations"]), float(self.options["rotation_prob"]), int(self.options["permutation_seed"])
-        )
+        self.options = parse_options(cfg, self.options_class, self.name)
+        self.recipe = RubikRecipe(self.options.num_permutations, self.options.rotation_prob, self.options.permutation_seed)
         self.item_shape: tuple[int, ...] | None = None
 
     def build_model(self) -> nn.Module:
         m = self.cfg.model
-        return RubiksCubeNet3D(m.in_channels, m.width, m.norm, self.recipe.num_permutations, int(self.options["hidden"]))
+        return RubiksCubeNet3D(m.in_channels, m.width, m.norm, self.recipe.num_permutations, self.options.hidden)
 
     def build_datasets(self):
         from semantic_genesis.training.data import StoreDataset
@@ -97,7 +98,7 @@ class RubiksCube(Method):
         with torch.autocast(device_type=cubes.device.type, enabled=False):
             scrambled, labels, rotations = self.recipe(cubes, ctx.generator)
         out = model(scrambled)
-        loss, ce, bce = rubik_loss(out.permutation, out.rotation, labels, rotations, float(self.options["rotation_weight"]))
+        loss, ce, bce = rubik_loss(out.permutation, out.rotation, labels, rotations, self.options.rotation_weight)
         metrics = {
             "ce": float(ce.detach()),
             "bce": float(bce.detach()),
@@ -121,9 +122,9 @@ class RubiksCube(Method):
             "method": self.name,
             "transforms": "rubiks_cube",
             "num_permutations": self.recipe.num_permutations,
-            "permutation_seed": int(self.options["permutation_seed"]),
-            "rotation_prob": float(self.options["rotation_prob"]),
-            "rotation_weight": float(self.options["rotation_weight"]),
+            "permutation_seed": self.options.permutation_seed,
+            "rotation_prob": self.options.rotation_prob,
+            "rotation_weight": self.options.rotation_weight,
             "input_size": list(self.item_shape[1:]) if self.item_shape else list(self.cfg.cubes.cube_size),
             "intensity": {"hu_min": self.cfg.intensity.hu_min, "hu_max": self.cfg.intensity.hu_max},
         }

@@ -6,7 +6,7 @@ with an extra classification head (pseudo-label = the pattern's coordinate) impr
 patch-shuffling and Models Genesis alike. Here a semantics-enriched variant is
 :class:`~semantic_genesis.methods.semantic_genesis.SemanticAddon` (YNet = U-Net + head on the
 encoder; ``L = lambda_rec * MSE + lambda_cls * CE``; classification warm-up of
-``method.cls_warmup_epochs``; pattern set from ``semantic-genesis discover``) whose restoration recipe
+``method.options.cls_warmup_epochs``; pattern set from ``semantic-genesis discover``) whose restoration recipe
 is **the restoration method's own recipe** (``RestorationMethod.build_recipe``, configured by the same
 ``transforms.overrides``). :func:`with_semantics` builds that class from a restoration method, so a
 variant is one line and nothing of either side is copied.
@@ -34,13 +34,14 @@ from semantic_genesis.methods.base import Method
 from semantic_genesis.methods.inpainting import Inpainting
 from semantic_genesis.methods.patch_shuffling import PatchShuffling
 from semantic_genesis.methods.restoration import RestorationMethod, recipe_options
-from semantic_genesis.methods.semantic_genesis import SemanticAddon, SemanticGenesis
+from semantic_genesis.methods.semantic_genesis import SemanticAddon, SemanticAddonOptions, SemanticGenesis
 
 
 class RecipeSemanticAddon(SemanticAddon):
     """:class:`SemanticAddon` whose restoration recipe is that of ``restoration`` (a :class:`RestorationMethod`)."""
 
     restoration: type[RestorationMethod] = RestorationMethod
+    options_class = SemanticAddonOptions  # the recipe is the restoration method's: no preset option
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -2,22 +2,25 @@
 
 The network is :class:`~semantic_genesis.models.ynet.YNet` on the backbone named by ``model.name``
 (default the Models Genesis 3D U-Net, which gives the official Semantic Genesis ``YNet3D`` layout and
-keys): the U-Net with a classification head on the encoder's bottleneck. Each pattern (a cube of the pattern set written by
-``semantic-genesis discover``) is transformed by a restoration recipe (default: the
-``"semantic_genesis"`` preset, elastic warping of the input and exactly one of non-linear, local
-shuffling, in- or out-painting, as the official ``luna_loader``); the network outputs the restored pattern and the
-class logits of its pseudo-label (the coordinate index). The loss (paper §2) is
+keys): the U-Net with a classification head on the encoder's bottleneck. Each pattern (a cube of the
+pattern set written by ``semantic-genesis discover``) is transformed by a restoration recipe (default:
+the ``"semantic_genesis"`` preset, elastic warping of the input and exactly one of non-linear, local
+shuffling, in- or out-painting, as the official ``luna_loader``); the network outputs the restored
+pattern and the class logits of its pseudo-label (the coordinate index). The loss (paper, Sec. 2) is
 
     L = lambda_rec * MSE(restoration, pattern) + lambda_cls * CE(logits, label),
 
-with ``lambda_rec = 1`` and ``lambda_cls = 0.01`` (``method`` section). Cross-entropy is computed on
-**logits** (the official code takes ``log`` of a softmax, which is unstable).
+with ``lambda_rec = 1`` and ``lambda_cls = 0.01`` (``method.options``, :class:`SemanticGenesisOptions`;
+the terms are :func:`semantic_genesis.losses.restoration_loss` and
+:func:`semantic_genesis.losses.classification_loss`). Cross-entropy is computed on **logits** (the
+official code takes ``log`` of a softmax, which is unstable).
 
 **Classification warm-up.** The paper trains the classification branch first for 20 epochs, then the
-whole model jointly. During the first ``method.cls_warmup_epochs`` epochs only the encoder and the
-head are trained (CE on the transformed pattern); the decoder is not run in the loss and is listed by
-:meth:`frozen_parameters`, so it receives no gradient and no optimiser update. ``cls_warmup_epochs=0``
-reproduces the official code (joint from the start; no warm-up exists in the released code).
+whole model jointly. During the first ``method.options.cls_warmup_epochs`` epochs only the encoder and
+the head are trained (CE on the transformed pattern); the decoder is not run in the loss and is listed
+by :meth:`frozen_parameters`, so it receives no gradient and no optimiser update.
+``cls_warmup_epochs=0`` reproduces the official code (joint from the start; no warm-up exists in the
+released code).
 
 **Composition.** :class:`SemanticAddon` is "self-discovery + self-classification added to a
 restoration recipe" (the paper's Fig. 2 add-on). A recipe is a transform preset name
@@ -40,6 +43,7 @@ splits ``train`` and ``validation``. Validation logs ``mse`` (restoration), ``ce
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -50,6 +54,7 @@ from semantic_genesis.errors import ConfigError, DataError
 from semantic_genesis.losses import classification_loss, restoration_loss
 from semantic_genesis.methods import register
 from semantic_genesis.methods.base import Method, StepContext, StepOutput
+from semantic_genesis.methods.options import MethodOptions, check_non_negative, parse_options
 from semantic_genesis.models.registry import unwrap_model
 
 
@@ -67,6 +72,26 @@ def pattern_root(cfg) -> Path:
     return root
 
 
+@dataclass(frozen=True)
+class SemanticAddonOptions(MethodOptions):
+    """``method.options`` of the semantics add-on: the loss weights ``L = lambda_rec L_rec + lambda_cls L_cls``
+    and the classification warm-up."""
+
+    lambda_rec: float = 1.0  # weight of the restoration MSE
+    lambda_cls: float = 0.01  # weight of the classification cross-entropy
+    cls_warmup_epochs: int = 20  # epochs of the classification branch alone first (paper: 20; official code: 0)
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, "lambda_rec", "lambda_cls", "cls_warmup_epochs")
+
+
+@dataclass(frozen=True)
+class SemanticGenesisOptions(SemanticAddonOptions):
+    """:class:`SemanticAddonOptions` and the restoration recipe of a preset-based variant."""
+
+    preset: str | None = None  # transform preset of the restoration recipe (None: the method's own)
+
+
 class SemanticAddon(Method):
     """Self-classification of discovered patterns added to a self-restoration recipe.
 
@@ -79,14 +104,14 @@ class SemanticAddon(Method):
     restoration_preset: str = "semantic_genesis"
     restore: bool = True
     classify: bool = True
+    options_class: type[SemanticAddonOptions] = SemanticGenesisOptions
 
     def __init__(self, cfg):
         super().__init__(cfg)
         if not (self.restore or self.classify):
             raise ConfigError(f"method {self.name!r} trains neither branch")
-        self.warmup = int(cfg.method.cls_warmup_epochs) if (self.restore and self.classify) else 0
-        if self.warmup < 0:
-            raise ConfigError(f"method.cls_warmup_epochs must be >= 0, got {cfg.method.cls_warmup_epochs}")
+        self.options = parse_options(cfg, self.options_class, self.name)
+        self.warmup = self.options.cls_warmup_epochs if (self.restore and self.classify) else 0
         # during the warm-up the decoder takes no part in the loss (DDP must know)
         self.find_unused_parameters = self.warmup > 0
         self.monitor = "loss"
@@ -97,7 +122,7 @@ class SemanticAddon(Method):
     # -- recipe ------------------------------------------------------------------------------------
     @property
     def preset_name(self) -> str:
-        return str(self.cfg.method.options.get("preset", self.restoration_preset))
+        return self.options.preset or self.restoration_preset
 
     @property
     def preset(self):
@@ -184,7 +209,7 @@ class SemanticAddon(Method):
         patterns, labels = batch["image"], batch.get("label")
         pair = self.prepared(batch, ctx)
         inputs, targets = pair["input"], pair["target"]
-        lam_rec, lam_cls = float(self.cfg.method.lambda_rec), float(self.cfg.method.lambda_cls)
+        lam_rec, lam_cls = self.options.lambda_rec, self.options.lambda_cls
         metrics: dict[str, float] = {}
         outputs: dict[str, torch.Tensor] = {}
         restoration = logits = None
@@ -239,8 +264,8 @@ class SemanticAddon(Method):
             "method": self.name,
             "transforms": self.preset_name if self.restore else None,
             "num_classes": self.num_classes if self.classify else None,
-            "lambda_rec": float(self.cfg.method.lambda_rec),
-            "lambda_cls": float(self.cfg.method.lambda_cls),
+            "lambda_rec": self.options.lambda_rec,
+            "lambda_cls": self.options.lambda_cls,
             "cls_warmup_epochs": self.warmup,
             "patterns": str(pattern_root(self.cfg)),
             "intensity": {"hu_min": self.cfg.intensity.hu_min, "hu_max": self.cfg.intensity.hu_max},
