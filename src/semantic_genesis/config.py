@@ -105,7 +105,12 @@ class DiscoveryConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network choice (``semantic_genesis.models.create`` name and arguments)."""
+    """Network choice (``semantic_genesis.models.create`` name and arguments).
+
+    Methods that train a registered network as it is (Models Genesis, the restoration baselines) build
+    ``name``; methods that put their own head on a backbone (the Semantic Genesis family, fine-tuning
+    from scratch) build the backbone ``name`` names (``unet3d``, ``unet2d``, ``resunet2d``).
+    """
 
     name: str = "unet3d"
     in_channels: int = 1
