@@ -18,7 +18,7 @@ from semantic_genesis import methods
 from semantic_genesis.config import Config, load_config
 from semantic_genesis.io.shards import ShardWriter
 from semantic_genesis.methods.base import Method, StepOutput
-from semantic_genesis.training.data import StoreDataset
+from semantic_genesis.io.shard_dataset import StoreDataset
 
 CUBE = (16, 16, 8)
 

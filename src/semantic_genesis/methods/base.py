@@ -130,7 +130,7 @@ class Method(abc.ABC):
         """``(train, validation)`` datasets of dict samples (validation may be ``None``).
 
         Samples: ``{"image": float32 (C, X, Y, Z) in [0, 1], "index": int, ["label": int]}``; use
-        :class:`semantic_genesis.training.data.StoreDataset` for cube and pattern sets.
+        :class:`semantic_genesis.io.shard_dataset.StoreDataset` for cube and pattern sets.
         """
 
     @abc.abstractmethod

@@ -77,7 +77,7 @@ class ModelsGenesis(Method):
         return create_from_config(m)
 
     def build_datasets(self):
-        from semantic_genesis.training.data import StoreDataset
+        from semantic_genesis.io.shard_dataset import StoreDataset
 
         if not self.cfg.data:
             raise ConfigError("models_genesis needs a cube set: data=CUBES_DIR (made by `semantic-genesis cubes`)")

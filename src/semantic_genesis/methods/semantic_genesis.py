@@ -157,7 +157,7 @@ class SemanticAddon(Method):
         return models.create("encoder_classifier3d", num_classes=self.num_classes, head="genesis", **common)
 
     def build_datasets(self):
-        from semantic_genesis.training.data import StoreDataset
+        from semantic_genesis.io.shard_dataset import StoreDataset
 
         self._read_store()
         root = pattern_root(self.cfg)

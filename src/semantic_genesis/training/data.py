@@ -1,8 +1,7 @@
-"""Datasets over shard stores and the deterministic, resumable sampler of the training engine.
+"""The deterministic, resumable data order of the training engine.
 
-* :class:`StoreDataset` wraps a :class:`~semantic_genesis.io.shards.ShardedArray` (cube set or
-  pattern set) as a torch ``Dataset`` of dict samples. Shards are memory-mapped, so the memory of
-  the data pipeline does not grow with the size of the store.
+(The ``Dataset`` over shard stores is :class:`semantic_genesis.io.shard_dataset.StoreDataset`.)
+
 * :class:`EpochSampler` makes the data order a pure function of ``(seed, epoch)`` and splits it
   between DDP ranks; it can start in the middle of an epoch, which is how a resumed run sees exactly
   the batches an uninterrupted run would have seen.
@@ -10,7 +9,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -19,53 +17,6 @@ from torch.utils.data import Dataset, Sampler
 
 from semantic_genesis.errors import DataError
 from semantic_genesis.utils.seeding import derive_seed
-
-
-class StoreDataset(Dataset):
-    """Items of a cube or pattern store as dict samples.
-
-    Args:
-        root: the store folder (``manifest.json`` + shards).
-        split: ``"train"``, ``"validation"``, ``"test"``, several of them, or ``None`` for all.
-        kind: expected store kind (``"cubes"``, ``"patterns"``) or ``None`` for any.
-        with_labels: include ``"label"`` (int64) read from each record's ``"label"`` field;
-            ``None`` = when the first record has one.
-
-    A sample is ``{"image": float32 tensor (C, X, Y, Z) in [0, 1], "index": int, ["label": int]}``.
-
-    Raises:
-        DataError: missing/corrupt store, or labels requested but missing in a record.
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        split: str | list[str] | None = "train",
-        kind: str | None = None,
-        with_labels: bool | None = None,
-    ):
-        from semantic_genesis.io.shards import ShardedArray
-
-        self.root = Path(root)
-        self.split = split
-        self.store = ShardedArray(self.root, split=split, kind=kind)
-        self.item_shape = tuple(self.store.item_shape)
-        if with_labels is None:
-            with_labels = len(self.store) > 0 and "label" in self.store.record(0)
-        self.with_labels = bool(with_labels)
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.store.item(int(index))
-        sample: dict[str, Any] = {"image": torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32)), "index": int(index)}
-        if self.with_labels:
-            record = self.store.record(int(index))
-            if "label" not in record:
-                raise DataError(f"{self.root}: item {index} (split {self.split}) has no 'label' in its record")
-            sample["label"] = int(record["label"])
-        return sample
 
 
 class EpochSampler(Sampler[int]):
