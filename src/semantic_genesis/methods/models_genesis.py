@@ -2,8 +2,9 @@
 
 The network (the official 3D U-Net, :class:`semantic_genesis.models.UNet3D`) receives a cube
 transformed by the ``"models_genesis"`` preset (flip, local pixel shuffling, non-linear intensity,
-in-/out-painting; reference §2.5) and must output the untransformed cube. The loss is the mean squared
-error between the sigmoid output and the target (reference §4.1), computed in float32 even when the
+in-/out-painting, as composed in the official ``pytorch/utils.py``) and must output the untransformed cube.
+The loss is the mean squared error between the sigmoid output and the target (official
+``pytorch/Genesis_Chest_CT.py``), computed in float32 even when the
 forward pass runs under bf16/fp16 autocast.
 
 Data: a cube set written by ``semantic-genesis cubes`` (``data=`` folder), splits ``train`` and

@@ -4,20 +4,21 @@ The network is :class:`~semantic_genesis.models.YNet3D`: the Models Genesis 3D U
 classification head on the encoder. Each pattern (a cube of the pattern set written by
 ``semantic-genesis discover``) is transformed by a restoration recipe (default: the
 ``"semantic_genesis"`` preset, elastic warping of the input and exactly one of non-linear, local
-shuffling, in- or out-painting; reference §2.5); the network outputs the restored pattern and the
-class logits of its pseudo-label (the coordinate index). The loss (paper §2) is
+shuffling, in- or out-painting, as in the official ``pytorch/utils/purturbation.py``); the network
+outputs the restored pattern and the class logits of its pseudo-label (the coordinate index).
+The loss (paper §2) is
 
     L = lambda_rec * MSE(restoration, pattern) + lambda_cls * CE(logits, label),
 
 with ``lambda_rec = 1`` and ``lambda_cls = 0.01`` (``method`` section). Cross-entropy is computed on
-**logits** (the official code takes ``log`` of a softmax, which is unstable; reference §5).
+**logits** (the official ``pytorch/train.py`` takes ``log`` of a softmax, which is unstable).
 
 **Classification warm-up.** The paper trains the classification branch first for 20 epochs, then the
 whole model jointly. During the first ``method.cls_warmup_epochs`` epochs only the encoder and the
 head are trained (CE on the transformed pattern); the decoder is not run in the loss and is listed by
 :meth:`frozen_parameters`, so it receives no gradient and no optimiser update. ``cls_warmup_epochs=0``
-reproduces the official code (joint from the start; no warm-up exists in the released code,
-reference §4.2).
+reproduces the official code (joint from the start; no warm-up exists in the released
+``pytorch/train.py``).
 
 **Composition.** :class:`SemanticAddon` is "self-discovery + self-classification added to a
 restoration recipe" (the paper's Fig. 2 add-on). A recipe is a transform preset name
