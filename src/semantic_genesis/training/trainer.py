@@ -402,7 +402,8 @@ class _Trainer:
         else:
             self._log({"kind": "event", "event": "start", "step": 0, "epoch": 0, "world_size": info.world_size,
                              "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps})
-        bar = progress_bar(self.total_steps, p.step, enabled=tc.progress and info.is_main and self.log_steps)
+        bar = progress_bar(self.total_steps, p.step, enabled=tc.progress and info.is_main and self.log_steps,
+                           desc=self.method.name or "train")
         t_start = time.perf_counter()
         try:
             while not p.stop_reason:
