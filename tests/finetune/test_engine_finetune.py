@@ -47,8 +47,9 @@ def _interrupt_at(monkeypatch, call: int):
 def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, monkeypatch, kind):
     data = blob_task(kind, n=48)
     task = tasks.get(data.task)
-    cfg = tiny_config("train.epochs=3", "train.checkpoint_every=1", "optim.scheduler=plateau", "optim.plateau_patience=1",
-                      *(["finetune.balanced_sampling=true"] if kind == "classification" else []))
+    settings = ["train.epochs=3", "train.checkpoint_every=1", "optim.scheduler=plateau", "optim.plateau_patience=1",
+                *(["finetune.balanced_sampling=true"] if kind == "classification" else [])]
+    cfg = tiny_config(*settings)
     split = split_by_patient(data, seed=0)
     spe = FinetuneBatches(data, split["train"], 8, 2).num_batches
     assert spe >= 3
@@ -60,7 +61,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, monkeypatch
     monkeypatch.undo()
     saved = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["progress"]
     assert (saved["step"], saved["epoch"], saved["batch"]) == (spe + 2, 1, 2)
-    resumed = run_finetune(task, data, split, cfg, InitSpec("scratch"), tmp_path / "cut", seed=2, save_weights=False)
+    # protocol-level settings (more trials) do not block resuming a trial
+    more_trials = tiny_config(*settings, "finetune.trials=7")
+    resumed = run_finetune(task, data, split, more_trials, InitSpec("scratch"), tmp_path / "cut", seed=2, save_weights=False)
     assert resumed.test == whole.test and resumed.best_epoch == whole.best_epoch and resumed.best_val == whole.best_val
     assert read_metrics(tmp_path / "cut") == read_metrics(tmp_path / "whole")
 

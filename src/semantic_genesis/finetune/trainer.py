@@ -278,7 +278,10 @@ def run_finetune(
             raise DataError(f"task {task.name}: the {name} split is empty ({data.source}); use more patients or change finetune.split")
     started = time.perf_counter()
     setup, report = _setup(task, data, split, cfg, init, seed)
-    run_cfg = replace(cfg, out=str(run_dir), seed=int(seed))
+    # the run's own config: this init, this seed (protocol-level keys do not block resuming a trial)
+    init_text = (init.name if init.name == "scratch" else f"{init.name}=scratch") if init.path is None else f"{init.name}={init.path}"
+    run_cfg = replace(cfg, out=str(run_dir), seed=int(seed),
+                      **{"finetune.init": init_text, "finetune.inits": [init_text], "finetune.trials": 1})
     try:
         trained = train(run_cfg, Finetune(run_cfg, setup), log="epochs", on_epoch=on_epoch)
     except TrainingError as exc:
