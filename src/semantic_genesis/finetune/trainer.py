@@ -279,7 +279,10 @@ def run_finetune(
     started = time.perf_counter()
     setup, report = _setup(task, data, split, cfg, init, seed)
     # the run's own config: this init, this seed (protocol-level keys do not block resuming a trial)
-    init_text = (init.name if init.name == "scratch" else f"{init.name}=scratch") if init.path is None else f"{init.name}={init.path}"
+    if init.path is not None:
+        init_text = f"{init.name}={init.path}"
+    else:
+        init_text = "scratch" if init.name == "scratch" else f"{init.name}=scratch"
     run_cfg = replace(cfg, out=str(run_dir), seed=int(seed),
                       **{"finetune.init": init_text, "finetune.inits": [init_text], "finetune.trials": 1})
     try:
@@ -295,7 +298,8 @@ def run_finetune(
     if "error" in test:
         raise DataError(f"task {task.name}: cannot score the test split: {test['error']}")
     result = RunResult(
-        status="ok", metric=metric, test={k: float(v) for k, v in test.items()}, best_val=math.nan if trained.best is None else float(trained.best),
+        status="ok", metric=metric, test={k: float(v) for k, v in test.items()},
+        best_val=math.nan if trained.best is None else float(trained.best),
         best_epoch=int(trained.best_epoch), epochs=int(trained.epoch),
         seconds=round(time.perf_counter() - started, 3), seed=int(seed), init=report.summary(),
     )

@@ -256,7 +256,8 @@ class Method(abc.ABC):
         (the unwrapped trained network); e.g. an EMA teacher's backbone for PEAC."""
         return model
 
-    def evaluate(self, model: "nn.Module", loader: Iterable[dict[str, "torch.Tensor"]], ctx: StepContext) -> dict[str, Any] | None:
+    def evaluate(self, model: "nn.Module", loader: Iterable[dict[str, "torch.Tensor"]],
+                 ctx: StepContext) -> dict[str, Any] | None:
         """Epoch-level validation on all predictions (AUC, whole-scan IoU, ...); ``None`` (the default)
         keeps the engine's validation: :meth:`validation_step` on every batch, metrics averaged.
 

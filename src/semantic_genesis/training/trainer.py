@@ -259,7 +259,8 @@ class _Trainer:
                                                 shuffle=True, rank=info.rank, world_size=info.world_size))
         else:
             if batches.num_batches <= 0:
-                raise DataError(f"method {self.method.name!r}: its batch sampler gives {batches.num_batches} batches per epoch")
+                raise DataError(
+                    f"method {self.method.name!r}: its batch sampler gives {batches.num_batches} batches per epoch")
             self.steps_per_epoch = min(batches.num_batches, tc.steps_per_epoch or batches.num_batches)
         self.total_steps = tc.epochs * self.steps_per_epoch
         if tc.max_steps > 0:
@@ -305,11 +306,13 @@ class _Trainer:
                 collate_fn=PreparingCollate(self.method, cfg.seed, "train", info.rank), **loader_args,
             )
         else:
-            self.train_loader = DataLoader(self.train_set, batch_sampler=self.train_batches, collate_fn=collate, **loader_args)
+            self.train_loader = DataLoader(self.train_set, batch_sampler=self.train_batches, collate_fn=collate,
+                                           **loader_args)
         self.val_loader = None
         if self.val_set is not None and len(self.val_set) > 0:
             val_batch_size = self.method.validation_batch_size or tc.batch_size
-            self.val_batches = ValidationBatches(len(self.val_set), val_batch_size, tc.val_batches, info.rank, info.world_size)
+            self.val_batches = ValidationBatches(len(self.val_set), val_batch_size, tc.val_batches, info.rank,
+                                                 info.world_size)
             if in_workers:
                 self.val_loader = DataLoader(
                     NumberedDataset(self.val_set), batch_sampler=NumberedValidationBatches(self.val_batches),
