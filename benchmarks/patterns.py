@@ -11,7 +11,7 @@ Prints three figures:
    resolutions = 26,400 patterns of 64x64x32; the official trainer holds them as float64, ~28 GB).
    A synthetic set is written with :class:`~semantic_genesis.io.shards.ShardWriter` (float16, one
    shard per class, ~6.9 GB) into a temporary folder, then a training DataLoader
-   (:class:`~semantic_genesis.training.data.StoreDataset` + the engine's shuffled ``EpochSampler``,
+   (:class:`~semantic_genesis.io.shard_dataset.StoreDataset` + the engine's shuffled ``EpochSampler``,
    ``--workers`` processes) reads ``--batches`` batches while a sampler thread reads ``/proc`` of the
    main process and its workers. Reported: peak private memory (``RssAnon``, what the process really
    owns; target <= 2 GB) and peak ``VmRSS`` (everything resident, file-backed pages included; shards
@@ -114,7 +114,8 @@ def write_synthetic_pattern_set(root: Path, classes: int, neighbours: int, resol
 def bench_memory(args) -> None:
     from torch.utils.data import DataLoader
 
-    from semantic_genesis.training.data import EpochSampler, StoreDataset, collate
+    from semantic_genesis.io.shard_dataset import StoreDataset
+    from semantic_genesis.training.data import EpochSampler, collate
 
     keep = args.store is not None
     tmp = Path(args.store) if keep else Path(tempfile.mkdtemp(prefix="sg_patterns_bench_", dir=args.tmp))
@@ -212,7 +213,7 @@ def loop_lung(unit, corners, size, threshold=0.425, look_ahead=3, max_score=0.15
 
 
 def official_python_loop(unit, corner, size, threshold=0.425, look_ahead=3) -> float:
-    """The official generator's pure-Python quadruple loop (reference §1.3), for one window."""
+    """The official generator's pure-Python quadruple loop (``self_discovery/pattern_generator_3D.py``), for one window."""
     x0, y0, z0 = corner
     sx, sy, sz = size
     total = 0.0

@@ -82,7 +82,8 @@ def _synthetic_store(root: Path, n: int, shape=(64, 64, 32)) -> Path:
 _MEMORY_PROBE = r"""
 import sys, torch
 from torch.utils.data import DataLoader
-from semantic_genesis.training.data import StoreDataset, collate
+from semantic_genesis.io.shard_dataset import StoreDataset
+from semantic_genesis.training.data import collate
 def status():
     out = {}
     for line in open('/proc/self/status'):
@@ -117,8 +118,8 @@ def loader_transform_throughput(tmp: Path, batches: int) -> None:
 
     from semantic_genesis import methods
     from semantic_genesis.config import load_config
-    from semantic_genesis.training.data import (EpochSampler, NumberedDataset, PreparingCollate, StepBatches,
-                                                StoreDataset)
+    from semantic_genesis.io.shard_dataset import StoreDataset
+    from semantic_genesis.training.data import EpochBatches, EpochSampler, NumberedDataset, PreparingCollate, StepBatches
     from semantic_genesis.utils.allocator import keep_large_blocks_in_heap
 
     keep_large_blocks_in_heap()  # as the engine does for transforms_on=workers
@@ -131,7 +132,7 @@ def loader_transform_throughput(tmp: Path, batches: int) -> None:
     print(f"{'workers':>8} {'pairs/s':>9}")
     for workers in sorted({1, os.cpu_count() or 1}):
         sampler = EpochSampler(len(dataset), cfg.train.batch_size, batches + 2, seed=0)
-        loader = DataLoader(NumberedDataset(dataset), batch_sampler=StepBatches(sampler), num_workers=workers,
+        loader = DataLoader(NumberedDataset(dataset), batch_sampler=StepBatches(EpochBatches(sampler), numbered=True), num_workers=workers,
                             collate_fn=PreparingCollate(method, 0, "train"), prefetch_factor=2)
         iterator = iter(loader)
         for _ in range(2):

@@ -15,7 +15,7 @@ from semantic_genesis.cubes import generate_cubes, sample_cubes, split_patients
 from semantic_genesis.errors import DataError
 from semantic_genesis.io.shards import ShardedArray
 from semantic_genesis.io.volumes import Volume, write_volume
-from semantic_genesis.training.data import StoreDataset
+from semantic_genesis.io.shard_dataset import StoreDataset
 
 BASE = ["cubes.cube_size=[16,16,8]", "cubes.cubes_per_scan=6", "cubes.dtype=float16"]
 

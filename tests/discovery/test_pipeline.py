@@ -73,7 +73,7 @@ def test_rerunning_a_finished_run_skips_every_stage(cohort, discovered, tmp_path
 
 
 def test_per_class_strategy_end_to_end(cohort, discovered, tmp_path):
-    weights = discovered.run_dir / "discovery" / "autoencoder" / "best.safetensors"
+    weights = discovered.run_dir / "discovery" / "autoencoder" / "weights" / "best.safetensors"
     cfg = tiny_config("discovery.strategy=per_class", "discovery.num_classes=4", f"discovery.ae_weights={weights}")
     result = run_discovery(cfg, cohort, tmp_path, **QUIET)
     assert [g.labels for g in result.groups] == [[0], [1], [2], [3]]
@@ -90,7 +90,7 @@ def test_k_larger_than_the_cohort_fails_before_any_work(cohort, tmp_path):
 
 
 def test_coordinates_that_cannot_be_placed_give_a_data_error(cohort, discovered, tmp_path):
-    weights = discovered.run_dir / "discovery" / "autoencoder" / "best.safetensors"
+    weights = discovered.run_dir / "discovery" / "autoencoder" / "weights" / "best.safetensors"
     # at 7.5 mm voxels the phantoms' lungs hold vessels: no 16^3 window passes the official lung test
     cfg = tiny_config("discovery.content_test=lung", "discovery.max_coordinate_trials=300",
                       f"discovery.ae_weights={weights}")
@@ -99,13 +99,13 @@ def test_coordinates_that_cannot_be_placed_give_a_data_error(cohort, discovered,
 
 
 def test_autoencoder_checkpoint_of_the_wrong_size(cohort, discovered, tmp_path):
-    weights = discovered.run_dir / "discovery" / "autoencoder" / "best.safetensors"
+    weights = discovered.run_dir / "discovery" / "autoencoder" / "weights" / "best.safetensors"
     cfg = tiny_config("discovery.ae_input_size=[48,48,24]", f"discovery.ae_weights={weights}")
     with pytest.raises(CheckpointError, match=r"input_size=\[32, 32, 16\] \(config wants \[48, 48, 24\]\)"):
         run_discovery(cfg, cohort, tmp_path / "a", **QUIET)
     # a resume state of another size in the run folder is refused the same way
     shutil.copytree(discovered.run_dir / "discovery" / "autoencoder", tmp_path / "b" / "discovery" / "autoencoder")
-    with pytest.raises(CheckpointError, match=r"state.pt: autoencoder checkpoint does not match.*input_size"):
+    with pytest.raises(CheckpointError, match=r"last.pt: autoencoder checkpoint does not match.*input_size"):
         run_discovery(tiny_config("discovery.ae_input_size=[48,48,24]"), cohort, tmp_path / "b", **QUIET)
 
 

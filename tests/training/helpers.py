@@ -1,13 +1,21 @@
-"""Shared helpers of the training-engine tests: a tiny cube store and a tiny restoration method.
+"""Shared helpers of the training-engine tests: a tiny cube store and tiny methods.
 
 ``NoiseRestore`` denoises cubes (additive Gaussian noise drawn from ``ctx.generator``); it exercises
 the whole engine without depending on the transform presets. ``method.options.nan_at_step`` makes
 its loss NaN from that step on (NaN-guard test); ``method.options.freeze_decoder_epochs`` freezes the
 decoder in the first epochs (frozen-parameter hook test).
+
+``EmaTeacher`` is the PEAC / Ark pattern in miniature: a student denoiser plus a teacher that is the
+exponential moving average of the student (momentum following a cosine schedule from
+``method.options.momentum`` (default 0.9) to 1 over ``ctx.total_steps``, updated in ``after_step``).
+The student also matches the teacher's output on the clean cube, so the teacher shapes training; the
+teacher lives in the method (``state_dict``) and is what the weights files hold (``export_module``).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +26,7 @@ from semantic_genesis import methods
 from semantic_genesis.config import Config, load_config
 from semantic_genesis.io.shards import ShardWriter
 from semantic_genesis.methods.base import Method, StepOutput
-from semantic_genesis.training.data import StoreDataset
+from semantic_genesis.io.shard_dataset import StoreDataset
 
 CUBE = (16, 16, 8)
 
@@ -76,6 +84,59 @@ class NoiseRestore(Method):
         if nan_at is not None and ctx.training and ctx.step >= int(nan_at):
             loss = loss * float("nan")
         return StepOutput(loss, {"mae": float((out.detach().float() - x).abs().mean())})
+
+
+@methods.register()
+class EmaTeacher(NoiseRestore):
+    name = "test_ema_teacher"
+    description = "test method: denoising student with an EMA teacher (momentum schedule over the run)"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.teacher: torch.nn.Module | None = None
+        self.updates = 0
+
+    def build_model(self):
+        student = super().build_model()
+        self.teacher = copy.deepcopy(student).requires_grad_(False).eval()
+        return student
+
+    def on_epoch_start(self, model, epoch):
+        self.teacher.to(next(model.parameters()).device)
+
+    def momentum(self, ctx) -> float:
+        start = float(self.cfg.method.options.get("momentum", 0.9))
+        return 1.0 - (1.0 - start) * (math.cos(math.pi * ctx.step / max(ctx.total_steps, 1)) + 1.0) / 2.0
+
+    def training_step(self, model, batch, ctx):
+        x = batch["image"]
+        noise = torch.randn(x.shape, generator=ctx.generator, device=x.device)
+        out = model((x + 0.1 * noise).clamp(0, 1))
+        with torch.no_grad():
+            target = self.teacher(x)
+        loss = F.mse_loss(out.float(), x) + 0.5 * F.mse_loss(out.float(), target.float())
+        return StepOutput(loss, {"teacher_mse": float(F.mse_loss(target.float(), x))})
+
+    def after_step(self, model, ctx):
+        m = self.momentum(ctx)
+        student = model.state_dict()
+        for key, value in self.teacher.state_dict().items():
+            if value.is_floating_point():
+                value.mul_(m).add_(student[key].detach(), alpha=1.0 - m)
+            else:
+                value.copy_(student[key])
+        self.updates += 1
+
+    def state_dict(self):
+        return {"teacher": {k: v.detach().cpu().clone() for k, v in self.teacher.state_dict().items()},
+                "updates": self.updates}
+
+    def load_state_dict(self, state):
+        self.teacher.load_state_dict(state["teacher"])
+        self.updates = int(state["updates"])
+
+    def export_module(self, model):
+        return self.teacher
 
 
 def tiny_config(data: Path, out: Path, *overrides: str) -> Config:

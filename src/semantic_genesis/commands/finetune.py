@@ -6,8 +6,10 @@ Example::
         data=phantom_luna16 out=runs/ncc_sg train.epochs=50
 
 The run folder gets ``config.yaml``, ``metrics.jsonl`` (one record per epoch), ``checkpoints/last.pt``
-(resume: rerun the same command), ``weights/best.safetensors`` (the fine-tuned network) and
-``result.json`` (test metrics of the best validation epoch).
+(resume: rerun the same command, also after a kill mid-epoch), ``weights/best.safetensors`` (the
+fine-tuned network of the best validation epoch), ``weights/final.safetensors`` (the last epoch's) and
+``result.json`` (test metrics of the best validation epoch). Under ``torchrun`` the run uses
+DistributedDataParallel.
 """
 
 from __future__ import annotations
@@ -77,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{task.name}: {len(data)} samples, split {{{', '.join(f'{k}: {len(v)}' for k, v in split.items())}}}; init {init.name}")
 
     def show(record: dict) -> None:
-        vals = ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith(("val_", "train_loss")))
-        print(f"  epoch {record['epoch']}: {vals}")
+        keys = ("train_loss", *task.metrics)
+        vals = ", ".join(f"{k}={record[k]:.4f}" for k in keys if isinstance(record.get(k), (int, float)))
+        print(f"  epoch {record['epoch']}: {vals}{' (best)' if record.get('improved') else ''}")
 
     result = run_finetune(task, data, split, cfg, init, out, cfg.seed, on_epoch=show)
     print(json.dumps({"status": result.status, "test": result.test, "best_epoch": result.best_epoch,

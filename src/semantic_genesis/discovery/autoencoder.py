@@ -1,18 +1,21 @@
 """The self-discovery autoencoder: a 3D U-Net trained to reproduce whole scans (identity mapping).
 
-Semantic Genesis (§2, "self-discovery") describes each patient by the latent vector of an
-autoencoder trained on whole scans. Following the official code (reference §1.1): scans resized to
-``discovery.ae_input_size`` (128x128x64), MSE loss, Adam (lr 1e-3), learning rate halved after
-``ae_plateau_patience`` epochs without validation improvement (min ``ae_min_lr``), early stopping
-after ``ae_patience`` epochs, best-validation weights kept. The network is the Models Genesis U-Net
-**without skip connections** by default (``ae_skip_connections=False``): with skips the decoder can
-copy the input through them and the bottleneck, whose average is the patient feature, carries little
-(reference §5.2; the original 2020 code used the skip-less "Vnet").
+Semantic Genesis (Haghighi et al., MICCAI 2020, §2 "self-discovery") describes each patient by the
+latent vector of an autoencoder trained on whole scans. Following the official code
+(``self_discovery/train_autoencoder.py``): scans resized to ``discovery.ae_input_size``
+(128x128x64), MSE loss, Adam (``ae_lr`` = 1e-3), learning rate halved after ``ae_plateau_patience``
+epochs without validation improvement (floor ``ae_min_lr``), early stopping after ``ae_patience``
+epochs, best-validation weights kept. The network is the Models Genesis U-Net **without skip
+connections** by default (``ae_skip_connections=False``): with skips the decoder can copy the input
+through them and the bottleneck, whose average is the patient feature, carries little (the
+original 2020 code used a skip-less "Vnet" for the same reason).
 
-The loop is small and self-contained: every epoch ends with an atomic checkpoint (model, optimiser,
-scheduler, counters) from which an interrupted run resumes; the data order of epoch ``e`` is a
-function of ``(seed, e)``. Files in ``out_dir``: ``state.pt`` (resume state), ``best.safetensors``
-(best weights with metadata), ``log.jsonl`` (one line per epoch).
+It trains on the training engine (:func:`semantic_genesis.training.trainer.train`) with
+:class:`ScanAutoencoder`, the ``autoencoder`` method on the scan store: the engine's ``plateau``
+schedule is the official ReduceLROnPlateau (x0.5), and resume is the engine's (mid-epoch too).
+Run folder ``out_dir``: ``config.yaml``, ``metrics.jsonl``, ``checkpoints/last.pt`` (its method state
+holds the :func:`ae_fingerprint`, checked before resuming), ``weights/best.safetensors`` (best
+weights; metadata ``autoencoder`` = the fingerprint) and ``weights/final.safetensors``.
 """
 
 from __future__ import annotations
@@ -20,20 +23,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
-import torch
 from torch import nn
 
 from semantic_genesis.errors import CheckpointError, DataError
-from semantic_genesis.training.checkpoint import load_checkpoint, save_checkpoint
-from semantic_genesis.utils.seeding import derive_seed
+from semantic_genesis.methods.autoencoder import Autoencoder
 
-STATE = "state.pt"
-BEST = "best.safetensors"
-LOG = "log.jsonl"
-
+if TYPE_CHECKING:  # pragma: no cover
+    from semantic_genesis.config import Config, ModelConfig
 
 def ae_fingerprint(dcfg) -> dict[str, Any]:
     """The settings a trained autoencoder is tied to (a checkpoint with others cannot be reused)."""
@@ -45,21 +43,27 @@ def ae_fingerprint(dcfg) -> dict[str, Any]:
     }
 
 
-def build_autoencoder(dcfg) -> nn.Module:
-    """A fresh autoencoder (``unet3d``, one channel in and out, sigmoid output) for the config."""
-    from semantic_genesis import models
+def ae_model_config(dcfg) -> "ModelConfig":
+    """The ``model`` section of the autoencoder: ``unet3d``, one channel in and out, sigmoid output,
+    width / norm / skip connections from ``discovery.ae_*``."""
+    from semantic_genesis.config import ModelConfig
 
-    return models.create(
-        "unet3d", in_channels=1, out_channels=1, width=dcfg.ae_width, norm=dcfg.ae_norm,
-        out_activation="sigmoid", skip_connections=dcfg.ae_skip_connections,
-    )
+    return ModelConfig(name="unet3d", in_channels=1, out_channels=1, width=float(dcfg.ae_width), norm=dcfg.ae_norm,
+                       out_activation="sigmoid", skip_connections=bool(dcfg.ae_skip_connections))
+
+
+def build_autoencoder(dcfg) -> nn.Module:
+    """A fresh autoencoder for the ``discovery`` config section."""
+    from semantic_genesis.models import create_from_config
+
+    return create_from_config(ae_model_config(dcfg))
 
 
 def _check_fingerprint(found: dict[str, Any], wanted: dict[str, Any], where: str) -> None:
     diffs = [f"{k}={found.get(k)!r} (config wants {v!r})" for k, v in wanted.items() if found.get(k) != v]
     if diffs:
         raise CheckpointError(
-            f"{where}: autoencoder checkpoint does not match the discovery config: " + "; ".join(diffs)
+            f"{where + ': ' if where else ''}autoencoder checkpoint does not match the discovery config: " + "; ".join(diffs)
             + ". Use another output folder, or set discovery.ae_* to the checkpoint's values"
         )
 
@@ -90,125 +94,99 @@ def load_autoencoder(path: str | Path, dcfg) -> nn.Module:
     return model
 
 
-def _batches(store, indices: np.ndarray, batch_size: int, device: torch.device):
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start : start + batch_size]
-        arr = np.stack([store.item(int(i)) for i in chunk])
-        yield torch.from_numpy(arr).to(device)
+class ScanAutoencoder(Autoencoder):
+    """The ``autoencoder`` method on the scan store of self-discovery (``RUN/discovery/scans``).
+
+    The identity recipe and MSE of :class:`~semantic_genesis.methods.autoencoder.Autoencoder` on
+    whole resized scans ``(1, *ae_input_size)``; validation on the validation patients' scans (the
+    training scans when there are none). Its state in the checkpoint is the :func:`ae_fingerprint`,
+    so that a run folder of another input size or architecture is refused.
+    """
+
+    def __init__(self, cfg: "Config", fingerprint: dict[str, Any]):
+        super().__init__(cfg)
+        self.fingerprint = fingerprint
+
+    def build_datasets(self):
+        from semantic_genesis.io.shard_dataset import StoreDataset
+
+        train = StoreDataset(self.cfg.data, "train", with_labels=False)
+        if len(train) == 0:
+            raise DataError("no training scans for the autoencoder")
+        wanted = (1, *self.fingerprint["input_size"])
+        if tuple(train.item_shape) != wanted:
+            raise DataError(f"autoencoder inputs have shape {tuple(train.item_shape)}, expected {wanted}")
+        val = StoreDataset(self.cfg.data, "validation", with_labels=False)
+        return train, (val if len(val) else train)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _check_fingerprint(state.get("fingerprint", {}), self.fingerprint, "")  # the engine names the file
+
+    def weights_metadata(self) -> dict[str, Any]:
+        return {"method": "autoencoder", "autoencoder": self.fingerprint, "input_size": self.fingerprint["input_size"]}
 
 
-@torch.no_grad()
-def _evaluate(model: nn.Module, store, batch_size: int, device: torch.device) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    for x in _batches(store, np.arange(len(store)), batch_size, device):
-        total += float(nn.functional.mse_loss(model(x), x, reduction="sum")) / x[0].numel()
-        count += len(x)
-    model.train()
-    return total / max(count, 1)
+def _run_config(cfg: "Config", scans: Path, out_dir: Path, epochs: int) -> "Config":
+    """The engine config of the autoencoder: ``discovery.ae_*`` as ``model``, ``train`` and ``optim``."""
+    from semantic_genesis.config import load_config, replace, to_dict
+
+    d = cfg.discovery
+    model = {f"model.{k}": v for k, v in to_dict(ae_model_config(d)).items()}
+    return replace(load_config(None), **{
+        "seed": cfg.seed, "data": str(scans), "out": str(out_dir), "method.name": "autoencoder", **model,
+        "train.epochs": int(epochs), "train.batch_size": d.ae_batch_size, "train.patience": d.ae_patience,
+        "train.min_delta": 1e-6, "train.device": cfg.train.device, "train.num_workers": cfg.train.num_workers,
+        "train.progress": d.progress, "train.tensorboard": cfg.train.tensorboard,
+        "optim.name": "adam", "optim.lr": d.ae_lr, "optim.scheduler": "plateau", "optim.gamma": 0.5,
+        "optim.plateau_patience": d.ae_plateau_patience, "optim.min_lr": d.ae_min_lr,
+    })
 
 
 def train_autoencoder(
-    train_store,
-    val_store,
+    scans: str | Path,
     out_dir: str | Path,
-    dcfg,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
+    cfg: "Config",
     log: Callable[[str], None] = print,
     stop_after_epochs: int | None = None,
 ) -> Path:
     """Train (or resume, or skip when finished) the autoencoder; return the best weights' path.
 
     Args:
-        train_store: ``ShardedArray``-like of training scans, items ``(1, *ae_input_size)`` in [0, 1].
-        val_store: same for validation scans, or ``None``/empty (the training loss is monitored).
-        out_dir: folder for ``state.pt``, ``best.safetensors``, ``log.jsonl``.
-        dcfg: the ``discovery`` config section.
-        seed: base seed (initialisation and data order).
-        device: torch device.
-        log: one-line progress messages.
-        stop_after_epochs: end this call after that many epochs (tests of resume); ``None`` = run on.
+        scans: the scan store (splits ``train`` and ``validation``), items ``(1, *ae_input_size)`` in [0, 1].
+        out_dir: the autoencoder's run folder.
+        cfg: the root config (``discovery.ae_*``, ``seed``, ``train.device``, ``train.num_workers``).
+        log: one-line progress messages (one per epoch).
+        stop_after_epochs: end this call after that many more epochs (tests of resume); ``None`` = run on.
 
     Raises:
         CheckpointError: ``out_dir`` holds a checkpoint of another input size or architecture.
         DataError: no training scans, or scans of another size than ``ae_input_size``.
     """
-    from semantic_genesis.models import save_weights
+    from semantic_genesis.training.checkpoint import load_checkpoint
+    from semantic_genesis.training.trainer import train
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
+    dcfg = cfg.discovery
     fingerprint = ae_fingerprint(dcfg)
-    if len(train_store) == 0:
-        raise DataError("no training scans for the autoencoder")
-    item_shape = tuple(train_store.item_shape)
-    if item_shape != (1, *fingerprint["input_size"]):
-        raise DataError(
-            f"autoencoder inputs have shape {item_shape}, expected (1, {', '.join(map(str, fingerprint['input_size']))})"
-        )
-    if val_store is None or len(val_store) == 0:
-        val_store = train_store
+    last, best = out_dir / "checkpoints" / "last.pt", out_dir / "weights" / "best.safetensors"
+    done = 0
+    if last.is_file():
+        state = load_checkpoint(last)
+        _check_fingerprint(state.get("method", {}).get("fingerprint", {}), fingerprint, str(last))
+        progress = state["progress"]
+        if (progress["stop_reason"] == "early_stop" or progress["epoch"] >= dcfg.ae_epochs) and best.is_file():
+            return best
+        done = int(progress["epoch"])
+        best_mse = math.nan if progress["best"] is None else progress["best"]
+        log(f"autoencoder: resuming at epoch {done} (best validation MSE {best_mse:.5f})")
+    epochs = dcfg.ae_epochs if stop_after_epochs is None else min(dcfg.ae_epochs, done + stop_after_epochs)
 
-    torch.manual_seed(derive_seed(seed, "autoencoder-init") % (2**63))
-    model = build_autoencoder(dcfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=dcfg.ae_lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=0.5, patience=dcfg.ae_plateau_patience, threshold=1e-4,
-        threshold_mode="abs", min_lr=dcfg.ae_min_lr,
-    )
-    state_path = out_dir / STATE
-    epoch, best, bad, finished = 0, math.inf, 0, False
-    if state_path.is_file():
-        state = load_checkpoint(state_path, required=("model", "optimizer", "scheduler", "epoch"))
-        _check_fingerprint(state.get("fingerprint", {}), fingerprint, str(state_path))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        epoch, best, bad, finished = state["epoch"], state["best"], state["bad_epochs"], state["finished"]
-        log(f"autoencoder: resuming at epoch {epoch} (best validation MSE {best:.5f})")
-    best_path = out_dir / BEST
-    if finished and best_path.is_file():
-        return best_path
+    def show(record: dict[str, Any]) -> None:
+        log(f"autoencoder epoch {record['epoch'] + 1}/{dcfg.ae_epochs}: train MSE {record['train_loss']:.5f}, "
+            f"validation MSE {record['loss']:.5f}{' (best)' if record.get('improved') else ''}")
 
-    model.train()
-    done_now = 0
-    while epoch < dcfg.ae_epochs and bad < dcfg.ae_patience:
-        g = torch.Generator().manual_seed(derive_seed(seed, "autoencoder-order", epoch))
-        order = torch.randperm(len(train_store), generator=g).numpy()
-        total, count = 0.0, 0
-        for x in _batches(train_store, order, dcfg.ae_batch_size, device):
-            optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.mse_loss(model(x), x)
-            if not torch.isfinite(loss):
-                from semantic_genesis.errors import TrainingError
-
-                raise TrainingError(f"autoencoder loss became {float(loss)} at epoch {epoch}")
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(x)
-            count += len(x)
-        val = _evaluate(model, val_store, dcfg.ae_batch_size, device)
-        scheduler.step(val)
-        improved = val < best - 1e-6
-        if improved:
-            best, bad = val, 0
-            save_weights(model, best_path, {"method": "autoencoder", "autoencoder": fingerprint,
-                                            "input_size": fingerprint["input_size"], "epoch": epoch})
-        else:
-            bad += 1
-        epoch += 1
-        finished = epoch >= dcfg.ae_epochs or bad >= dcfg.ae_patience
-        save_checkpoint(state_path, {"fingerprint": fingerprint, "model": model.state_dict(),
-                                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                     "epoch": epoch, "best": best, "bad_epochs": bad, "finished": finished})
-        line = {"epoch": epoch, "train_mse": total / max(count, 1), "val_mse": val, "best": best,
-                "lr": optimizer.param_groups[0]["lr"]}
-        with open(out_dir / LOG, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
-        log(f"autoencoder epoch {epoch}/{dcfg.ae_epochs}: train MSE {line['train_mse']:.5f}, "
-            f"validation MSE {val:.5f}{' (best)' if improved else ''}")
-        done_now += 1
-        if stop_after_epochs is not None and done_now >= stop_after_epochs and not finished:
-            break
-    return best_path
+    run_cfg = _run_config(cfg, Path(scans), out_dir, epochs)
+    return train(run_cfg, ScanAutoencoder(run_cfg, fingerprint), on_epoch=show).best_weights

@@ -8,8 +8,9 @@ stage        output                                 skipped when
 scans        ``RUN/discovery/scans/`` (shard store  every patient is a completed unit (resumes per
              of scans resized to ae_input_size,     patient); other settings -> ConfigError
              records with shape and body frame)
-autoencoder  ``RUN/discovery/autoencoder/``         finished (resumes per epoch); another input
-             (``best.safetensors``, ``state.pt``)   size/width -> CheckpointError
+autoencoder  ``RUN/discovery/autoencoder/``        finished (resumes mid-epoch); another input
+             (an engine run folder: weights/       size/width -> CheckpointError
+             best.safetensors, checkpoints/...)
 features     ``RUN/discovery/features.npz``         its fingerprint (autoencoder weights, cohort)
                                                     matches; recomputed otherwise
 plan         ``RUN/discovery/plan.json``            its fingerprint (features + discovery
@@ -198,10 +199,7 @@ def run_discovery(
         weights = Path(dcfg.ae_weights)
         log(f"autoencoder: using {weights}")
     else:
-        weights = train_autoencoder(
-            ShardedArray(disc / "scans", split="train"), ShardedArray(disc / "scans", split="validation"),
-            disc / "autoencoder", dcfg, cfg.seed, device, log, stop_after.get("ae_epochs"),
-        )
+        weights = train_autoencoder(disc / "scans", disc / "autoencoder", cfg, log, stop_after.get("ae_epochs"))
         if "ae_epochs" in stop_after:
             return DiscoveryResult(run, run / "patterns", [], ids, splits, np.zeros((0, 0)))
     model = load_autoencoder(weights, dcfg)

@@ -1,4 +1,4 @@
-"""Target-task samples in memory, patient-level splits, crops and batches.
+"""Target-task samples in memory, patient-level splits, and the datasets and batches of fine-tuning.
 
 A task (see :mod:`semantic_genesis.finetune.tasks`) turns a dataset folder into a :class:`TaskData`:
 
@@ -6,8 +6,14 @@ A task (see :mod:`semantic_genesis.finetune.tasks`) turns a dataset folder into 
   stacked into one array ``images (N, C, X, Y, Z)``; targets are class labels ``(N,)`` (NCC) or binary
   masks ``(N, 1, X, Y, Z)`` uint8 (NCS);
 * **volume tasks** (LCS, BMS): every sample is a whole scan ``(C, X, Y, Z)`` with its mask
-  ``(1, X, Y, Z)``; training draws crops from the scans (:func:`sample_volume_crops`) and evaluation
+  ``(1, X, Y, Z)``; training draws crops from the scans (:func:`draw_crop_centres`) and evaluation
   runs sliding-window inference on the whole scan (as the official LiTS/BraTS fine-tuning did).
+
+The training engine reads them through torch datasets: :class:`TaskSamples` (whole samples: crop-task
+training, and every validation / test set) and :class:`VolumeCrops` (training crops of whole scans),
+in the order of :class:`FinetuneBatches`, which is a pure function of ``(seed, epoch)``: a shuffle of
+the training samples, class-balanced draws (``finetune.balanced_sampling``) or
+``finetune.samples_per_volume`` crops per scan, a share of them centred on the foreground.
 
 Splits are **by patient** (:func:`split_by_patient`): no patient contributes samples to two of the
 train / validation / test sets. The split is seeded once per task (``finetune.split_seed``) and shared
@@ -17,9 +23,11 @@ by every initialisation and every trial, so all trials are scored on the same te
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 from semantic_genesis.errors import ConfigError, DataError
 from semantic_genesis.utils.seeding import derive_seed
@@ -200,6 +208,59 @@ def extract_crop(array: np.ndarray, center: Sequence[float], size: Sequence[int]
     return out
 
 
+class ForegroundIndex:
+    """The foreground voxels of a mask ``(1, X, Y, Z)`` in C order (``np.argwhere(mask[0] > 0)``),
+    held as per-``x`` counts: :meth:`voxel` finds the ``k``-th without keeping every coordinate (a
+    liver mask has millions of foreground voxels)."""
+
+    def __init__(self, mask: np.ndarray):
+        self.mask = mask
+        self.cumulative = np.cumsum((np.asarray(mask[0]) > 0).reshape(mask.shape[1], -1).sum(axis=1))
+        self.count = int(self.cumulative[-1]) if len(self.cumulative) else 0
+
+    def voxel(self, k: int) -> tuple[int, int, int]:
+        """Coordinates ``(x, y, z)`` of the ``k``-th foreground voxel (0 <= k < count)."""
+        x = int(np.searchsorted(self.cumulative, k, side="right"))
+        within = k - (int(self.cumulative[x - 1]) if x else 0)
+        flat = int(np.flatnonzero(np.asarray(self.mask[0, x]) > 0)[within])
+        y, z = divmod(flat, self.mask.shape[3])
+        return x, int(y), int(z)
+
+
+def draw_crop_centres(
+    shapes: Sequence[Sequence[int]],
+    foreground: Sequence[ForegroundIndex],
+    per_volume: int,
+    foreground_fraction: float,
+    rng: np.random.Generator,
+) -> list[tuple[int, int, int, int]]:
+    """Centres of ``per_volume`` training crops for each volume (LCS, BMS).
+
+    Each crop is centred, with probability ``foreground_fraction``, on a uniformly chosen foreground
+    voxel of the volume's mask, otherwise (or when the mask is empty) on a uniformly chosen voxel of
+    the volume (crops may reach outside the volume: padded with 0).
+
+    Args:
+        shapes: spatial shape ``(X, Y, Z)`` of every volume.
+        foreground: the :class:`ForegroundIndex` of every volume's mask.
+        per_volume: crops per volume.
+        foreground_fraction: share of crops centred on the foreground, in [0, 1].
+        rng: the random stream (draws in volume order, crop by crop).
+
+    Returns:
+        ``(position, x, y, z)`` per crop, volume by volume (``position`` indexes ``shapes``).
+    """
+    centres = []
+    for position, (shape, fg) in enumerate(zip(shapes, foreground)):
+        for _ in range(per_volume):
+            if rng.random() < foreground_fraction and fg.count:
+                x, y, z = fg.voxel(int(rng.integers(fg.count)))
+            else:
+                x, y, z = (int(rng.integers(d)) for d in shape)
+            centres.append((position, x, y, z))
+    return centres
+
+
 def sample_volume_crops(
     images: Sequence[np.ndarray],
     masks: Sequence[np.ndarray],
@@ -209,29 +270,139 @@ def sample_volume_crops(
     foreground_fraction: float,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw training crops from whole volumes (LCS, BMS).
-
-    Each of ``per_volume`` crops per volume is centred, with probability ``foreground_fraction``, on a
-    uniformly chosen foreground voxel of the mask, otherwise on a uniformly chosen voxel of the
-    volume (crops may reach outside the volume: padded with 0).
+    """Draw training crops from whole volumes (:func:`draw_crop_centres`) and cut them out.
 
     Returns:
         ``(images (M, C, *size) float32, masks (M, 1, *size) uint8)`` with ``M = len(indices) * per_volume``.
     """
-    crops, crop_masks = [], []
-    for i in indices:
-        image, mask = images[i], masks[i]
-        fg = None
-        for _ in range(per_volume):
-            if rng.random() < foreground_fraction:
-                if fg is None:
-                    fg = np.argwhere(mask[0] > 0)
-                if len(fg):
-                    center = fg[int(rng.integers(len(fg)))]
-                else:
-                    center = [int(rng.integers(d)) for d in image.shape[1:]]
-            else:
-                center = [int(rng.integers(d)) for d in image.shape[1:]]
-            crops.append(extract_crop(image, center, size))
-            crop_masks.append(extract_crop(mask, center, size))
+    indices = [int(i) for i in indices]
+    centres = draw_crop_centres([images[i].shape[1:] for i in indices], [ForegroundIndex(masks[i]) for i in indices],
+                                per_volume, foreground_fraction, rng)
+    crops = [extract_crop(images[indices[p]], c, size) for p, *c in centres]
+    crop_masks = [extract_crop(masks[indices[p]], c, size) for p, *c in centres]
     return np.stack(crops).astype(np.float32, copy=False), np.stack(crop_masks)
+
+
+def _tensor(array: Any) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+class TaskSamples(Dataset):
+    """The samples ``indices`` of a task, keyed by their position ``p`` in ``indices``.
+
+    A sample is ``{"image": float32 (C, X, Y, Z), "target": label int (classification) or uint8 mask
+    (1, X, Y, Z), "index": p}``. Crop tasks: crops; volume tasks: whole scans (validation and test,
+    evaluated by sliding windows one scan per batch).
+    """
+
+    def __init__(self, data: TaskData, indices: Sequence[int]):
+        self.data = data
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        i = int(self.indices[int(position)])
+        target = self.data.targets[i]
+        sample = {"image": _tensor(np.asarray(self.data.images[i], dtype=np.float32)), "index": int(position)}
+        sample["target"] = int(target) if self.data.kind == "classification" else _tensor(target)
+        return sample
+
+
+class VolumeCrops(Dataset):
+    """Training crops of the whole scans ``indices``, keyed ``(p, x, y, z)``: the ``crop_size`` crop of
+    scan ``indices[p]`` and of its mask centred on voxel ``(x, y, z)`` (:func:`extract_crop`).
+
+    A sample is ``{"image": float32 (C, *crop_size), "target": uint8 (1, *crop_size), "index": p}``;
+    ``len`` is the number of scans.
+    """
+
+    def __init__(self, data: TaskData, indices: Sequence[int], crop_size: Sequence[int]):
+        self.data = data
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.crop_size = tuple(int(c) for c in crop_size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: tuple[int, int, int, int]) -> dict[str, Any]:
+        position, *centre = (int(k) for k in key)
+        i = int(self.indices[position])
+        image = extract_crop(self.data.images[i], centre, self.crop_size).astype(np.float32, copy=False)
+        return {"image": _tensor(image), "target": _tensor(extract_crop(self.data.targets[i], centre, self.crop_size)),
+                "index": position}
+
+
+class FinetuneBatches:
+    """The training batches of fine-tuning (the engine's ``batch_sampler`` for the task).
+
+    The keys of epoch ``e`` are drawn from ``numpy.random.default_rng(derive_seed(seed,
+    "finetune-epoch", e))``: crop tasks shuffle the training samples (or, with ``balanced``, draw as
+    many with replacement, each class with probability 1/2); volume tasks draw ``per_volume`` crop
+    centres per scan (:func:`draw_crop_centres`) and shuffle them. An epoch is ``len(keys) //
+    (batch_size * world_size)`` batches (the last partial batch is dropped: batch-statistics norms), or
+    one batch of every key when there are fewer; rank ``r`` gets rows ``r::world_size`` of each global
+    batch. Resumable mid-epoch (:meth:`set_start`).
+
+    Args:
+        data: the task's samples.
+        indices: the training samples.
+        batch_size: items per batch per rank.
+        seed: the run's seed.
+        balanced: class-balanced sampling (classification crop tasks).
+        per_volume, foreground_fraction: crops per scan and their foreground share (volume tasks).
+        rank, world_size: DDP position.
+
+    Raises:
+        DataError: fewer training items than ranks.
+    """
+
+    def __init__(self, data: TaskData, indices: Sequence[int], batch_size: int, seed: int, *, balanced: bool = False,
+                 per_volume: int = 1, foreground_fraction: float = 0.5, rank: int = 0, world_size: int = 1):
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.whole_volume = bool(data.whole_volume)
+        self.seed, self.batch_size, self.rank, self.world_size = int(seed), int(batch_size), int(rank), int(world_size)
+        self.per_volume, self.foreground_fraction = int(per_volume), float(foreground_fraction)
+        self.weights = None
+        if self.whole_volume:
+            self.shapes = [data.images[i].shape[1:] for i in self.indices]
+            self.foreground = [ForegroundIndex(data.targets[i]) for i in self.indices]
+            items = len(self.indices) * self.per_volume
+        else:
+            items = len(self.indices)
+            if balanced and data.kind == "classification":
+                labels = np.asarray(data.targets)[self.indices]
+                weights = np.where(labels == 1, 0.5 / max((labels == 1).sum(), 1), 0.5 / max((labels == 0).sum(), 1))
+                self.weights = weights / weights.sum()
+        if items < self.world_size:
+            raise DataError(f"task {data.task}: {items} training item(s) cannot be shared by {self.world_size} processes")
+        group = self.batch_size * self.world_size
+        self.num_batches = items // group if items >= group else 1
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def set_start(self, batch: int) -> None:
+        self.start = int(batch)
+
+    def epoch_keys(self, epoch: int) -> list[Any]:
+        """Every key of ``epoch`` (all ranks), in order: positions in ``indices`` or ``(p, x, y, z)`` crops."""
+        rng = np.random.default_rng(derive_seed(self.seed, "finetune-epoch", epoch))
+        if self.whole_volume:
+            centres = draw_crop_centres(self.shapes, self.foreground, self.per_volume, self.foreground_fraction, rng)
+            return [centres[k] for k in rng.permutation(len(centres))]
+        n = len(self.indices)
+        if self.weights is not None:
+            return rng.choice(n, size=n, replace=True, p=self.weights).tolist()
+        return rng.permutation(n).tolist()
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        keys = self.epoch_keys(self.epoch)
+        group = self.batch_size * self.world_size
+        for batch in range(self.start, self.num_batches):
+            yield keys[batch * group : (batch + 1) * group][self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        return self.num_batches - self.start

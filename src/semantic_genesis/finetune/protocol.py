@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from semantic_genesis.errors import TrainingError
+from semantic_genesis.finetune.results import TrialRecord, nan_to_none, write_results
 from semantic_genesis.utils.seeding import derive_seed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,28 +39,6 @@ TRIALS_DIR = "trials"
 def trial_seed(seed: int, trial: int) -> int:
     """Seed of trial ``trial`` (shared by all initialisations), below 2**31 for every RNG."""
     return derive_seed(seed, "trial", trial) % (2**31 - 1)
-
-
-@dataclass
-class TrialRecord:
-    """One finished (or failed) trial."""
-
-    init: str
-    trial: int
-    seed: int
-    status: str
-    metrics: dict[str, float]
-    epochs: int
-    best_epoch: int
-    seconds: float
-    error: str | None = None
-
-    def row(self, metric_names: list[str]) -> dict[str, Any]:
-        return {
-            "init": self.init, "trial": self.trial, "seed": self.seed, "status": self.status,
-            **{m: self.metrics.get(m, math.nan) for m in metric_names},
-            "epochs": self.epochs, "best_epoch": self.best_epoch, "seconds": self.seconds, "error": self.error or "",
-        }
 
 
 def trial_dir(out: Path, init: str, trial: int) -> Path:
@@ -121,7 +99,6 @@ def run_protocol(
     from semantic_genesis.finetune import tasks
     from semantic_genesis.finetune.data import split_by_patient
     from semantic_genesis.finetune.trainer import RESULT_FILE, check_config, primary_metric, run_finetune
-    from semantic_genesis.report.results import _nan_to_none, write_results
     from semantic_genesis.utils.atomic import write_json
 
     if trials < 1:
@@ -174,5 +151,5 @@ def run_protocol(
                 "source": data.source, "samples": len(data), "patients": len(set(data.patients)), "split": sizes,
                 **{k: v for k, v in data.info.items()}}, trials=trials)
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    write_json(out / "results.json", _nan_to_none(summary))
+    write_json(out / "results.json", nan_to_none(summary))
     return summary

@@ -1,21 +1,27 @@
-"""The fine-tuning loop: one run of one initialisation on one target task.
+"""Fine-tuning one initialisation on one target task: :func:`run_finetune`, on the training engine.
 
-Recipe (official Models Genesis / Semantic Genesis fine-tuning, reference §4.3, with its documented
-bugs fixed): Adam (``optim.*``, lr 1e-3 by default; the official Keras code silently used Keras'
-default 1e-3), the loss of :mod:`~semantic_genesis.finetune.losses`, the learning-rate schedule of the
-training engine (``optim.scheduler``; ``plateau`` = the official ReduceLROnPlateau), and **early stopping
-on the validation metric** (AUC or IoU, ``train.patience`` epochs without improvement, at most
-``train.epochs`` epochs). The weights of the best validation epoch are scored on the test set.
+Recipe (official Models Genesis / Semantic Genesis fine-tuning, Zhou et al., MedIA 2021 and Haghighi
+et al., MICCAI 2020; the official Keras target-task notebooks, with their documented bugs fixed): Adam
+(``optim.*``, lr 1e-3 by default; the official Keras code silently used Keras' default 1e-3), the loss
+of :mod:`~semantic_genesis.finetune.losses`, the learning-rate schedule of the training engine
+(``optim.scheduler``; ``plateau`` = the official ReduceLROnPlateau), and **early stopping on the
+validation metric** (AUC or IoU over the whole validation set, ``train.patience`` epochs without an
+improvement by more than ``train.min_delta``, at most ``train.epochs`` epochs). The weights of the best
+validation epoch are scored on the test set.
 
-Why not the pretraining engine's loop: its validation averages per-batch losses, while fine-tuning
-selects epochs by AUC over the whole validation set and by whole-volume sliding-window IoU, neither of
-which decomposes into batches. The engine's parts are reused: device resolution, optimiser and
-schedule (:mod:`semantic_genesis.training.optim`), atomic checkpoints and JSONL logging.
+The training itself is the engine's (:func:`semantic_genesis.training.trainer.train`) with the
+:class:`~semantic_genesis.methods.finetune.Finetune` method; this module builds the method's pieces
+from the task: the network (:func:`semantic_genesis.finetune.models.build_model`, seeded with the
+run's seed), the loss, the datasets and batch order (:mod:`semantic_genesis.finetune.data`) and the
+scoring (:func:`scoring_for`). So fine-tuning runs under ``torchrun`` (DDP), with ``train.amp``, stops
+on a NaN loss, and resumes mid-epoch: ``<run>/checkpoints/last.pt`` is written every
+``train.checkpoint_every`` steps and after every epoch, and a rerun continues from it with the same
+result as an uninterrupted run, because the data order and crop sampling of epoch ``e`` are
+functions of ``(seed, e)`` only. A finished run writes ``<run>/result.json`` and is not re-run.
 
-Resume: after every epoch ``<run>/checkpoints/last.pt`` holds the model, optimiser, schedule, progress
-and the best weights so far; a rerun continues after the last finished epoch and, because the data
-order and crop sampling of epoch ``e`` are functions of ``(seed, e)`` only, gives the same result as an
-uninterrupted run. A finished run writes ``<run>/result.json`` and is not re-run.
+Run folder: ``config.yaml``, ``metrics.jsonl`` (one validation record per epoch), ``checkpoints/last.pt``,
+``weights/best.safetensors`` (the best epoch's network, with its test metrics in the metadata),
+``weights/final.safetensors`` (the last epoch's), ``result.json``.
 
 Divergence: a non-finite training loss raises :class:`~semantic_genesis.errors.TrainingError`; the
 trials protocol records such a trial as failed.
@@ -35,13 +41,13 @@ import torch
 
 from semantic_genesis.errors import ConfigError, DataError, TrainingError
 from semantic_genesis.finetune import metrics as M
-from semantic_genesis.utils.seeding import derive_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     from semantic_genesis.config import Config
     from semantic_genesis.finetune.data import TaskData
     from semantic_genesis.finetune.models import InitSpec
     from semantic_genesis.finetune.tasks import Task
+    from semantic_genesis.methods.finetune import FinetuneSetup, Scoring
 
 RESULT_FILE = "result.json"
 
@@ -131,84 +137,94 @@ def _pos_weight(cfg: "Config", data: "TaskData", train_idx: np.ndarray) -> float
     return value
 
 
-def _epoch_batches(cfg: "Config", data: "TaskData", train_idx: np.ndarray, seed: int, epoch: int):
-    """Yield ``(images, targets)`` numpy batches of one training epoch (deterministic in ``(seed, epoch)``)."""
-    from semantic_genesis.finetune.data import sample_volume_crops
+def scoring_for(task: "Task", cfg: "Config", whole_volume: bool) -> "Scoring":
+    """The metrics of ``task``: ROC AUC of the logits (classification), or the mean over cases of the
+    Dice and IoU of the sigmoid at ``finetune.threshold`` (segmentation; whole scans by sliding windows
+    of ``finetune.crop_size``)."""
+    from semantic_genesis.methods.finetune import Scoring, SlidingWindow
 
-    ft, bs = cfg.finetune, cfg.train.batch_size
-    rng = np.random.default_rng(derive_seed(seed, "finetune-epoch", epoch))
-    if data.whole_volume:
-        images, targets = sample_volume_crops(
-            data.images, data.targets, train_idx, ft.crop_size, ft.samples_per_volume, ft.foreground_fraction, rng
-        )
-        order = rng.permutation(len(images))
-    else:
-        images, targets = data.images, data.targets
-        if data.kind == "classification" and ft.balanced_sampling:
-            labels = np.asarray(targets)[train_idx]
-            weights = np.where(labels == 1, 0.5 / max((labels == 1).sum(), 1), 0.5 / max((labels == 0).sum(), 1))
-            order = train_idx[rng.choice(len(train_idx), size=len(train_idx), replace=True, p=weights / weights.sum())]
-        else:
-            order = train_idx[rng.permutation(len(train_idx))]
-    n_batches = len(order) // bs if len(order) >= bs else 1  # drop the last partial batch (batch-stat norms)
-    if cfg.train.steps_per_epoch > 0:
-        n_batches = min(n_batches, cfg.train.steps_per_epoch)
-    for b in range(n_batches):
-        idx = order[b * bs : (b + 1) * bs]
-        yield np.asarray(images[idx]), np.asarray(targets[idx])
-
-
-def _to_target(targets: np.ndarray, kind: str, device: torch.device) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(targets), device=device).float()
-    return t[:, None] if kind == "classification" else t
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, data: "TaskData", indices: np.ndarray, cfg: "Config", device: torch.device) -> list[torch.Tensor]:
-    """Logits of the samples ``indices``: crops in batches, whole volumes by sliding windows (CPU tensors)."""
-    model.eval()
-    outputs: list[torch.Tensor] = []
-    if data.whole_volume:
-        from monai.inferers import sliding_window_inference
-
-        for i in indices:
-            x = torch.as_tensor(data.images[int(i)][None], device=device)
-            logits = sliding_window_inference(
-                x, tuple(cfg.finetune.crop_size), cfg.finetune.sw_batch_size, model,
-                overlap=cfg.finetune.sw_overlap, mode="gaussian",
-            )
-            outputs.append(logits.float().cpu()[0])
-        return outputs
-    bs = max(cfg.train.batch_size, 2)
-    for start in range(0, len(indices), bs):
-        idx = indices[start : start + bs]
-        x = torch.as_tensor(np.asarray(data.images[idx]), device=device)
-        outputs.extend(model(x).float().cpu())
-    return outputs
-
-
-def score(task: "Task", data: "TaskData", indices: np.ndarray, logits: list[torch.Tensor], cfg: "Config") -> dict[str, float]:
-    """Metrics of ``task`` on the predictions ``logits`` of samples ``indices``."""
+    ft = cfg.finetune
     if task.kind == "classification":
-        scores = torch.stack([lg.reshape(-1)[0] for lg in logits])
-        labels = torch.as_tensor(np.asarray(data.targets)[indices])
-        return {"auc": M.roc_auc(scores, labels)}
-    dice, iou = [], []
-    for i, lg in zip(indices, logits):
-        prob = torch.sigmoid(lg)[None]
-        target = torch.as_tensor(np.asarray(data.targets[int(i)]))[None]
-        dice.append(M.dice_per_case(prob, target, cfg.finetune.threshold))
-        iou.append(M.iou_per_case(prob, target, cfg.finetune.threshold))
-    return {"iou": M._nanmean(torch.cat(iou)), "dice": M._nanmean(torch.cat(dice))}
+        def reduce_auc(records: list[tuple[torch.Tensor, int]]) -> dict[str, float]:
+            scores = torch.stack([score for score, _ in records])
+            labels = torch.as_tensor([label for _, label in records])
+            return {"auc": M.roc_auc(scores, labels)}
+
+        return Scoring(primary_metric(task, cfg), lambda logits, label: (logits.reshape(-1)[0], int(label)), reduce_auc)
+
+    threshold = ft.threshold
+
+    def overlap(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        prob, target = torch.sigmoid(logits)[None], mask[None]
+        return M.dice_per_case(prob, target, threshold), M.iou_per_case(prob, target, threshold)
+
+    def reduce_overlap(records: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+        return {"iou": M._nanmean(torch.cat([iou for _, iou in records])),
+                "dice": M._nanmean(torch.cat([dice for dice, _ in records]))}
+
+    window = SlidingWindow(tuple(ft.crop_size), ft.sw_batch_size, ft.sw_overlap) if whole_volume else None
+    return Scoring(primary_metric(task, cfg), overlap, reduce_overlap, window)
 
 
-def evaluate(task, data, indices, model, cfg, device) -> dict[str, float]:
-    """Predict and score; an undefined metric (e.g. AUC with one class) becomes NaN with a reason key."""
-    logits = predict(model, data, indices, cfg, device)
-    try:
-        return score(task, data, indices, logits, cfg)
-    except DataError as exc:
-        return {task.metric: math.nan, "error": str(exc)}
+def _score(task: "Task", data: "TaskData", indices: np.ndarray, model: torch.nn.Module, cfg: "Config",
+           device: torch.device, amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    from torch.utils.data import DataLoader
+
+    from semantic_genesis.finetune.data import TaskSamples
+    from semantic_genesis.methods.finetune import score_batches
+    from semantic_genesis.training.data import ValidationBatches, collate
+
+    samples = TaskSamples(data, indices)
+    batch_size = 1 if data.whole_volume else max(cfg.train.batch_size, 2)
+    loader = DataLoader(samples, batch_sampler=ValidationBatches(len(samples), batch_size), collate_fn=collate)
+    model.eval()
+    with torch.no_grad():
+        return score_batches(model, ({k: v.to(device) for k, v in b.items()} for b in loader),
+                             scoring_for(task, cfg, data.whole_volume), amp_dtype=amp_dtype)
+
+
+def evaluate(task: "Task", data: "TaskData", indices: np.ndarray, model: torch.nn.Module, cfg: "Config",
+             device: torch.device) -> dict[str, Any]:
+    """Metrics of ``model`` on the samples ``indices`` (crops in batches of ``train.batch_size``, whole
+    scans by sliding windows), as validation computes them; an undefined metric (e.g. AUC with one
+    class) becomes NaN with the reason under ``"error"``."""
+    return _score(task, data, indices, model, cfg, device)
+
+
+def _setup(task: "Task", data: "TaskData", split: dict[str, np.ndarray], cfg: "Config", init: "InitSpec",
+           seed: int) -> tuple["FinetuneSetup", Any]:
+    """The fine-tuning method's pieces for ``task`` (the network seeded with ``seed``) and the init report."""
+    from semantic_genesis.finetune.data import FinetuneBatches, TaskSamples, VolumeCrops
+    from semantic_genesis.finetune.losses import build_loss
+    from semantic_genesis.finetune.models import build_model, encoder_modules, encoder_parameters
+    from semantic_genesis.methods.finetune import FinetuneSetup
+    from semantic_genesis.utils.seeding import seed_everything
+
+    ft, train_idx = cfg.finetune, split["train"]
+    seed_everything(seed)
+    model, report = build_model(task, cfg, data.in_channels, init)
+    frozen: list[torch.nn.Module] = []
+    if ft.freeze_encoder:
+        for param in encoder_parameters(model):
+            param.requires_grad_(False)
+        frozen = list(encoder_modules(model))
+    if data.whole_volume:
+        train_set = VolumeCrops(data, train_idx, ft.crop_size)
+    else:
+        train_set = TaskSamples(data, train_idx)
+
+    def batches(run_seed: int, rank: int, world_size: int) -> FinetuneBatches:
+        return FinetuneBatches(data, train_idx, cfg.train.batch_size, run_seed, balanced=ft.balanced_sampling,
+                               per_volume=ft.samples_per_volume, foreground_fraction=ft.foreground_fraction,
+                               rank=rank, world_size=world_size)
+
+    setup = FinetuneSetup(
+        model=model, loss=build_loss(ft.loss, task.kind, _pos_weight(cfg, data, train_idx)), train_set=train_set,
+        val_set=TaskSamples(data, split["val"]), batches=batches, scoring=scoring_for(task, cfg, data.whole_volume),
+        frozen_modules=frozen,
+        metadata={"task": task.name, "init": init.name, "init_path": report.path, "crop_size": list(ft.crop_size)},
+    )
+    return setup, report
 
 
 def run_finetune(
@@ -232,8 +248,9 @@ def run_finetune(
         run_dir: run folder (``checkpoints/last.pt``, ``metrics.jsonl``, ``result.json``, weights).
         seed: seeds the random initialisation of new layers, the data order and the crops.
         keep_checkpoint: keep ``checkpoints/last.pt`` after a finished run (the protocol deletes it).
-        save_weights: write ``weights/best.safetensors`` (the fine-tuned network).
-        on_epoch: called with each epoch's log record (progress display).
+        save_weights: keep ``weights/`` (the fine-tuned network; the protocol does not).
+        on_epoch: called with each epoch's validation record (progress display), after the epoch's
+            checkpoint was written.
 
     Returns:
         The :class:`RunResult` (also written to ``run_dir/result.json``). A run whose result file exists
@@ -243,14 +260,12 @@ def run_finetune(
         TrainingError: the loss became NaN or infinite (the run diverged).
         CheckpointError: the initialisation does not fit the task.
     """
-    from semantic_genesis.finetune.losses import build_loss
-    from semantic_genesis.finetune.models import build_model, encoder_modules, encoder_parameters
-    from semantic_genesis.training.checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
-    from semantic_genesis.training.distributed import resolve_device
-    from semantic_genesis.training.logging import MetricsLogger
-    from semantic_genesis.training.optim import LRSchedule, build_optimizer
+    from semantic_genesis.config import replace
+    from semantic_genesis.methods.finetune import Finetune
+    from semantic_genesis.models.weights import load_weights
+    from semantic_genesis.training.checkpoint import write_weights
+    from semantic_genesis.training.trainer import AMP_DTYPES, train
     from semantic_genesis.utils.atomic import write_json
-    from semantic_genesis.utils.seeding import seed_everything
 
     run_dir = Path(run_dir)
     result_path = run_dir / RESULT_FILE
@@ -262,107 +277,42 @@ def run_finetune(
         if len(split.get(name, ())) == 0:
             raise DataError(f"task {task.name}: the {name} split is empty ({data.source}); use more patients or change finetune.split")
     started = time.perf_counter()
-    device = resolve_device(cfg.train.device)
-    seed_everything(seed)
-    model, report = build_model(task, cfg, data.in_channels, init)
-    model.to(device)
-    if cfg.finetune.freeze_encoder:
-        for p in encoder_parameters(model):
-            p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, cfg.optim)
-    train_idx = split["train"]
-    steps_per_epoch = max(1, (len(train_idx) * (cfg.finetune.samples_per_volume if data.whole_volume else 1)) // cfg.train.batch_size)
-    if cfg.train.steps_per_epoch > 0:
-        steps_per_epoch = min(steps_per_epoch, cfg.train.steps_per_epoch)
-    schedule = LRSchedule(optimizer, cfg.optim, total_steps=steps_per_epoch * cfg.train.epochs)
-    loss_fn = build_loss(cfg.finetune.loss, task.kind, _pos_weight(cfg, data, train_idx))
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
-
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
-    progress = {"epoch": -1, "step": 0, "best": -math.inf, "best_epoch": -1, "bad_epochs": 0}
-    best_state = cpu_state_dict(model)
-    if ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        progress = dict(state["progress"])
-        best_state = state["best_model"]
-    logger = MetricsLogger(run_dir, tensorboard=False)
-    logger.truncate_after(progress["step"])
-
-    epoch = progress["epoch"]
+    setup, report = _setup(task, data, split, cfg, init, seed)
+    # the run's own config: this init, this seed (protocol-level keys do not block resuming a trial)
+    if init.path is not None:
+        init_text = f"{init.name}={init.path}"
+    else:
+        init_text = "scratch" if init.name == "scratch" else f"{init.name}=scratch"
+    run_cfg = replace(cfg, out=str(run_dir), seed=int(seed),
+                      **{"finetune.init": init_text, "finetune.inits": [init_text], "finetune.trials": 1})
     try:
-        while epoch + 1 < cfg.train.epochs and progress["bad_epochs"] < cfg.train.patience:
-            epoch += 1
-            model.train()
-            if cfg.finetune.freeze_encoder:
-                for module in encoder_modules(model):
-                    module.eval()
-            losses = []
-            for images, targets in _epoch_batches(cfg, data, train_idx, seed, epoch):
-                x = torch.as_tensor(images, device=device)
-                y = _to_target(targets, task.kind, device)
-                schedule.apply(progress["step"], epoch)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model(x)
-                loss = loss_fn(logits, y)
-                if not bool(torch.isfinite(loss)):
-                    raise TrainingError(
-                        f"fine-tuning {init.name} on {task.name} diverged: loss {loss.item()} at epoch {epoch}, "
-                        f"step {progress['step']} (lr {optimizer.param_groups[0]['lr']:.3g})"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.train.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                progress["step"] += 1
-                losses.append(loss.item())
-            val = evaluate(task, data, split["val"], model, cfg, device)
-            monitored = val.get(metric, math.nan)
-            if not math.isfinite(monitored):
-                monitored = -float(np.mean(losses))  # metric undefined on this validation set: use -loss
-            schedule.observe(monitored, mode="max")
-            if monitored > progress["best"]:
-                progress.update(best=monitored, best_epoch=epoch, bad_epochs=0)
-                best_state = cpu_state_dict(model)
-            else:
-                progress["bad_epochs"] += 1
-            progress["epoch"] = epoch
-            record = {"kind": "validation", "epoch": epoch, "step": progress["step"], "train_loss": float(np.mean(losses)),
-                      **{f"val_{k}": v for k, v in val.items() if k != "error"}, "lr": optimizer.param_groups[0]["lr"]}
-            logger.log(record)
-            save_checkpoint(ckpt_path, {
-                "model": cpu_state_dict(model), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "progress": progress, "best_model": best_state,
-            })
-            if on_epoch is not None:
-                on_epoch(record)
-    finally:
-        logger.close()
+        trained = train(run_cfg, Finetune(run_cfg, setup), log="epochs", on_epoch=on_epoch)
+    except TrainingError as exc:
+        raise TrainingError(f"fine-tuning {init.name} on {task.name} diverged: {exc}") from None
 
+    model = trained.model
+    best_state, metadata = load_weights(trained.best_weights)
     model.load_state_dict(best_state)
-    test = evaluate(task, data, split["test"], model, cfg, device)
+    device = next(model.parameters()).device
+    test = _score(task, data, split["test"], model, cfg, device, AMP_DTYPES.get(cfg.train.amp))
     if "error" in test:
         raise DataError(f"task {task.name}: cannot score the test split: {test['error']}")
     result = RunResult(
-        status="ok", metric=metric, test={k: float(v) for k, v in test.items()}, best_val=float(progress["best"]),
-        best_epoch=int(progress["best_epoch"]), epochs=int(progress["epoch"]) + 1,
+        status="ok", metric=metric, test={k: float(v) for k, v in test.items()},
+        best_val=math.nan if trained.best is None else float(trained.best),
+        best_epoch=int(trained.best_epoch), epochs=int(trained.epoch),
         seconds=round(time.perf_counter() - started, 3), seed=int(seed), init=report.summary(),
     )
-    if save_weights:
-        from semantic_genesis.training.checkpoint import write_weights
-
-        write_weights(model, run_dir / "weights" / "best.safetensors", {
-            "method": "finetune", "task": task.name, "init": init.name, "init_path": report.path,
-            "crop_size": list(cfg.finetune.crop_size), "test": result.test,
-        })
-    write_json(result_path, result.to_dict())
-    if not keep_checkpoint and ckpt_path.is_file():
-        ckpt_path.unlink()
+    if trained.is_main:
+        weights = run_dir / "weights"
+        if save_weights:
+            write_weights(model, weights / "best.safetensors", {**metadata, "test": result.test})
+        else:
+            for path in (trained.best_weights, trained.final_weights):
+                path.unlink(missing_ok=True)
+            if weights.is_dir() and not any(weights.iterdir()):
+                weights.rmdir()
+        write_json(result_path, result.to_dict())
+        if not keep_checkpoint:
+            (run_dir / "checkpoints" / "last.pt").unlink(missing_ok=True)
     return result

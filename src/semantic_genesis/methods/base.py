@@ -1,4 +1,4 @@
-"""The :class:`Method` protocol: what a pretraining method plugs into the shared training engine.
+"""The :class:`Method` protocol: what a training method plugs into the shared training engine.
 
 The engine (:mod:`semantic_genesis.training`) owns everything that is the same for every method:
 devices, DistributedDataParallel, mixed precision, the data loaders and their order, optimiser and
@@ -10,21 +10,46 @@ it that method:
 * its batch recipe and loss (:meth:`Method.training_step` / :meth:`Method.validation_step`), which
   run on the training device on whole batches, so the self-restoration transforms of Models Genesis
   (Zhou et al., MedIA 2021) and Semantic Genesis (Haghighi et al., MICCAI 2020) run on the GPU,
-* optional hooks: which parameters are frozen in an epoch (:meth:`Method.frozen_parameters`, e.g. the
-  Semantic Genesis classification warm-up), optimiser parameter groups and the metadata saved with
-  the weights.
+* optional hooks with do-nothing defaults (below).
+
+Hooks, in the order the engine calls them (every rank unless said otherwise):
+
+================================  ==============================================================
+``build_model()``                 once, after the global RNG is seeded from ``(seed, "init")``
+``build_datasets()``              once
+``batch_sampler(ds, seed, r, w)`` once, on the training set (``None``: the engine's shuffled order)
+``param_groups(model)``           once, to build the optimiser
+``load_state_dict(state)``        once when resuming, after the model and optimiser states
+``on_epoch_start(model, e)``      before each epoch (also the partial epoch of a resumed run),
+                                  after the network was put in training mode
+``frozen_parameters(model, e)``   before each epoch
+``training_step(net, batch, c)``  each step, under autocast
+``after_step(model, c)``          each step, after the optimiser and grad-scaler step
+``state_dict()``                  rank 0, at each checkpoint (``train.checkpoint_every`` steps, each
+                                  epoch end, the end of the run)
+``evaluate(net, loader, c)``      once per completed epoch when there is a validation set;
+                                  ``None`` -> ``validation_step`` on each validation batch
+``export_module(model)``          rank 0, whenever weights are written (a new best, the end)
+``weights_metadata()``            rank 0, with ``export_module``
+================================  ==============================================================
 
 Randomness contract (this is what makes resume exact *by construction*):
 
 * the engine hands every step a fresh CPU ``torch.Generator`` seeded from ``(seed, "train", step)``;
   methods draw all their randomness (transform parameters, ...) from ``ctx.generator`` and nothing
   else (the transforms draw small parameter tensors on the CPU and apply them on the batch's device);
+  the global torch RNG is also reseeded from ``(seed, "global", step)`` before each step;
 * validation batch ``i`` gets a generator seeded from ``(seed, "validation", i)``, so the transformed
-  validation set is identical in every epoch (the official code re-draws it, which makes early
-  stopping noisy, reference §5.9);
+  validation set is identical in every epoch (the official Models Genesis code re-draws it in every
+  epoch, which makes early stopping noisy); :meth:`Method.evaluate` gets one seeded from
+  ``(seed, "evaluate")``;
 * the data order is a function of ``(seed, epoch)`` only (see :mod:`semantic_genesis.training.data`);
+  a method's own :meth:`Method.batch_sampler` must keep that property;
 * under DistributedDataParallel, rank ``r > 0`` seeds its training generator from
-  ``(seed, "train", step, "rank", r)`` so that ranks transform their shares differently.
+  ``(seed, "train", step, "rank", r)`` so that ranks transform their shares differently;
+* everything else a method keeps between steps (an EMA teacher, counters) goes through
+  :meth:`Method.state_dict` / :meth:`Method.load_state_dict`, which the engine saves in and restores
+  from the training checkpoint.
 
 Transforms in the data-loader workers: a method whose random transform depends only on the batch
 and the generator defines :attr:`Method.prepare_batch`; with ``train.transforms_on=workers`` the
@@ -41,7 +66,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -49,6 +74,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch.utils.data import Dataset
 
     from semantic_genesis.config import Config
+
+
+def _one_process(obj: Any) -> list[Any]:
+    return [obj]
 
 
 @dataclass
@@ -65,6 +94,13 @@ class StepContext:
         amp_dtype: ``torch.bfloat16`` / ``torch.float16`` when the forward pass runs under autocast,
             else ``None``. Losses should be computed in float32 regardless.
         training: ``True`` in :meth:`Method.training_step`, ``False`` in validation.
+        total_steps: optimiser steps the run is planned for (``train.epochs`` x ``steps_per_epoch``,
+            at most ``train.max_steps``): the horizon of momentum schedules (an EMA teacher).
+        steps_per_epoch: optimiser steps per epoch.
+        train_means: in :meth:`Method.evaluate`: the epoch's training loss and metrics averaged over
+            all ranks (``{"loss": ..., ...}``); empty elsewhere.
+        gather: ``gather(obj) -> [obj of rank 0, obj of rank 1, ...]`` (every rank gets the list; a
+            world of one gets ``[obj]``): how :meth:`Method.evaluate` collects all ranks' predictions.
     """
 
     epoch: int
@@ -74,6 +110,10 @@ class StepContext:
     generator: "torch.Generator"
     amp_dtype: "torch.dtype | None" = None
     training: bool = True
+    total_steps: int = 0
+    steps_per_epoch: int = 0
+    train_means: dict[str, float] = field(default_factory=dict)
+    gather: Callable[[Any], list[Any]] = _one_process
 
 
 @dataclass
@@ -93,8 +133,30 @@ class StepOutput:
     outputs: dict[str, "torch.Tensor"] = field(default_factory=dict)
 
 
+class EpochBatchSampler(Protocol):
+    """What :meth:`Method.batch_sampler` returns: the batches of an epoch, resumable mid-epoch.
+
+    Attributes:
+        num_batches: batches per epoch on this rank (the same on every rank and in every epoch).
+
+    The engine calls :meth:`set_epoch` and :meth:`set_start` before iterating. Iterating yields the
+    keys (dataset indices, or anything the dataset's ``__getitem__`` accepts) of batches
+    ``start .. num_batches - 1`` of the epoch, one list per batch. The batches must be a pure
+    function of ``(seed, epoch, rank, world_size)``: a resumed run calls ``set_start(b)`` and must
+    see exactly the batches ``b, b + 1, ...`` that the uninterrupted run saw.
+    """
+
+    num_batches: int
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def set_start(self, batch: int) -> None: ...
+
+    def __iter__(self) -> Iterator[list[Any]]: ...
+
+
 class Method(abc.ABC):
-    """Base class of pretraining methods; subclass it and :func:`semantic_genesis.methods.register` it.
+    """Base class of training methods; subclass it and :func:`semantic_genesis.methods.register` it.
 
     A method instance is built from the resolved root config (``Method(cfg)``) and keeps it as
     ``self.cfg``. Subclasses must implement :meth:`build_model`, :meth:`build_datasets` and
@@ -109,6 +171,8 @@ class Method(abc.ABC):
         monitor_mode: ``"min"`` or ``"max"``.
         find_unused_parameters: set ``True`` when some parameters get no gradient in some steps
             (needed by DistributedDataParallel, e.g. during a classification-only warm-up).
+        validation_batch_size: items per validation batch; ``None`` = ``train.batch_size`` (1 for
+            whole scans of different sizes, evaluated by sliding windows).
     """
 
     name: str = ""
@@ -116,6 +180,7 @@ class Method(abc.ABC):
     monitor: str = "loss"
     monitor_mode: str = "min"
     find_unused_parameters: bool = False
+    validation_batch_size: int | None = None
 
     def __init__(self, cfg: "Config"):
         self.cfg = cfg
@@ -130,7 +195,7 @@ class Method(abc.ABC):
         """``(train, validation)`` datasets of dict samples (validation may be ``None``).
 
         Samples: ``{"image": float32 (C, X, Y, Z) in [0, 1], "index": int, ["label": int]}``; use
-        :class:`semantic_genesis.training.data.StoreDataset` for cube and pattern sets.
+        :class:`semantic_genesis.io.shard_dataset.StoreDataset` for cube and pattern sets.
         """
 
     @abc.abstractmethod
@@ -155,10 +220,70 @@ class Method(abc.ABC):
         return None
 
     def on_epoch_start(self, model: "nn.Module", epoch: int) -> None:
-        """Called on every rank before each epoch (after resume, too)."""
+        """Called on every rank before each epoch (also the partial epoch of a resumed run), after the
+        engine put the network in training mode (so a method may put parts of it in eval mode, e.g. a
+        frozen encoder's batch norms). ``model`` is the unwrapped network."""
+
+    def after_step(self, model: "nn.Module", ctx: StepContext) -> None:
+        """Called on every rank after every optimiser step (after the grad scaler's update; also for
+        fp16 steps the scaler skipped), before the engine logs or checkpoints that step.
+
+        ``model`` is the unwrapped network with the updated weights; ``ctx`` is the step's context
+        (``ctx.step`` is the 0-based step just taken, ``ctx.total_steps`` the run's horizon). Use it
+        for an exponential moving average teacher (PEAC, Ark: ``teacher = m * teacher + (1 - m) *
+        student`` with ``m`` scheduled over ``ctx.step / ctx.total_steps``). Runs under ``no_grad``.
+        """
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own state (e.g. an EMA teacher's weights), saved in every checkpoint.
+
+        Called on rank 0 whenever the engine writes ``checkpoints/last.pt``, after :meth:`after_step`
+        of the last step. Values: tensors (copied to the CPU), numbers, strings, lists and dicts (the
+        checkpoint is read back with ``torch.load(weights_only=True)``). Default: ``{}``.
+        """
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s ``state`` when resuming (every rank, once, after
+        :meth:`build_model` and :meth:`build_datasets` and after the network's own weights were
+        restored, before the first :meth:`on_epoch_start`). Raise
+        :class:`~semantic_genesis.errors.CheckpointError` when the state does not fit (the engine
+        adds the checkpoint's path to the message)."""
+
+    def export_module(self, model: "nn.Module") -> "nn.Module":
+        """The network written to the weights files (``weights/best.safetensors`` when the monitored
+        value improves, ``weights/final.safetensors`` at the end); rank 0 only. Default: ``model``
+        (the unwrapped trained network); e.g. an EMA teacher's backbone for PEAC."""
+        return model
+
+    def evaluate(self, model: "nn.Module", loader: Iterable[dict[str, "torch.Tensor"]],
+                 ctx: StepContext) -> dict[str, Any] | None:
+        """Epoch-level validation on all predictions (AUC, whole-scan IoU, ...); ``None`` (the default)
+        keeps the engine's validation: :meth:`validation_step` on every batch, metrics averaged.
+
+        Called on every rank once per completed epoch (when there is a validation set), under
+        ``no_grad`` with the network in eval mode (``model`` is the wrapped network, as in the steps).
+        ``loader`` yields this rank's share of the fixed validation batches (in order, already on
+        ``ctx.device``, ``validation_batch_size`` items each). Collect the predictions, combine all
+        ranks' with ``ctx.gather`` and return the same metrics on every rank: a dict of floats
+        holding :attr:`monitor` (other JSON values, e.g. an ``"error"`` string, are logged as well).
+        Return ``None`` without reading ``loader`` to use the batch means instead.
+        """
+        return None
+
+    def batch_sampler(self, dataset: "Dataset", seed: int, rank: int, world_size: int) -> EpochBatchSampler | None:
+        """The training batches (e.g. one dataset per batch, datasets in turn, for Ark; class-balanced
+        or crop sampling for fine-tuning), or ``None`` for the engine's order (a seeded permutation per
+        epoch, split between ranks). Called once per run on every rank, with the training set.
+
+        The returned sampler follows :class:`EpochBatchSampler` (resumable mid-epoch, a pure function
+        of ``(seed, epoch, rank, world_size)``); an epoch is its ``num_batches`` steps (at most
+        ``train.steps_per_epoch`` when that is set). Its keys index ``dataset``.
+        """
+        return None
 
     def weights_metadata(self) -> dict[str, Any]:
-        """Metadata saved with the pretrained weights (method, preset, input size, ...)."""
+        """Metadata saved with the weights (method, preset, input size, ...)."""
         return {"method": self.name}
 
     def example_batch(self, model: "nn.Module", batch: dict[str, "torch.Tensor"], ctx: StepContext) -> dict[str, "torch.Tensor"]:

@@ -2,8 +2,9 @@
 
 The network (the official 3D U-Net, :class:`semantic_genesis.models.UNet3D`) receives a cube
 transformed by the ``"models_genesis"`` preset (flip, local pixel shuffling, non-linear intensity,
-in-/out-painting, as the official ``generate_pair``) and must output the untransformed cube. The loss is
-the mean squared error between the sigmoid output and the target (the official training loss;
+in-/out-painting, as composed by ``generate_pair`` in the official ``pytorch/utils.py``) and must
+output the untransformed cube. The loss is the mean squared error between the sigmoid output and the
+target (the training loss of the official ``pytorch/Genesis_Chest_CT.py``;
 :func:`semantic_genesis.losses.restoration.restoration_loss`), computed in float32 even when the
 forward pass runs under bf16/fp16 autocast.
 
@@ -63,7 +64,7 @@ class ModelsGenesis(Method):
         return create_from_config(m)
 
     def build_datasets(self):
-        from semantic_genesis.training.data import StoreDataset
+        from semantic_genesis.io.shard_dataset import StoreDataset
 
         if not self.cfg.data:
             raise ConfigError("models_genesis needs a cube set: data=CUBES_DIR (made by `semantic-genesis cubes`)")

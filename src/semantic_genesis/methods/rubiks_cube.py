@@ -74,7 +74,7 @@ class RubiksCube(Method):
         return RubiksCubeNet3D(m.in_channels, m.width, m.norm, self.recipe.num_permutations, self.options.hidden)
 
     def build_datasets(self):
-        from semantic_genesis.training.data import StoreDataset
+        from semantic_genesis.io.shard_dataset import StoreDataset
 
         if not self.cfg.data:
             raise ConfigError("rubiks_cube needs a cube set: data=CUBES_DIR (made by `semantic-genesis cubes`)")

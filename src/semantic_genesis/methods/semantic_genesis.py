@@ -5,7 +5,7 @@ The network is :class:`~semantic_genesis.models.ynet.YNet` on the backbone named
 keys): the U-Net with a classification head on the encoder's bottleneck. Each pattern (a cube of the
 pattern set written by ``semantic-genesis discover``) is transformed by a restoration recipe (default:
 the ``"semantic_genesis"`` preset, elastic warping of the input and exactly one of non-linear, local
-shuffling, in- or out-painting, as the official ``luna_loader``); the network outputs the restored
+shuffling, in- or out-painting, as the official ``luna_loader`` with ``pytorch/utils/purturbation.py``); the network outputs the restored
 pattern and the class logits of its pseudo-label (the coordinate index). The loss (paper, Sec. 2) is
 
     L = lambda_rec * MSE(restoration, pattern) + lambda_cls * CE(logits, label),
@@ -13,7 +13,7 @@ pattern and the class logits of its pseudo-label (the coordinate index). The los
 with ``lambda_rec = 1`` and ``lambda_cls = 0.01`` (``method.options``, :class:`SemanticGenesisOptions`;
 the terms are :func:`semantic_genesis.losses.restoration_loss` and
 :func:`semantic_genesis.losses.classification_loss`). Cross-entropy is computed on **logits** (the
-official code takes ``log`` of a softmax, which is unstable).
+official ``pytorch/train.py`` takes ``log`` of a softmax, which is unstable).
 
 **Classification warm-up.** The paper trains the classification branch first for 20 epochs, then the
 whole model jointly. During the first ``method.options.cls_warmup_epochs`` epochs only the encoder and
@@ -182,7 +182,7 @@ class SemanticAddon(Method):
         return EncoderClassifier(backbone, num_classes=self.num_classes, head="genesis")
 
     def build_datasets(self):
-        from semantic_genesis.training.data import StoreDataset
+        from semantic_genesis.io.shard_dataset import StoreDataset
 
         self._read_store()
         root = pattern_root(self.cfg)

@@ -1,17 +1,22 @@
-"""Datasets over shard stores and the deterministic, resumable sampler of the training engine.
+"""The deterministic, resumable data order of the training engine.
 
-* :class:`StoreDataset` wraps a :class:`~semantic_genesis.io.shards.ShardedArray` (cube set or
-  pattern set) as a torch ``Dataset`` of dict samples. Shards are memory-mapped, so the memory of
-  the data pipeline does not grow with the size of the store.
+(The ``Dataset`` over shard stores is :class:`semantic_genesis.io.shard_dataset.StoreDataset`.)
+
 * :class:`EpochSampler` makes the data order a pure function of ``(seed, epoch)`` and splits it
   between DDP ranks; it can start in the middle of an epoch, which is how a resumed run sees exactly
-  the batches an uninterrupted run would have seen.
+  the batches an uninterrupted run would have seen. :class:`EpochBatches` cuts it into batches: the
+  engine's default batch sampler (a method may give its own, see
+  :meth:`semantic_genesis.methods.base.Method.batch_sampler`).
+* :class:`StepBatches` is what the engine's training loader iterates: the batches of one epoch from
+  the resume point on (optionally numbered with their steps for ``train.transforms_on=workers``).
+* :class:`ValidationBatches` is the fixed, ordered validation set, shared between DDP ranks.
+* :class:`NumberedDataset`, :class:`NumberedValidationBatches` and :class:`PreparingCollate` run a
+  method's ``prepare_batch`` in the loader workers (``train.transforms_on=workers``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
@@ -20,52 +25,8 @@ from torch.utils.data import Dataset, Sampler
 from semantic_genesis.errors import DataError
 from semantic_genesis.utils.seeding import derive_seed
 
-
-class StoreDataset(Dataset):
-    """Items of a cube or pattern store as dict samples.
-
-    Args:
-        root: the store folder (``manifest.json`` + shards).
-        split: ``"train"``, ``"validation"``, ``"test"``, several of them, or ``None`` for all.
-        kind: expected store kind (``"cubes"``, ``"patterns"``) or ``None`` for any.
-        with_labels: include ``"label"`` (int64) read from each record's ``"label"`` field;
-            ``None`` = when the first record has one.
-
-    A sample is ``{"image": float32 tensor (C, X, Y, Z) in [0, 1], "index": int, ["label": int]}``.
-
-    Raises:
-        DataError: missing/corrupt store, or labels requested but missing in a record.
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        split: str | list[str] | None = "train",
-        kind: str | None = None,
-        with_labels: bool | None = None,
-    ):
-        from semantic_genesis.io.shards import ShardedArray
-
-        self.root = Path(root)
-        self.split = split
-        self.store = ShardedArray(self.root, split=split, kind=kind)
-        self.item_shape = tuple(self.store.item_shape)
-        if with_labels is None:
-            with_labels = len(self.store) > 0 and "label" in self.store.record(0)
-        self.with_labels = bool(with_labels)
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.store.item(int(index))
-        sample: dict[str, Any] = {"image": torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32)), "index": int(index)}
-        if self.with_labels:
-            record = self.store.record(int(index))
-            if "label" not in record:
-                raise DataError(f"{self.root}: item {index} (split {self.split}) has no 'label' in its record")
-            sample["label"] = int(record["label"])
-        return sample
+if TYPE_CHECKING:  # pragma: no cover
+    from semantic_genesis.methods.base import EpochBatchSampler
 
 
 class EpochSampler(Sampler[int]):
@@ -142,6 +103,35 @@ class EpochSampler(Sampler[int]):
         return (self.num_batches - self.start_batch) * self.batch_size
 
 
+class EpochBatches(Sampler[list[int]]):
+    """The batches of an :class:`EpochSampler`: the engine's default batch sampler.
+
+    Batch ``b`` of an epoch is items ``[b * batch_size, (b + 1) * batch_size)`` of the sampler's epoch
+    indices; :meth:`set_epoch` / :meth:`set_start` are those of the sampler. This is the
+    :class:`~semantic_genesis.methods.base.EpochBatchSampler` protocol that a method's own batch
+    sampler also follows.
+    """
+
+    def __init__(self, sampler: EpochSampler):
+        self.sampler = sampler
+        self.num_batches = sampler.num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def set_start(self, batch: int) -> None:
+        self.sampler.set_start(batch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        s = self.sampler
+        indices = s.epoch_indices(s.epoch)
+        for batch in range(s.start_batch, s.num_batches):
+            yield indices[batch * s.batch_size : (batch + 1) * s.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return self.sampler.num_batches - self.sampler.start_batch
+
+
 def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack dict samples into a batch dict (images float32, indices and labels int64)."""
     batch: dict[str, torch.Tensor] = {}
@@ -206,7 +196,7 @@ def transform_seed(seed: int, kind: str, number: int, rank: int = 0) -> int:
 
 
 class NumberedDataset(Dataset):
-    """``dataset`` indexed by ``(index, number)`` keys: the sample of ``index`` tagged with ``number``."""
+    """``dataset`` indexed by ``(key, number)`` pairs: the sample of ``key`` tagged with ``number``."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -214,29 +204,56 @@ class NumberedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+    def __getitem__(self, key: tuple[Any, int]) -> dict[str, Any]:
         index, number = key
         sample = dict(self.dataset[index])
         sample[_NUMBER] = int(number)
         return sample
 
 
-class StepBatches(Sampler[list[tuple[int, int]]]):
-    """The batches of an :class:`EpochSampler` (its current epoch and start), each item keyed with
-    the global step of its batch: ``epoch * num_batches + batch``, the engine's step counter."""
+class StepBatches(Sampler[list[Any]]):
+    """The engine's training batch sampler: batches ``start .. steps_per_epoch - 1`` of the current
+    epoch of a batch sampler (a method's :meth:`~semantic_genesis.methods.base.Method.batch_sampler`
+    or :class:`EpochBatches`).
 
-    def __init__(self, sampler: EpochSampler):
-        self.sampler = sampler
+    With ``numbered=True`` (``train.transforms_on=workers``) every key becomes ``(key, step)`` with
+    the global step of its batch, ``epoch * steps_per_epoch + batch`` (the engine's step counter), so
+    that :class:`PreparingCollate` seeds the transform exactly as the step would.
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        s = self.sampler
-        indices = s.epoch_indices(s.epoch)
-        for batch in range(s.start_batch, s.num_batches):
-            step = s.epoch * s.num_batches + batch
-            yield [(int(i), step) for i in indices[batch * s.batch_size : (batch + 1) * s.batch_size]]
+    Args:
+        batches: an :class:`~semantic_genesis.methods.base.EpochBatchSampler`.
+        steps_per_epoch: batches used per epoch (at most ``batches.num_batches``).
+        numbered: key items with their step.
+    """
+
+    def __init__(self, batches: "EpochBatchSampler", steps_per_epoch: int | None = None, numbered: bool = False):
+        self.batches = batches
+        self.steps_per_epoch = int(batches.num_batches if steps_per_epoch is None else steps_per_epoch)
+        if not 0 < self.steps_per_epoch <= batches.num_batches:
+            raise DataError(f"steps_per_epoch {self.steps_per_epoch} is not in 1..{batches.num_batches} (batches per epoch)")
+        self.numbered = numbered
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.batches.set_epoch(epoch)
+
+    def set_start(self, batch: int) -> None:
+        """Skip the first ``batch`` batches of the epoch (resume)."""
+        self.start_batch = int(batch)
+        self.batches.set_start(batch)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        for batch, keys in zip(range(self.start_batch, self.steps_per_epoch), self.batches):
+            if self.numbered:
+                step = self.epoch * self.steps_per_epoch + batch
+                yield [(key, step) for key in keys]
+            else:
+                yield list(keys)
 
     def __len__(self) -> int:
-        return self.sampler.num_batches - self.sampler.start_batch
+        return max(self.steps_per_epoch - self.start_batch, 0)
 
 
 class NumberedValidationBatches(Sampler[list[tuple[int, int]]]):

@@ -88,3 +88,12 @@ def broadcast_object(obj: object, info: DistInfo) -> object:
     holder = [obj]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def all_gather_object(obj: object, info: DistInfo) -> list[object]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank (``[obj]`` in a world of one)."""
+    if info.world_size <= 1:
+        return [obj]
+    gathered: list[object] = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered

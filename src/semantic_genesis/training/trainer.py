@@ -1,6 +1,7 @@
-"""The training loop shared by every pretraining method: :func:`train`.
+"""The one training loop, shared by every pretraining method and by fine-tuning: :func:`train`.
 
-One call trains ``methods.build(cfg)`` into the run folder ``cfg.out``:
+One call trains ``methods.build(cfg)`` (or a given :class:`~semantic_genesis.methods.base.Method`)
+into the run folder ``cfg.out``:
 
 * one process, or many under ``torchrun`` (DistributedDataParallel; gloo on CPU, NCCL on CUDA;
   each rank reads its share of every global batch; only rank 0 writes files);
@@ -10,16 +11,21 @@ One call trains ``methods.build(cfg)`` into the run folder ``cfg.out``:
   ``prepare_batch``) in the loader workers on the CPU with the same generators, which keeps the GPU
   for the network and scales with the workers;
 * optimiser and lr schedule from ``optim`` (:mod:`~semantic_genesis.training.optim`);
-* validation after each epoch on the fixed transformed validation set; the best weights (by the
-  method's ``monitor``) go to ``weights/best.safetensors``; early stopping after ``train.patience``
-  epochs without improvement (Models Genesis used 50, reference §4.1);
-* checkpoints (``checkpoints/last.pt``) every ``train.checkpoint_every`` steps, after each epoch and
-  at the end; rerunning the same command resumes exactly where the checkpoint stopped: the data order
-  is a function of ``(seed, epoch)``, the transform generator of ``(seed, step)``, and the global RNG
-  is reseeded from ``(seed, step)`` before each step;
+* validation after each epoch: the method's ``evaluate`` on all predictions (AUC, whole-scan IoU) or
+  the mean of its ``validation_step`` over the fixed transformed validation set; the best weights (by
+  the method's ``monitor``, improved by more than ``train.min_delta``) go to
+  ``weights/best.safetensors``; early stopping after ``train.patience`` epochs without improvement
+  (the official Models Genesis trainer, ``Genesis_Chest_CT.py``, used 50);
+* checkpoints (``checkpoints/last.pt``, with the method's own ``state_dict``) every
+  ``train.checkpoint_every`` steps, after each epoch and at the end; rerunning the same command
+  resumes exactly where the checkpoint stopped, mid-epoch too: the data order is a function of
+  ``(seed, epoch)``, the transform generator of ``(seed, step)``, and the global RNG is reseeded from
+  ``(seed, step)`` before each step;
 * ``metrics.jsonl`` (and TensorBoard), a tqdm bar with the loss and cubes/s;
 * a guard that stops on a NaN/inf loss before the optimiser applies it, leaving the last checkpoint
   untouched, and raises :class:`~semantic_genesis.errors.TrainingError` naming it.
+
+The order in which the method's hooks are called is written down in :mod:`semantic_genesis.methods.base`.
 
 Run folder::
 
@@ -34,7 +40,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -42,11 +48,12 @@ from torch.utils.data import DataLoader
 
 from semantic_genesis import config as config_mod
 from semantic_genesis.config import Config
-from semantic_genesis.errors import ConfigError, DataError, TrainingError
+from semantic_genesis.errors import CheckpointError, ConfigError, DataError, TrainingError
 from semantic_genesis.methods.base import PREPARED, Method, StepContext
 from semantic_genesis.training import checkpoint as ckpt
 from semantic_genesis.training import distributed as dist_mod
 from semantic_genesis.training.data import (
+    EpochBatches,
     EpochSampler,
     NumberedDataset,
     NumberedValidationBatches,
@@ -84,6 +91,10 @@ RESUMABLE_KEYS = (
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+# What train(log=...) writes: "steps" = every record kind, the tqdm bar and TensorBoard; "epochs" = one
+# validation record per epoch in metrics.jsonl and nothing else (a fine-tuning trial's log).
+LOG_MODES = ("steps", "epochs")
+
 
 @dataclass
 class TrainResult:
@@ -96,7 +107,11 @@ class TrainResult:
         stop_reason: ``"max_steps"``, ``"epochs"`` or ``"early_stop"``.
         best: best monitored validation value (``None`` without validation).
         model: the trained, unwrapped network (on the training device).
-        final_weights / best_weights: paths of the weights files (rank 0 writes them).
+        final_weights / best_weights: paths of the weights files (rank 0 writes them; they hold the
+            method's ``export_module``).
+        resumed_from: the step this call resumed from (``None``: a fresh run).
+        best_epoch: 0-based epoch of the best monitored value (-1 without one).
+        is_main: whether this process is rank 0 (the one that writes files).
     """
 
     run_dir: Path
@@ -108,6 +123,8 @@ class TrainResult:
     final_weights: Path
     best_weights: Path | None
     resumed_from: int | None = None
+    best_epoch: int = -1
+    is_main: bool = True
 
 
 @dataclass
@@ -116,6 +133,7 @@ class _Progress:
     batch: int = 0  # batches done in the current epoch
     step: int = 0  # optimiser steps done in total
     best: float | None = None
+    best_epoch: int = -1
     bad_epochs: int = 0
     stop_reason: str = ""
     window: dict[str, float] = field(default_factory=dict)  # loss/metric sums of the logging window
@@ -189,7 +207,10 @@ def _frozen(method: Method, model: nn.Module, epoch: int) -> list[nn.Parameter]:
 class _Trainer:
     """State of one :func:`train` call (split into methods for readability)."""
 
-    def __init__(self, cfg: Config, method: Method | None):
+    def __init__(self, cfg: Config, method: Method | None, log: str = "steps",
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None):
+        if log not in LOG_MODES:
+            raise ConfigError(f"train(log=...): {log!r} is not one of {', '.join(LOG_MODES)}")
         if cfg.out is None:
             raise ConfigError("pretrain needs an output folder: out=RUN_DIR")
         self.cfg = cfg
@@ -215,7 +236,9 @@ class _Trainer:
             raise ConfigError(f"train.amp: {tc.amp!r} is not one of {', '.join(AMP_DTYPES)}")
         self.amp_dtype = AMP_DTYPES[tc.amp]
         self.resume_path = _check_resume(cfg, self.run_dir)
-        self.logger = MetricsLogger(self.run_dir, enabled=self.info.is_main, tensorboard=tc.tensorboard)
+        self.log_steps = log == "steps"
+        self.on_epoch = on_epoch
+        self.logger = MetricsLogger(self.run_dir, enabled=self.info.is_main, tensorboard=tc.tensorboard and self.log_steps)
 
     # -- set-up ---------------------------------------------------------------------------------------
     def build(self) -> None:
@@ -228,8 +251,17 @@ class _Trainer:
         self.train_set, self.val_set = self.method.build_datasets()
         if len(self.train_set) == 0:
             raise DataError(f"method {self.method.name!r}: the training set is empty (data={cfg.data})")
-        per_step = tc.batch_size * info.world_size
-        self.steps_per_epoch = tc.steps_per_epoch or max(1, len(self.train_set) // per_step)
+        batches = self.method.batch_sampler(self.train_set, cfg.seed, info.rank, info.world_size)
+        if batches is None:
+            per_step = tc.batch_size * info.world_size
+            self.steps_per_epoch = tc.steps_per_epoch or max(1, len(self.train_set) // per_step)
+            batches = EpochBatches(EpochSampler(len(self.train_set), tc.batch_size, self.steps_per_epoch, seed=cfg.seed,
+                                                shuffle=True, rank=info.rank, world_size=info.world_size))
+        else:
+            if batches.num_batches <= 0:
+                raise DataError(
+                    f"method {self.method.name!r}: its batch sampler gives {batches.num_batches} batches per epoch")
+            self.steps_per_epoch = min(batches.num_batches, tc.steps_per_epoch or batches.num_batches)
         self.total_steps = tc.epochs * self.steps_per_epoch
         if tc.max_steps > 0:
             self.total_steps = min(self.total_steps, tc.max_steps)
@@ -258,10 +290,8 @@ class _Trainer:
             net = torch.compile(net)
         self.net = net
 
-        self.sampler = EpochSampler(
-            len(self.train_set), tc.batch_size, self.steps_per_epoch, seed=cfg.seed, shuffle=True,
-            rank=info.rank, world_size=info.world_size,
-        )
+        in_workers = tc.transforms_on == "workers"
+        self.train_batches = StepBatches(batches, self.steps_per_epoch, numbered=in_workers)
         loader_args: dict[str, Any] = {
             "num_workers": tc.num_workers,
             "pin_memory": self.device.type == "cuda",
@@ -269,19 +299,20 @@ class _Trainer:
         if tc.num_workers > 0:
             loader_args["persistent_workers"] = True
             loader_args["prefetch_factor"] = 4
-        in_workers = tc.transforms_on == "workers"
         if in_workers:
             # the loader workers run the method's transform with the generator the step would use
             self.train_loader = DataLoader(
-                NumberedDataset(self.train_set), batch_sampler=StepBatches(self.sampler),
+                NumberedDataset(self.train_set), batch_sampler=self.train_batches,
                 collate_fn=PreparingCollate(self.method, cfg.seed, "train", info.rank), **loader_args,
             )
         else:
-            self.train_loader = DataLoader(self.train_set, batch_size=tc.batch_size, sampler=self.sampler,
-                                           drop_last=True, collate_fn=collate, **loader_args)
+            self.train_loader = DataLoader(self.train_set, batch_sampler=self.train_batches, collate_fn=collate,
+                                           **loader_args)
         self.val_loader = None
         if self.val_set is not None and len(self.val_set) > 0:
-            self.val_batches = ValidationBatches(len(self.val_set), tc.batch_size, tc.val_batches, info.rank, info.world_size)
+            val_batch_size = self.method.validation_batch_size or tc.batch_size
+            self.val_batches = ValidationBatches(len(self.val_set), val_batch_size, tc.val_batches, info.rank,
+                                                 info.world_size)
             if in_workers:
                 self.val_loader = DataLoader(
                     NumberedDataset(self.val_set), batch_sampler=NumberedValidationBatches(self.val_batches),
@@ -296,8 +327,6 @@ class _Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            from semantic_genesis.errors import CheckpointError
-
             raise CheckpointError(f"{path}: checkpoint does not fit this model/optimiser ({exc})") from None
         self.schedule.load_state_dict(state["schedule"])
         if "scaler" in state and state["scaler"]:
@@ -305,6 +334,11 @@ class _Trainer:
         if "rng" in state:
             ckpt.set_rng_state(state["rng"])
         self.progress = _Progress(**state["progress"])
+        if "method" in state:
+            try:
+                self.method.load_state_dict(state["method"])
+            except CheckpointError as exc:
+                raise CheckpointError(f"{path}: {exc}") from None
         if self.progress.stop_reason != "early_stop":  # a finished run may be extended (epochs, max_steps)
             self.progress.stop_reason = ""
         self.resumed_from = self.progress.step
@@ -321,6 +355,7 @@ class _Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
                 "progress": self.progress.state(),
                 "rng": ckpt.rng_state(),
+                "method": self.method.state_dict(),
             },
         )
 
@@ -331,6 +366,16 @@ class _Trainer:
         meta["epoch"] = self.progress.epoch
         meta["config"] = config_mod.to_dict(self.cfg)
         return meta
+
+    def _write_weights(self, path: Path) -> None:
+        ckpt.write_weights(self.method.export_module(self.model), path, self._weights_metadata())
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.log_steps or record.get("kind") == "validation":
+            self.logger.log(record)
+
+    def _gather(self, obj: Any) -> list[Any]:
+        return dist_mod.all_gather_object(obj, self.info)
 
     # -- the loop -------------------------------------------------------------------------------------
     def _reduce(self, values: list[float]) -> list[float]:
@@ -347,7 +392,7 @@ class _Trainer:
             where = f"the last good checkpoint {last} (step {saved}) is kept; rerunning resumes from it"
         else:
             where = "no checkpoint had been written yet"
-        self.logger.log({"kind": "event", "event": "nonfinite", "step": p.step, "epoch": epoch, "loss": value})
+        self._log({"kind": "event", "event": "nonfinite", "step": p.step, "epoch": epoch, "loss": value})
         raise TrainingError(
             f"the training loss became {value} at step {p.step} (epoch {epoch}, batch {batch}); training stopped "
             f"before applying it; {where}. Lower optim.lr, enable train.grad_clip or check the data."
@@ -356,11 +401,12 @@ class _Trainer:
     def run(self) -> TrainResult:
         cfg, tc, info, p = self.cfg, self.cfg.train, self.info, self.progress
         if self.resumed_from is not None:
-            self.logger.log({"kind": "event", "event": "resume", "step": p.step, "epoch": p.epoch})
+            self._log({"kind": "event", "event": "resume", "step": p.step, "epoch": p.epoch})
         else:
-            self.logger.log({"kind": "event", "event": "start", "step": 0, "epoch": 0, "world_size": info.world_size,
+            self._log({"kind": "event", "event": "start", "step": 0, "epoch": 0, "world_size": info.world_size,
                              "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps})
-        bar = progress_bar(self.total_steps, p.step, enabled=tc.progress and info.is_main)
+        bar = progress_bar(self.total_steps, p.step, enabled=tc.progress and info.is_main and self.log_steps,
+                           desc=self.method.name or "train")
         t_start = time.perf_counter()
         try:
             while not p.stop_reason:
@@ -379,22 +425,23 @@ class _Trainer:
         final = self.run_dir / "weights" / "final.safetensors"
         best = self.run_dir / "weights" / "best.safetensors"
         if info.is_main:
-            ckpt.write_weights(self.model, final, self._weights_metadata())
+            self._write_weights(final)
             if self.val_loader is None or not best.is_file():
-                ckpt.write_weights(self.model, best, self._weights_metadata())
-        self.logger.log({"kind": "event", "event": "done", "step": p.step, "epoch": p.epoch, "reason": p.stop_reason,
+                self._write_weights(best)
+        self._log({"kind": "event", "event": "done", "step": p.step, "epoch": p.epoch, "reason": p.stop_reason,
                          "best": p.best})
         dist_mod.barrier(info)
-        return TrainResult(self.run_dir, p.step, p.epoch, p.stop_reason, p.best, self.model, final, best, self.resumed_from)
+        return TrainResult(self.run_dir, p.step, p.epoch, p.stop_reason, p.best, self.model, final, best, self.resumed_from,
+                           p.best_epoch, info.is_main)
 
     def _train_epoch(self, bar, t_start: float) -> None:
         cfg, tc, p = self.cfg, self.cfg.train, self.progress
         epoch = p.epoch
+        self.net.train()
         self.method.on_epoch_start(self.model, epoch)
         frozen = _frozen(self.method, self.model, epoch)
-        self.sampler.set_epoch(epoch)
-        self.sampler.set_start(p.batch)
-        self.net.train()
+        self.train_batches.set_epoch(epoch)
+        self.train_batches.set_start(p.batch)
         iterator = iter(self.train_loader)
         window_t0 = time.perf_counter()
         window_wait = 0.0
@@ -412,7 +459,7 @@ class _Trainer:
                 raise TrainingError(f"internal: the loader prepared step {int(batch[PREPARED])} for step {p.step}")
             ctx = StepContext(epoch, p.step, batch_index, self.device,
                               _make_generator(transform_seed(cfg.seed, "train", p.step, self.info.rank)),
-                              self.amp_dtype, True)
+                              self.amp_dtype, True, self.total_steps, self.steps_per_epoch)
             with _autocast(self.device, self.amp_dtype):
                 out = self.method.training_step(self.net, batch, ctx)
             loss = out.loss
@@ -432,6 +479,8 @@ class _Trainer:
             lr = self.schedule.apply(p.step, epoch)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            with torch.no_grad():
+                self.method.after_step(self.model, ctx)
             p.step += 1
             p.batch = batch_index + 1
             window_items += n * self.info.world_size
@@ -449,26 +498,43 @@ class _Trainer:
                 record.update({k: v / count for k, v in p.window.items()})
                 record.update({"lr": lr, "cubes_per_s": window_items / elapsed, "data_wait": window_wait / elapsed,
                                "time": time.perf_counter() - t_start})
-                self.logger.log(record)
+                self._log(record)
                 bar.set_postfix(loss=f"{record['loss']:.4g}", cubes_s=f"{record['cubes_per_s']:.1f}")
                 p.window = {}
                 window_t0, window_wait, window_items = time.perf_counter(), 0.0, 0
             if tc.checkpoint_every > 0 and p.step % tc.checkpoint_every == 0:
                 self._save()
 
+    def _validation_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        for batch in self.val_loader:
+            yield _to_device(batch, self.device, self.cfg.train.channels_last)
+
     @torch.no_grad()
-    def _validate(self) -> dict[str, float] | None:
+    def _validate(self, train_means: dict[str, float]) -> dict[str, Any] | None:
         if self.val_loader is None:
             return None
         cfg, p = self.cfg, self.progress
+        ctx = StepContext(p.epoch, p.step, 0, self.device, _make_generator(derive_seed(cfg.seed, "evaluate")),
+                          self.amp_dtype, False, self.total_steps, self.steps_per_epoch, dict(train_means), self._gather)
         self.net.eval()
+        try:
+            values = self.method.evaluate(self.net, self._validation_batches(), ctx)
+            if values is None:
+                values = self._batch_means()
+        finally:
+            self.net.train()
+        return values
+
+    def _batch_means(self) -> dict[str, float] | None:
+        """The engine's validation: :meth:`Method.validation_step` on every batch, weighted means."""
+        cfg, p = self.cfg, self.progress
         sums: dict[str, float] = {}
         keys: list[str] | None = None
-        for batch_id, batch in zip(self.val_batches.batch_ids(), self.val_loader):
-            batch = _to_device(batch, self.device, self.cfg.train.channels_last)
+        for batch_id, batch in zip(self.val_batches.batch_ids(), self._validation_batches()):
             n = int(batch["image"].shape[0])
             ctx = StepContext(p.epoch, p.step, batch_id, self.device,
-                              _make_generator(transform_seed(cfg.seed, "validation", batch_id)), self.amp_dtype, False)
+                              _make_generator(transform_seed(cfg.seed, "validation", batch_id)), self.amp_dtype, False,
+                              self.total_steps, self.steps_per_epoch)
             with _autocast(self.device, self.amp_dtype):
                 out = self.method.validation_step(self.net, batch, ctx)
             keys = sorted(out.metrics) if keys is None else keys
@@ -476,7 +542,6 @@ class _Trainer:
             for k in keys:
                 sums[k] = sums.get(k, 0.0) + float(out.metrics[k]) * n
             sums["_n"] = sums.get("_n", 0.0) + n
-        self.net.train()
         names = sorted(sums)
         if self.info.world_size > 1:
             # every rank must contribute the same keys; ranks without batches send zeros
@@ -490,8 +555,8 @@ class _Trainer:
     def _end_epoch(self) -> None:
         tc, p = self.cfg.train, self.progress
         n = p.epoch_sums.pop("_n", 0.0)
-        train_means = {f"train_{k}": v / n for k, v in p.epoch_sums.items()} if n else {}
-        val = self._validate()
+        train_means = {k: v / n for k, v in p.epoch_sums.items()} if n else {}
+        val = self._validate(train_means)
         record: dict[str, Any] = {"kind": "validation", "step": p.step, "epoch": p.epoch}
         if val is not None:
             monitor = self.method.monitor
@@ -505,24 +570,27 @@ class _Trainer:
                 or (mode == "max" and value > p.best + tc.min_delta)
             )
             if improved:
-                p.best, p.bad_epochs = value, 0
+                p.best, p.best_epoch, p.bad_epochs = value, p.epoch, 0
                 if self.info.is_main:
-                    ckpt.write_weights(self.model, self.run_dir / "weights" / "best.safetensors", self._weights_metadata())
+                    self._write_weights(self.run_dir / "weights" / "best.safetensors")
             else:
                 p.bad_epochs += 1
             self.schedule.observe(value, mode, tc.min_delta)
             record.update(val)
             record.update({"best": p.best, "improved": improved, "bad_epochs": p.bad_epochs})
-        record.update(train_means)
-        self.logger.log(record)
+        record.update({f"train_{k}": v for k, v in train_means.items()})
+        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        self._log(record)
         p.epoch += 1
         p.batch = 0
         p.epoch_sums = {}
         if val is not None and tc.patience > 0 and p.bad_epochs >= tc.patience:
             p.stop_reason = "early_stop"
-            self.logger.log({"kind": "event", "event": "early_stop", "step": p.step, "epoch": p.epoch,
+            self._log({"kind": "event", "event": "early_stop", "step": p.step, "epoch": p.epoch,
                              "best": p.best, "patience": tc.patience})
         self._save()
+        if self.on_epoch is not None and self.info.is_main:
+            self.on_epoch(record)
 
     def close(self) -> None:
         self.logger.close()
@@ -535,8 +603,18 @@ def _build_method(cfg: Config) -> Method:
     return methods.build(cfg)
 
 
-def train(cfg: Config, method: Method | None = None) -> TrainResult:
+def train(cfg: Config, method: Method | None = None, *, log: str = "steps",
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train ``method`` (default: ``methods.build(cfg)``) into ``cfg.out``; resumes if a checkpoint exists.
+
+    Args:
+        cfg: the root config (``train``, ``optim``, ``seed``, ``out`` and what the method reads).
+        method: the method to train; ``None`` builds the registered ``cfg.method.name``.
+        log: ``"steps"``: ``metrics.jsonl`` gets training records every ``train.log_every`` steps,
+            validation records and events, plus the progress bar and TensorBoard when configured;
+            ``"epochs"``: one validation record per epoch and nothing else (fine-tuning trials).
+        on_epoch: called on rank 0 with each epoch's validation record, after that epoch's checkpoint
+            was written (progress display; an exception raised there stops the run resumably).
 
     Returns:
         :class:`TrainResult` (on every rank).
@@ -546,7 +624,7 @@ def train(cfg: Config, method: Method | None = None) -> TrainResult:
         DataError: empty or unreadable data.
         TrainingError: the loss became NaN/inf (the last checkpoint is kept).
     """
-    trainer = _Trainer(cfg, method)
+    trainer = _Trainer(cfg, method, log, on_epoch)
     try:
         trainer.build()
         return trainer.run()

@@ -1,0 +1,63 @@
+"""The torch ``Dataset`` over a shard store (:mod:`semantic_genesis.io.shards`): :class:`StoreDataset`.
+
+Cube sets (``semantic-genesis cubes``), pattern sets (``semantic-genesis discover``) and the scans
+of self-discovery are shard stores; methods read them through this dataset. Shards are
+memory-mapped, so the memory of a data pipeline does not grow with the size of the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from semantic_genesis.errors import DataError
+from semantic_genesis.io.shards import ShardedArray
+
+
+class StoreDataset(Dataset):
+    """Items of a shard store (cube, pattern or scan set) as dict samples.
+
+    Args:
+        root: the store folder (``manifest.json`` + shards).
+        split: ``"train"``, ``"validation"``, ``"test"``, several of them, or ``None`` for all.
+        kind: expected store kind (``"cubes"``, ``"patterns"``, ...) or ``None`` for any.
+        with_labels: include ``"label"`` (int64) read from each record's ``"label"`` field;
+            ``None`` = when the first record has one.
+
+    A sample is ``{"image": float32 tensor (C, X, Y, Z) in [0, 1], "index": int, ["label": int]}``.
+
+    Raises:
+        DataError: missing/corrupt store, or labels requested but missing in a record.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | list[str] | None = "train",
+        kind: str | None = None,
+        with_labels: bool | None = None,
+    ):
+        self.root = Path(root)
+        self.split = split
+        self.store = ShardedArray(self.root, split=split, kind=kind)
+        self.item_shape = tuple(self.store.item_shape)
+        if with_labels is None:
+            with_labels = len(self.store) > 0 and "label" in self.store.record(0)
+        self.with_labels = bool(with_labels)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.store.item(int(index))
+        sample: dict[str, Any] = {"image": torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32)), "index": int(index)}
+        if self.with_labels:
+            record = self.store.record(int(index))
+            if "label" not in record:
+                raise DataError(f"{self.root}: item {index} (split {self.split}) has no 'label' in its record")
+            sample["label"] = int(record["label"])
+        return sample
