@@ -8,12 +8,13 @@ DEMO_OUT ?= demo_out
 # pytest-xdist workers for the default suite (2 cores on CI machines).
 TEST_WORKERS ?= 2
 
-.PHONY: install test test-slow test-all demo bench clean help
+.PHONY: install test test-slow test-install test-all demo bench clean help
 
 help:
 	@echo "make demo       create .venv, install, run the end-to-end demo on the embedded phantom data"
 	@echo "make test       create .venv, install (with dev extras), run the default test suite"
 	@echo "make test-slow  the slow tests (DDP, long training) only"
+	@echo "make test-install  build the wheel, install it into a fresh venv, run the CLI from outside the repo"
 	@echo "make bench      run the benchmarks (prints figures)"
 
 $(VENV)/bin/python:
@@ -34,6 +35,10 @@ test: install
 
 test-slow: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow --durations=15
+
+# A real (non-editable) install: the wheel goes into a fresh venv that borrows this venv's dependencies.
+test-install: install
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow tests/packaging
 
 test-all: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "" -n $(TEST_WORKERS) --durations=15
