@@ -31,7 +31,7 @@ PRETRAIN = [
     {"kind": "train", "step": 2, "epoch": 0, "loss": 0.06, "lr": 1e-4, "cubes_per_s": 9.0, "time": 1.0},
     {"kind": "train", "step": 4, "epoch": 0, "loss": 0.05, "lr": 2e-4, "cubes_per_s": 9.0, "time": 2.0},
     {"kind": "validation", "step": 4, "epoch": 0, "loss": 0.07, "acc": 0.5, "best": 0.07, "improved": True,
-     "bad_epochs": 0, "train_loss": 0.055},
+     "bad_epochs": 0, "train_loss": 0.055, "train_acc": 0.6},
     {"kind": "train", "step": 6, "epoch": 1, "loss": float("nan"), "lr": 3e-4},
     {"kind": "event", "event": "done", "step": 6},
 ]
@@ -49,6 +49,7 @@ def test_records_become_loss_lr_and_validation_metric_panels():
     assert panels["loss"]["train loss (epoch mean)"] == ([4], [0.055])
     assert panels["lr"]["lr"] == ([2, 4, 6], [1e-4, 2e-4, 3e-4])
     assert panels["acc"]["validation acc"] == ([4], [0.5])
+    assert panels["acc"]["train acc (epoch mean)"] == ([4], [0.6])
     fine = curves(FINETUNE, x="epoch")
     assert fine["auc"]["validation auc"] == ([0, 1], [0.6, 0.8])
     assert fine["loss"]["validation loss"] == ([0, 1], [0.69, 0.6])

@@ -6,7 +6,7 @@ Reads the ``metrics.jsonl`` of each run folder (``pretrain``, ``finetune``, or a
 * the losses (training records: solid; validation records: dashed with markers);
 * the learning rate (log scale);
 * the validation metrics (one panel per metric, e.g. AUC, IoU, Dice, or the classification accuracy of
-  Semantic Genesis), if any.
+  Semantic Genesis), with the training epoch means of the same metric where the run logs them.
 
 Several runs are overlaid, one colour per run, so two learning rates or two methods can be compared on
 one figure. Writes ``curves.png`` into ``--out`` (default ``RUN/figures`` for a single run).
@@ -26,14 +26,16 @@ REPORT_HELP = "training / validation curves (loss, learning rate, validation met
 # Bookkeeping fields of the records, not curves.
 _NOT_CURVES = {"kind", "step", "epoch", "time", "best", "improved", "bad_epochs", "cubes_per_s", "data_wait",
                "world_size", "seconds"}
-METRIC_NAMES = {"auc": "AUC", "iou": "IoU", "dice": "Dice", "acc": "accuracy", "accuracy": "accuracy"}
+METRIC_NAMES = {"auc": "AUC", "iou": "IoU", "dice": "Dice", "acc": "accuracy", "accuracy": "accuracy",
+                "ce": "cross-entropy", "mse": "MSE", "input_mse": "MSE of the input (baseline)"}
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders holding metrics.jsonl")
     parser.add_argument("--out", default=None, help="folder for curves.png (default: RUN/figures for one run)")
     parser.add_argument("--x", choices=("step", "epoch"), default="step", help="x-axis (default: step)")
-    parser.add_argument("--log-loss", action="store_true", help="logarithmic loss axis")
+    parser.add_argument("--log-loss", action="store_true",
+                        help="logarithmic loss axis (automatic when the losses span more than 20x)")
 
 
 def read_records(run: str | Path) -> list[dict[str, Any]]:
@@ -68,8 +70,9 @@ def curves(records: Sequence[dict[str, Any]], x: str = "step") -> dict[str, dict
     Returns:
         ``{"loss": {...}, "lr": {...}, "<metric>": {...}}``, each ``{curve name: (xs, ys)}``: curve
         names are ``"train loss"`` (training records: mean over the logging window), ``"train loss
-        (epoch mean)"`` (validation records' ``train_loss``), ``"validation loss"``, ``"lr"`` and
-        ``"validation <metric>"``.
+        (epoch mean)"`` (validation records' ``train_loss``), ``"validation loss"``, ``"lr"``,
+        ``"validation <metric>"`` and ``"train <metric> (epoch mean)"`` (validation records'
+        ``train_<metric>``).
         Non-finite values are left out.
     """
     panels: dict[str, dict[str, tuple[list, list]]] = {}
@@ -98,6 +101,9 @@ def curves(records: Sequence[dict[str, Any]], x: str = "step") -> dict[str, dict
                     add("loss", "train loss (epoch mean)", xv, value)
                 else:
                     add("loss", "validation loss", xv, value)
+            elif kind == "validation" and key.startswith("train_"):
+                metric = key[len("train_"):]  # a training metric averaged over the epoch
+                add(metric, f"train {metric} (epoch mean)", xv, value)
             elif kind == "validation":
                 metric = key[4:] if key.startswith("val_") else key
                 add(metric, f"validation {metric}", xv, value)
@@ -135,17 +141,19 @@ def draw(runs: Sequence[str | Path], out: str | Path, x: str = "step", log_loss:
             for curve, (xs, ys) in sorted(panels.get(name, {}).items()):
                 validation = curve.startswith("validation")
                 tag = label if len(runs) > 1 else ""
-                if name == "loss":
+                if name != "lr":  # "train loss", "validation auc", ... (prefixed by the run when overlaid)
                     tag = f"{tag}: {curve}" if tag else curve
                 marker = "o" if validation else ("s" if curve.endswith("(epoch mean)") else None)
                 ax.plot(xs, ys, color=colours(r % 10), linestyle="--" if validation else "-", marker=marker,
                         markersize=3, linewidth=1.3, alpha=0.6 if curve == "train loss" and len(panels["loss"]) > 1 else 1.0,
                         label=tag or None)
-        title = {"loss": "loss", "lr": "learning rate"}.get(name, f"validation {METRIC_NAMES.get(name, name)}")
+        title = {"loss": "loss", "lr": "learning rate"}.get(name, METRIC_NAMES.get(name, name))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("optimiser step" if x == "step" else "epoch")
         ax.set_ylabel(title)
-        if name == "lr" or (name == "loss" and log_loss):
+        values = [v for c in per_run for _, ys in c.get(name, {}).values() for v in ys if v > 0]
+        wide = bool(values) and max(values) > 20 * min(values)  # e.g. two methods' losses of other scales
+        if name == "lr" or (name == "loss" and (log_loss or wide)):
             ax.set_yscale("log")
         ax.grid(color="0.9", linewidth=0.8)
         if ax.get_legend_handles_labels()[0]:
