@@ -106,7 +106,7 @@ class DiscoveryConfig:
     """Self-discovery (Semantic Genesis): autoencoder, neighbours, coordinates, pattern set."""
 
     ae_input_size: tuple[int, int, int] = (128, 128, 64)  # whole scans are resized to this (X, Y, Z)
-    ae_skip_connections: bool = False  # reference §5.2: skips starve the bottleneck
+    ae_skip_connections: bool = False  # skips starve the bottleneck (the original 2020 SG code used a skip-less AE)
     ae_width: float = 1.0
     ae_epochs: int = 100
     ae_batch_size: int = 8
