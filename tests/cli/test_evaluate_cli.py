@@ -50,3 +50,24 @@ def test_interrupted_evaluate_leaves_a_partial_table_and_a_rerun_completes_it(lu
     assert "partial" not in printed and "| scratch |" in printed
     assert json.loads((out / "results.json").read_text())["complete"] is True
     assert (out / "results.tex").is_file()
+
+
+def test_finetune_records_the_architecture_it_built_from_the_weights(luna16, tmp_path, capsys):
+    from semantic_genesis.config import load_config
+    from semantic_genesis.models.unet3d import UNet3D
+    from semantic_genesis.models.weights import save_weights
+
+    weights = save_weights(UNet3D(width=0.25), tmp_path / "mg.safetensors", {"method": "models_genesis"})
+    out = tmp_path / "run"
+    argv = ["finetune", "--task", "ncc", "--init", f"mg={weights}", "--data", str(luna16), "--out", str(out), "-q",
+            *TINY, "model.width=1.0"]
+    assert main([*argv, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "the network is built as its weights are (width 0.25" in printed and not out.exists()
+    assert main(argv) == 0
+    assert load_config(out / "config.yaml").model.width == 0.25  # what was built, not the config's 1.0
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    assert main(["finetune", "--task", "ncc", "--init", str(bad), "--data", str(luna16), "--out", str(tmp_path / "b"),
+                 *TINY]) == 2
+    assert not (tmp_path / "b").exists()

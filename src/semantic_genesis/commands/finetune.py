@@ -59,6 +59,31 @@ def load_task_config(args: argparse.Namespace, flags: dict[str, str]):
     return cfg, task  # the data is checked by reading it (task.load), still before anything is written
 
 
+def built_architecture(cfg, task, init, log):
+    """The config with ``model.width`` / ``model.norm`` of the network that will be built.
+
+    A weights file fixes the architecture it is loaded into, whatever ``model.width`` says; the
+    run's ``config.yaml`` must record what was built, and the user is told (one line).
+
+    Raises:
+        CheckpointError: the weights file is unreadable or not a network this task can use.
+    """
+    from semantic_genesis.config import replace
+    from semantic_genesis.finetune.models import architecture_from_state, read_checkpoint
+
+    if init.path is None:
+        return cfg
+    state, metadata = read_checkpoint(init.path)
+    args = architecture_from_state(init.path, state, metadata, task)
+    built = {"model.width": args.get("width", cfg.model.width), "model.norm": args.get("norm", cfg.model.norm)}
+    if (built["model.width"], built["model.norm"]) != (cfg.model.width, cfg.model.norm):
+        log(f"init {init.name}: the network is built as its weights are (width {built['model.width']}, "
+            f"norm {built['model.norm']}), not as the config says (width {cfg.model.width}, norm {cfg.model.norm}); "
+            "config.yaml records what was built")
+        cfg = replace(cfg, **built)
+    return cfg
+
+
 def check_init_files(inits) -> None:
     """Every initialisation's weights file exists (a one-line error otherwise)."""
     from semantic_genesis.errors import CheckpointError, describe_path
@@ -81,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     init = parse_init(cfg.finetune.init)
     check_init_files([init])
+    cfg = built_architecture(cfg, task, init, lambda message: print(message, flush=True))
     state = check_output_folder(cfg.out)
     say(args, f"reading {task.name} data from {cfg.data}")
     data = task.load(cfg.data, cfg)
