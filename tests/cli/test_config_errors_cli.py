@@ -100,3 +100,21 @@ def test_finetune_and_evaluate_validate_before_writing(tmp_path, cli):
     status, _, err = cli("finetune", "--task", "ncc", "--data", tmp_path, "--out", out, "finetune.crop_size=[10,16,8]")
     assert status == 2 and "finetune.crop_size" in err
     assert not out.exists()
+
+
+def test_weights_import_and_export_into_a_folder_are_one_line_errors(tmp_path, cli):
+    import torch
+
+    from semantic_genesis.models.unet3d import UNet3D
+    from semantic_genesis.models.weights import save_weights
+
+    official = tmp_path / "Genesis_Chest_CT.pt"
+    torch.save({"state_dict": {"module." + k: v for k, v in UNet3D(width=0.125).state_dict().items()}}, official)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    status, _, err = cli("weights", "import", "--format", "models_genesis", official, folder)
+    assert status == 2 and err.startswith(f"error: OUT {folder}: is a folder; give a file name")
+    ours = save_weights(UNet3D(width=0.125), tmp_path / "ours.safetensors")
+    status, _, err = cli("weights", "export", "--format", "models_genesis", ours, folder)
+    assert status == 2 and "is a folder" in err
+    assert list(folder.iterdir()) == []

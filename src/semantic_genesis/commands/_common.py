@@ -185,6 +185,26 @@ def check_output_folder(path: str | os.PathLike, key: str = "out") -> str:
     return "new"
 
 
+def check_output_file(path: str | os.PathLike, what: str = "OUT") -> None:
+    """Check that ``path`` can be written as a file, before any work is done.
+
+    Raises:
+        ConfigError: ``path`` is a folder, lies below a file, or its folder cannot be written.
+    """
+    from semantic_genesis.errors import ConfigError
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder; give a file name (e.g. {p / 'weights.safetensors'})")
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {path}: {parent} is a file, so {p.name} cannot be written below it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: {parent} is not writable")
+
+
 def check_names(cfg: Any, *, method: bool = False, model: bool = False, transforms: bool = False,
                 task: bool = False) -> None:
     """Check the registry names the config refers to (before any folder is made).

@@ -46,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> int:
+    from semantic_genesis.commands._common import check_output_file
     from semantic_genesis.models.importers import import_checkpoint
+
+    check_output_file(args.output)
 
     extra = {"input_size": list(args.input_size)} if args.input_size else None
     result = import_checkpoint(args.input, args.output, fmt=args.format, trust=args.trust, metadata=extra)
@@ -64,7 +67,10 @@ def _run_import(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    from semantic_genesis.commands._common import check_output_file
     from semantic_genesis.models.importers import export_models_genesis
+
+    check_output_file(args.output)
 
     export_models_genesis(args.input, args.output, unet_only=args.unet_only)
     print(f"exported {args.input} -> {args.output} (official Models Genesis layout, 'module.' prefixed keys)")
