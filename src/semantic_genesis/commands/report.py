@@ -1,4 +1,4 @@
-"""``semantic-genesis report KIND ...``: figures and tables (transforms, patterns, restorations, results).
+"""``semantic-genesis report KIND ...``: figures and tables (transforms, patterns, restorations, curves, results).
 
 Report kinds are discovered from :mod:`semantic_genesis.report` modules that define ``REPORT_NAME``.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "report"
-HELP = "figures and tables: transform gallery, discovered patterns, restorations, results tables"
+HELP = "figures and tables: transform gallery, discovered patterns, restorations, training curves, results tables"
 ORDER = 80
 
 
