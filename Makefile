@@ -7,13 +7,19 @@ TORCH_PIN ?= torch==2.13.0
 DEMO_OUT ?= demo_out
 # pytest-xdist workers for the default suite (2 cores on CI machines).
 TEST_WORKERS ?= 2
+# One CPU thread per process, as the tests run: the demo's numbers are then the same on every machine
+# (examples/demo.py pins the same variables for each stage it runs).
+PIN_THREADS := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 
-.PHONY: install test test-slow test-all demo bench clean help
+.PHONY: install test test-slow test-install test-all demo demo-readme bench clean help
 
 help:
-	@echo "make demo       create .venv, install, run the end-to-end demo on the embedded phantom data"
+	@echo "make demo       create .venv, install, run the end-to-end demo on the embedded phantom data;"
+	@echo "                fails with a diff if its transfer table differs from the README's"
+	@echo "make demo-readme  the demo, writing its transfer table into README.md"
 	@echo "make test       create .venv, install (with dev extras), run the default test suite"
 	@echo "make test-slow  the slow tests (DDP, long training) only"
+	@echo "make test-install  build the wheel, install it into a fresh venv, run the CLI from outside the repo"
 	@echo "make bench      run the benchmarks (prints figures)"
 
 $(VENV)/bin/python:
@@ -35,11 +41,18 @@ test: install
 test-slow: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow --durations=15
 
+# A real (non-editable) install: the wheel goes into a fresh venv that borrows this venv's dependencies.
+test-install: install
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow tests/packaging
+
 test-all: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "" -n $(TEST_WORKERS) --durations=15
 
 demo: install
-	$(PY) examples/demo.py --out $(DEMO_OUT)
+	$(PIN_THREADS) $(PY) examples/demo.py --out $(DEMO_OUT)
+
+demo-readme: install
+	$(PIN_THREADS) $(PY) examples/demo.py --out $(DEMO_OUT) --update-readme
 
 bench: install
 	$(PY) benchmarks/transforms.py

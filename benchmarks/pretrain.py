@@ -1,6 +1,6 @@
 """Pretraining throughput and data-pipeline memory (prints figures; no assertions).
 
-1. The tiny Models Genesis config (configs/models_genesis_3d_tiny.yaml) on the CPU: steps/s, cubes/s
+1. The tiny Models Genesis preset (models_genesis_3d_tiny) on the CPU: steps/s, cubes/s
    and the data-wait fraction (time blocked on the DataLoader / wall time), from the run's
    metrics.jsonl, with 0 and 2 loader workers. Target: data wait < 10 % of step time on CPU.
 2. With CUDA: the paper config (full-width U-Net, batch 16, 64x64x32 cubes, bf16 autocast) on
@@ -26,15 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _train(config: str, data: Path, out: Path, steps: int, *overrides: str) -> dict[str, float]:
     from semantic_genesis.config import load_config
     from semantic_genesis.training.logging import read_metrics
     from semantic_genesis.training.trainer import train
 
-    cfg = load_config(REPO / config, [f"data={data}", f"out={out}", f"train.max_steps={steps}", "train.progress=false",
+    cfg = load_config(config, [f"data={data}", f"out={out}", f"train.max_steps={steps}", "train.progress=false",
                                       "train.tensorboard=false", "train.checkpoint_every=0", "train.log_every=10",
                                       "train.steps_per_epoch=100000", *overrides])
     t0 = time.perf_counter()
@@ -59,7 +57,7 @@ def _tiny_cubes(root: Path) -> Path:
 
     for i in range(4):
         write_volume(make_ct_patient(i, seed=0).volume, root / "ct" / f"p{i}.nii.gz", dtype="int16")
-    generate_cubes(load_config(REPO / "configs/models_genesis_3d_tiny.yaml"), root / "ct", root / "cubes", progress=False)
+    generate_cubes(load_config("models_genesis_3d_tiny"), root / "ct", root / "cubes", progress=False)
     return root / "cubes"
 
 
@@ -124,7 +122,7 @@ def loader_transform_throughput(tmp: Path, batches: int) -> None:
 
     keep_large_blocks_in_heap()  # as the engine does for transforms_on=workers
     store = _synthetic_store(tmp / "loader", 512)
-    cfg = load_config(REPO / "configs/models_genesis_3d.yaml", [f"data={store}", f"out={tmp / 'unused'}"])
+    cfg = load_config("models_genesis_3d", [f"data={store}", f"out={tmp / 'unused'}"])
     method = methods.build(cfg)
     dataset = StoreDataset(store, "train", kind="cubes")
     print(f"\n[4] training pairs made in the loader workers (models_genesis preset, 64x64x32, batch "
@@ -160,7 +158,7 @@ def main() -> None:
         print("[1] tiny config on CPU (width 0.125, batch 8, 32x32x16 cubes, models_genesis transforms in the step)")
         print(f"{'workers':>8} {'channels_last':>14} {'transforms':>10} {'steps/s':>8} {'cubes/s':>8} {'data wait':>10}")
         for workers, cl, where in ((0, False, "device"), (0, True, "device"), (2, True, "device"), (2, True, "workers")):
-            r = _train("configs/models_genesis_3d_tiny.yaml", cubes, tmp / f"tiny{workers}{cl}{where}", args.steps,
+            r = _train("models_genesis_3d_tiny", cubes, tmp / f"tiny{workers}{cl}{where}", args.steps,
                        f"train.num_workers={workers}", f"train.channels_last={str(cl).lower()}", "train.device=cpu",
                        f"train.transforms_on={where}")
             print(f"{workers:>8} {str(cl):>14} {where:>10} {r['steps_per_s']:>8.2f} {r['cubes_per_s']:>8.1f} "
@@ -170,7 +168,7 @@ def main() -> None:
             store = _synthetic_store(tmp / "paper", 2048)
             print(f"{'workers':>8} {'transforms':>10} {'steps/s':>8} {'cubes/s':>8} {'data wait':>10}")
             for workers, where in ((4, "device"), (8, "device"), (8, "workers")):
-                r = _train("configs/models_genesis_3d.yaml", store, tmp / f"paper{workers}{where}", max(args.steps, 100),
+                r = _train("models_genesis_3d", store, tmp / f"paper{workers}{where}", max(args.steps, 100),
                            f"train.num_workers={workers}", "train.amp=bf16", "train.device=cuda",
                            f"train.transforms_on={where}")
                 print(f"{workers:>8} {where:>10} {r['steps_per_s']:>8.2f} {r['cubes_per_s']:>8.1f} "

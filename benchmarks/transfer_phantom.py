@@ -19,7 +19,7 @@ Examples::
     python benchmarks/transfer_phantom.py --out bench/transfer --patients 60 --trials 10 \\
         --pretrain-steps 5000 --inits scratch,mg=method:models_genesis,sg=method:semantic_genesis,\\
 ae=method:autoencoder,inpaint=method:inpainting,shuffle=method:patch_shuffling,rubik=method:rubiks_cube \\
-        --finetune-config configs/finetune_tiny.yaml train.epochs=30 train.patience=10 train.device=cuda
+        --finetune-config finetune_tiny train.epochs=30 train.patience=10 train.device=cuda
 
     # Semantic Genesis Table 2 (rows: scratch, autoencoder, in-painting, patch-shuffling, Rubik's cube,
     # self-restoration = models_genesis, self-classification, Semantic Genesis) on the phantom tasks
@@ -30,9 +30,9 @@ ae=method:autoencoder,inpaint=method:inpainting,shuffle=method:patch_shuffling,r
     python benchmarks/transfer_phantom.py --preset fig2 --out bench/fig2 --trials 5 --pretrain-steps 1000
 
 With the default ``--pretrain-config auto`` every method pretrains with its own tiny preset
-``configs/<method>_3d_tiny.yaml`` (falling back to ``models_genesis_3d_tiny.yaml``), all cube methods
+preset ``<method>_3d_tiny`` (falling back to ``models_genesis_3d_tiny``), all cube methods
 share one cube set and all pattern methods one pattern set (discovered with
-``configs/semantic_genesis_3d_tiny.yaml``), so the rows differ only in the method.
+preset ``semantic_genesis_3d_tiny``), so the rows differ only in the method.
 """
 
 from __future__ import annotations
@@ -71,9 +71,10 @@ def method_config(method: str, args: argparse.Namespace, discovery: bool = False
     preset (discovery: the Semantic Genesis tiny preset, so every pattern method shares one pattern set)."""
     if str(args.pretrain_config) != "auto":
         return Path(args.pretrain_config)
-    configs = ROOT / "configs"
-    own = configs / f"{'semantic_genesis' if discovery else method}_3d_tiny.yaml"
-    return own if own.is_file() else configs / "models_genesis_3d_tiny.yaml"
+    from semantic_genesis.config import preset_path
+
+    own = preset_path(f"{'semantic_genesis' if discovery else method}_3d_tiny")
+    return own if own is not None else preset_path("models_genesis_3d_tiny")
 
 
 def print_fig2_pairs(folders: list[str]) -> None:
@@ -148,12 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--pretrain-steps", type=int, default=2000)
     p.add_argument("--pretrain-config", default="auto",
-                   help="config of discover/cubes/pretrain for every method, or auto: configs/<method>_3d_tiny.yaml")
+                   help="config of discover/cubes/pretrain for every method, or auto: the preset <method>_3d_tiny")
     p.add_argument("--pretrain-overrides", nargs="*", default=[], help="KEY=VALUE for discover/pretrain")
     p.add_argument("--pretrain-patients", type=int, default=24, help="patients of the pretraining cohort (other patients)")
     p.add_argument("--finetune-config", type=Path, default=None,
-                   help="fine-tuning config for every task (default: configs/finetune_tiny.yaml for NCC, "
-                        "configs/finetune_tiny_ncs.yaml for NCS)")
+                   help="fine-tuning config for every task (default: the preset finetune_tiny for NCC, "
+                        "finetune_tiny_ncs for NCS)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="fine-tuning config overrides")
     args = p.parse_args(argv)
     args.out = args.out.resolve()
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if task not in data:
             raise SystemExit(f"task {task!r}: the phantom benchmark provides {', '.join(data)}")
         folder = args.out / "evaluate" / task
-        ft_config = args.finetune_config or ROOT / "configs" / ("finetune_tiny_ncs.yaml" if task == "ncs" else "finetune_tiny.yaml")
+        ft_config = args.finetune_config or ("finetune_tiny_ncs" if task == "ncs" else "finetune_tiny")
         sh(["evaluate", "--task", task, "--data", str(data[task]), "--inits", ",".join(entries), "--trials",
             str(args.trials), "--out", str(folder), "--config", str(ft_config), *args.overrides])
         folders.append(str(folder))

@@ -7,18 +7,26 @@ evaluate scratch vs Models Genesis vs Semantic Genesis on the phantom NCC and NC
 
 Every stage is a ``semantic-genesis`` command, printed before it runs, so the demo doubles as a tour
 of the command line. Rerunning the demo resumes: finished stages are skipped by the commands
-themselves. Sizes come from the ``*_tiny.yaml`` configs, so it finishes in minutes on 2 CPU cores;
-its numbers show that the pipeline works, not how the methods compare on real data.
+themselves. Sizes come from the ``*_tiny`` presets, so it finishes in minutes on 2 CPU cores; its
+numbers show that the pipeline works, not how the methods compare on real data.
+
+Reproducible numbers: every stage runs with one CPU thread (``OMP_NUM_THREADS=1`` and friends, as
+``make test`` does), so another machine prints the same table. The README shows that table; at the
+end the demo compares its table with the README's and exits with status 1 and a diff when they
+differ (``--update-readme`` writes the new table into the README instead). The check runs only with
+the default settings, which are the README's.
 
 Usage::
 
-    python examples/demo.py --out demo_out [--trials 3] [--seed 0]
+    python examples/demo.py --out demo_out [--trials 3] [--seed 0] [--update-readme]
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -26,7 +34,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+README = ROOT / "README.md"
+# One thread everywhere (torch, BLAS, numba): reductions then add in the same order on every machine.
+PINNED_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+TABLE_BEGIN = "<!-- demo-table:begin"
+TABLE_END = "<!-- demo-table:end -->"
+DEFAULTS = {"seed": 0, "patients": 24, "task_patients": 48, "trials": 3}
 
 
 class Demo:
@@ -40,7 +53,7 @@ class Demo:
         argv = [sys.executable, "-m", "semantic_genesis", *args]
         print(f"\n==> {title}\n    $ semantic-genesis {' '.join(shlex.quote(a) for a in args)}", flush=True)
         start = time.perf_counter()
-        proc = subprocess.run(argv, cwd=ROOT, env=dict(os.environ))
+        proc = subprocess.run(argv, cwd=ROOT, env={**os.environ, **PINNED_THREADS})
         elapsed = time.perf_counter() - start
         self.timings.append((title, elapsed))
         if proc.returncode != 0:
@@ -52,6 +65,61 @@ def _rel(path: Path, start: Path) -> str:
     return os.path.relpath(path, start)
 
 
+def table_lines(markdown: str) -> list[str]:
+    """The lines of the first Markdown table in ``markdown`` (header, rule and rows)."""
+    lines = markdown.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
+    if start is None:
+        return []
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return lines[start:end]
+
+
+def readme_table(readme_text: str) -> list[str]:
+    """The table between the README's demo-table markers.
+
+    Raises:
+        ValueError: the markers are missing.
+    """
+    begin = readme_text.find(TABLE_BEGIN)
+    end = readme_text.find(TABLE_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"the README has no '{TABLE_BEGIN} ... -->' / '{TABLE_END}' block")
+    return table_lines(readme_text[begin:end])
+
+
+def compare_tables(readme_text: str, demo_table: list[str]) -> str:
+    """A unified diff from the README's table to the demo's (empty when they are the same)."""
+    diff = difflib.unified_diff(readme_table(readme_text), demo_table, "README.md (demo table)",
+                                "this run (results/results.md)", lineterm="")
+    return "\n".join(diff)
+
+
+def with_table(readme_text: str, demo_table: list[str]) -> str:
+    """``readme_text`` with the demo table between its markers replaced by ``demo_table``."""
+    begin = readme_text.find(TABLE_BEGIN)
+    end = readme_text.find(TABLE_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"the README has no '{TABLE_BEGIN} ... -->' / '{TABLE_END}' block")
+    head_end = readme_text.index("-->", begin) + len("-->")
+    return readme_text[:head_end] + "\n" + "\n".join(demo_table) + "\n" + readme_text[end:]
+
+
+def embed_markdown(text: str, level: int) -> list[str]:
+    """The lines of a Markdown file to nest under a heading of ``level``: its title (a leading ``#``
+    heading) is dropped and its other headings are moved below ``level``."""
+    lines = text.strip().splitlines()
+    if lines and re.match(r"^# ", lines[0]):
+        lines = lines[1:]
+        while lines and not lines[0].strip():
+            lines = lines[1:]
+    levels = [len(m.group(1)) for m in (re.match(r"^(#+) ", line) for line in lines) if m]
+    shift = level + 1 - min(levels) if levels else 0
+    return [("#" * shift + line) if re.match(r"^#+ ", line) else line for line in lines]
+
+
 def write_report(out: Path, demo: Demo, figures: dict[str, Path], tables: dict[str, Path], total: float) -> Path:
     """``report.md``: results tables, figures and stage timings, with paths relative to the report."""
     from semantic_genesis.utils.atomic import write_text
@@ -60,16 +128,18 @@ def write_report(out: Path, demo: Demo, figures: dict[str, Path], tables: dict[s
         "# semantic-genesis demo report",
         "",
         "Everything below was produced by `make demo` on the embedded phantom data with the tiny",
-        "configs (`configs/*_tiny.yaml`): tiny networks, a few hundred optimiser steps, synthetic patients.",
+        "presets (`semantic-genesis configs` lists them): tiny networks, a few hundred optimiser steps,",
+        "synthetic patients.",
         "The numbers show that the pipeline runs end to end; they are not evidence about the methods on",
-        "real scans (use the paper configs and real data for that).",
+        "real scans (use the paper presets and real data for that).",
         "",
         "## Results (fine-tuning, mean ± s.d. over trials)",
         "",
     ]
     for title, path in tables.items():
         lines += [f"### {title}", ""]
-        lines += [path.read_text(encoding="utf-8").strip() if path.is_file() else f"(missing: {path})", ""]
+        lines += embed_markdown(path.read_text(encoding="utf-8"), 3) if path.is_file() else [f"(missing: {path})"]
+        lines += [""]
     lines += ["## Figures", ""]
     for title, path in figures.items():
         if path.is_file():
@@ -89,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=24, help="patients in the pretraining cohort")
     parser.add_argument("--task-patients", type=int, default=48, help="patients in the target-task cohort")
     parser.add_argument("--trials", type=int, default=3, help="fine-tuning trials per initialisation")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="write this run's transfer table into README.md instead of failing when they differ")
     args = parser.parse_args(argv)
 
     out = Path(args.out).resolve()
@@ -110,16 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     demo.run("transform gallery", "report", "transforms", "--data", str(data / "ct"), "--out", str(figs), "--count", "3", "--seed", seed)
 
     # 3. Models Genesis: cube set, pretraining, restorations.
-    mg_cfg = str(CONFIGS / "models_genesis_3d_tiny.yaml")
+    mg_cfg = "models_genesis_3d_tiny"  # a shipped preset (semantic-genesis configs)
     demo.run("cube set", "cubes", "--config", mg_cfg, "--data", str(data / "ct"), "--out", str(data / "cubes"), "-q", f"seed={seed}")
     demo.run("Models Genesis pretraining (tiny)", "pretrain", "--config", mg_cfg, f"data={data / 'cubes'}", f"out={runs / 'models_genesis'}", f"seed={seed}", "train.progress=false")
     demo.run("restorations figure", "report", "restorations", str(runs / "models_genesis"), "--out", str(figs))
 
     # 4. Semantic Genesis: self-discovery, patterns figure, pretraining.
-    sg_cfg = str(CONFIGS / "semantic_genesis_3d_tiny.yaml")
+    sg_cfg = "semantic_genesis_3d_tiny"
     demo.run("self-discovery (autoencoder, neighbours, coordinates, pattern set)", "discover", "--config", sg_cfg, f"data={data / 'ct'}", f"out={runs / 'discovery'}", f"seed={seed}")
     demo.run("patterns figure", "report", "patterns", str(runs / "discovery"), "--out", str(figs))
     demo.run("Semantic Genesis pretraining (tiny)", "pretrain", "--config", sg_cfg, f"patterns={runs / 'discovery' / 'patterns'}", f"out={runs / 'semantic_genesis'}", f"seed={seed}", "train.progress=false")
+    demo.run("training curves of both pretraining runs", "report", "curves", str(runs / "models_genesis"), str(runs / "semantic_genesis"), "--out", str(figs))
 
     # 5. Transfer: scratch vs Models Genesis vs Semantic Genesis, several trials, t-tests.
     inits = ",".join(
@@ -131,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # 16x16x8 crops at the phantoms' 2.8 mm = the field of view of the paper's 64x64x32 crops at ~0.7 mm.
     tasks = (
-        ("ncc", data / "luna16", CONFIGS / "finetune_tiny.yaml"),
-        ("ncs", data / "nodules", CONFIGS / "finetune_tiny_ncs.yaml"),
+        ("ncc", data / "luna16", "finetune_tiny"),
+        ("ncs", data / "nodules", "finetune_tiny_ncs"),
     )
     for task, task_data, ft_cfg in tasks:
         demo.run(
@@ -150,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "Models Genesis restorations (input / output / target)": figs / "restorations.png",
         "Self-discovered patterns (one class per row: the same coordinate across neighbour patients)": figs / "patterns_grid.png",
         "The reference patient with its pattern coordinates": figs / "patterns_reference.png",
+        "Pretraining curves (Models Genesis and Semantic Genesis)": figs / "curves.png",
         "NCC results": evals / "ncc" / "results.png",
         "NCS results": evals / "ncs" / "results.png",
     }
@@ -161,6 +235,31 @@ def main(argv: list[str] | None = None) -> int:
     report = write_report(out, demo, figures, tables, total)
     print(f"\nDemo finished in {total / 60:.1f} min. Outputs are in {out}")
     print(f"Report: {report}")
+    return check_readme(out / "results" / "results.md", args)
+
+
+def check_readme(results_md: Path, args: argparse.Namespace) -> int:
+    """Compare the transfer table with the README's (or write it there with ``--update-readme``)."""
+    table = table_lines(results_md.read_text(encoding="utf-8"))
+    print("\nTransfer table of this run:\n" + "\n".join(table))
+    settings = {"seed": args.seed, "patients": args.patients, "task_patients": args.task_patients, "trials": args.trials}
+    if settings != DEFAULTS:
+        print(f"README check skipped: the README's table is for the default settings {DEFAULTS}")
+        return 0
+    readme = README.read_text(encoding="utf-8")
+    if args.update_readme:
+        from semantic_genesis.utils.atomic import write_text
+
+        write_text(README, with_table(readme, table))
+        print(f"wrote the table into {README}")
+        return 0
+    diff = compare_tables(readme, table)
+    if diff:
+        print(f"\nERROR: the transfer table differs from the one in {README}:\n{diff}\n"
+              "If the change is intended (new defaults, new code), run 'python examples/demo.py --update-readme' "
+              "(or 'make demo-readme') and commit the README.", file=sys.stderr)
+        return 1
+    print(f"The table matches {README}.")
     return 0
 
 

@@ -1,11 +1,12 @@
 """Pretrain the Semantic Genesis paper's baselines on phantom CT and check their weights transfer.
 
 For each method (default: ``autoencoder``, ``inpainting``, ``patch_shuffling``, ``rubiks_cube``) this
-runs the CLI pipeline with the method's tiny preset ``configs/<method>_3d_tiny.yaml``:
+runs the CLI pipeline with the method's tiny preset ``<method>_3d_tiny`` (``semantic-genesis configs``
+lists the shipped presets):
 
     semantic-genesis phantom ct --patients 6 --layout native --out OUT/ct
-    semantic-genesis cubes --config configs/<method>_3d_tiny.yaml --data OUT/ct --out OUT/cubes
-    semantic-genesis pretrain --config configs/<method>_3d_tiny.yaml data=OUT/cubes out=OUT/<method>
+    semantic-genesis cubes --config <method>_3d_tiny --data OUT/ct --out OUT/cubes
+    semantic-genesis pretrain --config <method>_3d_tiny data=OUT/cubes out=OUT/<method>
 
 then prints the first and last logged training loss and loads the weights into a fine-tuning
 classifier (encoder + new head), as ``semantic-genesis finetune/evaluate`` does.
@@ -23,8 +24,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def cli(*args: str) -> None:
     print("$ semantic-genesis " + " ".join(args), flush=True)
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     cli("phantom", "ct", "--patients", "6", "--layout", "native", "--out", str(out / "ct"), "--quiet")
     cubes = out / "cubes"
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        config = ROOT / "configs" / f"{method}_3d_tiny.yaml"
+        config = f"{method}_3d_tiny"  # a shipped preset
         if not (cubes / "manifest.json").is_file():  # all tiny cube presets share the 32x32x16 cube set
             cli("cubes", "--config", str(config), "--data", str(out / "ct"), "--out", str(cubes), "--quiet")
         run = out / method

@@ -1,8 +1,8 @@
 """Configuration: frozen dataclasses loaded from YAML, overridable with ``key.sub=value``.
 
-One root :class:`Config` holds a section per pipeline stage, so a single YAML file (e.g.
-``configs/semantic_genesis_3d.yaml``) can drive ``discover``, ``pretrain`` and ``finetune``; each
-command reads the sections it needs. The machinery is generic:
+One root :class:`Config` holds a section per pipeline stage, so a single YAML file (e.g. the shipped
+preset ``semantic_genesis_3d``) can drive ``discover``, ``pretrain`` and ``finetune``; each command
+reads the sections it needs. The machinery is generic:
 
 * :func:`from_dict` builds any config dataclass from a mapping, checking types recursively. Unknown
   keys and wrong types raise :class:`~semantic_genesis.errors.ConfigError` naming the dotted key and
@@ -11,6 +11,12 @@ command reads the sections it needs. The machinery is generic:
   ``1e-3``, ``[64, 64, 32]`` and ``null`` work).
 * :func:`load_config` = YAML file + overrides; :func:`save_config` writes the resolved config as YAML
   (atomically) into a run folder.
+* Presets: the YAML files shipped in the package (``semantic_genesis/configs/``).
+  :func:`resolve_config_path` turns ``--config NAME`` into a file: an existing file wins, otherwise a
+  preset of that name (with or without ``.yaml``); :func:`available_presets` lists them.
+
+Errors say where the bad value came from: ``FILE: ...`` for the YAML file (duplicate keys with their
+line, non-UTF-8 bytes, a scalar where a section belongs) and ``command line: ...`` for overrides.
 
 Section owners: add fields to *your* section only; every field needs a default and a comment.
 """
@@ -18,6 +24,7 @@ Section owners: add fields to *your* section only; every field needs a default a
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +34,34 @@ from typing import Any, Literal, Mapping, Sequence, TypeVar, Union
 from semantic_genesis.errors import ConfigError
 
 T = TypeVar("T")
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def check_learning_rate(name: str, lr: float, first_step_factor: float = 1.0, allow_zero: bool = False) -> None:
+    """Refuse a learning rate the optimiser cannot use (raised at config load, before any run).
+
+    Args:
+        name: the field name (the section adds its prefix to the message).
+        lr: the value.
+        first_step_factor: how much larger than ``lr`` the optimiser's first step is (Adam's bias
+            correction divides by ``1 - beta1``: 10 for the default 0.9); the step is a float32
+            number, so ``lr * factor`` must not overflow float32.
+        allow_zero: accept 0 (floors of schedules).
+
+    Raises:
+        ConfigError: ``lr`` is NaN, infinite, negative (or zero), or overflows float32.
+    """
+    if not math.isfinite(lr):
+        raise ConfigError(f"{name}: {lr} is not a finite number; a learning rate must be finite")
+    if lr < 0 or (lr == 0 and not allow_zero):
+        raise ConfigError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got {lr:g}")
+    if lr * first_step_factor > FLOAT32_MAX:
+        detail = f" (the optimiser's first step is {first_step_factor:g} x lr)" if first_step_factor != 1.0 else ""
+        raise ConfigError(
+            f"{name}: {lr:g} overflows float32{detail}; the largest usable value is "
+            f"{FLOAT32_MAX / first_step_factor:.3g}"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -63,12 +98,15 @@ class CubesConfig:
     shard_size: int = 1024  # cubes per shard file
 
 
+_ADAM_FIRST_STEP = 10.0  # 1 / (1 - 0.9): Adam's first step with the default beta1
+
+
 @dataclass(frozen=True)
 class DiscoveryConfig:
     """Self-discovery (Semantic Genesis): autoencoder, neighbours, coordinates, pattern set."""
 
     ae_input_size: tuple[int, int, int] = (128, 128, 64)  # whole scans are resized to this (X, Y, Z)
-    ae_skip_connections: bool = False  # reference §5.2: skips starve the bottleneck
+    ae_skip_connections: bool = False  # skips starve the bottleneck (the original 2020 SG code used a skip-less AE)
     ae_width: float = 1.0
     ae_epochs: int = 100
     ae_batch_size: int = 8
@@ -101,6 +139,10 @@ class DiscoveryConfig:
     shard_size: int = 1024
     memory_mb: int = 2048  # pattern generation: crops held in memory per pass over the neighbours
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_learning_rate("ae_lr", self.ae_lr, _ADAM_FIRST_STEP)  # the autoencoder trains with Adam
+        check_learning_rate("ae_min_lr", self.ae_min_lr, _ADAM_FIRST_STEP, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -162,6 +204,15 @@ class OptimConfig:
     nesterov: bool = False  # sgd
     plateau_patience: int = 20  # epochs without validation improvement before lr *= gamma (plateau)
     min_lr: float = 1e-6  # floor of the plateau and cosine schedules
+
+    def __post_init__(self) -> None:
+        factor = 1.0
+        if self.name in ("adam", "adamw"):
+            if not 0.0 <= self.betas[0] < 1.0 or not 0.0 <= self.betas[1] < 1.0:
+                raise ConfigError(f"betas: each must be in [0, 1), got {list(self.betas)}")
+            factor = 1.0 / (1.0 - self.betas[0])  # bias correction of the first step
+        check_learning_rate("lr", self.lr, factor)
+        check_learning_rate("min_lr", self.min_lr, factor, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -341,7 +392,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
         prefix: dotted path of this section, for error messages.
 
     Raises:
-        ConfigError: unknown key (the message lists the valid keys) or wrong type.
+        ConfigError: unknown key (the message lists the valid keys), wrong type, or a value the
+            section itself rejects (e.g. a learning rate that overflows float32).
     """
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
@@ -358,7 +410,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
         if name in data:
             key = f"{prefix}.{name}" if prefix else name
             kwargs[name] = _coerce(data[name], hints[name], key)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # raised by a section's own checks (__post_init__), keyed by field name
+        raise ConfigError(f"{prefix}.{exc}" if prefix else str(exc)) from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -378,10 +433,20 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``"a.b=value"`` into (``["a", "b"]``, parsed value). Values are parsed as YAML."""
+Override = Union[str, tuple[str, Any]]  # "key=value" text, or an already parsed (key, value)
+
+
+def parse_override(text: Override) -> tuple[list[str], Any]:
+    """Split ``"a.b=value"`` into (``["a", "b"]``, parsed value). Values are parsed as YAML.
+
+    A ``(key, value)`` pair is taken as already parsed (e.g. a path from ``--data``, which must not be
+    read as YAML).
+    """
     import yaml
 
+    if isinstance(text, tuple):
+        key, value = text
+        return str(key).split("."), value
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.batch_size=8)")
     key, raw = text.split("=", 1)
@@ -395,39 +460,53 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str], cls: type = Config) -> dict[str, Any]:
+def override_text(override: Override) -> str:
+    """``key=value`` as the user would type it (for messages)."""
+    if isinstance(override, tuple):
+        return f"{override[0]}={override[1]}"
+    return override
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[Override], cls: type = Config) -> dict[str, Any]:
     """Return a copy of the mapping ``data`` with ``key.sub=value`` overrides applied.
 
     Keys are checked against ``cls`` as they are applied, so a typo fails with the list of valid
     keys at that level. Keys inside ``dict`` fields (e.g. ``transforms.overrides.p=0.5``) are free.
+    An override below a key that ``data`` holds as a scalar (``optim: 5`` with ``optim.lr=0.1``) is
+    an error, not a silent replacement of the scalar.
     """
     result: dict[str, Any] = _deep_copy(dict(data))
-    for text in overrides:
-        parts, value = parse_override(text)
+    for override in overrides:
+        parts, value = parse_override(override)
+        text = override_text(override)
         node = result
         section_cls: Any = cls
         for depth, part in enumerate(parts):
             last = depth == len(parts) - 1
+            dotted = ".".join(parts[: depth + 1])
             if section_cls is not None:
                 names = valid_keys(section_cls)
                 if part not in names:
                     where = ".".join(parts[:depth])
                     raise ConfigError(
-                        f"unknown config key {'.'.join(parts[: depth + 1])}; valid keys"
+                        f"unknown config key {dotted}; valid keys"
                         f"{' of ' + where if where else ''}: {', '.join(names)}"
                     )
                 hint = typing.get_type_hints(section_cls)[part]
                 section_cls = hint if dataclasses.is_dataclass(hint) else None
                 if not last and section_cls is None and typing.get_origin(hint) is not dict:
-                    raise ConfigError(f"{'.'.join(parts[: depth + 1])} is not a section; cannot set {text!r}")
+                    raise ConfigError(f"{dotted} is not a section; cannot set {text!r}")
             if last:
                 node[part] = value
             else:
-                child = node.get(part)
-                if not isinstance(child, dict):
-                    child = {}
-                    node[part] = child
-                node = child
+                if part not in node:
+                    node[part] = {}
+                elif not isinstance(node[part], dict):
+                    raise ConfigError(
+                        f"{dotted} is {node[part]!r}, not a section, so {text!r} cannot be applied; "
+                        f"write {dotted} as a mapping (e.g. {dotted}: {{{parts[depth + 1]}: ...}})"
+                    )
+                node = node[part]
     return result
 
 
@@ -439,17 +518,71 @@ def _deep_copy(d: Any) -> Any:
     return d
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first_line: int):
+        super().__init__(key)
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+def _loader() -> type:
+    """A ``yaml.SafeLoader`` that refuses duplicate keys (PyYAML keeps the last one silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # `<<: *anchor` merges may be overridden by explicit keys
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = seen.get(key)
+                    except TypeError:  # unhashable key: let PyYAML report it
+                        continue
+                    line = key_node.start_mark.line + 1
+                    if first is not None:
+                        raise _DuplicateKey(key, line, first)
+                    seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or a non-mapping is a :class:`ConfigError`."""
+    """Read a YAML mapping.
+
+    Raises:
+        ConfigError: the file is missing or a folder, not UTF-8 text, not valid YAML, repeats a key
+            (naming the key and both lines), or is not a mapping at the top level.
+    """
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, expected a YAML config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save the config as UTF-8"
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as dup:
+        raise ConfigError(
+            f"{path}: line {dup.line}: duplicate key {dup.key!r} (first given on line {dup.first_line}); "
+            "keep one of them"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -458,6 +591,68 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 BASE_KEY = "base"
+PRESET_SUFFIX = ".yaml"
+
+
+def presets_dir() -> Path:
+    """The folder of the YAML presets shipped with the package (``semantic_genesis/configs``)."""
+    return Path(__file__).resolve().parent / "configs"
+
+
+def available_presets() -> list[str]:
+    """Names of the shipped presets (file names without ``.yaml``), sorted."""
+    folder = presets_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(PRESET_SUFFIX)] for p in folder.glob(f"*{PRESET_SUFFIX}"))
+
+
+def preset_path(name: str) -> Path | None:
+    """The file of shipped preset ``name`` (with or without ``.yaml``), or ``None``."""
+    stem = name[: -len(PRESET_SUFFIX)] if name.endswith(PRESET_SUFFIX) else name
+    if not stem or "/" in stem or "\\" in stem or stem.startswith("."):
+        return None
+    path = presets_dir() / f"{stem}{PRESET_SUFFIX}"
+    return path if path.is_file() else None
+
+
+def preset_description(name: str) -> str:
+    """The first comment line of a preset (its one-line description), ``""`` when it has none."""
+    path = preset_path(name)
+    if path is None:
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(available_presets())}")
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        return stripped.lstrip("#").strip() if stripped.startswith("#") else ""
+    return ""
+
+
+def resolve_config_path(spec: str | Path) -> Path:
+    """The YAML file meant by ``--config SPEC``: an existing file, else the shipped preset of that name.
+
+    Raises:
+        ConfigError: neither a file nor a preset; the message suggests close preset names.
+    """
+    import difflib
+
+    path = Path(spec).expanduser()
+    if path.is_file() or path.is_dir():
+        return path  # read_yaml reports a folder
+    text = str(spec)
+    preset = preset_path(text)
+    if preset is not None:
+        return preset
+    stem = path.name[: -len(PRESET_SUFFIX)] if path.name.endswith(PRESET_SUFFIX) else path.name
+    if preset_path(stem) is not None:  # e.g. an old `configs/NAME.yaml` path from a source checkout
+        raise ConfigError(f"{text}: config file not found; the shipped preset of that name is --config {stem}")
+    close = difflib.get_close_matches(stem, available_presets(), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise ConfigError(
+        f"{text}: config file not found, and no shipped preset has that name{hint} "
+        "('semantic-genesis configs' lists the presets)"
+    )
 
 
 def _merge(base: dict[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
@@ -472,11 +667,13 @@ def _merge(base: dict[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a YAML config, resolving ``base: OTHER.yaml`` (a path relative to this file).
+    """Read a YAML config, resolving ``base: OTHER.yaml``.
 
-    The file's own keys are deep-merged over its base's, so a variant preset (e.g.
-    ``configs/semantic_inpainting_3d.yaml``) states only what differs from the preset it extends.
-    Bases may themselves have bases; a cycle or a missing base is a :class:`ConfigError`.
+    ``OTHER.yaml`` is a path relative to this file or, when no such file exists, the name of a
+    shipped preset, so a config of one's own can extend a preset (``base: models_genesis_3d``). The
+    file's own keys are deep-merged over its base's, so a variant (e.g. the preset
+    ``semantic_inpainting_3d``) states only what differs from the one it extends. Bases may have bases;
+    a cycle or a missing base is a :class:`ConfigError`.
     """
     path = Path(path).resolve()
     if path in _seen:
@@ -490,21 +687,33 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
         raise ConfigError(f"{path}: '{BASE_KEY}' must be a file name, got {base!r}")
     base_path = path.parent / base
     if not base_path.is_file():
-        raise ConfigError(f"{path}: base config {base_path} not found")
+        preset = preset_path(base)
+        if preset is None:
+            raise ConfigError(f"{path}: base config {base_path} not found (nor a shipped preset named {base!r})")
+        base_path = preset
     return _merge(read_config_file(base_path, (*_seen, path)), data)
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), cls: type[T] = Config) -> T:  # type: ignore[assignment]
+def load_config(path: str | Path | None = None, overrides: Sequence[Override] = (), cls: type[T] = Config) -> T:  # type: ignore[assignment]
     """Load a config: defaults <- YAML file (optional, with its ``base:`` chain) <- ``key=value`` overrides.
 
-    A config saved in a run folder (``config.yaml``) loads back to an equal object.
+    ``path`` is a file or the name of a shipped preset (see :func:`resolve_config_path`). The file is
+    checked on its own first, so an error names the file when the file is wrong and says
+    ``command line`` when an override is. A config saved in a run folder (``config.yaml``) loads back
+    to an equal object.
     """
-    data = read_config_file(path) if path is not None else {}
-    where = f"{path}: " if path is not None else ""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = resolve_config_path(path)
+        data = read_config_file(path)
+        try:
+            from_dict(cls, data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     try:
         return from_dict(cls, apply_overrides(data, overrides, cls))
     except ConfigError as exc:
-        raise ConfigError(f"{where}{exc}") from None
+        raise ConfigError(f"command line: {exc}") from None
 
 
 def replace(cfg: T, **changes: Any) -> T:

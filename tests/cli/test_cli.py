@@ -1,6 +1,8 @@
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from semantic_genesis.cli import main
 
@@ -27,6 +29,13 @@ def test_info_json(capsys):
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["versions"]["torch"].startswith("2.")
+    # every runtime dependency of pyproject.toml is listed with its installed version
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    block = pyproject.split("\ndependencies = [", 1)[1].split("]", 1)[0]
+    declared = re.findall(r'^\s*"([A-Za-z0-9_.-]+)', block, flags=re.MULTILINE)
+    assert {"numba", "matplotlib", "tqdm", "monai", "SimpleITK"} <= set(declared)
+    assert set(info["versions"]) == set(declared)
+    assert all(info["versions"][name] for name in declared)
     assert info["devices"]["cpu_threads"] >= 1
     assert set(info["extras"]) >= {"faiss", "tensorboard"}
 

@@ -13,13 +13,14 @@ from semantic_genesis.report.patterns import pattern_grid
 
 def test_grid_rows_are_one_class_across_neighbours(discovered):
     store = ShardedArray(discovered.patterns, split="train")
-    rows, labels = pattern_grid(store, classes=4, neighbours=3)
-    assert labels == [0, 1, 2, 3] and all(len(r) == 3 for r in rows)
-    assert rows[0][0].shape == (16, 16)
-    # column 0 is the reference's crop: the same pixels as the stored base crop of rank 0
+    rows, labels, patients = pattern_grid(store, classes=4, neighbours=3)
+    assert labels == [0, 1, 2, 3] and all(len(r) == 3 for r in rows) and all(len(p) == 3 for p in patients)
+    assert rows[0][0].shape == tuple(store.item_shape[1:])
+    # column 0 is the reference's crop: the stored base crop of rank 0
     rec = store.all_records()
     i = next(k for k, r in enumerate(rec) if r["label"] == 0 and r["rank"] == 0 and r["resolution"] == 0)
-    np.testing.assert_array_equal(rows[0][0], store.item(i)[0, :, :, 8])
+    np.testing.assert_array_equal(rows[0][0], store.item(i)[0])
+    assert patients[0][0] == rec[i]["patient"]
 
 
 def test_report_command_writes_the_figures(discovered, tmp_path, capsys):

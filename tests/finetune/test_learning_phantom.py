@@ -32,7 +32,7 @@ def _before_and_after(config, task_name, root, tmp_path):
 
 
 def test_ncc_learns_phantom_nodules(task_cohort, tmp_path):
-    data, split, before, after = _before_and_after("configs/finetune_tiny.yaml", "ncc", task_cohort / "luna16", tmp_path)
+    data, split, before, after = _before_and_after("finetune_tiny", "ncc", task_cohort / "luna16", tmp_path)
     labels = np.asarray(data.targets)[split["test"]]
     assert 5 <= labels.sum() < len(labels)  # both classes in the test split
     assert data.images.shape[1:] == (1, 16, 16, 8)
@@ -42,7 +42,7 @@ def test_ncc_learns_phantom_nodules(task_cohort, tmp_path):
 
 
 def test_ncs_learns_phantom_nodule_masks(task_cohort, tmp_path):
-    data, split, before, after = _before_and_after("configs/finetune_tiny_ncs.yaml", "ncs", task_cohort / "native", tmp_path)
+    data, split, before, after = _before_and_after("finetune_tiny_ncs", "ncs", task_cohort / "native", tmp_path)
     assert len(split["test"]) >= 5 and data.images.shape[1:] == (1, 16, 16, 8)
     assert before["iou"] < 0.1  # an untrained output layer does not segment nodules
     assert after.status == "ok"

@@ -83,7 +83,7 @@ def test_diverged_trials_are_recorded_as_failed(tmp_path):
 
 
 def test_cli_evaluate_on_phantom_and_report(phantom_root, tmp_path, capsys):
-    common = ["--config", "configs/finetune_tiny.yaml", "finetune.crop_size=[16,16,8]", "model.width=0.125",
+    common = ["--config", "finetune_tiny", "finetune.crop_size=[16,16,8]", "model.width=0.125",
               "train.epochs=1", "train.device=cpu", "finetune.max_negatives=6"]
     assert main(["evaluate", "--task", "ncc", "--data", str(phantom_root / "luna16"), "--inits", "scratch",
                  "--trials", "2", "--out", str(tmp_path / "ncc"), *common]) == 0

@@ -13,7 +13,7 @@ from semantic_genesis.config import load_config, save_config
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.methods.options import MethodOptions, parse_options
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "semantic_genesis" / "configs"
 
 
 def _builtin() -> list[str]:

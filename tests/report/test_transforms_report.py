@@ -35,9 +35,28 @@ def test_report_transforms_writes_gallery(tmp_path):
     assert main(["report", "transforms", "--data", str(scans), "--out", str(out), "--size", "32", "32", "16"]) == 0
     meta = json.loads((out / "transforms.json").read_text())
     assert len(meta["cubes"]) == 2 and meta["columns"][0] == "original" and "Semantic Genesis" in meta["columns"]
+    assert all("Y" in cube["flip_axes"] and len(cube["spacing_mm"]) == 3 for cube in meta["cubes"])
     assert (out / "transforms.png").stat().st_size > 10_000
 
 
 def test_report_transforms_bad_data(tmp_path, capsys):
     assert main(["report", "transforms", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_gallery_flip_is_visible_in_an_axial_slice():
+    import torch
+
+    from semantic_genesis.report.transforms import visible_flip
+
+    cubes = torch.rand(6, 1, 8, 10, 4, generator=torch.Generator().manual_seed(0))
+    flipped, parity = visible_flip(cubes, torch.Generator().manual_seed(1))
+    assert parity[:, 1].all()  # always anterior-posterior, which a mid-Z slice shows
+    for i in range(6):
+        expected = cubes[i]
+        for axis in range(3):
+            if parity[i, axis]:
+                expected = expected.flip(axis + 1)
+        assert torch.equal(flipped[i], expected)
+        assert not torch.equal(flipped[i, 0, :, :, 2], cubes[i, 0, :, :, 2])
+    assert cubes.shape == flipped.shape

@@ -3,21 +3,21 @@
 Examples::
 
     semantic-genesis cubes --data data/ct --out data/cubes                      # paper defaults, 64x64x32
-    semantic-genesis cubes --data data/ct --out data/cubes_tiny --config configs/models_genesis_3d_tiny.yaml
+    semantic-genesis cubes --config models_genesis_3d_tiny --data data/ct --out data/cubes_tiny
     semantic-genesis cubes --data data/luna16 --out data/cubes cubes.cubes_per_scan=64 cubes.dtype=uint8
 
-For every scan (any layout ``list_scans`` recognises: native phantoms, LUNA16, LiTS, BraTS, or a
-folder of volumes) it samples ``cubes.cubes_per_scan`` cubes of ``cubes.cube_size`` voxels that pass
-the content test, splits train / validation / test by patient, and writes memory-mappable shards with
-a manifest. A rerun into the same folder resumes (scans already done are skipped); scans too small for
-the cube size are reported and skipped.
+For every scan (any layout the readers recognise: native phantoms, LUNA16, LiTS, BraTS, or a
+folder of volumes) it samples cubes.cubes_per_scan cubes of cubes.cube_size voxels that pass the
+content test, splits train / validation / test by patient, and writes memory-mappable shards with
+a manifest. A rerun into the same folder resumes (scans already done are skipped); scans too small
+for the cube size are reported and skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from semantic_genesis.commands._common import add_config_arguments, load_command_config
+from semantic_genesis.commands._common import add_config_arguments
 
 NAME = "cubes"
 HELP = "cut random sub-volumes (a cube set) out of scans for Models Genesis pretraining"
@@ -26,20 +26,40 @@ DESCRIPTION = __doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", "-d", default=None, help="scans folder (default: config `data`)")
-    parser.add_argument("--out", "-o", default=None, help="cube-set folder (default: config `out`); reruns resume")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    add_config_arguments(parser)
+    add_config_arguments(parser, data_help="scans folder (same as data=DIR)",
+                         out_help="cube-set folder (same as out=DIR); reruns resume")
 
 
 def run(args: argparse.Namespace) -> int:
-    from semantic_genesis.config import replace
-    from semantic_genesis.cubes import generate_cubes
+    from semantic_genesis.commands._common import (
+        check_input_path, check_output_folder, describe_output, dry_run_report, load_command_config,
+        print_config, require,
+    )
+    from semantic_genesis.errors import ConfigError
 
     cfg = load_command_config(args)
-    changes = {k: v for k, v in (("data", args.data), ("out", args.out)) if v is not None}
-    if changes:
-        cfg = replace(cfg, **changes)
+    if args.print_config:
+        return print_config(cfg)
+    require(cfg.data, "scans folder", "--data DIR or data=DIR")
+    require(cfg.out, "cube-set folder", "--out DIR or out=DIR")
+    if cfg.cubes.cubes_per_scan <= 0:
+        raise ConfigError(f"cubes.cubes_per_scan must be > 0, got {cfg.cubes.cubes_per_scan}")
+    check_input_path(cfg.data, "scans folder or file")
+    state = check_output_folder(cfg.out)
+    from semantic_genesis.io.datasets import list_scans
+
+    refs = list_scans(cfg.data)
+    if args.dry_run:
+        patients = len({r.patient_id for r in refs})
+        return dry_run_report("cubes", [
+            f"data  {cfg.data}: {len(refs)} scans of {patients} patients",
+            describe_output(cfg.out, state, "scans already cut are skipped"),
+            f"would cut up to {cfg.cubes.cubes_per_scan} cubes of {tuple(cfg.cubes.cube_size)} voxels per scan "
+            f"({cfg.cubes.content_test} content test), split {tuple(cfg.cubes.split)} by patient",
+        ])
+
+    from semantic_genesis.cubes import generate_cubes
+
     summary = generate_cubes(cfg, progress=not args.quiet)
     counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
     print(f"cube set at {summary.out.resolve()}: {counts} cubes of {tuple(cfg.cubes.cube_size)} from {summary.scans} scans"

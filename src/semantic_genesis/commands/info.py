@@ -1,4 +1,4 @@
-"""``semantic-genesis info``: versions, devices and optional extras."""
+"""``semantic-genesis info``: versions of every runtime dependency, devices and optional extras."""
 
 from __future__ import annotations
 
@@ -13,20 +13,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def runtime_dependencies() -> list[str]:
+    """Distribution names of the package's runtime dependencies (from its installed metadata)."""
+    import re
+    from importlib import metadata
+
+    try:
+        requirements = metadata.requires("semantic-genesis") or []
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return []
+    names = []
+    for requirement in requirements:
+        marker = requirement.split(";", 1)[1] if ";" in requirement else ""
+        if "extra" in marker:
+            continue  # optional extras are reported separately
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+        if match and match.group(1) not in names:
+            names.append(match.group(1))
+    return names
+
+
 def collect_info() -> dict:
-    """Versions of Python and the main dependencies, devices, and importable extras."""
+    """Versions of Python and of every runtime dependency, devices, and importable extras."""
     import importlib
     import os
     import platform
+    from importlib import metadata
 
     from semantic_genesis import __version__
 
-    def version_of(module_name: str) -> str | None:
+    def importable(module_name: str) -> bool:
         try:
-            module = importlib.import_module(module_name)
+            importlib.import_module(module_name)
         except Exception:  # noqa: BLE001 - any import failure means "not available"
-            return None
-        return str(getattr(module, "__version__", getattr(module, "Version", lambda: "unknown")))
+            return False
+        return True
 
     info: dict = {
         "semantic_genesis": __version__,
@@ -36,24 +57,11 @@ def collect_info() -> dict:
         "devices": {},
         "extras": {},
     }
-    for name, module in [
-        ("torch", "torch"),
-        ("monai", "monai"),
-        ("SimpleITK", "SimpleITK"),
-        ("nibabel", "nibabel"),
-        ("pydicom", "pydicom"),
-        ("numpy", "numpy"),
-        ("scipy", "scipy"),
-        ("safetensors", "safetensors"),
-    ]:
-        info["versions"][name] = version_of(module)
-    if info["versions"]["SimpleITK"] == "unknown" or info["versions"]["SimpleITK"] is None:
+    for name in runtime_dependencies():
         try:
-            import SimpleITK as sitk
-
-            info["versions"]["SimpleITK"] = sitk.Version_VersionString()
-        except Exception:  # noqa: BLE001
-            pass
+            info["versions"][name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            info["versions"][name] = None
     import torch
 
     info["devices"]["cpu_threads"] = torch.get_num_threads()
@@ -68,7 +76,7 @@ def collect_info() -> dict:
         for i in range(torch.cuda.device_count())
     ]
     for extra, module in [("faiss", "faiss"), ("tensorboard", "tensorboard"), ("hypothesis", "hypothesis")]:
-        info["extras"][extra] = version_of(module) is not None
+        info["extras"][extra] = importable(module)
     return info
 
 
@@ -81,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"semantic-genesis {info['semantic_genesis']}  (Python {info['python']}, {info['platform']})")
     for name, version in info["versions"].items():
-        print(f"  {name:<12} {version or 'not installed'}")
+        print(f"  {name:<12} {version or 'NOT INSTALLED (required)'}")
     dev = info["devices"]
     print(f"  cpu          {dev['cpu_count']} cores, torch uses {dev['cpu_threads']} threads")
     if dev["cuda"]:

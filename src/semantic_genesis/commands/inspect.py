@@ -130,6 +130,7 @@ def save_png(image: Any, out: str | Path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from semantic_genesis.report._views import show_slice
     from semantic_genesis.utils.atomic import atomic_open
 
     arr = image.array
@@ -138,22 +139,17 @@ def save_png(image: Any, out: str | Path, title: str = "") -> Path:
         vmin, vmax = float(arr.min()), float(arr.max()) + 1e-6
     units = "HU" if image.metadata.get("modality") == "ct" else "value"
     if arr.ndim == 3:
-        sx, sy, sz = image.spacing
         cx, cy, cz = (s // 2 for s in arr.shape)
-        views = [
-            (f"axial z={cz}", arr[:, :, cz].T, sy / sx, "upper", "X", "Y"),
-            (f"coronal y={cy}", arr[:, cy, :].T, sz / sx, "lower", "X", "Z"),
-            (f"sagittal x={cx}", arr[cx, :, :].T, sz / sy, "lower", "Y", "Z"),
-        ]
+        views = [(f"axial z={cz}", "axial", cz, "X", "Y"), (f"coronal y={cy}", "coronal", cy, "X", "Z"),
+                 (f"sagittal x={cx}", "sagittal", cx, "Y", "Z")]
         fig, axes = plt.subplots(1, 3, figsize=(13, 4.8), constrained_layout=True)
     else:
-        views = [("image", arr, image.spacing[0] / image.spacing[1], "upper", "column", "row")]
+        views = [("image", "axial", None, "column", "row")]
         fig, axes = plt.subplots(1, 1, figsize=(6.5, 6), constrained_layout=True)
         axes = [axes]
     shown = None
-    for ax, (name, data, aspect, origin, xlabel, ylabel) in zip(axes, views):
-        shown = ax.imshow(data, cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect, origin=origin,
-                          interpolation="nearest")
+    for ax, (name, view, index, xlabel, ylabel) in zip(axes, views):
+        shown = show_slice(ax, arr, view, index, image.spacing, vmin=vmin, vmax=vmax)
         ax.set_title(name)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if kind == "xray":
             p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
                            help="radiograph size in pixels (default: the generator's)")
-        p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+        p.add_argument("--dry-run", action="store_true", help="check the arguments and the output folder, write nothing")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +56,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--patients must be at least 1, got {args.patients}")
     if args.shape is not None and min(args.shape) < 16:
         raise ConfigError(f"--shape must be at least 16 voxels along each axis, got {' '.join(map(str, args.shape))}")
+    from semantic_genesis.commands._common import check_output_folder, describe_output, dry_run_report
+
+    state = check_output_folder(args.out)
+    if args.dry_run:
+        return dry_run_report("phantom", [
+            describe_output(args.out, state, "patients already written are skipped"),
+            f"would write {args.patients} {args.kind} patient(s) (seed {args.seed}) in the {args.layout} layout",
+        ])
     exporter = {
         "ct": export.export_ct_cohort,
         "mri": export.export_mri_cohort,

@@ -2,21 +2,24 @@
 
 Examples::
 
-    semantic-genesis pretrain --config configs/models_genesis_3d_tiny.yaml data=data/cubes out=runs/mg_tiny
-    semantic-genesis pretrain --config configs/models_genesis_3d.yaml data=data/cubes out=runs/mg train.amp=bf16
-    torchrun --nproc_per_node=4 -m semantic_genesis pretrain --config configs/models_genesis_3d.yaml data=... out=...
+    semantic-genesis pretrain --config models_genesis_3d_tiny --data data/cubes --out runs/mg_tiny
+    semantic-genesis pretrain --config models_genesis_3d --data data/cubes --out runs/mg train.amp=bf16
+    semantic-genesis pretrain --config semantic_genesis_3d --patterns runs/sg/patterns --out runs/sg
+    torchrun --nproc_per_node=4 -m semantic_genesis pretrain --config models_genesis_3d --data ... --out ...
 
-``method.name`` picks the method and ``method.options.KEY=VALUE`` sets its options (see
-``--list-methods`` for both). The run folder receives config.yaml,
-metrics.jsonl, checkpoints/last.pt and weights/{best,final}.safetensors. Rerunning the same command
-resumes from the last checkpoint (raise ``train.epochs`` / ``train.max_steps`` to extend a finished run).
+method.name picks the method and method.options.KEY=VALUE sets its options (see
+--list-methods for both). Cube methods read a cube set (--data, made by
+'semantic-genesis cubes'); Semantic Genesis methods read a pattern set (--patterns, made by
+'semantic-genesis discover'). The run folder receives config.yaml, metrics.jsonl,
+checkpoints/last.pt and weights/{best,final}.safetensors. Rerunning the same command resumes from
+the last checkpoint (raise train.epochs / train.max_steps to extend a finished run).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from semantic_genesis.commands._common import add_config_arguments, load_command_config
+from semantic_genesis.commands._common import add_config_arguments
 
 NAME = "pretrain"
 HELP = "self-supervised pretraining (Models Genesis, Semantic Genesis, baselines); DDP via torchrun"
@@ -26,10 +29,15 @@ DESCRIPTION = __doc__
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list-methods", action="store_true", help="print the registered methods and exit")
-    add_config_arguments(parser)
+    add_config_arguments(parser, data_help="cube set of cube methods (same as data=DIR)",
+                         out_help="run folder (same as out=DIR); reruns resume")
+    parser.add_argument("--patterns", "-p", default=None, metavar="DIR",
+                        help="pattern set of Semantic Genesis methods (same as patterns=DIR)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from semantic_genesis import methods
 
     if args.list_methods:
@@ -37,19 +45,44 @@ def run(args: argparse.Namespace) -> int:
 
         for name in methods.available():
             cls = methods.get(name)
-            print(f"{name:22s} {cls.description}")
+            print(f"{name:26s} {cls.description}")
             options = getattr(cls, "options_class", None)
             if options is not None and dataclasses.fields(options):
                 shown = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(options))
-                print(f"{'':22s}   method.options: {shown}")
+                print(f"{'':26s}   method.options: {shown}")
         return 0
+    from semantic_genesis.commands._common import (
+        check_input_path, check_names, check_output_folder, describe_output, dry_run_report,
+        load_command_config, print_config, require,
+    )
+
+    cfg = load_command_config(args, {"patterns": "patterns"})
+    if args.print_config:
+        return print_config(cfg)
+    require(cfg.out, "run folder", "--out DIR or out=DIR")
+    check_names(cfg, method=True, model=True, transforms=True)
+    for key in ("data", "patterns"):
+        if getattr(cfg, key):
+            check_input_path(getattr(cfg, key), "folder", key)
+    state = check_output_folder(cfg.out)
+    method = methods.build(cfg)
+    train_set, val_set = method.build_datasets()  # reads the cube / pattern set: bad data fails here
+    if args.dry_run:
+        from pathlib import Path
+
+        resumes = (Path(cfg.out) / "checkpoints" / "last.pt").is_file()
+        steps = f"at most {cfg.train.max_steps} steps" if cfg.train.max_steps else f"{cfg.train.epochs} epochs"
+        return dry_run_report("pretrain", [
+            f"data  {cfg.patterns or cfg.data}: {len(train_set)} training and "
+            f"{len(val_set) if val_set is not None else 0} validation samples",
+            describe_output(cfg.out, state, "holds a checkpoint: the run resumes" if resumes else "no checkpoint yet"),
+            f"would train method {cfg.method.name} ({cfg.model.name}, width {cfg.model.width:g}) for {steps}, "
+            f"batch {cfg.train.batch_size}, {cfg.optim.name} lr {cfg.optim.lr:g}",
+        ])
+    del train_set, val_set
     from semantic_genesis.training.trainer import train
 
-    cfg = load_command_config(args)
-    methods.get(cfg.method.name)  # unknown method: a clear error before any set-up
-    result = train(cfg)
-    import os
-
+    result = train(cfg, method)
     if os.environ.get("RANK", "0") == "0":
         best = f", best validation {result.best:.6g}" if result.best is not None else ""
         print(

@@ -1,4 +1,4 @@
-"""``semantic-genesis report KIND ...``: figures and tables (transforms, patterns, restorations, results).
+"""``semantic-genesis report KIND ...``: figures and tables (transforms, patterns, restorations, curves, results).
 
 Report kinds are the :mod:`semantic_genesis.report` modules that define ``REPORT_NAME`` (a
 :class:`~semantic_genesis.utils.registry.Registry` of modules, :func:`report_kinds`).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "report"
-HELP = "figures and tables: transform gallery, discovered patterns, restorations, results tables"
+HELP = "figures and tables: transform gallery, discovered patterns, restorations, training curves, results tables"
 ORDER = 80
 
 

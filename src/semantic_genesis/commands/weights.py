@@ -59,10 +59,12 @@ def output_path(output: str, input: str, suffix: str) -> str:
 
 
 def _run_import(args: argparse.Namespace) -> int:
+    from semantic_genesis.commands._common import check_output_file
     from semantic_genesis.models.importers import import_checkpoint
 
     extra = {"input_size": list(args.input_size)} if args.input_size else None
     args.output = output_path(args.output, args.input, ".safetensors")
+    check_output_file(args.output)
     result = import_checkpoint(args.input, args.output, fmt=args.format, trust=args.trust, metadata=extra)
     n_params = sum(v.numel() for k, v in result.state_dict.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     print(f"imported {args.input} ({result.format}) -> {args.output}")
@@ -78,9 +80,12 @@ def _run_import(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    from semantic_genesis.commands._common import check_output_file
     from semantic_genesis.models.importers import export_models_genesis
 
     args.output = output_path(args.output, args.input, ".pt")
+    check_output_file(args.output)
+
     export_models_genesis(args.input, args.output, unet_only=args.unet_only)
     print(f"exported {args.input} -> {args.output} (official Models Genesis layout, 'module.' prefixed keys)")
     return 0

@@ -112,25 +112,6 @@ class InitReport:
         }
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``(state_dict, metadata)`` of a weights file, with :class:`CheckpointError` on any problem
-    (missing, a folder, a PyTorch checkpoint to convert first, unreadable, non-finite tensors)."""
-    from semantic_genesis.models.weights import load_weights
-
-    state, metadata = load_weights(path)
-    return dict(state), dict(metadata or {})
-
-
-def architecture_from_state(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, Any], task: "Task") -> dict[str, Any]:
-    """Constructor arguments of the backbone a weights file holds (``in_channels``, ``width``, ``norm``,
-    ``skip_connections`` ...), for callers that align the scratch network with a pretrained one
-    (:func:`semantic_genesis.models.loading.read_pretrained` also gives the backbone's name)."""
-    from semantic_genesis.models.loading import backbone_architecture, file_architecture
-
-    name, args = file_architecture(state, metadata, describe_path(path))
-    return backbone_architecture(name, args)[1]
-
-
 def _scratch_backbone(cfg: "Config", in_channels: int) -> tuple[str, dict[str, Any]]:
     """The backbone named by ``model.name`` with the config's width and normalisation."""
     from semantic_genesis.models.backbone import backbones

@@ -57,17 +57,16 @@ def align_scratch_architecture(cfg: "Config", inits: list["InitSpec"], log: Call
     ``model.width`` / ``model.norm`` of the config are overridden for scratch (with a log line).
     """
     from semantic_genesis.config import replace
-    from semantic_genesis.finetune import tasks
-    from semantic_genesis.finetune.models import architecture_from_state, read_checkpoint
+    from semantic_genesis.models.loading import read_pretrained
 
     files = [s for s in inits if s.path is not None]
     if not files or not any(s.is_scratch for s in inits):
         return cfg
-    state, metadata = read_checkpoint(files[0].path)
-    args = architecture_from_state(files[0].path, state, metadata, tasks.get(cfg.finetune.task))
-    if (args["width"], args["norm"]) != (cfg.model.width, cfg.model.norm):
-        log(f"scratch uses the architecture of {files[0].name}: width {args['width']}, norm {args['norm']}")
-        cfg = replace(cfg, **{"model.width": args["width"], "model.norm": args["norm"]})
+    args = read_pretrained(files[0].path).backbone_args
+    width, norm = args.get("width", cfg.model.width), args.get("norm", cfg.model.norm)
+    if (width, norm) != (cfg.model.width, cfg.model.norm):
+        log(f"scratch uses the architecture of {files[0].name}: width {width}, norm {norm}")
+        cfg = replace(cfg, **{"model.width": width, "model.norm": norm})
     return cfg
 
 

@@ -6,7 +6,9 @@ Written by :func:`write_results` into the ``evaluate`` output folder after every
   metric, epochs, time, error message;
 * ``results.json``: per initialisation n, failed, mean, s.d., p-value vs the best, the
   "not significantly different" flag, the raw values; the best initialisation and the test used;
-* ``results.md``: the table (values in %, as the papers print them);
+* ``results.md``: the table (values in %, as the papers print them); while trials are still running
+  it is marked ``partial: 2/6 trials done``;
+* ``results.tex``: the same as a LaTeX table (booktabs);
 * ``results.png``: bar chart of mean ± s.d. with the trials as dots.
 
 Marks, as in Semantic Genesis (Haghighi et al., MICCAI 2020) Table 2: the best initialisation is
@@ -52,6 +54,7 @@ class TrialRecord:
 
 METRIC_LABELS = {"auc": "AUC", "iou": "IoU", "dice": "Dice"}
 NOT_SIGNIFICANT_MARK = "†"
+MISSING = "—"
 
 
 def percent_text(value: float) -> str:
@@ -117,13 +120,36 @@ def summarize_records(task: "Task", metric: str, init_names: Sequence[str], reco
     }
 
 
+def progress_note(summary: dict[str, Any]) -> str:
+    """``"partial: 2/6 trials done"`` while an evaluation is unfinished, else ``""``."""
+    done, expected = summary.get("trials_done"), summary.get("trials_expected")
+    if done is None or expected is None or done >= expected:
+        return ""
+    return f"partial: {done}/{expected} trials done"
+
+
+def _versus_best(entry: dict[str, Any], alpha: float) -> str:
+    if entry.get("best"):
+        return "best"
+    if entry.get("not_significant"):
+        return "not significantly different"
+    p = entry.get("p_value")
+    if p is not None and math.isfinite(p) and p < alpha:
+        return "significantly worse"
+    return MISSING
+
+
 def task_markdown(summary: dict[str, Any]) -> str:
-    """The markdown table of one task's summary."""
+    """The markdown section (``##`` heading, data line, table, legend) of one task's summary."""
     metric = summary["metric"]
     others = [m for m in summary["metrics"] if m != metric]
     head = ["initialisation", f"{METRIC_LABELS.get(metric, metric)} % (mean ± s.d.)",
-            *[f"{METRIC_LABELS.get(m, m)} %" for m in others], "trials ok", "failed", "p vs best", ""]
+            *[f"{METRIC_LABELS.get(m, m)} %" for m in others], "trials ok", "failed", "p vs best", "vs best"]
+    note = progress_note(summary)
     lines = [f"## {summary['task'].upper()} ({summary['kind']}, {METRIC_LABELS.get(metric, metric)})", ""]
+    if note:
+        lines += [f"**{note.capitalize()}**: means, s.d. and t-tests cover the finished trials only; "
+                  "rerun the same evaluate command to finish.", ""]
     data = summary.get("data") or {}
     if data:
         lines += [f"Data: {data.get('source', '')}; {data.get('samples', '?')} samples from "
@@ -134,52 +160,179 @@ def task_markdown(summary: dict[str, Any]) -> str:
     for name in order:
         e = summary["inits"][name]
         cell = cell_text(e["mean"], e["std"])
-        mark = ""
         if e.get("best"):
-            cell, mark = f"**{cell}**", "best"
+            cell = f"**{cell}**"
         elif e.get("not_significant"):
-            cell, mark = f"{cell} {NOT_SIGNIFICANT_MARK}", "not significantly different from best"
+            cell = f"{cell} {NOT_SIGNIFICANT_MARK}"
         p = e.get("p_value")
-        p_text = "—" if p is None or not math.isfinite(p) else f"{p:.3g}"
-        row = [name, cell, *[cell_text(e[m]["mean"], e[m]["std"]) for m in others], str(e["n"]), str(e["failed"]), p_text, mark]
+        p_text = MISSING if p is None or not math.isfinite(p) else f"{p:.3g}"
+        row = [name, cell, *[cell_text(e[m]["mean"], e[m]["std"]) for m in others], str(e["n"]), str(e["failed"]), p_text,
+               _versus_best(e, summary["alpha"])]
         lines.append("| " + " | ".join(row) + " |")
+    for name in summary.get("init_names", []):
+        if name not in summary["inits"]:
+            lines.append("| " + " | ".join([name, MISSING, *[MISSING for _ in others], "0", "0", MISSING, "no trial yet"]) + " |")
     lines += ["", f"{summary['test']}; α = {summary['alpha']}. **Bold**: best mean; {NOT_SIGNIFICANT_MARK}: "
               "not significantly different from the best. Failed (diverged) trials are excluded from mean and s.d.", ""]
     return "\n".join(lines)
 
 
+def _latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
+                          ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def latex_table(summaries: Sequence[dict[str, Any]], caption: str | None = None, label: str = "tab:transfer") -> str:
+    """A booktabs LaTeX table: initialisations x tasks, cells mean $\\pm$ s.d. (%).
+
+    The best initialisation of a column is bold, a dagger marks "not significantly different from
+    the best", a dash an initialisation the task was not run with. Needs ``\\usepackage{booktabs}``.
+    """
+    inits: list[str] = []
+    for s in summaries:
+        inits += [n for n in s["inits"] if n not in inits]
+    trials = sorted({str(s.get("trials_per_init")) for s in summaries if s.get("trials_per_init")})
+    if caption is None:
+        caption = (f"Transfer results: mean $\\pm$ s.d. (\\%) over {', '.join(trials) or 'the'} trials per "
+                   "initialisation. Bold: best in the column; $^\\dagger$: not significantly different from "
+                   "the best (independent two-sample t-test, $p \\geq 0.05$).")
+    partial = [s for s in summaries if progress_note(s)]
+    if partial:
+        caption += " Partial results: " + "; ".join(f"{s['task'].upper()} {progress_note(s)[9:]}" for s in partial) + "."
+    header = ["Initialisation"] + [
+        f"{_latex_escape(s['task'].upper())} {METRIC_LABELS.get(s['metric'], _latex_escape(s['metric']))} (\\%)"
+        for s in summaries
+    ]
+    lines = [
+        "% written by semantic-genesis; needs \\usepackage{booktabs}",
+        "\\begin{table}[t]",
+        "\\centering",
+        f"\\caption{{{caption}}}",
+        f"\\label{{{label}}}",
+        "\\begin{tabular}{l" + "c" * len(summaries) + "}",
+        "\\toprule",
+        " & ".join(header) + " \\\\",
+        "\\midrule",
+    ]
+    for name in inits:
+        cells = [_latex_escape(name)]
+        for s in summaries:
+            e = s["inits"].get(name)
+            if e is None:
+                cells.append("--")
+                continue
+            if not math.isfinite(e["mean"]):
+                cells.append("all failed" if e.get("failed") else "n/a")
+                continue
+            value = f"{percent_text(e['mean'])} $\\pm$ {percent_text(e['std'])}" if math.isfinite(e["std"]) else percent_text(e["mean"])
+            if e.get("best"):
+                value = f"\\textbf{{{value}}}"
+            elif e.get("not_significant"):
+                value += "$^\\dagger$"
+            cells.append(value)
+        lines.append(" & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    if any(name not in s["inits"] for s in summaries for name in inits):
+        lines.append("\\\\[2pt] {\\footnotesize --: not evaluated with this initialisation.}")
+    lines += ["\\end{table}", ""]
+    return "\n".join(lines)
+
+
+BAR_COLOURS = {"best": "tab:orange", "not significantly different": "tab:blue", "significantly worse": "0.45",
+               MISSING: "0.78"}
+LEGEND_LABELS = {"best": "best mean", "not significantly different": "not significantly different from the best",
+                 "significantly worse": "significantly worse (p < 0.05)", MISSING: "no t-test (fewer than 2 trials)"}
+
+
+def _metric_limits(panels: Sequence[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """A common y-range (in %) per metric over all panels showing it, covering bars, error bars and trials."""
+    limits: dict[str, tuple[float, float]] = {}
+    for summary in panels:
+        values = []
+        for e in summary["inits"].values():
+            if math.isfinite(e["mean"]):
+                sd = e["std"] if math.isfinite(e["std"]) else 0.0
+                values += [e["mean"] - sd, e["mean"] + sd]
+            values += [v for v in e["values"] if v is not None and math.isfinite(v)]
+        if not values:
+            continue
+        lo, hi = 100 * min(values), 100 * max(values)
+        old = limits.get(summary["metric"])
+        if old is not None:
+            lo, hi = min(lo, old[0]), max(hi, old[1])
+        limits[summary["metric"]] = (lo, hi)
+    padded = {}
+    for metric, (lo, hi) in limits.items():
+        pad = max(2.0, 0.1 * (hi - lo))
+        padded[metric] = (max(0.0, lo - pad), min(100.0, hi + pad))
+    return padded
+
+
 def bar_chart(panels: list[dict[str, Any]], path: Path) -> Path:
-    """Bar chart(s) of mean ± s.d. (one panel per task summary) with trials as dots, saved as PNG."""
+    """Bar charts of mean ± s.d. (one panel per task summary) with the trials as dots, saved as PNG.
+
+    Panels of the same metric share their y-axis; every panel has the same initialisations on its
+    x-axis (those a task was not run with are marked "not run"); one legend explains the colours.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     from semantic_genesis.utils.atomic import atomic_path
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(3.2, 1.1 * max(len(p["inits"]) for p in panels) + 1.5) * len(panels), 3.4),
-                             squeeze=False)
+    names: list[str] = []
+    for summary in panels:
+        for name in [*summary.get("init_names", []), *summary["inits"]]:
+            if name not in names:
+                names.append(name)
+    limits = _metric_limits(panels)
+    shown: set[str] = set()
+    width = max(3.4, 0.9 * len(names) + 1.6)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4.0), squeeze=False)
     for ax, summary in zip(axes[0], panels):
-        names = list(summary["inits"])
-        means = [100 * e["mean"] if math.isfinite(e["mean"]) else 0.0 for e in summary["inits"].values()]
-        stds = [100 * e["std"] if math.isfinite(e["std"]) else 0.0 for e in summary["inits"].values()]
-        colors = ["tab:orange" if e.get("best") else ("tab:blue" if e.get("not_significant") else "tab:gray")
-                  for e in summary["inits"].values()]
-        ax.bar(range(len(names)), means, yerr=stds, capsize=4, color=colors, alpha=0.8)
-        for i, e in enumerate(summary["inits"].values()):
-            pts = [100 * v for v in e["values"] if v is not None and math.isfinite(v)]
-            ax.scatter([i] * len(pts), pts, s=10, color="black", zorder=3)
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=30, ha="right")
         label = METRIC_LABELS.get(summary["metric"], summary["metric"])
-        ax.set_ylabel(f"{label} (%)")
-        ax.set_title(f"{summary['task'].upper()}: {label}, mean ± s.d.")
-        finite = [m - s for m, s in zip(means, stds) if m > 0]
-        if finite:
-            ax.set_ylim(max(0.0, min(finite) - 10), 100)
-    fig.tight_layout()
+        lo, hi = limits.get(summary["metric"], (0.0, 100.0))
+        for i, name in enumerate(names):
+            e = summary["inits"].get(name)
+            if e is None or not math.isfinite(e["mean"]):
+                reason = ("not run yet" if name in summary.get("init_names", []) else "not run") if e is None else "all trials failed"
+                shown.add("not run")
+                ax.bar(i, hi - lo, bottom=lo, color="none", edgecolor="0.6", hatch="//", linewidth=0.8)
+                ax.text(i, lo + 0.5 * (hi - lo), reason, rotation=90, ha="center", va="center", fontsize=8,
+                        color="0.3", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+                continue
+            status = _versus_best(e, summary["alpha"])
+            shown.add(status)
+            sd = 100 * e["std"] if math.isfinite(e["std"]) else 0.0
+            ax.bar(i, 100 * e["mean"] - lo, bottom=lo, yerr=sd, capsize=4, color=BAR_COLOURS[status], alpha=0.85,
+                   error_kw={"elinewidth": 1.2})
+            pts = [100 * v for v in e["values"] if v is not None and math.isfinite(v)]
+            ax.scatter([i] * len(pts), pts, s=12, color="black", zorder=3)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=25, ha="right")
+        ax.set_ylim(lo, hi)
+        ax.set_ylabel(f"test {label} (%)")
+        ax.grid(axis="y", color="0.9", linewidth=0.8)
+        ax.set_axisbelow(True)
+        n = summary.get("trials_per_init")
+        title = f"{summary['task'].upper()}: {label}, mean ± s.d." + (f" over {n} trials" if n else "")
+        note = progress_note(summary)
+        ax.set_title(title + (f"\n({note})" if note else ""), fontsize=10)
+    handles = [Patch(color=BAR_COLOURS[k], label=label) for k, label in LEGEND_LABELS.items() if k in shown]
+    handles.append(Line2D([], [], marker="o", color="black", linestyle="none", markersize=4, label="one trial"))
+    if "not run" in shown:
+        handles.append(Patch(facecolor="none", edgecolor="0.6", hatch="//", label="not run / all trials failed"))
+    columns = max(1, min(len(handles), int(width * len(panels) / 2.8)))
+    rows = math.ceil(len(handles) / columns)
+    fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.045 * rows + 0.02, 1, 1))
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=150, format="png")
     plt.close(fig)
     return path
 
@@ -199,12 +352,17 @@ def write_results(out: Path, task: "Task", metric: str, init_names: Sequence[str
         writer.writerow({"task": task.name, **r.row(metric_names)})
     write_text(out / "results.csv", buffer.getvalue())
     summary = summarize_records(task, metric, init_names, records)
+    summary["init_names"] = list(init_names)
     summary["trials_per_init"] = trials
+    summary["trials_done"] = len(records)
+    summary["trials_expected"] = trials * len(init_names) if trials else None
+    summary["complete"] = not progress_note(summary)
     summary["data"] = data_info or {}
     write_json(out / "results.json", nan_to_none(summary))
-    write_text(out / "results.md", f"# Transfer results: {task.name}\n\n" + task_markdown(summary))
+    note = progress_note(summary)
+    title = f"# Transfer results: {task.name}" + (f" ({note})" if note else "")
+    write_text(out / "results.md", title + "\n\n" + task_markdown(summary))
     if summary["best"] is not None:
+        write_text(out / "results.tex", latex_table([summary], label=f"tab:{task.name}"))
         bar_chart([summary], out / "results.png")
     return summary
-
-

@@ -8,6 +8,10 @@ Two figures, after the Semantic Genesis paper's Fig. 1a (and TransVW's Fig. 4):
 * ``patterns_reference.png``: the reference patient of the first group(s), an axial and a coronal
   slice through it with every coordinate's crop drawn as a labelled box.
 
+Slices are drawn as ``semantic-genesis inspect`` draws them (radiological view: anterior up, the
+patient's left on the right; coronal: head up), with the physical aspect of the voxels and a colour
+bar in HU.
+
 ``RUN_DIR`` is a discovery run folder (with ``patterns/``) or a pattern set itself.
 """
 
@@ -41,7 +45,7 @@ def _store_root(run_dir):
 
 
 def pattern_grid(store, classes: int, neighbours: int):
-    """``(rows, labels)``: mid axial slices ``[class][neighbour] -> (X, Y)`` of base-resolution crops."""
+    """``(rows, labels, patients)``: base-resolution crops ``[class][neighbour] -> (X, Y, Z)`` and their patients."""
     import numpy as np
 
     by_label: dict[int, list[int]] = {}
@@ -49,22 +53,25 @@ def pattern_grid(store, classes: int, neighbours: int):
         if rec.get("resolution", 0) == 0:
             by_label.setdefault(int(rec["label"]), []).append(i)
     labels = sorted(by_label)[:classes]
-    rows = []
+    rows, patients = [], []
     for lab in labels:
         idx = sorted(by_label[lab], key=lambda i: store.record(i).get("rank", 0))[:neighbours]
-        row = []
-        for i in idx:
-            item = store.item(i)[0]
-            row.append(np.asarray(item[:, :, item.shape[2] // 2]))
-        rows.append(row)
-    return rows, labels
+        rows.append([np.asarray(store.item(i)[0]) for i in idx])
+        patients.append([store.record(i).get("patient") for i in idx])
+    return rows, labels, patients
 
 
 def _save(fig, path) -> None:
     from semantic_genesis.utils.atomic import atomic_path
 
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, dpi=120)
+
+
+def _intensity(attrs):
+    from semantic_genesis.config import IntensityConfig, from_dict
+
+    return from_dict(IntensityConfig, attrs.get("config", {}).get("intensity", {}))
 
 
 def draw_grid(store, out, classes: int, neighbours: int):
@@ -73,21 +80,34 @@ def draw_grid(store, out, classes: int, neighbours: int):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, labels = pattern_grid(store, classes, neighbours)
+    from semantic_genesis.report._views import VIEW_NOTE, scan_spacing, show_slice, unit_label
+
+    attrs = store.manifest.get("attrs", {})
+    paths = attrs.get("paths", {})
+    intensity = _intensity(attrs)
+    rows, labels, patients = pattern_grid(store, classes, neighbours)
     ncols = max((len(r) for r in rows), default=1)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.6 * ncols, 1.6 * len(rows)), squeeze=False)
-    for r, (row, lab) in enumerate(zip(rows, labels)):
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.5 * ncols + 1.4, 1.6 * len(rows) + 0.9), squeeze=False,
+                             constrained_layout=True)
+    image = None
+    for r, (row, lab, pids) in enumerate(zip(rows, labels, patients)):
         for c in range(ncols):
             ax = axes[r][c]
-            ax.axis("off")
-            if c < len(row):
-                ax.imshow(row[c].T, cmap="gray", vmin=0, vmax=1, origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(row):
+                ax.axis("off")
+                continue
+            image = show_slice(ax, row[c], "axial", spacing=scan_spacing(paths.get(pids[c]), intensity))
             if c == 0:
-                ax.set_title(f"class {lab} (reference)", fontsize=7, loc="left")
-            elif r == 0:
-                ax.set_title(f"neighbour {c}", fontsize=7)
-    fig.suptitle("Discovered patterns: one row = one coordinate across nearest patients (mid axial slice)",
-                 fontsize=8)
+                ax.set_ylabel(f"class {lab}", fontsize=8)
+            if r == 0:
+                ax.set_title("reference" if c == 0 else f"neighbour {c}", fontsize=8)
+            ax.set_xlabel(str(pids[c]), fontsize=6)
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.7, label=unit_label(intensity))
+    fig.suptitle("Discovered patterns: each row is one coordinate in the reference and its nearest patients\n"
+                 f"(mid axial slice of the base-resolution crop; {VIEW_NOTE})", fontsize=9)
     path = out / "patterns_grid.png"
     _save(fig, path)
     plt.close(fig)
@@ -101,10 +121,11 @@ def draw_reference(store, out, group_index: int):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
-    from semantic_genesis.config import IntensityConfig, from_dict
     from semantic_genesis.discovery.scans import load_unit_scan
+    from semantic_genesis.report._views import VIEW_NOTE, scan_spacing, show_slice, spacing_text, unit_label
 
     attrs = store.manifest.get("attrs", {})
     groups = attrs.get("groups", [])
@@ -113,32 +134,41 @@ def draw_reference(store, out, group_index: int):
     group = groups[group_index]
     ref = group["reference"]
     path = attrs.get("paths", {}).get(ref)
-    intensity = from_dict(IntensityConfig, attrs.get("config", {}).get("intensity", {}))
+    intensity = _intensity(attrs)
     unit = load_unit_scan(path, intensity)
+    spacing = scan_spacing(path, intensity)
     size = attrs["pattern_size"]
     corners = np.asarray(group["reference_corners"]).reshape(-1, 3)
     z_mid = int(np.median(corners[:, 2] + size[2] // 2))
     y_mid = int(np.median(corners[:, 1] + size[1] // 2))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4.5))
-    ax1.imshow(unit[:, :, z_mid].T, cmap="gray", vmin=0, vmax=1, origin="lower")
-    ax2.imshow(unit[:, y_mid, :].T, cmap="gray", vmin=0, vmax=1, origin="lower", aspect="auto")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5.2), constrained_layout=True)
+    image = show_slice(ax1, unit, "axial", z_mid, spacing)
+    show_slice(ax2, unit, "coronal", y_mid, spacing)
     colours = plt.get_cmap("tab20")
     for k, (corner, lab) in enumerate(zip(corners, group["labels"])):
         colour = colours(k % 20)
         x, y, z = (int(v) for v in corner)
         in_axial = z <= z_mid < z + size[2]
         in_coronal = y <= y_mid < y + size[1]
-        ax1.add_patch(Rectangle((x, y), size[0], size[1], fill=False, ec=colour, lw=1.2,
+        ax1.add_patch(Rectangle((x - 0.5, y - 0.5), size[0], size[1], fill=False, ec=colour, lw=1.4,
                                 ls="-" if in_axial else ":"))
-        ax1.text(x + 1, y + size[1] - 3, str(lab), color=colour, fontsize=7)
-        ax2.add_patch(Rectangle((x, z), size[0], size[2], fill=False, ec=colour, lw=1.2,
+        ax1.text(x + 1, y + 3, str(lab), color=colour, fontsize=8, va="top", fontweight="bold")
+        ax2.add_patch(Rectangle((x - 0.5, z - 0.5), size[0], size[2], fill=False, ec=colour, lw=1.4,
                                 ls="-" if in_coronal else ":"))
-        ax2.text(x + 1, z + size[2] - 2, str(lab), color=colour, fontsize=7)
-    ax1.set_title(f"reference {ref}: axial slice z={z_mid}", fontsize=8)
-    ax2.set_title(f"coronal slice y={y_mid} (dotted: box not cut by this slice)", fontsize=8)
-    for ax in (ax1, ax2):
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax2.text(x + 1, z + size[2] - 2, str(lab), color=colour, fontsize=8, va="top", fontweight="bold")
+    ax1.set_title(f"axial slice z={z_mid} (anterior up, patient's left on the right)", fontsize=9)
+    ax2.set_title(f"coronal slice y={y_mid} (head up, patient's left on the right)", fontsize=9)
+    for ax, (h, v) in ((ax1, ("X (voxels)", "Y (voxels)")), (ax2, ("X (voxels)", "Z (voxels)"))):
+        ax.set_xlabel(h, fontsize=8)
+        ax.set_ylabel(v, fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.colorbar(image, ax=[ax1, ax2], shrink=0.8, label=unit_label(intensity))
+    legend = [Line2D([], [], color="0.3", lw=1.4, ls="-", label="crop cut by this slice"),
+              Line2D([], [], color="0.3", lw=1.4, ls=":", label="crop elsewhere along the slice axis")]
+    ax2.legend(handles=legend, loc="lower right", fontsize=7, framealpha=0.8)
+    fig.suptitle(f"Reference patient {ref}: the {len(corners)} coordinates of group {group_index} "
+                 f"(labels = pattern classes, boxes = {size[0]}x{size[1]}x{size[2]} crops)\n"
+                 f"{VIEW_NOTE}; {spacing_text(spacing)}", fontsize=9)
     path = out / ("patterns_reference.png" if group_index == 0 else f"patterns_reference_{group_index}.png")
     _save(fig, path)
     plt.close(fig)

@@ -1,7 +1,9 @@
 """``semantic-genesis report restorations RUN_DIR --out DIR``: what a pretrained network restores.
 
 One row per validation cube, columns input (transformed) / output (restored) / target (original),
-each the mid slice along Z (axial for CT), after the Models Genesis paper's restoration figures.
+each the mid axial (Z) slice, after the Models Genesis paper's restoration figures. Slices are drawn
+as ``semantic-genesis inspect`` draws them (radiological view: anterior up, the patient's left on the
+right) with the physical aspect of the cube's voxels (read from its scan), and a colour bar in HU.
 The cubes and their transformations are the run's fixed validation set (batch 0, transformed with
 the generator seeded from ``(seed, "validation", 0)``), so figures of different runs or checkpoints
 of the same cube set show the same inputs.
@@ -30,8 +32,10 @@ def restoration_examples(run_dir, weights: str = "best", count: int = 4, data: s
     """Restore ``count`` fixed validation cubes with a run's weights.
 
     Returns:
-        dict of float32 CPU tensors ``(N, C, X, Y, Z)`` in [0, 1] (``input``, ``output``, ``target``
-        for restoration methods; whatever the method's ``example_batch`` gives otherwise).
+        ``(examples, spacings, cfg)``: a dict of float32 CPU tensors ``(N, C, X, Y, Z)`` in [0, 1]
+        (``input``, ``output``, ``target`` for restoration methods; whatever the method's
+        ``example_batch`` gives otherwise), the voxel spacing of each cube (``None`` when its scan
+        cannot be found) and the run's config.
 
     Raises:
         ConfigError / CheckpointError / DataError: the run folder, weights or data are unusable.
@@ -67,13 +71,29 @@ def restoration_examples(run_dir, weights: str = "best", count: int = 4, data: s
     if len(dataset) == 0:
         raise DataError(f"{cfg.data}: no cubes to show")
     batch = collate([dataset[i] for i in range(min(count, len(dataset)))])
+    spacings = _cube_spacings(dataset, int(batch["image"].shape[0]), cfg)
     ctx = StepContext(epoch=0, step=0, batch_index=0, device=torch.device("cpu"),
                       generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "validation", 0)), training=False)
     with torch.no_grad():
         outputs = method.example_batch(model, batch, ctx)
     if not outputs:
         raise ConfigError(f"method {cfg.method.name!r} gives no example outputs to draw")
-    return {k: v.detach().float().cpu() for k, v in outputs.items() if isinstance(v, torch.Tensor) and v.ndim >= 4}
+    examples = {k: v.detach().float().cpu() for k, v in outputs.items() if isinstance(v, torch.Tensor) and v.ndim >= 4}
+    return examples, spacings, cfg
+
+
+def _cube_spacings(dataset, n: int, cfg) -> list:
+    """Voxel spacing of the first ``n`` cubes of a store dataset (``None`` where unknown)."""
+    from pathlib import Path
+
+    from semantic_genesis.report._views import cube_spacing
+
+    store = getattr(dataset, "store", None)
+    if store is None:
+        return [None] * n
+    root = Path(getattr(dataset, "root", "."))
+    size = list(store.item_shape)[1:]
+    return [cube_spacing(store.record(i), size, (root.parent, Path.cwd()), cfg.intensity) for i in range(n)]
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -84,15 +104,19 @@ def run_report(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from semantic_genesis.report._views import VIEW_NOTE, show_slice, spacing_text, unit_label
     from semantic_genesis.utils.atomic import atomic_path, write_json
 
-    examples = restoration_examples(args.run_dir, args.weights, args.count, args.data)
+    examples, spacings, cfg = restoration_examples(args.run_dir, args.weights, args.count, args.data)
     order = [k for k in ("input", "output", "target") if k in examples] + sorted(k for k in examples if k not in ("input", "output", "target"))
+    titles = {"input": "input (transformed)", "output": "output (restored)", "target": "target (original)"}
     n = examples[order[0]].shape[0]
     out = Path(args.out) if args.out else Path(args.run_dir) / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(n, len(order), figsize=(2.2 * len(order), 2.2 * n), squeeze=False)
+    fig, axes = plt.subplots(n, len(order), figsize=(2.3 * len(order) + 1.2, 2.4 * n + 0.8), squeeze=False,
+                             constrained_layout=True)
     scores = []
+    image = None
     for i in range(n):
         row = {}
         if "target" in examples:
@@ -101,22 +125,25 @@ def run_report(args: argparse.Namespace) -> int:
                     row[f"{key}_mse"] = float(((examples[key][i] - examples["target"][i]) ** 2).mean())
         scores.append(row)
         for j, key in enumerate(order):
-            volume = examples[key][i, 0]
-            image = volume[..., volume.shape[-1] // 2] if volume.ndim == 3 else volume
             ax = axes[i][j]
-            ax.imshow(image.numpy().T, cmap="gray", vmin=0.0, vmax=1.0, origin="lower")
+            image = show_slice(ax, examples[key][i, 0].numpy(), "axial", spacing=spacings[i])
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(key)
+                ax.set_title(titles.get(key, key), fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"cube {i}", fontsize=8)
             if f"{key}_mse" in row:
-                ax.set_xlabel(f"MSE {row[f'{key}_mse']:.4f}", fontsize=8)
-    fig.suptitle(f"{Path(args.run_dir).name}: mid-Z slices of validation cubes", fontsize=9)
-    fig.tight_layout()
+                ax.set_xlabel(f"MSE vs target {row[f'{key}_mse']:.4f}", fontsize=8)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label=unit_label(cfg.intensity))
+    known = [s for s in spacings if s is not None]
+    fig.suptitle(f"{cfg.method.name} restorations ({Path(args.run_dir).name}, {args.weights} weights): mid axial "
+                 f"slices of validation cubes\n{VIEW_NOTE}; {spacing_text(known[0] if known else None)}", fontsize=9)
     figure = out / "restorations.png"
     with atomic_path(figure) as tmp:
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, dpi=130)
     plt.close(fig)
-    write_json(out / "restorations.json", {"run": str(args.run_dir), "weights": args.weights, "cubes": scores})
+    write_json(out / "restorations.json", {"run": str(args.run_dir), "weights": args.weights, "cubes": scores,
+                                           "spacing_mm": [list(s) if s else None for s in spacings]})
     print(f"wrote {figure.resolve()}")
     return 0

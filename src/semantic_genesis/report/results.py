@@ -1,10 +1,11 @@
 """``semantic-genesis report results``: merge the ``evaluate`` folders of several tasks into one table.
 
 The table is shaped like Semantic Genesis (Haghighi et al., MICCAI 2020) Table 2 (rows:
-initialisations; columns: tasks), written as ``results.md`` and ``results.csv`` (+ ``results.png``
-with one panel per task). Marks, as in the paper's table: the best initialisation of a column is
-**bold**; † marks initialisations whose difference from the best is not significant (independent
-two-sample t-test, p >= 0.05). Each task's own files are written by the trials protocol
+initialisations; columns: tasks), written as ``results.md``, ``results.tex`` and ``results.csv``
+(+ ``results.png`` with one panel per task, a common y-axis per metric). Marks, as in the paper's
+table: the best initialisation of a column is **bold**; † marks initialisations whose difference from
+the best is not significant (independent two-sample t-test, p >= 0.05); an initialisation a task was
+not run with is marked as missing. Each task's own files are written by the trials protocol
 (:mod:`semantic_genesis.finetune.results`).
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 REPORT_NAME = "results"
-REPORT_HELP = "merge evaluate folders of several tasks into one Table-2-shaped table (markdown, CSV, PNG)"
+REPORT_HELP = "merge evaluate folders of several tasks into one Table-2-shaped table (Markdown, LaTeX, CSV, PNG)"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -56,12 +57,15 @@ def load_summary(folder: str | Path) -> dict[str, Any]:
 
 def merge_tables(summaries: Sequence[dict[str, Any]]) -> tuple[str, list[list[str]]]:
     """A Table-2-shaped markdown table and CSV rows: initialisations x tasks, cells mean ± s.d. (%)."""
-    from semantic_genesis.finetune.results import METRIC_LABELS, NOT_SIGNIFICANT_MARK, cell_text, percent_text
+    from semantic_genesis.finetune.results import (
+        METRIC_LABELS, MISSING, NOT_SIGNIFICANT_MARK, cell_text, percent_text, progress_note,
+    )
 
     inits: list[str] = []
     for s in summaries:
         inits += [n for n in s["inits"] if n not in inits]
-    columns = [f"{s['task'].upper()} {METRIC_LABELS.get(s['metric'], s['metric'])}%" for s in summaries]
+    columns = [f"{s['task'].upper()} {METRIC_LABELS.get(s['metric'], s['metric'])}%"
+               + (f" ({progress_note(s)})" if progress_note(s) else "") for s in summaries]
     md = ["| initialisation | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     csv_rows = [["initialisation", *[f"{c} mean" for c in columns], *[f"{c} sd" for c in columns],
                  *[f"{c} mark" for c in columns]]]
@@ -70,7 +74,7 @@ def merge_tables(summaries: Sequence[dict[str, Any]]) -> tuple[str, list[list[st
         for s in summaries:
             e = s["inits"].get(name)
             if e is None:
-                cells.append("—")
+                cells.append(MISSING)
                 means.append("")
                 sds.append("")
                 marks.append("")
@@ -89,8 +93,8 @@ def merge_tables(summaries: Sequence[dict[str, Any]]) -> tuple[str, list[list[st
 
 
 def merge_results(folders: Sequence[str | Path], out: str | Path) -> Path:
-    """Merge ``evaluate`` folders into ``OUT/results.md``, ``results.csv`` and ``results.png``; returns the md path."""
-    from semantic_genesis.finetune.results import NOT_SIGNIFICANT_MARK, bar_chart
+    """Merge ``evaluate`` folders into ``OUT/results.md``, ``.tex``, ``.csv`` and ``.png``; returns the md path."""
+    from semantic_genesis.finetune.results import MISSING, NOT_SIGNIFICANT_MARK, bar_chart, latex_table, progress_note
     from semantic_genesis.utils.atomic import write_text
 
     summaries = [load_summary(f) for f in folders]
@@ -106,10 +110,17 @@ def merge_results(folders: Sequence[str | Path], out: str | Path) -> Path:
         f"{NOT_SIGNIFICANT_MARK}: not significantly different from the best (independent two-sample t-test, p >= 0.05).",
         "", table, "",
     ]
+    if any(s["inits"].get(n) is None for s in summaries for n in {m for t in summaries for m in t["inits"]}):
+        text += [f"{MISSING}: the task was not evaluated with this initialisation.", ""]
     for s, folder in zip(summaries, folders):
-        text.append(f"- {s['task'].upper()}: {Path(folder)} ({(s.get('data') or {}).get('source', '')})")
+        note = f"; {progress_note(s)}" if progress_note(s) else ""
+        source = (s.get("data") or {}).get("source", "")
+        details = "; ".join(d for d in (source, note[2:]) if d)
+        text.append(f"- {s['task'].upper()}: {Path(folder)}" + (f" ({details})" if details else ""))
     write_text(out / "results.md", "\n".join(text) + "\n")
     panels = [s for s in summaries if s.get("best") is not None]
+    if panels:
+        write_text(out / "results.tex", latex_table(panels))
     if panels:
         bar_chart(panels, out / "results.png")
     return out / "results.md"
@@ -117,11 +128,12 @@ def merge_results(folders: Sequence[str | Path], out: str | Path) -> Path:
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folders", nargs="+", metavar="DIR", help="output folders of 'semantic-genesis evaluate'")
-    parser.add_argument("--out", required=True, help="folder for results.md, results.csv and results.png")
+    parser.add_argument("--out", required=True, help="folder for results.md, results.tex, results.csv and results.png")
 
 
 def run_report(args: argparse.Namespace) -> int:
     path = merge_results(args.folders, args.out)
     print(path.read_text(encoding="utf-8"))
-    print(f"wrote {path}, {path.with_suffix('.csv')}" + (f", {path.with_suffix('.png')}" if path.with_suffix(".png").is_file() else ""))
+    written = [path.with_suffix(s) for s in (".tex", ".csv", ".png") if path.with_suffix(s).is_file()]
+    print(f"wrote {path}" + "".join(f", {p}" for p in written))
     return 0

@@ -9,6 +9,11 @@ is a scan file or a folder of scans (any layout :func:`semantic_genesis.io.datas
 recognises). Scans are converted to [0, 1] (CT window -1000..1000 HU) and one cube per scan is cropped
 where there is lung (the official lung test, preferring the cube with the most structure that still
 passes it). Writes ``transforms.png`` and ``transforms.json`` (sources and cube corners) into ``--out``.
+
+Slices are drawn as ``semantic-genesis inspect`` draws them (radiological view: anterior up, the
+patient's left on the right) with the physical aspect of the voxels and a colour bar in HU. The flip
+column always flips along Y, anterior-posterior (a flip along Z does not show in an axial slice, and
+along X a chest looks almost the same), besides the randomly drawn axes; its label says which.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the phantoms, crops and transforms")
 
 
-def _load_volumes(data: str, count: int, seed: int) -> list[tuple[str, "object"]]:
-    """``count`` (name, unit float32 (X, Y, Z) array) pairs from the phantom or from disk."""
+def _load_volumes(data: str, count: int, seed: int) -> list[tuple[str, "object", tuple]]:
+    """``count`` (name, unit float32 (X, Y, Z) array, spacing in mm) triples from the phantom or from disk."""
     from semantic_genesis.errors import DataError
     from semantic_genesis.preprocess import ct_to_unit, to_unit
 
@@ -45,7 +50,7 @@ def _load_volumes(data: str, count: int, seed: int) -> list[tuple[str, "object"]
         volumes = []
         for index in range(count):
             patient = make_ct_patient(index, seed=seed)
-            volumes.append((f"phantom-{index}", ct_to_unit(patient.volume.array)))
+            volumes.append((f"phantom-{index}", ct_to_unit(patient.volume.array), tuple(patient.volume.spacing)))
         return volumes
     from pathlib import Path
 
@@ -58,7 +63,11 @@ def _load_volumes(data: str, count: int, seed: int) -> list[tuple[str, "object"]
     refs = [r for r in list_scans(root) if r.modality != "xray"][:count]
     if not refs:
         raise DataError(f"{root}: no 3D scans found")
-    return [(ref.patient_id, to_unit(read_volume(ref.path)).array) for ref in refs]
+    volumes = []
+    for ref in refs:
+        volume = read_volume(ref.path)
+        volumes.append((ref.patient_id, to_unit(volume).array, tuple(volume.spacing)))
+    return volumes
 
 
 def choose_cube(unit, size, seed: int):
@@ -98,26 +107,49 @@ def choose_cube(unit, size, seed: int):
     return tuple(int(c) for c in corners[pick])
 
 
+def visible_flip(cubes, generator):
+    """Flip each cube along random axes as the presets do, and always along Y (anterior-posterior).
+
+    A flip along Z does not show in a mid axial slice and one along X hardly shows on a chest that is
+    nearly left-right symmetric; along Y the spine moves to the top, which anyone can see.
+
+    Returns:
+        ``(flipped, parity)``: the flipped ``(N, 1, X, Y, Z)`` cubes and the ``(N, 3)`` bool axes flipped.
+    """
+    from semantic_genesis.transforms.flip import apply_flips, sample_flip_parity
+
+    parity = sample_flip_parity(generator, cubes.shape[0], cubes.ndim - 2, prob=1.0)
+    parity[:, 1] = True
+    return apply_flips(cubes, parity), parity
+
+
 def gallery_columns(cubes, seed: int):
-    """Apply each transform and preset to ``cubes`` ``(N, 1, X, Y, Z)``; returns {column: tensor}."""
+    """Apply each transform and preset to ``cubes`` ``(N, 1, X, Y, Z)``.
+
+    Returns:
+        ``(columns, flip_axes)``: {column: tensor} and, per cube, the axes the flip column flipped.
+    """
     import torch
 
-    from semantic_genesis.transforms import build_preset, elastic, flip, inpaint, local_shuffle, nonlinear, outpaint
+    from semantic_genesis.transforms import build_preset, elastic, inpaint, local_shuffle, nonlinear, outpaint
 
     def g(k: int) -> torch.Generator:
         return torch.Generator().manual_seed(seed * 1000 + k)
 
-    return {
+    flipped, parity = visible_flip(cubes, g(5))
+    columns = {
         "original": cubes,
         "non-linear": nonlinear(cubes, g(1)),
         "local shuffle": local_shuffle(cubes, g(2)),
         "in-painting": inpaint(cubes, g(3)),
         "out-painting": outpaint(cubes, g(4)),
-        "flip": flip(cubes, None, g(5), prob=1.0)[0],
+        "flip": flipped,
         "elastic": elastic(cubes, g(6)),
         "Models Genesis": build_preset("models_genesis")(cubes, g(7))[0],
         "Semantic Genesis": build_preset("semantic_genesis")(cubes, g(8))[0],
     }
+    axes = [" ".join(a for a, on in zip("XYZ", row.tolist()) if on) for row in parity]
+    return columns, axes
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -131,6 +163,7 @@ def run_report(args: argparse.Namespace) -> int:
     import torch
 
     from semantic_genesis.errors import ConfigError
+    from semantic_genesis.report._views import VIEW_NOTE, show_slice, spacing_text, unit_label
     from semantic_genesis.utils.atomic import atomic_path, write_json
 
     if args.count < 1:
@@ -140,35 +173,41 @@ def run_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--size must be at least 8 voxels per axis, got {list(size)}")
     sources = []
     crops = []
-    for name, unit in _load_volumes(args.data, args.count, args.seed):
+    spacings = []
+    for name, unit, spacing in _load_volumes(args.data, args.count, args.seed):
         unit = np.asarray(unit, dtype=np.float32)
         corner = choose_cube(unit, size, args.seed)
         crops.append(unit[tuple(slice(c, c + s) for c, s in zip(corner, size))])
-        sources.append({"scan": name, "corner": list(corner), "size": list(size)})
+        spacings.append(spacing)
+        sources.append({"scan": name, "corner": list(corner), "size": list(size), "spacing_mm": list(spacing)})
     cubes = torch.from_numpy(np.stack(crops))[:, None]
-    columns = gallery_columns(cubes, args.seed)
+    columns, flip_axes = gallery_columns(cubes, args.seed)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     n = cubes.shape[0]
-    fig, axes = plt.subplots(n, len(COLUMNS), figsize=(1.7 * len(COLUMNS), 1.8 * n), squeeze=False)
+    fig, axes = plt.subplots(n, len(COLUMNS), figsize=(1.65 * len(COLUMNS) + 1.3, 1.85 * n + 1.0), squeeze=False,
+                             constrained_layout=True)
+    image = None
     for i in range(n):
         for j, key in enumerate(COLUMNS):
-            volume = columns[key][i, 0]
-            image = volume[..., volume.shape[-1] // 2]
             ax = axes[i][j]
-            ax.imshow(image.numpy().T, cmap="gray", vmin=0.0, vmax=1.0, origin="lower")
+            image = show_slice(ax, columns[key][i, 0].numpy(), "axial", spacing=spacings[i])
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(key, fontsize=8)
             if j == 0:
                 ax.set_ylabel(sources[i]["scan"], fontsize=7)
-    fig.suptitle("Self-restoration transformations (mid-Z slices of 64x64x32 cubes)", fontsize=9)
-    fig.tight_layout()
+            if key == "flip":
+                ax.set_xlabel(f"flipped along {flip_axes[i]}", fontsize=6)
+        sources[i]["flip_axes"] = flip_axes[i]
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.7, label=unit_label())
+    fig.suptitle(f"Self-restoration transformations: mid axial slices of {'x'.join(map(str, size))} cubes "
+                 f"({spacing_text(spacings[0])})\n{VIEW_NOTE}", fontsize=9)
     figure = out / "transforms.png"
     with atomic_path(figure) as tmp:
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     write_json(out / "transforms.json", {"data": args.data, "seed": args.seed, "columns": list(COLUMNS), "cubes": sources})
     print(f"wrote {figure.resolve()}")
