@@ -166,3 +166,47 @@ def test_inspect_shows_hu_for_a_ct_slice_and_the_spacing_source(tmp_path, capfd)
     assert main(["inspect", str(tmp_path / "ct.dcm")]) == 0
     text = capfd.readouterr().out
     assert "values       modality values in HU" in text and "(from PixelSpacing)" in text
+
+
+def test_pretrain_refuses_an_interrupted_cube_set_naming_the_missing_scans(tmp_path, capfd, monkeypatch):
+    from semantic_genesis import cubes as cubes_module
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i in range(6):
+        write_volume(_ct(seed=i), scans / f"p{i}.nii.gz", dtype="int16")
+    out = tmp_path / "cubes"
+    settings = ["cubes.cube_size=[16,16,8]", "cubes.cubes_per_scan=2"]
+    read_unit = cubes_module._unit_volume
+    calls = []
+
+    def killed_after_three(ref, cfg):
+        calls.append(ref.patient_id)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # Ctrl-C during the 4th scan
+        return read_unit(ref, cfg)
+
+    monkeypatch.setattr(cubes_module, "_unit_volume", killed_after_three)
+    assert main(["cubes", "--data", str(scans), "--out", str(out), "--quiet", *settings]) == 130
+    monkeypatch.undo()
+    capfd.readouterr()
+
+    run = tmp_path / "run"
+    code = main(["pretrain", "method.name=models_genesis", f"data={out}", f"out={run}", "model.width=0.125", *settings,
+                 "train.max_steps=2", "train.num_workers=0", "train.progress=false", "train.tensorboard=false"])
+    err = capfd.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert lines[0] == (
+        f"error: {out}: the cube set is incomplete (its manifest says complete: false; 3 of 6 scans done; "
+        f"missing: p3, p4, p5); complete it with `semantic-genesis cubes --data {scans} --out {out}` and the "
+        "same config (the rerun resumes)"
+    )
+    assert not list(run.rglob("*.safetensors"))
+
+    # the suggested command completes the set, and then it is accepted
+    assert main(["cubes", "--data", str(scans), "--out", str(out), "--quiet", *settings]) == 0
+    from semantic_genesis.io.shards import ShardedArray
+
+    assert len(ShardedArray(out, kind="cubes")) == 12
