@@ -109,12 +109,13 @@ def _ct(shape=(40, 40, 20), seed=0) -> Volume:
     return Volume(hu + rng.normal(0, 20, shape), (1.5, 1.5, 2.0), metadata={"modality": "ct"})
 
 
-def test_cubes_skips_an_rgb_nifti_and_finishes_the_others(tmp_path, capfd):
+def test_cubes_skips_an_rgb_nifti_and_a_symlink_loop_and_finishes_the_others(tmp_path, capfd):
     scans = tmp_path / "scans"
     scans.mkdir()
     for i in range(3):
         write_volume(_ct(seed=i), scans / f"p{i}.nii.gz", dtype="int16")
     _rgb(scans)  # sorts after p0..p2: the run must go on past it and finish
+    _loop(scans)  # a symlink loop is listed and skipped with its reason, not silently left out
     write_volume(_ct(seed=9), scans / "z9.nii.gz", dtype="int16")
     out = tmp_path / "cubes"
     code = main(["cubes", "--data", str(scans), "--out", str(out), "--quiet",
@@ -123,7 +124,8 @@ def test_cubes_skips_an_rgb_nifti_and_finishes_the_others(tmp_path, capfd):
     assert code == 0, err
     assert "Traceback" not in err
     assert f"warning: skipping scan {scans / 'rgb.nii.gz'}: {scans / 'rgb.nii.gz'}: RGB colour voxels" in err
-    assert "from 4 scans" in printed and "skipped rgb/rgb.nii.gz: " in printed
+    assert f"warning: skipping scan {scans / 'loop.nii.gz'}: {scans / 'loop.nii.gz'}: symlink loop" in err
+    assert "from 4 scans" in printed and "skipped rgb/rgb.nii.gz: " in printed and "skipped loop/loop.nii.gz: " in printed
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] is True and "z9/z9.nii.gz" in manifest["completed_units"]
 

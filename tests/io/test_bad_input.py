@@ -315,3 +315,56 @@ def test_dicom_series_with_uneven_steps_lists_each_gap():
     gaps = slice_gaps([0.0, 1.0, 2.0, 5.0, 6.0, 6.5, 7.5])
     assert [(g["from_mm"], g["to_mm"], g["missing"]) for g in gaps] == [(2.0, 5.0, 2), (6.0, 6.5, 0)]
     assert all(g["expected_mm"] == 1.0 for g in gaps)
+
+
+def test_dicom_series_with_two_files_at_one_position_is_refused_naming_them(tmp_path):
+    import pydicom
+
+    write_dicom_series(_vol((8, 8, 5)), tmp_path / "dup")
+    ds = pydicom.dcmread(tmp_path / "dup" / "slice_0002.dcm")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6"
+    ds.save_as(tmp_path / "dup" / "copy.dcm")
+    _raises(tmp_path / "dup", r"dup: slice files copy\.dcm and slice_0002\.dcm share the position 7 mm; the folder mixes "
+                              r"acquisitions or holds copies: keep one file per slice position$")
+
+
+def test_dicom_series_with_slices_of_different_sizes_names_them(tmp_path):
+    import pydicom
+
+    write_dicom_series(_vol((16, 16, 4)), tmp_path / "s")
+    write_dicom_series(Volume(np.zeros((8, 8, 1)), origin=(1.0, 2.0, 11.0)), tmp_path / "other")
+    odd = pydicom.dcmread(tmp_path / "other" / "slice_0000.dcm")
+    odd.SeriesInstanceUID = pydicom.dcmread(tmp_path / "s" / "slice_0000.dcm").SeriesInstanceUID
+    odd.save_as(tmp_path / "s" / "odd.dcm")
+    _raises(tmp_path / "s", r"s: the slices of one series have different sizes \(rows x columns\): 16x16 in 4 file\(s\) "
+                            r"\(slice_0000\.dcm, slice_0001\.dcm, slice_0002\.dcm, \.\.\.\); 8x8 in 1 file\(s\) \(odd\.dcm\)$")
+
+
+def test_uncompressed_nifti_named_nii_gz(tmp_path):
+    write_volume(_vol(), tmp_path / "plain.nii")
+    (tmp_path / "plain.nii").rename(tmp_path / "plain.nii.gz")
+    _raises(tmp_path / "plain.nii.gz", r"named \.nii\.gz but not gzip-compressed; it is a plain NIfTI file: rename it to \.nii$")
+    (tmp_path / "junk.nii.gz").write_bytes(b"hello world")
+    _raises(tmp_path / "junk.nii.gz", r"named \.nii\.gz but not gzip-compressed \(corrupt or not a NIfTI file\)$")
+
+
+def test_scan_folders_a_new_user_points_at(tmp_path):
+    from semantic_genesis.errors import DatasetLayoutError
+    from semantic_genesis.io.datasets import list_scans
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetLayoutError, match=r"empty: empty folder; expected scans"):
+        list_scans(tmp_path / "empty")
+    (tmp_path / "gone").symlink_to(tmp_path / "unmounted")
+    with pytest.raises(DatasetLayoutError, match=r"gone: broken symlink \(points to .*unmounted"):
+        list_scans(tmp_path / "gone")
+    # .mha volumes are listed (read_volume reads them); a looping symlink is listed so its read names it
+    mixed = tmp_path / "mixed"
+    write_volume(_vol(), mixed / "a.mha")
+    (mixed / "b.nii.gz").symlink_to(mixed / "b.nii.gz")
+    assert [r.patient_id for r in list_scans(mixed)] == ["a", "b"]
+    _raises(mixed / "b.nii.gz", r"symlink loop")
+    # a folder of .dcm slices given directly is one DICOM series
+    write_dicom_series(_vol(), tmp_path / "series")
+    (ref,) = list_scans(tmp_path / "series")
+    assert ref.path == tmp_path / "series" and read_volume(ref.path).shape == (6, 7, 8)

@@ -311,6 +311,16 @@ def _check_float32_range(path: Path, data: np.ndarray) -> None:
 def _read_nifti(path: Path) -> Volume:
     import nibabel as nib
 
+    if volume_suffix(path) == ".nii.gz":
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        if head[:2] != b"\x1f\x8b":
+            plain = head in (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c")  # sizeof_hdr = 348, either byte order
+            raise ImageReadError(
+                path,
+                "named .nii.gz but not gzip-compressed"
+                + ("; it is a plain NIfTI file: rename it to .nii" if plain else " (corrupt or not a NIfTI file)"),
+            )
     try:
         with _quiet_nibabel():
             img = nib.load(str(path))
@@ -594,7 +604,8 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> Volume:
         with quiet_itk():  # ITK's "Non uniform sampling" warning: we say it in our words below
             image = reader.Execute()  # applies RescaleSlope / RescaleIntercept (-> HU for CT)
     except RuntimeError as exc:
-        raise ImageReadError(folder, f"corrupt DICOM series {series_id}: {_sitk_reason(exc)}") from exc
+        problem = _series_size_problem(files) or f"corrupt DICOM series {series_id}: {_sitk_reason(exc)}"
+        raise ImageReadError(folder, problem) from exc
     native = str(sitk.GetArrayViewFromImage(image).dtype)
     array = _array_from_sitk(image, folder)
     spacing, origin, direction = _sitk_geometry(image, folder)
@@ -619,6 +630,7 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> Volume:
             pass
     positions = _slice_positions(reader, len(files), np.asarray(direction).reshape(3, 3)[:, 2])
     if positions is not None:
+        _refuse_duplicate_positions(folder, files, positions)
         gaps = slice_gaps(positions)
         metadata["uniform_slice_spacing"] = not gaps  # False: missing slices or uneven spacing
         if gaps:
@@ -654,6 +666,44 @@ def _warn_unreadable_files(folder: Path, ids: list[str], used: list[str]) -> Non
             f"{folder}: {len(left_out)} DICOM file(s) could not be read and were left out of the series: {shown}",
             stacklevel=4,
         )
+
+
+def _series_size_problem(files: list[str]) -> str | None:
+    """Name slices whose size differs from the others' (ITK only says "IO region does not contain ...")."""
+    import pydicom
+
+    sizes: dict[tuple[int, int], list[str]] = {}
+    for name in files:
+        try:
+            ds = pydicom.dcmread(name, stop_before_pixels=True)
+            sizes.setdefault((int(ds.Rows), int(ds.Columns)), []).append(Path(name).name)
+        except Exception:  # noqa: BLE001 - only a diagnosis; the caller reports ITK's reason otherwise
+            return None
+    if len(sizes) < 2:
+        return None
+    parts = [
+        f"{rows}x{cols} in {len(names)} file(s) ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        for (rows, cols), names in sorted(sizes.items(), key=lambda kv: -len(kv[1]))
+    ]
+    return f"the slices of one series have different sizes (rows x columns): {'; '.join(parts)}"
+
+
+def _refuse_duplicate_positions(folder: Path, files: list[str], positions: np.ndarray) -> None:
+    """Two files at one slice position make the slice order undefined: name them and refuse."""
+    order = np.argsort(positions, kind="stable")
+    steps = np.abs(np.diff(positions[order]))
+    scale = float(np.median(steps)) if len(steps) else 0.0
+    same = np.flatnonzero(steps <= max(1e-3, 1e-3 * scale))
+    if len(same) == 0:
+        return
+    k = int(same[0])
+    a, b = Path(files[order[k]]).name, Path(files[order[k + 1]]).name
+    raise ImageReadError(
+        folder,
+        f"slice files {a} and {b} share the position {positions[order[k]]:.4g} mm"
+        + (f" ({len(same)} such pairs)" if len(same) > 1 else "")
+        + "; the folder mixes acquisitions or holds copies: keep one file per slice position",
+    )
 
 
 def _slice_positions(reader: Any, n: int, normal: np.ndarray) -> np.ndarray | None:
