@@ -221,3 +221,16 @@ def test_bad_2d_dicom_files_get_one_line_errors(tmp_path):
     (tmp_path / "cut.dcm").write_bytes(data[:-200])
     with pytest.raises(ImageReadError, match=r"cut\.dcm: unreadable DICOM pixel data"):
         read_image2d(tmp_path / "cut.dcm")
+
+
+def test_a_dicom_without_pixels_is_named(tmp_path):
+    import pydicom
+
+    from semantic_genesis.errors import ImageReadError
+
+    _write_dicom(tmp_path / "sr.dcm", _hu_slice(False) + 1024, "SR", False)
+    ds = pydicom.dcmread(tmp_path / "sr.dcm")
+    del ds.PixelData
+    ds.save_as(tmp_path / "sr.dcm")
+    with pytest.raises(ImageReadError, match=r"sr\.dcm: DICOM file has no pixel data"):
+        read_image2d(tmp_path / "sr.dcm")
