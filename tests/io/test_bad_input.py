@@ -353,7 +353,7 @@ def test_scan_folders_a_new_user_points_at(tmp_path):
     from semantic_genesis.io.datasets import list_scans
 
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetLayoutError, match=r"empty: empty folder; expected scans"):
+    with pytest.raises(DatasetLayoutError, match=r"empty: no scans found: the folder is empty"):
         list_scans(tmp_path / "empty")
     (tmp_path / "gone").symlink_to(tmp_path / "unmounted")
     with pytest.raises(DatasetLayoutError, match=r"gone: broken symlink \(points to .*unmounted"):

@@ -268,7 +268,7 @@ def test_list_scans_layouts(tmp_path):
     refs = list_scans(generic)
     assert [r.patient_id for r in refs] == ["a", "b"] and refs[0].modality == "ct"
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetLayoutError, match="empty: empty folder; expected scans"):
+    with pytest.raises(DatasetLayoutError, match="empty: no scans found: the folder is empty"):
         list_scans(tmp_path / "empty")
     (tmp_path / "empty" / "notes.txt").write_text("x")
     with pytest.raises(DatasetLayoutError, match="no scans found"):

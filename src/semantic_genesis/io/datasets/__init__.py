@@ -143,7 +143,7 @@ def list_scans(root: str | Path) -> list[ScanRef]:
     layout = detect_layout(root)
     refs = _LISTERS[layout](root)
     if not refs and not any(p for p in root.iterdir() if not p.name.startswith(".")):
-        raise DatasetLayoutError(f"{describe_path(root)}: empty folder; expected scans (volume files or DICOM series)")
+        raise DatasetLayoutError(f"{describe_path(root)}: no scans found: the folder is empty (expected volume files or DICOM series)")
     if not refs:
         raise DatasetLayoutError(
             f"{describe_path(root)}: no scans found (looked for the native phantom layout images/, LUNA16 "
