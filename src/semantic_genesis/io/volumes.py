@@ -293,19 +293,26 @@ def _check_voxel_type(path: Path, dtype: np.dtype, what: str = "") -> None:
         raise ImageReadError(path, f"unsupported voxel type {what}; expected integer or floating-point values")
 
 
-def _check_float32_range(path: Path, data: np.ndarray) -> None:
-    """Refuse finite values that would overflow to inf in the float32 ``Volume.array`` (float64 data)."""
-    if data.dtype.kind != "f" or data.dtype.itemsize <= 4 or data.size == 0:
-        return
+def _to_float32(path: Path, data: np.ndarray) -> np.ndarray:
+    """``data`` as C-ordered float32 (the one copy every reader makes); finite values beyond float32 are an error.
+
+    The cast itself detects overflow (numpy raises under ``errstate(over="raise")``), so data that
+    fits costs nothing extra; the slow count runs only to word the error.
+    """
+    try:
+        with np.errstate(over="raise"):
+            return np.array(data, dtype=np.float32, order="C")
+    except FloatingPointError:
+        pass
     with np.errstate(invalid="ignore"):
-        peak = float(np.nanmax(np.abs(np.where(np.isfinite(data), data, 0.0))))
-    if peak > _FLOAT32_MAX:
-        count = int(np.count_nonzero(np.isfinite(data) & (np.abs(data) > _FLOAT32_MAX)))
-        raise ImageReadError(
-            path,
-            f"{count} voxel value(s) overflow float32 (largest magnitude {peak:.6g}, float32 holds up to "
-            f"{_FLOAT32_MAX:.6g}); rescale the data before saving",
-        )
+        over = np.abs(data) > _FLOAT32_MAX  # NaN compares False
+    over &= np.isfinite(data)
+    peak = float(np.abs(data[over]).max())
+    raise ImageReadError(
+        path,
+        f"{int(np.count_nonzero(over))} voxel value(s) overflow float32 (largest magnitude {peak:.6g}, float32 "
+        f"holds up to {_FLOAT32_MAX:.6g}); rescale the data before saving",
+    )
 
 
 def _read_nifti(path: Path) -> Volume:
@@ -337,8 +344,7 @@ def _read_nifti(path: Path) -> Volume:
     except Exception as exc:  # noqa: BLE001
         raise ImageReadError(path, f"corrupt or truncated NIfTI file ({type(exc).__name__}: {exc})") from exc
     _check_voxel_type(path, data.dtype)  # scaling may change the type
-    data = _squeeze_to_3d(path, np.asarray(data), "X, Y, Z, ...", shape)
-    _check_float32_range(path, data)
+    data = _to_float32(path, _squeeze_to_3d(path, np.asarray(data), "X, Y, Z, ...", shape))
     affine_lps = _LPS_TO_RAS @ np.asarray(img.affine, dtype=np.float64)[:3, :]
     linear = affine_lps[:, :3]
     spacing = np.linalg.norm(linear, axis=0)
@@ -444,9 +450,7 @@ def _array_from_sitk(image: Any, path: Path) -> np.ndarray:
         raise ImageReadError(path, empty_volume_problem(size))
     arr = sitk.GetArrayViewFromImage(image)  # (Z, Y, X) or (T, Z, Y, X)
     arr = np.moveaxis(arr, range(arr.ndim), range(arr.ndim)[::-1])  # -> (X, Y, Z[, T])
-    arr = _squeeze_to_3d(path, arr, "X, Y, Z, ...")
-    _check_float32_range(path, arr)
-    return arr
+    return _to_float32(path, _squeeze_to_3d(path, arr, "X, Y, Z, ..."))
 
 
 @contextlib.contextmanager
@@ -484,7 +488,7 @@ def _read_sitk_file(path: Path) -> Volume:
     modality = _sitk_modality(image)
     if modality:
         metadata["modality"] = modality
-    return Volume(array, spacing, origin, direction, metadata)  # one copy: to C-ordered float32
+    return Volume(array, spacing, origin, direction, metadata)
 
 
 def _sitk_reason(exc: Exception) -> str:
@@ -530,9 +534,9 @@ def _read_npy(path: Path) -> Volume:
     except Exception as exc:  # noqa: BLE001 - ValueError, EOFError, OSError for truncated files
         raise ImageReadError(path, f"corrupt or truncated .npy file ({type(exc).__name__}: {exc})") from exc
     _check_voxel_type(path, data.dtype)
-    data = _squeeze_to_3d(path, data, "X, Y, Z, ...")
-    _check_float32_range(path, data)
-    metadata: dict[str, Any] = {"path": str(path), "format": "npy", "dtype": str(data.dtype)}
+    native = str(data.dtype)
+    data = _to_float32(path, _squeeze_to_3d(path, data, "X, Y, Z, ..."))
+    metadata: dict[str, Any] = {"path": str(path), "format": "npy", "dtype": native}
     geometry: dict[str, Any] = {}
     side = sidecar_path(path)
     if side.exists():
