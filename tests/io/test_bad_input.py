@@ -368,3 +368,13 @@ def test_scan_folders_a_new_user_points_at(tmp_path):
     write_dicom_series(_vol(), tmp_path / "series")
     (ref,) = list_scans(tmp_path / "series")
     assert ref.path == tmp_path / "series" and read_volume(ref.path).shape == (6, 7, 8)
+
+
+def test_a_second_series_in_the_folder_is_not_reported_as_unreadable(tmp_path, recwarn):
+    vol = _vol()
+    write_dicom_series(vol, tmp_path / "a", series_uid="1.2.3.1")
+    write_dicom_series(vol, tmp_path / "b", series_uid="1.2.3.2", file_names=[f"b{k}.dcm" for k in range(8)])
+    for f in (tmp_path / "b").iterdir():
+        f.rename(tmp_path / "a" / f.name)
+    assert read_volume(tmp_path / "a", series_id="1.2.3.2").shape == (6, 7, 8)
+    assert not [w for w in recwarn if "could not be read" in str(w.message)]

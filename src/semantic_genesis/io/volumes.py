@@ -600,7 +600,7 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> Volume:
         raise ImageReadError(folder, f"no DICOM series {series_id!r}; found: {', '.join(sorted(ids))}")
     # GDCM sorts the files by their position along the slice normal (ImagePositionPatient), not by name.
     files = _series_files(folder, series_id)
-    _warn_unreadable_files(folder, ids, files)
+    _warn_unreadable_files(folder, [i for i in ids if i != series_id], files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
@@ -648,14 +648,19 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> Volume:
     return Volume(array, spacing, origin, direction, metadata)
 
 
-def _warn_unreadable_files(folder: Path, ids: list[str], used: list[str]) -> None:
-    """Warn about DICOM-looking files of ``folder`` that GDCM left out of every series (unreadable)."""
+def _warn_unreadable_files(folder: Path, other_ids: list[str], used: list[str]) -> None:
+    """Warn about DICOM-looking files of ``folder`` that GDCM left out of every series (unreadable).
+
+    Args:
+        folder: the series folder.
+        other_ids: the folder's other series (their files are not left out).
+        used: the files of the series being read.
+    """
     from semantic_genesis.io.dicom import is_dicom_file
 
     in_series = {os.path.normpath(f) for f in used}
-    for other in ids:
-        if len(ids) > 1 and other not in used:
-            in_series.update(os.path.normpath(f) for f in _series_files(folder, other))
+    for other in other_ids:
+        in_series.update(os.path.normpath(f) for f in _series_files(folder, other))
     left_out = [
         p.name
         for p in sorted(folder.iterdir())
