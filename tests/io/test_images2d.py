@@ -213,7 +213,7 @@ def test_bad_2d_dicom_files_get_one_line_errors(tmp_path):
     with pytest.raises(ImageReadError, match=r"mf\.dcm: multi-frame DICOM \(2 frames\); expected a single 2D image"):
         read_image2d(tmp_path / "mf.dcm")
     _write_dicom(tmp_path / "rgb.dcm", np.repeat(stored[..., None], 3, axis=-1), "XC", False, SamplesPerPixel=3,
-                 PhotometricInterpretation="RGB", PlanarConfiguration=0)
+                 PhotometricInterpretation="RGB", PlanarConfiguration=0, Rows=stored.shape[0], Columns=stored.shape[1])
     with pytest.raises(ImageReadError, match=r"rgb\.dcm: colour DICOM \(3 samples per pixel, RGB\); expected a grayscale"):
         read_image2d(tmp_path / "rgb.dcm")
     _write_dicom(tmp_path / "cut.dcm", stored, "CR", False)
