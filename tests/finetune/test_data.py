@@ -50,7 +50,10 @@ def test_extract_crop_centre_and_padding():
     edge = extract_crop(a, (0, 0, 0), (4, 4, 2), fill=-1)
     assert edge[0, 2, 2, 1] == a[0, 0, 0, 0]
     assert (edge[:, :2] == -1).all() and (edge[:, :, :2] == -1).all() and (edge[..., 0] == -1).all()
-    assert (extract_crop(a, (100, 0, 0), (4, 4, 2)) == 0).all()
+    with pytest.raises(DataError, match=r"crop of \(4, 4, 2\) voxels centred at \(100\.0, 0\.0, 0\.0\) lies entirely "
+                                        r"outside the array of shape \(10, 12, 6\)"):
+        extract_crop(a, (100, 0, 0), (4, 4, 2))
+    assert extract_crop(a, (11, 0, 0), (4, 4, 2))[0, 0, 2, 1] == a[0, 9, 0, 0]  # partly outside: padded
 
 
 def test_volume_crops_foreground_fraction():

@@ -79,3 +79,43 @@ def test_ncs_on_luna16_explains(phantom_root):
 def test_ncs_missing_label_name(phantom_root, tmp_path):
     with pytest.raises(DataError, match="no label 'tumour'"):
         tasks.get("ncs").load(phantom_root / "native", tiny_config("finetune.options={label: tumour}"))
+
+
+def _luna_small(root, inside, outside_rows):
+    """One 10x10x5 CT in the LUNA16 layout with ``inside`` candidates (label, voxel) and rows outside it."""
+    from semantic_genesis.io.volumes import Volume, write_volume
+
+    uid = "1.2.3.4"
+    hu = np.full((10, 10, 5), -800.0)
+    write_volume(Volume(hu, (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), metadata={"modality": "ct"}),
+                 root / "subset0" / f"{uid}.mhd", dtype="int16")
+    rows = [f"{uid},{x},{y},{2.0 * z},{label}" for label, (x, y, z) in inside]
+    rows += [f"{uid},{30.0 + k},{-20.0 - k},{50.0},{k % 2}" for k in range(outside_rows)]
+    (root / "candidates.csv").write_text("seriesuid,coordX,coordY,coordZ,class\n" + "\n".join(rows) + "\n")
+    (root / "annotations.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
+    return uid
+
+
+def test_ncc_drops_candidates_outside_their_scan_with_a_warning(tmp_path):
+    _luna_small(tmp_path, [(1, (5, 5, 2)), (0, (1, 2, 1)), (0, (8, 8, 4))], outside_rows=27)
+    with pytest.warns(UserWarning, match=r"subset0/1\.2\.3\.4\.mhd: 27 of 30 points of candidates\.csv lie outside the scan "
+                                         r"\(shape \(10, 10, 5\)"):
+        data = tasks.get("ncc").load(tmp_path, tiny_config())
+    assert len(data) == 3 and list(data.targets) == [1, 0, 0]  # not 30 samples, 27 of them all padding
+    assert data.info["candidates_listed"] == 30 and data.info["candidates_outside"] == 27
+    assert all(crop.max() > 0 for crop in data.images)  # every crop holds scan voxels
+
+
+def test_ncc_refuses_when_every_candidate_is_outside(tmp_path, capfd):
+    from semantic_genesis.cli import main
+
+    _luna_small(tmp_path / "luna", [], outside_rows=27)
+    with pytest.warns(UserWarning, match="27 of 27 points"), pytest.raises(DataError, match=r"candidates\.csv: all 27 "
+                                                                           r"candidates of the scans under .* lie outside their scan"):
+        tasks.get("ncc").load(tmp_path / "luna", tiny_config())
+    with pytest.warns(UserWarning, match="27 of 27 points"):
+        code = main(["finetune", "--task", "ncc", "--data", str(tmp_path / "luna"), "--out", str(tmp_path / "run"),
+                     "model.width=0.125", "finetune.crop_size=[16,16,8]", "train.device=cpu"])
+    err = capfd.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: ") and "lie outside their scan; the coordinates must be world mm" in err

@@ -97,3 +97,140 @@ def test_dicom_attributes_override_and_png_colour_is_luminance(tmp_path):
     rgba[..., 3] = 255
     Image.fromarray(rgba, mode="RGBA").save(tmp_path / "c.png")
     np.testing.assert_array_equal(read_image2d(tmp_path / "c.png").array, 100)
+
+
+# --------------------------------------------------------------------------------------------------
+# DICOM files written here with pydicom alone (not our writer), so the reader is checked against
+# pydicom's own LUT functions and SimpleITK.
+# --------------------------------------------------------------------------------------------------
+def _hu_slice(signed: bool = True) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    hu = rng.integers(-3024, 1469, size=(24, 20))
+    hu[0, 0], hu[0, 1] = -3024, 1468  # the range of a real CT slice (air outside the FOV .. bone)
+    return hu if signed else np.clip(hu, -1024, None)
+
+
+def _write_dicom(path, stored: np.ndarray, modality: str, signed: bool, **elements) -> None:
+    """A single-frame MONOCHROME2 slice: 16 bits allocated, 14 stored, rescale -1024, a window."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(path)])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = stored.shape[-2:]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 14, 13
+    ds.PixelRepresentation = int(signed)
+    ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
+    ds.WindowCenter, ds.WindowWidth = "40", "400"
+    ds.PixelSpacing = ["0.7", "0.7"]
+    for keyword, value in elements.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.PixelData = np.ascontiguousarray(stored, dtype=np.int16 if signed else np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+@pytest.mark.parametrize("signed", [True, False])
+def test_ct_and_mr_slices_keep_modality_values_like_pydicom_and_simpleitk(tmp_path, modality, signed):
+    import pydicom
+    import SimpleITK as sitk
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    hu = _hu_slice(signed)
+    _write_dicom(tmp_path / "s.dcm", hu + 1024, modality, signed)
+    image = read_image2d(tmp_path / "s.dcm")
+    ds = pydicom.dcmread(tmp_path / "s.dcm")
+    np.testing.assert_array_equal(image.array, apply_modality_lut(ds.pixel_array, ds))
+    np.testing.assert_array_equal(image.array, sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "s.dcm")))[0])
+    np.testing.assert_array_equal(image.array, hu)
+    assert (image.array.min(), image.array.max()) == (hu.min(), 1468)
+    assert image.metadata["values"] == "modality" and image.metadata["voi_applied"] is False
+    assert image.metadata.get("units") == ("HU" if modality == "CT" else None)
+    # Before: the window was applied, giving -9216..7167 for the signed CT slice.
+    windowed = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
+    assert not np.array_equal(windowed, image.array)
+    forced = read_image2d(tmp_path / "s.dcm", apply_voi=True)
+    np.testing.assert_allclose(forced.array, windowed)
+    assert forced.metadata["values"] == "voi"
+
+
+@pytest.mark.parametrize("modality", ["CR", "DX", "MG"])
+def test_projection_radiographs_get_their_voi_window(tmp_path, modality):
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    stored = _hu_slice(False) + 1024
+    _write_dicom(tmp_path / "x.dcm", stored, modality, False)
+    image = read_image2d(tmp_path / "x.dcm")
+    ds = pydicom.dcmread(tmp_path / "x.dcm")
+    np.testing.assert_allclose(image.array, apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds), rtol=1e-6)
+    assert image.metadata["values"] == "voi" and image.metadata["voi_applied"] is True
+    assert image.metadata["modality"] == ("mg" if modality == "MG" else "xray")
+    raw = read_image2d(tmp_path / "x.dcm", apply_voi=False)
+    np.testing.assert_array_equal(raw.array, stored - 1024)
+    assert raw.metadata["values"] == "modality"
+
+
+def test_zero_pixel_spacing_falls_back_to_imager_pixel_spacing(tmp_path, recwarn):
+    stored = _hu_slice(False) + 1024
+    _write_dicom(tmp_path / "cr.dcm", stored, "CR", False, PixelSpacing=["0.000", "0.000"],
+                 ImagerPixelSpacing=["0.139", "0.14"])
+    image = read_image2d(tmp_path / "cr.dcm")
+    assert image.spacing == pytest.approx((0.139, 0.14))
+    assert image.metadata["spacing_known"] is True and image.metadata["spacing_source"] == "ImagerPixelSpacing"
+    assert not [w for w in recwarn if "spacing" in str(w.message)]
+
+
+def test_zero_spacing_everywhere_is_unknown_with_a_warning_not_an_error(tmp_path):
+    stored = _hu_slice(False) + 1024
+    _write_dicom(tmp_path / "cr.dcm", stored, "CR", False, PixelSpacing=["0.000", "0.000"])
+    with pytest.warns(UserWarning, match=r"cr\.dcm: PixelSpacing 0\.000\\0\.000 is not two positive numbers; "
+                                         r"pixel spacing unknown, \(1, 1\) mm assumed"):
+        image = read_image2d(tmp_path / "cr.dcm")
+    assert image.spacing == (1.0, 1.0) and image.metadata["spacing_known"] is False
+    assert image.metadata["spacing_source"] is None and image.shape == stored.shape
+    _write_dicom(tmp_path / "none.dcm", stored, "CR", False, PixelSpacing=None)
+    image = read_image2d(tmp_path / "none.dcm")  # no spacing at all: unknown, quietly (like most PNGs)
+    assert image.metadata["spacing_known"] is False
+
+
+def test_bad_2d_dicom_files_get_one_line_errors(tmp_path):
+    from semantic_genesis.errors import ImageReadError
+
+    stored = _hu_slice(False) + 1024
+    _write_dicom(tmp_path / "mf.dcm", np.stack([stored, stored]), "CT", False, NumberOfFrames=2)
+    with pytest.raises(ImageReadError, match=r"mf\.dcm: multi-frame DICOM \(2 frames\); expected a single 2D image"):
+        read_image2d(tmp_path / "mf.dcm")
+    _write_dicom(tmp_path / "rgb.dcm", np.repeat(stored[..., None], 3, axis=-1), "XC", False, SamplesPerPixel=3,
+                 PhotometricInterpretation="RGB", PlanarConfiguration=0, Rows=stored.shape[0], Columns=stored.shape[1])
+    with pytest.raises(ImageReadError, match=r"rgb\.dcm: colour DICOM \(3 samples per pixel, RGB\); expected a grayscale"):
+        read_image2d(tmp_path / "rgb.dcm")
+    _write_dicom(tmp_path / "cut.dcm", stored, "CR", False)
+    data = (tmp_path / "cut.dcm").read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:-200])
+    with pytest.raises(ImageReadError, match=r"cut\.dcm: unreadable DICOM pixel data"):
+        read_image2d(tmp_path / "cut.dcm")
+
+
+def test_a_dicom_without_pixels_is_named(tmp_path):
+    import pydicom
+
+    from semantic_genesis.errors import ImageReadError
+
+    _write_dicom(tmp_path / "sr.dcm", _hu_slice(False) + 1024, "SR", False)
+    ds = pydicom.dcmread(tmp_path / "sr.dcm")
+    del ds.PixelData
+    ds.save_as(tmp_path / "sr.dcm")
+    with pytest.raises(ImageReadError, match=r"sr\.dcm: DICOM file has no pixel data"):
+        read_image2d(tmp_path / "sr.dcm")

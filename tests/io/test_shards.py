@@ -37,7 +37,7 @@ def test_resume_skips_completed_units_and_removes_orphans(tmp_path):
     assert resumed.completed_units() == {"scan_a"}
     assert not (tmp_path / "shard_00001.npy").exists()
     resumed.add_unit("scan_b", _items(1, 3), [{}])
-    assert len(ShardedArray(tmp_path)) == 3
+    assert len(ShardedArray(tmp_path, require_complete=False)) == 3
     with pytest.raises(DataError, match="already written"):
         resumed.add_unit("scan_b", _items(1, 3), [{}])
 
@@ -53,6 +53,7 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(DataError, match="existing store has kind='cubes'"):
         ShardWriter(tmp_path, "patterns", (1, 4, 5, 3))
     writer.add_unit("ok", _items(1, 0), [{}])
+    writer.finish()
     (tmp_path / "shard_00000.npy").unlink()
     with pytest.raises(DataError, match="shard_00000.npy: shard listed in the manifest is missing"):
         ShardedArray(tmp_path)
@@ -63,6 +64,7 @@ def test_errors_name_the_problem(tmp_path):
 def test_shard_shape_mismatch_is_detected(tmp_path):
     writer = ShardWriter(tmp_path, "cubes", (1, 4, 5, 3))
     writer.add_unit("a", _items(2, 0), [{}, {}])
+    writer.finish()
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     manifest["shards"][0]["count"] = 3
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
@@ -74,6 +76,7 @@ def test_shard_shape_mismatch_is_detected(tmp_path):
 def test_truncated_shard_is_a_clear_error(tmp_path):
     writer = ShardWriter(tmp_path, "cubes", (1, 4, 5, 3))
     writer.add_unit("a", _items(3, 0), [{}, {}, {}])
+    writer.finish()
     path = tmp_path / "shard_00000.npy"
     path.write_bytes(path.read_bytes()[:-50])
     with pytest.raises(DataError, match="shard_00000.npy: unreadable shard .*header promises"):
@@ -86,6 +89,7 @@ def test_reads_do_not_keep_items_mapped_and_survive_pickling(tmp_path):
     writer = ShardWriter(tmp_path, "cubes", (1, 4, 5, 3))
     items = _items(4, 5)
     writer.add_unit("a", items, [{}] * 4)
+    writer.finish()
     store = ShardedArray(tmp_path)
     np.testing.assert_allclose(store.item(3), items[3], atol=1e-3)
     clone = pickle.loads(pickle.dumps(store))  # what a spawned DataLoader worker receives
@@ -95,3 +99,33 @@ def test_reads_do_not_keep_items_mapped_and_survive_pickling(tmp_path):
     np.testing.assert_allclose(store.item(0), items[0], atol=1e-3)
     store.close()
     np.testing.assert_allclose(store.item(1), items[1], atol=1e-3)
+
+
+def test_an_incomplete_store_is_refused_naming_the_missing_scans_and_the_command(tmp_path):
+    root = tmp_path / "cubes"
+    splits = {f"p{i}": "train" for i in range(6)}
+    writer = ShardWriter(root, "cubes", (1, 4, 5, 3), attrs={"source": "/data/ct", "splits": splits})
+    for pid in ("p0", "p1", "p2"):  # a cubes run killed after 3 of 6 scans
+        writer.add_unit(f"{pid}/{pid}.nii.gz", _items(2, 0), [{}, {}])
+    expected = (
+        rf"{root}: the cube set is incomplete \(its manifest says complete: false; 3 of 6 scans done; "
+        rf"missing: p3, p4, p5\); complete it with `semantic-genesis cubes --data /data/ct --out {root}` "
+        r"and the same config \(the rerun resumes\)$"
+    )
+    for split in (None, "train", "validation"):
+        with pytest.raises(DataError, match=expected):
+            ShardedArray(root, split=split, kind="cubes")
+    assert len(ShardedArray(root, require_complete=False)) == 6  # looking at a store being written is fine
+    writer.finish()
+    assert len(ShardedArray(root)) == 6
+
+
+def test_an_incomplete_pattern_set_says_how_many_classes_and_how_to_finish(tmp_path):
+    root = tmp_path / "run" / "patterns"
+    writer = ShardWriter(root, "patterns", (1, 4, 5, 3), attrs={"source": "/data/ct", "num_classes": 4})
+    writer.add_unit("class_00000", _items(1, 0), [{}], split="train")
+    writer.add_unit("class_00000_val", _items(1, 1), [{}], split="validation")
+    with pytest.raises(DataError, match=rf"the pattern set is incomplete \(its manifest says complete: false; 1 of 4 "
+                                        rf"classes written\); complete it with `semantic-genesis discover data=/data/ct "
+                                        rf"out={tmp_path / 'run'}` and the same config"):
+        ShardedArray(root, kind="patterns")

@@ -174,6 +174,10 @@ def test_dicom_series_flags_missing_slices(tmp_path):
     write_dicom_series(vol, tmp_path / "d")
     assert read_volume(tmp_path / "d").metadata["uniform_slice_spacing"] is True
     (tmp_path / "d" / "slice_0005.dcm").unlink()
-    back = read_volume(tmp_path / "d")
+    with pytest.warns(UserWarning, match=r"uneven slice positions, expected a step of 2\.5 mm: 310 -> 315 mm"):
+        back = read_volume(tmp_path / "d")
     assert back.shape == (7, 9, 10)
     assert back.metadata["uniform_slice_spacing"] is False
+    assert back.metadata["slice_gaps"] == [
+        {"from_mm": 310.0, "to_mm": 315.0, "step_mm": 5.0, "expected_mm": 2.5, "missing": 1}
+    ]

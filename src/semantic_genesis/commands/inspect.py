@@ -91,7 +91,8 @@ def describe(image: Any) -> dict:
             "percentiles": {str(p): float(v) for p, v in zip(PERCENTILES, values)},
         }
     )
-    for key in ("series_id", "num_files", "photometric", "spacing_known"):
+    for key in ("series_id", "num_files", "uniform_slice_spacing", "slice_gaps", "photometric", "values",
+                "units", "spacing_known", "spacing_source"):
         if key in image.metadata:
             info[key] = image.metadata[key]
     return info
@@ -105,7 +106,7 @@ def _format_text(info: dict) -> str:
         f"{info['path']}",
         f"  kind         {info['kind']} ({info['format']})",
         f"  shape        {nums(info['shape'], '{}')}  [{info['axes']}]",
-        f"  spacing      {nums(info['spacing'])} mm",
+        f"  spacing      {nums(info['spacing'])} mm" + _spacing_note(info),
     ]
     if info["kind"] == "volume":
         lines.append(f"  origin       {nums(info['origin'])} mm (LPS)")
@@ -119,7 +120,28 @@ def _format_text(info: dict) -> str:
     ]
     if "series_id" in info:
         lines.append(f"  series       {info['series_id']} ({info['num_files']} files)")
+    if "uniform_slice_spacing" in info:
+        if info["uniform_slice_spacing"]:
+            lines.append("  slices       uniform spacing")
+        else:
+            gaps = info.get("slice_gaps") or []
+            missing = sum(int(g["missing"]) for g in gaps)
+            detail = f"{len(gaps)} irregular step(s)" + (f", ~{missing} slice(s) missing" if missing else "")
+            if gaps:
+                detail += f", expected {gaps[0]['expected_mm']:.4g} mm"
+            lines.append(f"  slices       NOT uniform ({detail}); z spacing is an average, geometry approximate")
+    if "values" in info:
+        values = "VOI LUT / window applied (display values)" if info["values"] == "voi" else "modality values"
+        lines.append(f"  values       {values}" + (f" in {info['units']}" if info.get("units") else ""))
     return "\n".join(lines)
+
+
+def _spacing_note(info: dict) -> str:
+    if info.get("spacing_known") is False:
+        return "  (unknown: not in the file, assumed)"
+    if info.get("spacing_source"):
+        return f"  (from {info['spacing_source']})"
+    return ""
 
 
 def save_png(image: Any, out: str | Path, title: str = "") -> Path:

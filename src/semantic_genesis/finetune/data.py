@@ -192,6 +192,10 @@ def extract_crop(array: np.ndarray, center: Sequence[float], size: Sequence[int]
 
     Returns:
         ``(C, sx, sy, sz)`` array of ``array``'s dtype.
+
+    Raises:
+        DataError: the crop holds no voxel of ``array`` (the centre is far outside it): such an
+            all-padding crop is never a meaningful sample.
     """
     size = tuple(int(s) for s in size)
     start = [int(np.floor(float(c) + 0.5)) - s // 2 for c, s in zip(center, size)]
@@ -201,7 +205,10 @@ def extract_crop(array: np.ndarray, center: Sequence[float], size: Sequence[int]
         dim = array.shape[axis + 1]
         lo, hi = max(s0, 0), min(s0 + s, dim)
         if hi <= lo:
-            return out
+            raise DataError(
+                f"crop of {size} voxels centred at {tuple(round(float(c), 2) for c in center)} lies entirely "
+                f"outside the array of shape {tuple(array.shape[1:])}"
+            )
         src.append(slice(lo, hi))
         dst.append(slice(lo - s0, hi - s0))
     out[tuple(dst)] = array[tuple(src)]

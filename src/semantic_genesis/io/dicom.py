@@ -1,7 +1,8 @@
-"""Small DICOM helpers shared by the volume and 2D-image writers (pydicom).
+"""Small DICOM helpers shared by the volume and 2D-image readers and writers (pydicom).
 
-Only what our writers need: a dataset with valid file meta, deterministic UIDs, and the choice of a
-stored integer type for values that go through ``value = stored * slope + intercept``.
+Only what they need: recognising a Part-10 file, a dataset with valid file meta, deterministic UIDs,
+and the choice of a stored integer type for values that go through
+``value = stored * slope + intercept``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
 
 _SOP_CLASS = {"CT": CT_IMAGE_STORAGE, "MR": MR_IMAGE_STORAGE, "CR": CR_IMAGE_STORAGE, "DX": DX_IMAGE_STORAGE}
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """True when ``path`` has the DICOM Part-10 preamble marker ``DICM`` at byte 128."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
 
 
 def sop_class_for(modality: str) -> str:

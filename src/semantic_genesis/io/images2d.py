@@ -1,11 +1,17 @@
 """2D images (radiographs): the :class:`Image2D` type, PNG/JPEG (Pillow) and DICOM (pydicom) IO.
 
 * Arrays are float32 ``(H, W)`` (rows, columns), in the file's values: 0..255 / 0..65535 for PNG and
-  JPEG, and for DICOM the stored values after the modality LUT (RescaleSlope / RescaleIntercept) and,
-  where the file has one, the VOI LUT or window (``apply_voi=True``), so they look as a viewer shows
-  them. ``MONOCHROME1`` images (bright = low value) are inverted so that bright is always high.
-* ``spacing`` is ``(row, col)`` mm: DICOM ``PixelSpacing`` (else ``ImagerPixelSpacing``), PNG ``pHYs``
-  (dpi); ``metadata["spacing_known"]`` is ``False`` when the file has none and (1, 1) is assumed.
+  JPEG. For DICOM they are the stored values after the modality LUT (RescaleSlope / RescaleIntercept:
+  Hounsfield units for CT), and, for projection radiography only (CR, DX, MG, RF, XA, IO, PX), after the
+  VOI LUT or window the file carries, which is how those images are meant to be presented. A window in
+  a CT or MR slice is a display hint and is not applied: values stay in HU, as pydicom's
+  ``apply_modality_lut`` and SimpleITK give them. ``metadata["values"]`` says which (``"modality"`` or
+  ``"voi"``). ``MONOCHROME1`` images (bright = low value) are inverted so that bright is always high.
+* ``spacing`` is ``(row, col)`` mm: DICOM ``PixelSpacing``, else ``ImagerPixelSpacing`` (when
+  PixelSpacing is missing, zero or malformed, as on some CR radiographs), PNG ``pHYs`` (dpi);
+  ``metadata["spacing_known"]`` is ``False`` when the file has no usable spacing and (1, 1) is assumed
+  (a DICOM whose spacing tags are all invalid also gets a warning); ``metadata["spacing_source"]``
+  names the tag used. A readable image is never refused for its spacing.
 * Colour PNG/JPEG files are converted to luminance (Pillow's ``"L"`` mode, ITU-R 601-2).
 
 Errors are :class:`~semantic_genesis.errors.ImageReadError` naming the file and the problem.
@@ -13,6 +19,7 @@ Errors are :class:`~semantic_genesis.errors.ImageReadError` naming the file and 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,8 +27,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from semantic_genesis.errors import DataError, ImageReadError
+from semantic_genesis.io.dicom import is_dicom_file
+from semantic_genesis.io.paths import require_nonempty_file, require_path
 
 IMAGE2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+#: DICOM modalities of projection radiography, whose VOI LUT / window is the intended presentation.
+PROJECTION_MODALITIES = ("CR", "DX", "DR", "MG", "RF", "XA", "IO", "PX", "RG")
+_VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mhd", ".mha", ".nrrd", ".nhdr", ".npy")
 _MM_PER_INCH = 25.4
 
 
@@ -44,6 +56,8 @@ class Image2D:
         array = np.asarray(self.array)
         if array.ndim != 2:
             raise DataError(f"Image2D array must be 2D (H, W), got shape {array.shape}")
+        if array.size == 0:
+            raise DataError(f"Image2D array is empty, shape {array.shape}")
         self.array = np.ascontiguousarray(array, dtype=np.float32)
         spacing = tuple(float(s) for s in np.asarray(self.spacing, dtype=np.float64).ravel())
         if len(spacing) != 2 or not all(np.isfinite(s) and s > 0 for s in spacing):
@@ -66,37 +80,31 @@ def image2d_suffix(path: str | Path) -> str:
     return Path(path).suffix.lower()
 
 
-def is_dicom_file(path: str | Path) -> bool:
-    """True when ``path`` has the DICOM Part-10 preamble marker ``DICM`` at byte 128."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
-def read_image2d(path: str | Path, apply_voi: bool = True, check_finite: bool = True) -> Image2D:
+def read_image2d(path: str | Path, apply_voi: bool | None = None, check_finite: bool = True) -> Image2D:
     """Read a PNG (8/16-bit), JPEG or single-frame grayscale DICOM (CR/DX/DR...) image.
 
     Args:
         path: the image file.
-        apply_voi: for DICOM, apply the VOI LUT / window when the file has one.
+        apply_voi: for DICOM: ``None`` (default) applies the VOI LUT / window only to projection
+            radiographs (:data:`PROJECTION_MODALITIES`) and keeps modality values (HU) otherwise;
+            ``True`` applies it whenever the file has one; ``False`` never.
         check_finite: raise on NaN/inf values (only possible with float DICOM rescales).
 
     Returns:
         :class:`Image2D` with float32 ``(H, W)`` values.
 
     Raises:
-        ImageReadError: missing file, unsupported suffix, unreadable/corrupt file, not a 2D grayscale
-            image, non-finite values.
+        ImageReadError: missing file (broken symlink and symlink loop said so), empty file, a folder
+            or a volume format, unsupported suffix, unreadable/corrupt file, not a single-frame 2D
+            grayscale image, non-finite values.
     """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ImageReadError(path, "no such file")
+    path = require_path(Path(path).expanduser())
     if path.is_dir():
         raise ImageReadError(path, "is a folder; expected a 2D image file (.png, .jpg, .dcm)")
+    require_nonempty_file(path, "a 2D image")
     suffix = image2d_suffix(path)
+    if path.name.lower().endswith(_VOLUME_SUFFIXES):
+        raise ImageReadError(path, "is a 3D volume format; expected a 2D image file (.png, .jpg, .dcm)")
     if suffix in (".dcm", ".dicom") or (suffix == "" and is_dicom_file(path)):
         image = _read_dicom2d(path, apply_voi)
     elif suffix in (".png", ".jpg", ".jpeg"):
@@ -142,25 +150,41 @@ def _read_pillow(path: Path) -> Image2D:
     return Image2D(data.astype(np.float32), spacing, metadata)
 
 
-def _read_dicom2d(path: Path, apply_voi: bool) -> Image2D:
+def _read_dicom2d(path: Path, apply_voi: bool | None) -> Image2D:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(path)
-        stored = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - pydicom raises InvalidDicomError, AttributeError, ValueError...
         raise ImageReadError(path, f"unreadable or corrupt DICOM file ({type(exc).__name__}: {exc})") from exc
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
-    if stored.ndim != 2 or int(getattr(ds, "SamplesPerPixel", 1)) != 1:
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise ImageReadError(path, "DICOM file has no pixel data (a report, structured set or DICOMDIR?)")
+    if frames > 1:
         raise ImageReadError(
-            path,
-            f"expected a single-frame grayscale 2D image, got pixel array {tuple(stored.shape)} ({photometric})",
+            path, f"multi-frame DICOM ({frames} frames); expected a single 2D image (read it as a volume)"
         )
+    if samples != 1:
+        raise ImageReadError(
+            path, f"colour DICOM ({samples} samples per pixel, {photometric}); expected a grayscale 2D image"
+        )
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - truncated pixel data, missing decoder...
+        raise ImageReadError(path, f"unreadable DICOM pixel data ({type(exc).__name__}: {exc})") from exc
+    if stored.ndim != 2:
+        raise ImageReadError(path, f"expected a single-frame grayscale 2D image, got pixel array {tuple(stored.shape)}")
+    dicom_modality = str(getattr(ds, "Modality", "") or "").strip().upper()
     values = apply_modality_lut(stored, ds)
     lo, hi = _output_range(ds)
+    has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+    if apply_voi is None:
+        apply_voi = dicom_modality in PROJECTION_MODALITIES
     voi_applied = False
-    if apply_voi and ("VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)):
+    if apply_voi and has_voi:
         values = apply_voi_lut(values, ds)
         voi_applied = True
         if "VOILUTSequence" in ds:
@@ -168,13 +192,11 @@ def _read_dicom2d(path: Path, apply_voi: bool) -> Image2D:
             lo, hi = 0.0, float(2**lut_bits - 1)
     if photometric == "MONOCHROME1":
         values = (lo + hi) - np.asarray(values, dtype=np.float64)  # bright = high, as MONOCHROME2
-    spacing = (1.0, 1.0)
-    spacing_known = False
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        if keyword in ds and len(ds.get(keyword) or []) == 2:
-            spacing = (float(ds.get(keyword)[0]), float(ds.get(keyword)[1]))
-            spacing_known = True
-            break
+    spacing, source, problems = _dicom_spacing(ds)
+    if source is None and problems:
+        warnings.warn(
+            f"{path}: {'; '.join(problems)}; pixel spacing unknown, (1, 1) mm assumed", stacklevel=3
+        )
     from semantic_genesis.io.volumes import normalise_modality
 
     metadata: dict[str, Any] = {
@@ -182,16 +204,48 @@ def _read_dicom2d(path: Path, apply_voi: bool) -> Image2D:
         "format": "dicom",
         "dtype": str(stored.dtype),
         "photometric": photometric,
+        "values": "voi" if voi_applied else "modality",
         "voi_applied": voi_applied,
         "value_range": (float(lo), float(hi)),
-        "spacing_known": spacing_known,
+        "spacing_known": source is not None,
+        "spacing_source": source,
     }
+    if dicom_modality == "CT" and not voi_applied:
+        metadata["units"] = "HU"
     if getattr(ds, "Modality", ""):
         metadata["modality"] = normalise_modality(str(ds.Modality))
     for keyword in ("PatientID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "ViewPosition"):
         if getattr(ds, keyword, ""):
             metadata[keyword] = str(getattr(ds, keyword))
     return Image2D(np.asarray(values, dtype=np.float32), spacing, metadata)
+
+
+def _dicom_spacing(ds: Any) -> tuple[tuple[float, float], str | None, list[str]]:
+    """``(spacing, tag used or None, problems)``: PixelSpacing, else ImagerPixelSpacing, else (1, 1).
+
+    A tag that is present but zero, negative, non-numeric or not two values is skipped and described in
+    ``problems`` (a CR radiograph with ``PixelSpacing = 0.000\\0.000`` falls back to
+    ImagerPixelSpacing).
+    """
+    problems = []
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        if keyword not in ds:
+            continue
+        try:
+            raw = ds.get(keyword)
+        except Exception:  # noqa: BLE001 - pydicom may refuse a malformed DS value on access
+            problems.append(f"{keyword} is malformed")
+            continue
+        values = [] if raw in (None, "") else [raw] if isinstance(raw, (str, bytes, float, int)) else list(raw)
+        try:
+            numbers = [float(v) for v in values]
+        except (TypeError, ValueError):
+            numbers = []
+        if len(numbers) == 2 and all(np.isfinite(v) and v > 0 for v in numbers):
+            return (numbers[0], numbers[1]), keyword, problems
+        text = "\\".join(str(v) for v in values) if values else "empty"
+        problems.append(f"{keyword} {text} is not two positive numbers")
+    return (1.0, 1.0), None, problems
 
 
 def _output_range(ds: Any) -> tuple[float, float]:

@@ -12,6 +12,11 @@ leaves a store that opens and contains exactly the shards listed in its manifest
 "units" (e.g. a scan id) as completed together with their shard, which is what makes generation
 resumable: :meth:`ShardWriter.completed_units` tells a restarted job what to skip.
 
+A store whose writer has not called :meth:`ShardWriter.finish` (an interrupted ``cubes`` or
+``discover`` run: ``"complete": false`` in the manifest) is refused by :class:`ShardedArray` unless
+``require_complete=False``: training on it would silently use part of the data. The error names the
+missing scans and the command that completes the store.
+
 Readers parse each shard's ``.npy`` header once and then read single items with ``os.pread`` at their
 byte offset. Nothing is memory-mapped, so a DataLoader worker's resident memory (RSS) holds only the
 items of the current batch, whatever the store size (with ``mmap`` the touched pages of a 7 GB
@@ -176,6 +181,45 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     return manifest
 
 
+#: The command that completes an interrupted store, per kind (``{source}``, ``{root}`` and ``{run}``, the
+#: folder above the store, are filled in). A writer may instead record ``attrs["resume_command"]``.
+_COMPLETE_WITH = {
+    "cubes": "semantic-genesis cubes --data {source} --out {root}",
+    "patterns": "semantic-genesis discover data={source} out={run}",
+}
+
+
+def incomplete_problem(root: str | Path, manifest: dict[str, Any]) -> str | None:
+    """Why a store is not usable yet (``None`` when its manifest says ``complete``).
+
+    Names the work units still missing when the manifest can tell them (cube sets record every
+    patient in ``attrs["splits"]``), how many are done, and the command that completes the store.
+    """
+    if manifest.get("complete"):
+        return None
+    root = Path(root)
+    attrs = manifest.get("attrs") or {}
+    done = list(manifest.get("completed_units") or [])
+    kind = manifest.get("kind", "store")
+    what = {"cubes": "cube set", "patterns": "pattern set"}.get(kind, f"{kind} store")
+    planned = attrs.get("splits") if isinstance(attrs.get("splits"), dict) else None
+    if planned:
+        finished = {u.split("/", 1)[0] for u in done}
+        missing = sorted(p for p in planned if p not in finished)
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        progress = f"{len(planned) - len(missing)} of {len(planned)} scans done" + (f"; missing: {shown}" if missing else "")
+    elif attrs.get("num_classes"):
+        classes = {u[: -len("_val")] if u.endswith("_val") else u for u in done}  # class_00003(_val)
+        progress = f"{len(classes)} of {attrs['num_classes']} classes written"
+    else:
+        progress = f"{len(done)} unit(s) written"
+    command = attrs.get("resume_command") or _COMPLETE_WITH.get(kind, "").format(
+        source=attrs.get("source") or "SCANS", root=root, run=root.parent
+    )
+    hint = f"; complete it with `{command}` and the same config (the rerun resumes)" if command else ""
+    return f"{root}: the {what} is incomplete (its manifest says complete: false; {progress}){hint}"
+
+
 @dataclass(frozen=True)
 class _ShardFile:
     """An open shard: file descriptor and the layout of its ``.npy`` payload."""
@@ -224,15 +268,32 @@ class ShardedArray:
     ``store[i]`` returns ``(item, record)`` with ``item`` a float32 array in [0, 1] of ``item_shape``.
     Shard files are opened lazily per process (safe with DataLoader workers) and read item by item.
 
+    Args:
+        root: the store folder.
+        split: one split name, several, or ``None`` for all items.
+        kind: the expected store kind (``"cubes"``, ``"patterns"``), or ``None`` for any.
+        require_complete: refuse a store whose writer never finished (an interrupted ``cubes`` or
+            ``discover`` run); pass ``False`` only to look at a store being written.
+
     Raises:
-        DataError: missing store, missing shard file, or a shard whose shape disagrees with the manifest.
+        DataError: missing store, an incomplete store (names the missing scans and the command that
+            completes it), missing shard file, or a shard whose shape disagrees with the manifest.
     """
 
-    def __init__(self, root: str | Path, split: str | Iterable[str] | None = None, kind: str | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | Iterable[str] | None = None,
+        kind: str | None = None,
+        require_complete: bool = True,
+    ):
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         if kind is not None and self.manifest["kind"] != kind:
             raise DataError(f"{self.root}: store holds {self.manifest['kind']!r}, expected {kind!r}")
+        problem = incomplete_problem(self.root, self.manifest) if require_complete else None
+        if problem:
+            raise DataError(problem)
         splits = None if split is None else ({split} if isinstance(split, str) else set(split))
         self.item_shape = tuple(self.manifest["item_shape"])
         self.dtype = self.manifest["dtype"]

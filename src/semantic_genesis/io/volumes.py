@@ -26,16 +26,21 @@ Conventions (see ``docs/internals.md``):
   ``dtype=`` (e.g. ``"int16"`` for CT in HU, ``"uint8"`` for label maps).
 
 Every failure to read is an :class:`~semantic_genesis.errors.ImageReadError` naming the file and
-the problem (missing, unsupported suffix, corrupt/truncated, not 3D, several DICOM series,
-non-finite voxels).
+the problem: missing file, broken symlink or symlink loop, empty file, unsupported suffix or voxel
+type (complex, RGB, unknown NIfTI codes), a MetaImage data file that is missing or shorter than its
+header says (named, with both byte counts), corrupt/truncated data, not 3D or no slices, several DICOM
+series, values beyond float32 (overflow) and non-finite voxels. A DICOM series read with missing or
+unreadable slices is read, with a warning naming the gap or the file (ITK's own warning is silenced).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,8 +48,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from semantic_genesis.errors import DataError, ImageReadError
+from semantic_genesis.io.paths import require_nonempty_file, require_path
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mhd", ".mha", ".nrrd", ".nhdr", ".npy")
+_2D_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _SITK_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nhdr")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 _POSITIVE_LETTERS = "LPS"  # LPS frame: +x points to the patient's Left, +y Posterior, +z Superior
@@ -83,6 +90,8 @@ class Volume:
         array = np.asarray(self.array)
         if array.ndim != 3:
             raise DataError(f"Volume array must be 3D (X, Y, Z), got shape {array.shape}")
+        if array.size == 0:
+            raise DataError(f"Volume array is empty: {empty_volume_problem(array.shape)}")
         self.array = np.ascontiguousarray(array, dtype=np.float32)
         self.spacing = _float_tuple(self.spacing, 3, "spacing")
         self.origin = _float_tuple(self.origin, 3, "origin")
@@ -202,23 +211,28 @@ def read_volume(path: str | Path, series_id: str | None = None, check_finite: bo
         DICOM rescale slope/intercept or NIfTI scl_slope/scl_inter applied).
 
     Raises:
-        ImageReadError: missing path, unsupported suffix, corrupt or truncated file, data that is
-            not 3D, an empty DICOM folder or one with several series (the message lists their ids),
-            non-finite voxels.
+        ImageReadError: missing path (broken symlink and symlink loop said so), empty file,
+            unsupported suffix or voxel type, a MetaImage data file missing or short, corrupt or
+            truncated file, data that is not 3D or has no slices, an empty DICOM folder or one with
+            several series (the message lists their ids), values that overflow float32, non-finite
+            voxels.
     """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ImageReadError(path, "no such file or folder")
+    path = require_path(Path(path).expanduser())
     if path.is_dir():
         volume = _read_dicom_series(path, series_id)
     else:
         suffix = volume_suffix(path)
+        require_nonempty_file(path, f"a {suffix or 'volume'} file")
         if suffix in (".nii", ".nii.gz"):
             volume = _read_nifti(path)
         elif suffix in _SITK_SUFFIXES or suffix == ".dcm":
             volume = _read_sitk_file(path)
         elif suffix == ".npy":
             volume = _read_npy(path)
+        elif suffix in _2D_IMAGE_SUFFIXES:
+            raise ImageReadError(
+                path, f"is a 2D image ({suffix}); expected a 3D volume ({', '.join(VOLUME_SUFFIXES)} or a DICOM series folder)"
+            )
         else:
             raise ImageReadError(
                 path,
@@ -232,8 +246,25 @@ def read_volume(path: str | Path, series_id: str | None = None, check_finite: bo
     return volume
 
 
-def _squeeze_to_3d(path: Path, array: np.ndarray, axes: str) -> np.ndarray:
-    """Drop trailing singleton dimensions beyond the third; reject anything that is not 3D."""
+def empty_volume_problem(shape: Sequence[int]) -> str:
+    """Words for a shape with a zero-length axis: ``(128, 128, 0)`` -> "... it has 0 slices"."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) >= 3 and shape[2] == 0 and all(shape[:2]):
+        what = "0 slices"
+    else:
+        what = "no voxels along " + ", ".join("XYZT"[i] if i < 4 else f"axis {i}" for i, s in enumerate(shape) if s == 0)
+    return f"empty volume of shape {shape}: it has {what}"
+
+
+def _squeeze_to_3d(path: Path, array: np.ndarray, axes: str, shape: Sequence[int] | None = None) -> np.ndarray:
+    """Drop trailing singleton dimensions beyond the third; reject anything that is not 3D or is empty.
+
+    ``shape`` is the shape the file's header declares, when the library reports a flattened empty
+    array (nibabel gives ``(0,)`` for a ``(128, 128, 0)`` image).
+    """
+    declared = tuple(int(s) for s in (array.shape if shape is None else shape))
+    if 0 in declared:
+        raise ImageReadError(path, empty_volume_problem(declared))
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim != 3:
@@ -243,16 +274,77 @@ def _squeeze_to_3d(path: Path, array: np.ndarray, axes: str) -> np.ndarray:
     return array
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_voxel_type(path: Path, dtype: np.dtype, what: str = "") -> None:
+    """Refuse voxel types that have no faithful float32 value: complex, RGB/structured, text, objects."""
+    dtype = np.dtype(dtype)
+    what = what or str(dtype)
+    if dtype.kind == "c":
+        raise ImageReadError(
+            path, f"complex-valued voxels ({what}); expected real values (save the magnitude or the real part)"
+        )
+    if dtype.names is not None or dtype.kind == "V":
+        fields = "".join(dtype.names or ())
+        colour = "RGB colour" if fields.upper() in ("RGB", "RGBA") else "multi-component"
+        raise ImageReadError(path, f"{colour} voxels ({what}); expected a grayscale (one value per voxel) volume")
+    if dtype.kind not in "biuf":
+        raise ImageReadError(path, f"unsupported voxel type {what}; expected integer or floating-point values")
+
+
+def _to_float32(path: Path, data: np.ndarray) -> np.ndarray:
+    """``data`` as C-ordered float32 (the one copy every reader makes); finite values beyond float32 are an error.
+
+    The cast itself detects overflow (numpy raises under ``errstate(over="raise")``), so data that
+    fits costs nothing extra; the slow count runs only to word the error.
+    """
+    try:
+        with np.errstate(over="raise"):
+            return np.array(data, dtype=np.float32, order="C")
+    except FloatingPointError:
+        pass
+    with np.errstate(invalid="ignore"):
+        over = np.abs(data) > _FLOAT32_MAX  # NaN compares False
+    over &= np.isfinite(data)
+    peak = float(np.abs(data[over]).max())
+    raise ImageReadError(
+        path,
+        f"{int(np.count_nonzero(over))} voxel value(s) overflow float32 (largest magnitude {peak:.6g}, float32 "
+        f"holds up to {_FLOAT32_MAX:.6g}); rescale the data before saving",
+    )
+
+
 def _read_nifti(path: Path) -> Volume:
     import nibabel as nib
 
+    if volume_suffix(path) == ".nii.gz":
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        if head[:2] != b"\x1f\x8b":
+            plain = head in (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c")  # sizeof_hdr = 348, either byte order
+            raise ImageReadError(
+                path,
+                "named .nii.gz but not gzip-compressed"
+                + ("; it is a plain NIfTI file: rename it to .nii" if plain else " (corrupt or not a NIfTI file)"),
+            )
     try:
-        img = nib.load(str(path))
+        with _quiet_nibabel():
+            img = nib.load(str(path))
         raw_dtype = img.get_data_dtype()
-        data = np.asanyarray(img.dataobj)
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types (EOFError, zlib.error, ...)
+        raise ImageReadError(path, _nifti_header_problem(exc)) from exc
+    type_name = _nifti_type_name(img)
+    _check_voxel_type(path, raw_dtype, type_name)
+    shape = tuple(int(s) for s in img.shape)
+    if 0 in shape:
+        raise ImageReadError(path, empty_volume_problem(shape))
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # noqa: BLE001
         raise ImageReadError(path, f"corrupt or truncated NIfTI file ({type(exc).__name__}: {exc})") from exc
-    data = _squeeze_to_3d(path, np.asarray(data), "X, Y, Z, ...")
+    _check_voxel_type(path, data.dtype)  # scaling may change the type
+    data = _to_float32(path, _squeeze_to_3d(path, np.asarray(data), "X, Y, Z, ...", shape))
     affine_lps = _LPS_TO_RAS @ np.asarray(img.affine, dtype=np.float64)[:3, :]
     linear = affine_lps[:, :3]
     spacing = np.linalg.norm(linear, axis=0)
@@ -264,6 +356,52 @@ def _read_nifti(path: Path) -> Volume:
     if descrip.startswith(_DESCRIP_PREFIX):
         metadata["modality"] = descrip[len(_DESCRIP_PREFIX) :].strip()
     return Volume(data, tuple(spacing), tuple(affine_lps[:, 3]), tuple(direction.ravel()), metadata)
+
+
+@contextlib.contextmanager
+def _quiet_nibabel() -> Any:
+    """Stop nibabel from logging its own copy of a header error we report (level restored after)."""
+    import nibabel as nib
+
+    logger = nib.imageglobals.logger
+    before = logger.level
+    logger.setLevel(100)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+def _nifti_header_problem(exc: Exception) -> str:
+    """Our words for nibabel's header errors: unsupported data types are not "corrupt" files."""
+    import re
+
+    text = str(exc)
+    match = re.search(r"data code (\d+) not (supported|recognized)", text)
+    if match:
+        import nibabel as nib
+
+        code = int(match.group(1))
+        known = code in nib.nifti1.data_type_codes.code
+        label = f" ({nib.nifti1.data_type_codes.label[code]})" if known else ""
+        return (
+            f"unsupported NIfTI data type {code}{label}; expected an integer or floating-point type "
+            "(uint8/int16/int32/float32/float64...)"
+            if known
+            else f"unknown NIfTI data type code {code} in the header (corrupt header?)"
+        )
+    return f"corrupt or truncated NIfTI file ({type(exc).__name__}: {text})"
+
+
+def _nifti_type_name(img) -> str:
+    """The header's data type name (``"complex64"``, ``"RGB"``...) for messages."""
+    try:
+        import nibabel as nib
+
+        code = int(img.header["datatype"])
+        return f"NIfTI data type {nib.nifti1.data_type_codes.label[code]}"
+    except Exception:  # noqa: BLE001 - only used for the message
+        return str(img.get_data_dtype())
 
 
 def _sitk_geometry(image: Any, path: Path) -> tuple[tuple, tuple, tuple]:
@@ -298,20 +436,48 @@ def normalise_modality(value: str) -> str:
 def _array_from_sitk(image: Any, path: Path) -> np.ndarray:
     import SimpleITK as sitk
 
+    pixel = image.GetPixelIDTypeAsString()
+    if "complex" in pixel:
+        raise ImageReadError(path, f"complex-valued voxels ({pixel}); expected real values (save the magnitude)")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ImageReadError(
-            path, f"expected a scalar 3D volume, got {image.GetNumberOfComponentsPerPixel()} components per voxel"
+            path,
+            f"expected a scalar 3D volume, got {image.GetNumberOfComponentsPerPixel()} components per voxel "
+            f"({pixel}{', RGB colour?' if image.GetNumberOfComponentsPerPixel() in (3, 4) else ''})",
         )
+    size = tuple(int(s) for s in image.GetSize())
+    if 0 in size:
+        raise ImageReadError(path, empty_volume_problem(size))
     arr = sitk.GetArrayViewFromImage(image)  # (Z, Y, X) or (T, Z, Y, X)
     arr = np.moveaxis(arr, range(arr.ndim), range(arr.ndim)[::-1])  # -> (X, Y, Z[, T])
-    return _squeeze_to_3d(path, arr, "X, Y, Z, ...")
+    return _to_float32(path, _squeeze_to_3d(path, arr, "X, Y, Z, ..."))
+
+
+@contextlib.contextmanager
+def quiet_itk() -> Any:
+    """Silence ITK's own warning text while we read (we warn in our own words where it matters)."""
+    import SimpleITK as sitk
+
+    before = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(before)
 
 
 def _read_sitk_file(path: Path) -> Volume:
     import SimpleITK as sitk
 
+    from semantic_genesis.io.metaimage import check_metaimage
+
+    if volume_suffix(path) in (".mhd", ".mha"):
+        dims = check_metaimage(path)  # names a missing or short data file (ITK would name the .mhd)
+        if dims and 0 in dims:
+            raise ImageReadError(path, empty_volume_problem(dims))
     try:
-        image = sitk.ReadImage(str(path))
+        with quiet_itk():
+            image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise ImageReadError(path, f"corrupt or truncated file: {_sitk_reason(exc)}") from exc
     native = str(sitk.GetArrayViewFromImage(image).dtype)
@@ -322,13 +488,18 @@ def _read_sitk_file(path: Path) -> Volume:
     modality = _sitk_modality(image)
     if modality:
         metadata["modality"] = modality
-    return Volume(array, spacing, origin, direction, metadata)  # one copy: to C-ordered float32
+    return Volume(array, spacing, origin, direction, metadata)
 
 
 def _sitk_reason(exc: Exception) -> str:
-    """The informative lines of a SimpleITK/ITK exception (drops the C++ source locations)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("Exception thrown", "/")) and "itk::" not in ln]
+    """The informative part of a SimpleITK/ITK exception (drops C++ source locations and object ids)."""
+    import re
+
+    text = re.sub(r"Exception thrown in SimpleITK \w+: \S+:\d+:\s*", "", str(exc))
+    text = re.sub(r"(sitk::|ITK )ERROR:\s*", "", text)
+    text = re.sub(r"\w+\(0x[0-9a-f]+\):\s*", "", text)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith("/") and "itk::" not in ln]
     return " ".join(useful or lines)[:300]
 
 
@@ -338,15 +509,34 @@ def sidecar_path(path: str | Path) -> Path:
     return path.with_suffix(".json")
 
 
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype from an ``.npy`` header (``None`` if the header cannot be parsed)."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as handle:
+            version = fmt.read_magic(handle)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _fortran, dtype = read(handle)
+    except Exception:  # noqa: BLE001 - np.load below reports the problem
+        return None
+    return tuple(shape), dtype
+
+
 def _read_npy(path: Path) -> Volume:
+    header = _npy_header(path)
+    if header is not None:
+        shape, dtype = header
+        _check_voxel_type(path, dtype)
+        if 0 in shape:
+            raise ImageReadError(path, empty_volume_problem(shape))
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - ValueError, EOFError, OSError for truncated files
         raise ImageReadError(path, f"corrupt or truncated .npy file ({type(exc).__name__}: {exc})") from exc
-    if not np.issubdtype(data.dtype, np.number) and data.dtype != np.bool_:
-        raise ImageReadError(path, f"expected a numeric array, got dtype {data.dtype}")
-    data = _squeeze_to_3d(path, data, "X, Y, Z, ...")
-    metadata: dict[str, Any] = {"path": str(path), "format": "npy", "dtype": str(data.dtype)}
+    _check_voxel_type(path, data.dtype)
+    native = str(data.dtype)
+    data = _to_float32(path, _squeeze_to_3d(path, data, "X, Y, Z, ..."))
+    metadata: dict[str, Any] = {"path": str(path), "format": "npy", "dtype": native}
     geometry: dict[str, Any] = {}
     side = sidecar_path(path)
     if side.exists():
@@ -378,7 +568,15 @@ def list_dicom_series(folder: str | Path) -> list[str]:
     """SeriesInstanceUIDs of the DICOM series found directly in ``folder`` (GDCM)."""
     import SimpleITK as sitk
 
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    with quiet_itk():
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+
+
+def _series_files(folder: Path, series_id: str) -> list[str]:
+    import SimpleITK as sitk
+
+    with quiet_itk():
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
 
 
 def _read_dicom_series(folder: Path, series_id: str | None) -> Volume:
@@ -387,6 +585,10 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> Volume:
     ids = list_dicom_series(folder)
     if not ids:
         n_files = sum(1 for p in folder.iterdir() if p.is_file())
+        if volume_suffix(folder) in VOLUME_SUFFIXES:
+            raise ImageReadError(
+                folder, f"is a folder, not a {volume_suffix(folder)} file, and holds no DICOM series ({n_files} file(s))"
+            )
         raise ImageReadError(folder, f"no DICOM series found in this folder ({n_files} file(s)); expected DICOM slices")
     if series_id is None:
         if len(ids) > 1:
@@ -397,14 +599,17 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> Volume:
     elif series_id not in ids:
         raise ImageReadError(folder, f"no DICOM series {series_id!r}; found: {', '.join(sorted(ids))}")
     # GDCM sorts the files by their position along the slice normal (ImagePositionPatient), not by name.
-    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
+    files = _series_files(folder, series_id)
+    _warn_unreadable_files(folder, [i for i in ids if i != series_id], files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     try:
-        image = reader.Execute()  # applies RescaleSlope / RescaleIntercept (-> HU for CT)
+        with quiet_itk():  # ITK's "Non uniform sampling" warning: we say it in our words below
+            image = reader.Execute()  # applies RescaleSlope / RescaleIntercept (-> HU for CT)
     except RuntimeError as exc:
-        raise ImageReadError(folder, f"corrupt DICOM series {series_id}: {_sitk_reason(exc)}") from exc
+        problem = _series_size_problem(files) or f"corrupt DICOM series {series_id}: {_sitk_reason(exc)}"
+        raise ImageReadError(folder, problem) from exc
     native = str(sitk.GetArrayViewFromImage(image).dtype)
     array = _array_from_sitk(image, folder)
     spacing, origin, direction = _sitk_geometry(image, folder)
@@ -427,9 +632,15 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> Volume:
             metadata[name] = float(tag(key))
         except ValueError:
             pass
-    uniform = _uniform_slice_spacing(reader, len(files), np.asarray(direction).reshape(3, 3)[:, 2], spacing[2])
-    if uniform is not None:
-        metadata["uniform_slice_spacing"] = uniform  # False: missing slices or uneven spacing (geometry approximate)
+    positions = _slice_positions(reader, len(files), np.asarray(direction).reshape(3, 3)[:, 2])
+    if positions is not None:
+        _refuse_duplicate_positions(folder, files, positions)
+        gaps = slice_gaps(positions)
+        metadata["uniform_slice_spacing"] = not gaps  # False: missing slices or uneven spacing
+        if gaps:
+            metadata["slice_gaps"] = gaps
+            label = f"DICOM series {series_id}" if len(ids) > 1 else "the DICOM series"
+            warnings.warn(_gap_message(folder, label, gaps, spacing[2]), stacklevel=3)
     if tag("0008|0060"):
         metadata["modality"] = normalise_modality(tag("0008|0060"))
     if tag("0010|0020"):
@@ -437,8 +648,75 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> Volume:
     return Volume(array, spacing, origin, direction, metadata)
 
 
-def _uniform_slice_spacing(reader: Any, n: int, normal: np.ndarray, spacing_z: float) -> bool | None:
-    """Whether consecutive ImagePositionPatient values are ``spacing_z`` apart (within 1%); None if unknown."""
+def _warn_unreadable_files(folder: Path, other_ids: list[str], used: list[str]) -> None:
+    """Warn about DICOM-looking files of ``folder`` that GDCM left out of every series (unreadable).
+
+    Args:
+        folder: the series folder.
+        other_ids: the folder's other series (their files are not left out).
+        used: the files of the series being read.
+    """
+    from semantic_genesis.io.dicom import is_dicom_file
+
+    in_series = {os.path.normpath(f) for f in used}
+    for other in other_ids:
+        in_series.update(os.path.normpath(f) for f in _series_files(folder, other))
+    left_out = [
+        p.name
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+        and os.path.normpath(str(p)) not in in_series
+        and p.name.upper() != "DICOMDIR"
+        and (p.suffix.lower() in (".dcm", ".dicom", ".ima") or is_dicom_file(p))
+    ]
+    if left_out:
+        shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
+        warnings.warn(
+            f"{folder}: {len(left_out)} DICOM file(s) could not be read and were left out of the series: {shown}",
+            stacklevel=4,
+        )
+
+
+def _series_size_problem(files: list[str]) -> str | None:
+    """Name slices whose size differs from the others' (ITK only says "IO region does not contain ...")."""
+    import pydicom
+
+    sizes: dict[tuple[int, int], list[str]] = {}
+    for name in files:
+        try:
+            ds = pydicom.dcmread(name, stop_before_pixels=True)
+            sizes.setdefault((int(ds.Rows), int(ds.Columns)), []).append(Path(name).name)
+        except Exception:  # noqa: BLE001 - only a diagnosis; the caller reports ITK's reason otherwise
+            return None
+    if len(sizes) < 2:
+        return None
+    parts = [
+        f"{rows}x{cols} in {len(names)} file(s) ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        for (rows, cols), names in sorted(sizes.items(), key=lambda kv: -len(kv[1]))
+    ]
+    return f"the slices of one series have different sizes (rows x columns): {'; '.join(parts)}"
+
+
+def _refuse_duplicate_positions(folder: Path, files: list[str], positions: np.ndarray) -> None:
+    """Two files at one slice position make the slice order undefined: name them and refuse."""
+    order = np.argsort(positions, kind="stable")
+    steps = np.abs(np.diff(positions[order]))
+    scale = float(np.median(steps)) if len(steps) else 0.0
+    same = np.flatnonzero(steps <= max(1e-3, 1e-3 * scale))
+    if len(same) == 0:
+        return
+    k = int(same[0])
+    a, b = Path(files[order[k]]).name, Path(files[order[k + 1]]).name
+    raise ImageReadError(
+        folder,
+        f"slice files {a} and {b} share the position {positions[order[k]]:.4g} mm"
+        + (f" ({len(same)} such pairs)" if len(same) > 1 else "")
+        + "; the folder mixes acquisitions or holds copies: keep one file per slice position",
+    )
+
+
+def _slice_positions(reader: Any, n: int, normal: np.ndarray) -> np.ndarray | None:
+    """Slice positions (mm) along the slice normal, in the reader's order; ``None`` if a file lacks one."""
     positions = []
     for i in range(n):
         if not reader.HasMetaDataKey(i, "0020|0032"):
@@ -447,10 +725,48 @@ def _uniform_slice_spacing(reader: Any, n: int, normal: np.ndarray, spacing_z: f
             positions.append([float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")])
         except ValueError:
             return None
-    if n < 3:
-        return True
-    steps = np.abs(np.diff(np.asarray(positions) @ normal))
-    return bool(np.all(np.abs(steps - spacing_z) <= 0.01 * spacing_z + 1e-4))
+    return np.asarray(positions, dtype=np.float64).reshape(n, 3) @ normal
+
+
+def slice_gaps(positions: Sequence[float], tolerance: float = 0.01) -> list[dict[str, float]]:
+    """Steps between consecutive slice positions that differ from the usual step by more than 1%.
+
+    Args:
+        positions: ``(N,)`` slice positions along the normal in mm, in slice order.
+        tolerance: relative tolerance on the step.
+
+    Returns:
+        One dict per irregular step: ``{"from_mm", "to_mm", "step_mm", "expected_mm", "missing"}``
+        where ``expected_mm`` is the median step and ``missing`` the estimated number of missing slices
+        (0 for a step shorter than expected). Empty for fewer than 3 slices or uniform spacing.
+    """
+    pos = np.asarray(positions, dtype=np.float64)
+    if len(pos) < 3:
+        return []
+    steps = np.abs(np.diff(pos))
+    expected = float(np.median(steps))
+    gaps = []
+    for k in np.flatnonzero(np.abs(steps - expected) > tolerance * expected + 1e-4):
+        step = float(steps[k])
+        missing = max(int(round(step / expected)) - 1, 0) if expected > 0 else 0
+        gaps.append({"from_mm": float(pos[k]), "to_mm": float(pos[k + 1]), "step_mm": step,
+                     "expected_mm": expected, "missing": missing})
+    return gaps
+
+
+def _gap_message(folder: Path, label: str, gaps: list[dict[str, float]], spacing_z: float) -> str:
+    parts = []
+    for gap in gaps[:3]:
+        text = f"{gap['from_mm']:.4g} -> {gap['to_mm']:.4g} mm is a step of {gap['step_mm']:.4g} mm"
+        if gap["missing"]:
+            text += f" (~{gap['missing']} slice(s) missing)"
+        parts.append(text)
+    more = f" and {len(gaps) - 3} more" if len(gaps) > 3 else ""
+    return (
+        f"{folder}: {label} has uneven slice positions, expected a step of "
+        f"{gaps[0]['expected_mm']:.4g} mm: {'; '.join(parts)}{more}; the volume uses the averaged slice "
+        f"spacing {spacing_z:.4g} mm, so its geometry is approximate (missing or unreadable slice files?)"
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,6 +1,10 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, then rename.
 
 A process killed at any moment leaves either the old file or the new one, never a half-written one.
+
+The written file gets the permissions a plain ``open(path, "w")`` would give it: those of the file it
+replaces, else ``0o666`` minus the process umask (so with the usual umask 022 colleagues on a shared
+server can read the outputs). ``tempfile.mkstemp`` alone would leave every file at ``0o600``.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -34,6 +39,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
             yield handle
             handle.flush()
+            os.fchmod(handle.fileno(), target_mode(path))
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -57,11 +63,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, target_mode(path))
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux ``/proc``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting; restored at once
+    os.umask(mask)
+    return mask
+
+
+def target_mode(path: str | Path) -> int:
+    """Permission bits for a file written to ``path``: the existing file's, else ``0o666 & ~umask``."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
 
 
 def write_text(path: str | Path, text: str) -> None:

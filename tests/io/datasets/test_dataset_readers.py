@@ -37,13 +37,14 @@ def _luna(tmp_path, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), candidates_extra=""):
     write_volume(volume, tmp_path / "subset3" / f"{UID}.mhd", dtype="int16")
     ijk = np.array([3.0, 7.0, 2.0])
     world = [float(w) for w in volume.voxel_to_world(ijk)]
+    other = [float(w) for w in volume.voxel_to_world((1.0, 1.0, 1.0))]
     (tmp_path / "annotations.csv").write_text(
         "seriesuid,coordX,coordY,coordZ,diameter_mm\n" + f"{UID},{world[0]!r},{world[1]!r},{world[2]!r},6.5\n"
     )
     (tmp_path / "candidates.csv").write_text(
         "seriesuid,coordX,coordY,coordZ,class\n"
         + f"{UID},{world[0]!r},{world[1]!r},{world[2]!r},1\n"
-        + f"{UID},-99.3,-49.2,-197.5,0\n"
+        + f"{UID},{other[0]!r},{other[1]!r},{other[2]!r},0\n"
         + candidates_extra
     )
     return volume, ijk
@@ -267,6 +268,9 @@ def test_list_scans_layouts(tmp_path):
     refs = list_scans(generic)
     assert [r.patient_id for r in refs] == ["a", "b"] and refs[0].modality == "ct"
     (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetLayoutError, match="empty: no scans found: the folder is empty"):
+        list_scans(tmp_path / "empty")
+    (tmp_path / "empty" / "notes.txt").write_text("x")
     with pytest.raises(DatasetLayoutError, match="no scans found"):
         list_scans(tmp_path / "empty")
     with pytest.raises(DatasetLayoutError, match="no such file"):
@@ -292,3 +296,29 @@ def test_native_cohort_reader(tmp_path):
     write_volume(Volume(np.zeros((3, 3, 3), np.float32)), tmp_path / "labels" / "p0.nii.gz", dtype="uint8")
     with pytest.raises(DataError, match=r"label map .*p0\.nii\.gz has shape \(3, 3, 3\)"):
         cohort.load("p0")
+
+
+def test_luna16_points_outside_the_scan_are_dropped_with_a_warning(tmp_path):
+    outside = "".join(f"{UID},{-100.0 + 0.7 * (20 + k)},-45.0,-195.0,{k % 2}\n" for k in range(27))  # x voxel >= 20
+    _luna(tmp_path, candidates_extra=outside)
+    with open(tmp_path / "annotations.csv", "a") as handle:
+        handle.write(f"{UID},-100.0,-50.0,-300.0,4.0\n")  # z voxel -40
+    ds = Luna16Dataset(tmp_path)
+    with pytest.warns(UserWarning) as caught:
+        scan = ds.load(UID)
+    messages = sorted(str(w.message) for w in caught)
+    mhd = str((tmp_path / "subset3" / f"{UID}.mhd").resolve())
+    assert messages[0].startswith(f"{mhd}: 1 of 2 points of annotations.csv lie outside the scan (shape (10, 12, 6); e.g. voxel (0.0, 0.0, -40.0))")
+    assert messages[1].startswith(f"{mhd}: 27 of 29 points of candidates.csv lie outside the scan (shape (10, 12, 6); e.g. voxel (20.0, 6.2, 2.0))")
+    assert [c.label for c in scan.candidates] == [1, 0] and len(scan.annotations) == 1
+    assert (scan.outside_candidates, scan.outside_annotations) == (27, 1)
+    assert len(ds.candidates_world(UID)) == 29  # the CSV view is unchanged
+
+
+def test_luna16_point_inside_is_the_voxel_containing_the_point():
+    from semantic_genesis.io.datasets.luna16 import point_inside
+
+    shape = (10, 10, 5)
+    assert point_inside((0, 0, 0), shape) and point_inside((-0.5, 9.49, 4.49), shape)
+    assert not point_inside((-0.51, 0, 0), shape) and not point_inside((0, 9.5, 0), shape)
+    assert not point_inside((0, 0, np.nan), shape)

@@ -6,6 +6,9 @@ candidate, 64×64×32 voxels by default (``finetune.crop_size``, the official fi
 clipped to ``intensity.hu_min..hu_max`` and scaled to [0, 1]. Cubes are cut in the scan's native voxel
 grid (LUNA16 in-plane spacing is ~0.5-0.9 mm, slices 0.6-2.5 mm), padded with 0 (air) at the border.
 
+Candidates whose centre lies outside their scan are dropped by the LUNA16 reader with a warning (an
+all-padding crop with a label would be noise); when none remain, loading fails with the reason.
+
 LUNA16 lists ~750k candidates for ~1.2k nodules, so all positives are kept and at most
 ``finetune.max_negatives`` negatives per scan are drawn (seeded per scan). The remaining imbalance is
 handled by the trainer (``finetune.pos_weight`` or ``finetune.balanced_sampling``).
@@ -47,11 +50,14 @@ class NCC(Task):
         if ft.max_patients > 0:
             uids = uids[: ft.max_patients]
         images, labels, patients = [], [], []
+        listed = outside = 0
         for uid in uids:
             candidates = dataset.candidates_world(uid)
             if not candidates:
                 continue
-            scan = dataset.load(uid)
+            scan = dataset.load(uid)  # drops (and warns about) candidates outside the scan
+            listed += len(candidates)
+            outside += scan.outside_candidates
             unit = ct_to_unit(np.asarray(scan.volume.array), cfg.intensity.hu_min, cfg.intensity.hu_max)
             unit = np.asarray(unit, dtype=np.float32)[None]
             pos = [c for c in scan.candidates if c.label == 1]
@@ -64,6 +70,12 @@ class NCC(Task):
                 images.append(extract_crop(unit, cand.center_vox, ft.crop_size))
                 labels.append(1 if cand.label == 1 else 0)
                 patients.append(uid)
+        if not images and outside:
+            raise DataError(
+                f"{describe_path(dataset.candidates_path)}: all {outside} candidates of the scans under "
+                f"{describe_path(root)} lie outside their scan; the coordinates must be world mm (LPS, the "
+                "Offset / ElementSpacing of each .mhd), as in the LUNA16 CSV files"
+            )
         if not images:
             raise DataError(f"{describe_path(dataset.candidates_path)}: no candidates for the scans found under {describe_path(root)}")
         labels_arr = np.asarray(labels, dtype=np.int64)
@@ -79,5 +91,6 @@ class NCC(Task):
             images=np.stack(images),
             targets=labels_arr,
             source=f"LUNA16 {describe_path(root)}",
-            info={"scans": len(set(patients)), "positives": int(labels_arr.sum()), "negatives": int((labels_arr == 0).sum())},
+            info={"scans": len(set(patients)), "positives": int(labels_arr.sum()), "negatives": int((labels_arr == 0).sum()),
+                  "candidates_listed": listed, "candidates_outside": outside},
         )

@@ -28,7 +28,7 @@ from semantic_genesis.errors import DatasetLayoutError, describe_path
 from semantic_genesis.utils.registry import Registry
 
 #: Files recognised as volumes by the generic fallback of :func:`list_scans`.
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".nrrd", ".nhdr", ".npy")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha", ".nrrd", ".nhdr", ".npy")
 
 _LAZY = {
     "NativeCohort": "native",
@@ -108,14 +108,17 @@ def list_scans(root: str | Path) -> list[ScanRef]:
     * LiTS: every ``volume-<i>.nii[.gz]`` (``patient_id`` = ``volume-<i>``), CT;
     * BraTS: every ``<id>_flair.nii[.gz]`` (``patient_id`` = ``<id>``), MRI;
     * ChestX-ray14 / SIIM-ACR: every PNG / DICOM radiograph, X-ray;
-    * otherwise every volume file (``.nii``, ``.nii.gz``, ``.mhd``, ``.nrrd``, ``.npy``) directly in
-      the folder and every sub-folder holding ``.dcm`` files (a DICOM series), sorted by name.
+    * otherwise every volume file (``.nii``, ``.nii.gz``, ``.mhd``, ``.mha``, ``.nrrd``, ``.npy``)
+      directly in the folder and every sub-folder holding ``.dcm`` files (a DICOM series), sorted by
+      name; a folder that itself holds ``.dcm`` files (and no volumes) is one DICOM series. A broken
+      or looping symlink with a volume name is listed too, so that reading it names the problem
+      instead of the scan silently missing from the cohort.
 
     ``root`` may also be a single volume file. The result is sorted by ``patient_id`` within a layout.
 
     Raises:
-        DatasetLayoutError: ``root`` does not exist, or no scan was found (the message names the
-            folder and the layouts looked for).
+        DatasetLayoutError: ``root`` does not exist (a broken symlink said so), is empty, or no scan
+            was found (the message names the folder and the layouts looked for).
     """
     root = Path(root).expanduser()
     if root.is_file():
@@ -126,8 +129,12 @@ def list_scans(root: str | Path) -> list[ScanRef]:
             )
         return [ScanRef(stem, root, "unknown")]
     if not root.exists():
-        raise DatasetLayoutError(f"{describe_path(root)}: no such file or folder")
+        from semantic_genesis.io.paths import unreadable_reason
+
+        raise DatasetLayoutError(f"{root.absolute()}: {unreadable_reason(root) or 'no such file or folder'}")
     refs = LAYOUTS.get(detect_layout(root)).list_scans(root)
+    if not refs and not any(p for p in root.iterdir() if not p.name.startswith(".")):
+        raise DatasetLayoutError(f"{describe_path(root)}: no scans found: the folder is empty (expected volume files or DICOM series)")
     if not refs:
         raise DatasetLayoutError(
             f"{describe_path(root)}: no scans found (looked for the native phantom layout images/, LUNA16 "
@@ -180,12 +187,14 @@ def _list_generic(root: Path) -> list[ScanRef]:
     for path in sorted(root.iterdir()):
         if path.name.startswith("."):
             continue
-        if path.is_file():
+        if path.is_file() or path.is_symlink() and not path.exists():
             stem = _volume_stem(path.name)
             if stem is not None:
                 refs.append(ScanRef(stem, path, _sidecar_modality(path)))
         elif path.is_dir() and any(path.glob("*.dcm")):
             refs.append(ScanRef(path.name, path, "unknown"))
+    if not refs and any(root.glob("*.dcm")):  # the folder itself is one DICOM series
+        refs.append(ScanRef(root.name, root, "unknown"))
     return refs
 
 

@@ -15,6 +15,12 @@ coordinates in mm (ITK/LPS physical space, the ``Offset``/``ElementSpacing``/``T
 annotated point. Used by the NCC (candidates) and NCS (annotations) target tasks of Models Genesis
 (Zhou et al., 2019) and Semantic Genesis (Haghighi et al., 2020).
 
+Points outside their scan: a candidate or annotation whose centre lies outside the volume (the
+voxel containing it does not exist; e.g. a CSV made for another version of the scan, or voxel instead
+of world coordinates) would become an all-padding crop with a label. :meth:`Luna16Dataset.load` drops
+such points and warns with their count, the scan and the CSV file; the counts are kept in
+:attr:`Luna16Scan.outside_candidates` / :attr:`Luna16Scan.outside_annotations`.
+
 Strictness: a CSV row whose ``seriesuid`` has no ``.mhd`` file under any ``subset*`` folder is an error
 naming the file, row number and uid (``strict=True``, the default). With ``strict=False`` such rows
 are skipped with a warning, which is what one wants when only some subsets were downloaded.
@@ -58,8 +64,10 @@ class Luna16Scan:
         seriesuid: the series instance UID (the file stem).
         subset: the ``subset*`` folder name the scan was found in.
         volume: the CT (``Volume``; ``array`` float32 ``(X, Y, Z)`` in HU, ``spacing`` mm ``(x, y, z)``).
-        annotations: nodules, ``(center_vox, diameter_mm)``.
-        candidates: candidate points, ``(center_vox, label)``.
+        annotations: nodules, ``(center_vox, diameter_mm)``, inside the volume.
+        candidates: candidate points, ``(center_vox, label)``, inside the volume.
+        outside_annotations, outside_candidates: how many CSV points of this series were dropped
+            because their centre lies outside the volume.
     """
 
     seriesuid: str
@@ -67,6 +75,8 @@ class Luna16Scan:
     volume: object
     annotations: list[Luna16Annotation] = field(default_factory=list)
     candidates: list[Luna16Candidate] = field(default_factory=list)
+    outside_annotations: int = 0
+    outside_candidates: int = 0
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -171,7 +181,11 @@ class Luna16Dataset:
         return [(w.copy(), int(c)) for w, c in self._candidates.get(seriesuid, [])]
 
     def load(self, seriesuid: str) -> Luna16Scan:
-        """Read one series and convert its CSV points to voxel coordinates of its volume."""
+        """Read one series and convert its CSV points to voxel coordinates of its volume.
+
+        Points whose centre lies outside the volume are dropped with a warning (see the module
+        docstring); :attr:`Luna16Scan.outside_candidates` and ``outside_annotations`` count them.
+        """
         from semantic_genesis.io.volumes import read_volume
 
         path = self.path(seriesuid)
@@ -183,7 +197,39 @@ class Luna16Dataset:
         candidates = [
             Luna16Candidate(_world_to_voxel(volume, w), c) for w, c in self.candidates_world(seriesuid)
         ]
-        return Luna16Scan(seriesuid, path.parent.name, volume, annotations, candidates)
+        kept_annotations = [a for a in annotations if point_inside(a.center_vox, volume.shape)]
+        kept_candidates = [c for c in candidates if point_inside(c.center_vox, volume.shape)]
+        for csv, points, kept in (
+            (self.candidates_path, candidates, kept_candidates),
+            (self.annotations_path, annotations, kept_annotations),
+        ):
+            if len(kept) < len(points):
+                first = next(p.center_vox for p in points if not point_inside(p.center_vox, volume.shape))
+                warnings.warn(
+                    f"{describe_path(path)}: {len(points) - len(kept)} of {len(points)} points of {csv.name} lie "
+                    f"outside the scan (shape {volume.shape}; e.g. voxel "
+                    f"({', '.join(f'{v:.1f}' for v in first)})) and were dropped",
+                    stacklevel=2,
+                )
+        return Luna16Scan(
+            seriesuid,
+            path.parent.name,
+            volume,
+            kept_annotations,
+            kept_candidates,
+            outside_annotations=len(annotations) - len(kept_annotations),
+            outside_candidates=len(candidates) - len(kept_candidates),
+        )
+
+
+def point_inside(center_vox: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """Whether the voxel containing continuous voxel coordinates ``center_vox`` exists in ``shape``.
+
+    Voxel ``i`` covers ``[i - 0.5, i + 0.5)`` along each axis, so the volume covers
+    ``[-0.5, n - 0.5)``.
+    """
+    c = np.asarray(center_vox, dtype=np.float64)
+    return bool(np.all(np.isfinite(c)) and np.all(c >= -0.5) and np.all(c < np.asarray(shape, dtype=np.float64) - 0.5))
 
 
 def _world_to_voxel(volume, world: np.ndarray) -> np.ndarray:
