@@ -228,7 +228,7 @@ class FinetuneConfig:
     # IoU / Dice of segmentation tasks: pooled = over all test voxels (official evaluation, Table 2);
     # per_case = mean of per-volume values; keras = two-class mean IoU over thresholds 0.5..0.95
     iou: Literal["pooled", "per_case", "keras"] = "pooled"
-    resize_inplane: int = 0  # lcs/bms: resize volumes in-plane to NxN first (official LiTS data: 256); 0 = native
+    resize_inplane: int = 0  # lcs: resize volumes in-plane to NxN first (official LiTS data: 256); 0 = native
     max_patients: int = 0  # use only the first N patients of the dataset (0 = all); quick runs
     options: dict[str, Any] = field(default_factory=dict)  # task-specific extras
 

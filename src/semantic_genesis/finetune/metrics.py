@@ -1,10 +1,26 @@
 """Target-task metrics: ROC AUC for classification, Dice and IoU at a threshold for segmentation.
 
 The papers report AUC for NCC and IoU for NCS, LCS and BMS (Semantic Genesis, Table 1 and 2); the
-official Keras fine-tuning code computes the test AUC with scikit-learn's ``roc_curve`` + ``auc`` and
-Dice / IoU at threshold 0.5 (reference §4.3). These functions compute the same quantities on tensors
-of any device (they reduce to a few sums and one sort) and are tested against scikit-learn's
-``roc_auc_score`` and MONAI's ``compute_dice`` / ``compute_iou``.
+official Keras fine-tuning code (Models Genesis ``keras/downstream_tasks/utils.py``) computes the test
+AUC with scikit-learn's ``roc_curve`` + ``auc`` and Dice / IoU at threshold 0.5. These functions
+compute the same quantities on tensors of any device (they reduce to a few sums and one sort) and are
+tested against scikit-learn's ``roc_auc_score`` and MONAI's ``compute_dice`` / ``compute_iou``.
+
+**Which IoU** (``finetune.iou``, :data:`IOU_DEFINITIONS`). The papers do not say how IoU is averaged;
+the official code prints two numbers for a test set:
+
+* ``pooled`` (default; the official ``iou(p, y)``): ``sum |P ∩ T| / sum |P ∪ T|`` over *all* test voxels
+  at once, so large objects weigh more. Use it to compare with Table 2.
+* ``keras``: the Keras metric ``mean_iou``, TensorFlow's two-class (background and foreground) mean
+  IoU of the confusion matrix, averaged over the thresholds 0.5, 0.55, ..., 0.95 (``p > t``). Computed
+  here over the whole test set at once; Keras' running average over evaluation batches, which
+  depends on the batch order, is not reproduced.
+* ``per_case``: the mean of per-volume (per-crop) IoU, MONAI's convention; every case weighs the same,
+  so small objects pull it down. On 50 spheres of radius 1.75..12 voxels predicted 2 voxels off,
+  per-case IoU is 0.590 and pooled IoU 0.720 (tests/finetune/test_metrics.py).
+
+Dice follows the same choice (pooled or per case; with ``keras`` the pooled binary Dice, the official
+``[BIN] Dice``). :func:`segmentation_scores` is the one scoring entry point of the fine-tuning loop.
 """
 
 from __future__ import annotations
@@ -139,6 +155,117 @@ def dice(pred, target, threshold: float = 0.5, ignore_empty: bool = False) -> fl
 def iou(pred, target, threshold: float = 0.5, ignore_empty: bool = False) -> float:
     """Mean of :func:`iou_per_case` over the batch (NaN cases skipped)."""
     return _nanmean(iou_per_case(pred, target, threshold, ignore_empty))
+
+
+def _flat_binary(probs, targets, threshold: float, strict: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate cases into two flat bool vectors: prediction ``p >= threshold`` (``>`` if strict), target ``> 0.5``."""
+    preds, truths = [], []
+    if len(probs) != len(targets):
+        raise DataError(f"segmentation metric: {len(probs)} predictions but {len(targets)} targets")
+    if not len(probs):
+        raise DataError("segmentation metric: no cases to score")
+    for p, t in zip(probs, targets):
+        p, t = _as_tensor(p).detach(), _as_tensor(t).detach()
+        if p.shape != t.shape:
+            raise DataError(f"segmentation metric: prediction shape {tuple(p.shape)} != target {tuple(t.shape)}")
+        if p.is_floating_point():
+            preds.append((p > threshold if strict else p >= threshold).reshape(-1))
+        else:
+            preds.append((p > 0).reshape(-1))
+        truths.append((t.to(p.device) > 0.5).reshape(-1))
+    return torch.cat(preds), torch.cat(truths)
+
+
+def iou_pooled(probs, targets, threshold: float = 0.5) -> float:
+    """IoU pooled over all voxels of all cases, ``sum |P ∩ T| / sum |P ∪ T|`` (the official ``iou``).
+
+    Args:
+        probs: sequence of per-case probability (or binary) arrays/tensors, any shapes.
+        targets: the matching binary ground truths (same shapes).
+        threshold: foreground is ``p >= threshold``.
+
+    Returns:
+        IoU in [0, 1]; 1.0 when prediction and ground truth are both empty everywhere.
+    """
+    p, t = _flat_binary(probs, targets, threshold)
+    union = int((p | t).sum())
+    return float((p & t).sum()) / union if union else 1.0
+
+
+def dice_pooled(probs, targets, threshold: float = 0.5) -> float:
+    """Dice pooled over all voxels of all cases, ``2 sum |P ∩ T| / (sum |P| + sum |T|)`` (official ``dice``).
+
+    Arguments as :func:`iou_pooled`; 1.0 when both are empty (the official ``empty_score``).
+    """
+    p, t = _flat_binary(probs, targets, threshold)
+    total = int(p.sum()) + int(t.sum())
+    return 2.0 * float((p & t).sum()) / total if total else 1.0
+
+
+#: The thresholds of the official Keras ``mean_iou`` metric: 0.5, 0.55, ..., 0.95.
+KERAS_THRESHOLDS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
+
+
+def keras_mean_iou(probs, targets, thresholds=KERAS_THRESHOLDS) -> float:
+    """The official Keras metric ``mean_iou``: two-class mean IoU averaged over ``thresholds``.
+
+    For each threshold ``t`` the prediction is ``p > t``; TensorFlow's ``tf.metrics.mean_iou`` with 2
+    classes builds the 2x2 confusion matrix and averages ``TP_c / (TP_c + FP_c + FN_c)`` over the
+    classes whose denominator is not zero (background and foreground). The result is the mean over
+    thresholds. All voxels of all cases are pooled (see the module docstring).
+
+    Returns:
+        The metric in [0, 1].
+    """
+    values = []
+    for t in thresholds:
+        p, y = _flat_binary(probs, targets, float(t), strict=True)
+        tp = float((p & y).sum())
+        fp = float((p & ~y).sum())
+        fn = float((~p & y).sum())
+        tn = float(p.numel()) - tp - fp - fn
+        per_class = []
+        for inter, denom in ((tn, tn + fn + fp), (tp, tp + fp + fn)):  # background, foreground
+            if denom > 0:
+                per_class.append(inter / denom)
+        values.append(sum(per_class) / len(per_class))
+    return float(sum(values) / len(values))
+
+
+#: ``finetune.iou`` choices and what each reports (shown in the results tables).
+IOU_DEFINITIONS = {
+    "pooled": "IoU and Dice pooled over all test voxels, sum|P∩T| / sum|P∪T| at p >= threshold (official Models Genesis evaluation; Table 2)",
+    "per_case": "IoU and Dice averaged over test cases (MONAI convention; every case weighs the same)",
+    "keras": "IoU: Keras two-class mean IoU averaged over thresholds 0.5..0.95 (official Keras metric); Dice pooled",
+}
+
+
+def segmentation_scores(probs, targets, definition: str = "pooled", threshold: float = 0.5) -> dict[str, float]:
+    """``{"iou", "dice"}`` of a test set under one IoU definition (``finetune.iou``).
+
+    Args:
+        probs: per-case probabilities in [0, 1] (tensors or arrays, e.g. ``(1, X, Y, Z)`` each).
+        targets: the matching binary masks.
+        definition: ``"pooled"``, ``"per_case"`` or ``"keras"`` (:data:`IOU_DEFINITIONS`).
+        threshold: the probability threshold of Dice and of the pooled / per-case IoU.
+
+    Returns:
+        ``{"iou": float, "dice": float}``.
+    """
+    if definition == "pooled":
+        return {"iou": iou_pooled(probs, targets, threshold), "dice": dice_pooled(probs, targets, threshold)}
+    if definition == "per_case":
+        iou_v, dice_v = [], []
+        for p, t in zip(probs, targets):
+            p, t = _as_tensor(p)[None], _as_tensor(t)[None]
+            iou_v.append(iou_per_case(p, t, threshold))
+            dice_v.append(dice_per_case(p, t, threshold))
+        if not iou_v:
+            raise DataError("segmentation metric: no cases to score")
+        return {"iou": _nanmean(torch.cat(iou_v)), "dice": _nanmean(torch.cat(dice_v))}
+    if definition == "keras":
+        return {"iou": keras_mean_iou(probs, targets), "dice": dice_pooled(probs, targets, threshold)}
+    raise DataError(f"unknown IoU definition {definition!r}; expected one of {', '.join(IOU_DEFINITIONS)}")
 
 
 #: Whether a larger value of each metric is better (all of ours are).

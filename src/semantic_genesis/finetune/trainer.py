@@ -193,13 +193,9 @@ def score(task: "Task", data: "TaskData", indices: np.ndarray, logits: list[torc
         scores = torch.stack([lg.reshape(-1)[0] for lg in logits])
         labels = torch.as_tensor(np.asarray(data.targets)[indices])
         return {"auc": M.roc_auc(scores, labels)}
-    dice, iou = [], []
-    for i, lg in zip(indices, logits):
-        prob = torch.sigmoid(lg)[None]
-        target = torch.as_tensor(np.asarray(data.targets[int(i)]))[None]
-        dice.append(M.dice_per_case(prob, target, cfg.finetune.threshold))
-        iou.append(M.iou_per_case(prob, target, cfg.finetune.threshold))
-    return {"iou": M._nanmean(torch.cat(iou)), "dice": M._nanmean(torch.cat(dice))}
+    probs = [torch.sigmoid(lg) for lg in logits]
+    targets = [torch.as_tensor(np.asarray(data.targets[int(i)])) for i in indices]
+    return M.segmentation_scores(probs, targets, cfg.finetune.iou, cfg.finetune.threshold)
 
 
 def evaluate(task, data, indices, model, cfg, device) -> dict[str, float]:

@@ -37,6 +37,22 @@ METRIC_LABELS = {"auc": "AUC", "iou": "IoU", "dice": "Dice"}
 NOT_SIGNIFICANT_MARK = "†"
 
 
+def metric_label(summary: dict[str, Any], metric: str) -> str:
+    """The column label of ``metric``: ``"IoU (pooled)"`` etc. when the summary records the IoU definition."""
+    label = METRIC_LABELS.get(metric, metric)
+    definition = summary.get("iou_definition")
+    if definition and metric in ("iou", "dice"):
+        label += f" ({definition.replace('_', ' ')})"
+    return label
+
+
+def _scoring_note(summary: dict[str, Any]) -> str:
+    from semantic_genesis.finetune.metrics import IOU_DEFINITIONS
+
+    definition = summary.get("iou_definition")
+    return f"{METRIC_LABELS['iou']} definition `{definition}`: {IOU_DEFINITIONS.get(definition, definition)}." if definition else ""
+
+
 def _pct(value: float) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{100.0 * value:.2f}"
 
@@ -101,9 +117,9 @@ def task_markdown(summary: dict[str, Any]) -> str:
     """The markdown table of one task's summary."""
     metric = summary["metric"]
     others = [m for m in summary["metrics"] if m != metric]
-    head = ["initialisation", f"{METRIC_LABELS.get(metric, metric)} % (mean ± s.d.)",
-            *[f"{METRIC_LABELS.get(m, m)} %" for m in others], "trials ok", "failed", "p vs best", ""]
-    lines = [f"## {summary['task'].upper()} ({summary['kind']}, {METRIC_LABELS.get(metric, metric)})", ""]
+    head = ["initialisation", f"{metric_label(summary, metric)} % (mean ± s.d.)",
+            *[f"{metric_label(summary, m)} %" for m in others], "trials ok", "failed", "p vs best", ""]
+    lines = [f"## {summary['task'].upper()} ({summary['kind']}, {metric_label(summary, metric)})", ""]
     data = summary.get("data") or {}
     if data:
         lines += [f"Data: {data.get('source', '')}; {data.get('samples', '?')} samples from "
@@ -125,6 +141,8 @@ def task_markdown(summary: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", f"{summary['test']}; α = {summary['alpha']}. **Bold**: best mean; {NOT_SIGNIFICANT_MARK}: "
               "not significantly different from the best. Failed (diverged) trials are excluded from mean and s.d.", ""]
+    if _scoring_note(summary):
+        lines += [_scoring_note(summary), ""]
     return "\n".join(lines)
 
 
@@ -151,7 +169,7 @@ def bar_chart(panels: list[dict[str, Any]], path: Path) -> Path:
             ax.scatter([i] * len(pts), pts, s=10, color="black", zorder=3)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, ha="right")
-        label = METRIC_LABELS.get(summary["metric"], summary["metric"])
+        label = metric_label(summary, summary["metric"])
         ax.set_ylabel(f"{label} (%)")
         ax.set_title(f"{summary['task'].upper()}: {label}, mean ± s.d.")
         finite = [m - s for m, s in zip(means, stds) if m > 0]
@@ -165,8 +183,13 @@ def bar_chart(panels: list[dict[str, Any]], path: Path) -> Path:
 
 
 def write_results(out: Path, task: "Task", metric: str, init_names: Sequence[str], records: Sequence["TrialRecord"],
-                  data_info: dict[str, Any] | None = None, trials: int | None = None) -> dict[str, Any]:
-    """Write ``results.csv``, ``results.json``, ``results.md`` and ``results.png`` for one task; returns the summary."""
+                  data_info: dict[str, Any] | None = None, trials: int | None = None,
+                  iou_definition: str | None = None) -> dict[str, Any]:
+    """Write ``results.csv``, ``results.json``, ``results.md`` and ``results.png`` for one task; returns the summary.
+
+    ``iou_definition`` (``finetune.iou`` of a segmentation task) is recorded in the summary and shown in
+    the column labels and under the table, so a table says which IoU it reports.
+    """
     from semantic_genesis.utils.atomic import write_json, write_text
 
     out = Path(out)
@@ -181,6 +204,8 @@ def write_results(out: Path, task: "Task", metric: str, init_names: Sequence[str
     summary = summarize_records(task, metric, init_names, records)
     summary["trials_per_init"] = trials
     summary["data"] = data_info or {}
+    if iou_definition and task.kind == "segmentation":
+        summary["iou_definition"] = iou_definition
     write_json(out / "results.json", _nan_to_none(summary))
     write_text(out / "results.md", f"# Transfer results: {task.name}\n\n" + task_markdown(summary))
     if summary["best"] is not None:
@@ -225,7 +250,7 @@ def merge_tables(summaries: Sequence[dict[str, Any]]) -> tuple[str, list[list[st
     inits: list[str] = []
     for s in summaries:
         inits += [n for n in s["inits"] if n not in inits]
-    columns = [f"{s['task'].upper()} {METRIC_LABELS.get(s['metric'], s['metric'])}%" for s in summaries]
+    columns = [f"{s['task'].upper()} {metric_label(s, s['metric'])}%" for s in summaries]
     md = ["| initialisation | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     csv_rows = [["initialisation", *[f"{c} mean" for c in columns], *[f"{c} sd" for c in columns],
                  *[f"{c} mark" for c in columns]]]
@@ -270,7 +295,8 @@ def merge_results(folders: Sequence[str | Path], out: str | Path) -> Path:
         "", table, "",
     ]
     for s, folder in zip(summaries, folders):
-        text.append(f"- {s['task'].upper()}: {Path(folder)} ({(s.get('data') or {}).get('source', '')})")
+        note = f" {_scoring_note(s)}" if _scoring_note(s) else ""
+        text.append(f"- {s['task'].upper()}: {Path(folder)} ({(s.get('data') or {}).get('source', '')}).{note}")
     write_text(out / "results.md", "\n".join(text) + "\n")
     panels = [s for s in summaries if s.get("best") is not None]
     if panels:
