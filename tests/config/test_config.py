@@ -87,7 +87,7 @@ def test_shipped_variant_presets_follow_their_base():
     configs = Path(__file__).resolve().parents[2] / "configs"
     for suffix in ("_3d.yaml", "_3d_tiny.yaml"):
         sg = load_config(configs / f"semantic_genesis{suffix}")
-        for variant in ("semantic_inpainting", "semantic_patch_shuffling", "semantic_models_genesis"):
+        for variant in ("semantic_inpainting", "semantic_patch_shuffling", "semantic_models_genesis", "self_classification"):
             cfg = load_config(configs / f"{variant}{suffix}")
             assert cfg.method.name == variant
             assert (cfg.discovery, cfg.model, cfg.optim, cfg.train) == (sg.discovery, sg.model, sg.optim, sg.train)
