@@ -12,6 +12,7 @@ from semantic_genesis.io.images2d import Image2D
 from semantic_genesis.io.volumes import Volume
 from semantic_genesis.preprocess import (
     LungTable,
+    _gaussian_blur_conv,
     body_mask,
     border_margins,
     check_contrast,
@@ -151,9 +152,11 @@ def test_gaussian_blur_equals_scipy_mirror_mode():
     x = rng.random((2, 1, 19, 6, 3)).astype(np.float32)  # radius > size on some axes: mirrored repeatedly
     for sigmas in ([1.5, 1.5, 0.6], [0.0, 2.7, 4.0], [0.1, 0.0, 0.0]):
         got = gaussian_blur(torch.from_numpy(x), sigmas).numpy()
+        conv = _gaussian_blur_conv(torch.from_numpy(x), sigmas).numpy()  # the path of GPU tensors
         for b in range(2):
             want = ndimage.gaussian_filter(x[b, 0].astype(np.float64), sigmas, mode="mirror", truncate=4.0)
             np.testing.assert_allclose(got[b, 0], want, atol=1e-6)
+            np.testing.assert_allclose(conv[b, 0], want, atol=1e-6)
 
 
 def test_resize_anti_aliasing_is_skimage_rule_and_only_when_shrinking():
