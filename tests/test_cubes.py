@@ -295,3 +295,11 @@ def test_paper_settings_on_the_default_phantom_name_the_option_to_change(tmp_pat
     message = str(info.value)
     assert "cubes.content_test=body" in message and "cubes.cube_size" in message
     assert "179 x 179 x 102 mm" in message  # 64x64x32 voxels of 2.8x2.8x3.2 mm
+
+
+def test_an_official_split_the_layout_lacks_fails_before_any_scan_is_cut(scans, tmp_path):
+    from semantic_genesis.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"cubes.split=official: the generic layout has no official split"):
+        generate_cubes(_cfg("cubes.split=official"), scans, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

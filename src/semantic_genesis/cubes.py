@@ -367,6 +367,8 @@ def generate_cubes(cfg: Config, data: str | Path | None = None, out: str | Path 
     if not refs:
         raise DataError(f"{data}: no scans found")
     layout = detect_layout(data) if Path(data).is_dir() else "generic"
+    # a split rule the data cannot serve (official on a layout without one) fails before any scan is cut
+    assign_splits(cfg, layout, sorted({(r.patient_id, str(r.path)) for r in refs}), warn=lambda text: None)
     settings = {"seed": cfg.seed, "cubes": to_dict(c), "intensity": to_dict(cfg.intensity)}
     out = Path(out)
     writer = ShardWriter(out, KIND, (1, *c.cube_size), dtype=c.dtype, attrs={})
