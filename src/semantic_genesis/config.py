@@ -78,7 +78,7 @@ class DiscoveryConfig:
     """Self-discovery (Semantic Genesis): autoencoder, neighbours, coordinates, pattern set."""
 
     ae_input_size: tuple[int, int, int] = (128, 128, 64)  # whole scans are resized to this (X, Y, Z)
-    ae_skip_connections: bool = False  # reference §5.2: skips starve the bottleneck
+    ae_skip_connections: bool = False  # U-Net skips let the bottleneck carry little (official 2020 code: skip-less "Vnet")
     ae_width: float = 1.0
     ae_epochs: int = 100
     ae_batch_size: int = 8
