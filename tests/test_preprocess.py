@@ -12,7 +12,11 @@ from semantic_genesis.io.images2d import Image2D
 from semantic_genesis.io.volumes import Volume
 from semantic_genesis.preprocess import (
     LungTable,
+    _gaussian_blur_conv,
     body_mask,
+    border_margins,
+    check_contrast,
+    gaussian_blur,
     body_scores,
     body_table,
     ct_to_unit,
@@ -27,7 +31,7 @@ from semantic_genesis.preprocess import (
 
 
 def official_lung_loop(unit, corner, size, threshold=0.425, look_ahead=3, lung_max=0.15):
-    """Straight transcription of the official per-voxel loop (genesis_reference.md §1.3 step 3)."""
+    """Straight transcription of the official per-voxel loop (``infinite_generator_3D.py``, ``pattern_generator_3D.py``)."""
     x0, y0, z0 = (int(c) for c in corner)
     sx, sy, sz = size
     window = unit[x0 : x0 + sx, y0 : y0 + sy, z0 : z0 + sz + look_ahead]
@@ -139,6 +143,91 @@ def test_resize_numpy_torch_consistent_and_pixel_centred():
     np.testing.assert_array_equal(near[1::2], labels[:, 1::2, :])
     with pytest.raises(DataError, match="does not match"):
         resize(vol, (4, 4))
+
+
+def test_gaussian_blur_equals_scipy_mirror_mode():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    x = rng.random((2, 1, 19, 6, 3)).astype(np.float32)  # radius > size on some axes: mirrored repeatedly
+    for sigmas in ([1.5, 1.5, 0.6], [0.0, 2.7, 4.0], [0.1, 0.0, 0.0]):
+        got = gaussian_blur(torch.from_numpy(x), sigmas).numpy()
+        conv = _gaussian_blur_conv(torch.from_numpy(x), sigmas).numpy()  # the path of GPU tensors
+        for b in range(2):
+            want = ndimage.gaussian_filter(x[b, 0].astype(np.float64), sigmas, mode="mirror", truncate=4.0)
+            np.testing.assert_allclose(got[b, 0], want, atol=1e-6)
+            np.testing.assert_allclose(conv[b, 0], want, atol=1e-6)
+
+
+def test_resize_anti_aliasing_is_skimage_rule_and_only_when_shrinking():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    vol = rng.random((32, 24, 12)).astype(np.float32)
+    target = (8, 12, 12)  # factors 4, 2, 1 -> sigmas 1.5, 0.5, 0 (skimage: (factor - 1) / 2)
+    smoothed = ndimage.gaussian_filter(vol.astype(np.float64), (1.5, 0.5, 0.0), mode="mirror").astype(np.float32)
+    np.testing.assert_allclose(resize(vol, target, anti_aliasing=True), resize(smoothed, target), atol=1e-5)
+    up = (40, 30, 12)
+    np.testing.assert_array_equal(resize(vol, up, anti_aliasing=True), resize(vol, up))
+    # one bright slice in four (mean 0.25) vanishes in a plain 4x linear downsampling (it samples
+    # between voxels 4j+1 and 4j+2); the anti-aliased one keeps its mean
+    stripes = np.zeros((64, 8, 8), np.float32)
+    stripes[::4] = 1.0
+    np.testing.assert_array_equal(resize(stripes, (16, 8, 8)), 0.0)
+    np.testing.assert_allclose(resize(stripes, (16, 8, 8), anti_aliasing=True)[2:-2], 0.25, atol=0.02)
+
+
+def test_border_margins_relative_and_official():
+    lo, hi = border_margins((100, 100, 40), (16, 16, 8), "relative", (0.2, 0.1, 0.0))
+    assert lo.tolist() == [20, 10, 0] and hi.tolist() == [64, 74, 32]
+    lo, hi = border_margins((20, 100, 40), (16, 16, 8), "relative", (0.4, 0.1, 0.1))
+    assert lo[0] == 2 and hi[0] == 2  # shrunk to leave room for the crop
+    lo, hi = border_margins((512, 512, 140), (64, 64, 32), "official")
+    assert lo.tolist() == [100, 100, 30] and hi.tolist() == [347, 347, 74]  # 512-64-1-100, 140-32-3-1-30
+    lo, hi = border_margins((128, 128, 96), (64, 64, 32), "official")
+    assert np.any(lo > hi)  # no room: the caller reports it
+    with pytest.raises(DataError, match="unknown border rule"):
+        border_margins((10, 10, 10), (4, 4, 4), "absolute")
+
+
+def test_lung_table_with_body_mask_scores_outside_air_as_tissue():
+    unit = np.full((40, 40, 12), 0.0, np.float32)  # air
+    unit[12:, :, :] = 0.55  # a body filling X >= 12 ...
+    unit[20:32, 8:32, :] = 0.07  # ... with a lung inside it
+    body = body_mask(unit)
+    assert not body[:12].any() and body[20:32, 8:32].all()
+    size = (8, 8, 6)
+    corners = np.array([[0, 10, 0], [22, 12, 2], [30, 10, 0]])  # outside air, lung, tissue
+    plain = lung_scores(lung_table(unit), corners, size)
+    aware_table = lung_table(unit, body=body)
+    aware = lung_scores(aware_table, corners, size)
+    assert aware_table.body_aware and not lung_table(unit).body_aware
+    np.testing.assert_allclose(plain[:2], 0.0)
+    assert aware[0] == 1.0 and aware[1] == 0.0 and aware[2] == plain[2]
+    with pytest.raises(DataError, match="body mask shape"):
+        lung_table(unit, body=body[:, :, :4])
+
+
+def test_check_contrast_names_constant_scans():
+    check_contrast(np.array([[0.0, 1.0]]))
+    with pytest.raises(DataError, match="every voxel has the value -1000"):
+        check_contrast(np.full((4, 4, 4), -1000.0))
+
+
+def test_body_mask_equals_per_slice_hole_filling():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        x = (ndimage.gaussian_filter(rng.random((36, 30, 7)), 1.2) > 0.5) * 0.8 + rng.random((36, 30, 7)) * 0.1
+        tissue = x > 0.25
+        labels, _ = ndimage.label(tissue)
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        expected = labels == int(np.argmax(sizes))
+        for z in range(expected.shape[2]):
+            expected[:, :, z] = ndimage.binary_fill_holes(expected[:, :, z])
+        np.testing.assert_array_equal(body_mask(x.astype(np.float32)), expected)
 
 
 def test_body_mask_fills_lungs_and_drops_outside_blobs():

@@ -87,13 +87,23 @@ class CubesConfig:
     cubes_per_scan: int = 32  # official ``--scale``
     max_trials_factor: int = 50  # give up on a scan after factor * cubes_per_scan trials
     crop_scales: tuple[float, ...] = (1.0,)  # in-plane crop size / cube size; >1 crops more and resizes
+    # relative: margins of border_fraction of each axis; official: border_voxels (100, 100, 30) as the
+    # official generator on 512x512 LUNA16 scans (leaves no room on small or resampled scans)
+    border_rule: Literal["relative", "official"] = "relative"
     border_fraction: tuple[float, float, float] = (0.1, 0.1, 0.1)  # excluded margin per axis (relative)
-    content_test: Literal["lung", "body", "none"] = "lung"  # lung: chest CT (official); body: MRI / other CT
+    border_voxels: tuple[int, int, int] = (100, 100, 30)  # excluded margin per axis (official rule)
+    # lung: mostly air/lung inside the body (chest CT); lung_official: the official darkness-only test
+    # (outside air passes too; the official borders keep cubes in the body); body: inside the body
+    # (MRI, other CT, coarse grids); none: anywhere
+    content_test: Literal["lung", "lung_official", "body", "none"] = "lung"
     content_threshold: float = 0.425  # [0,1] value marking tissue ((-150 HU + 1000) / 2000)
-    content_max: float = 0.15  # lung test: accept if mean darkness score <= this
+    content_max: float = 0.15  # lung test: accept if mean tissue score <= this
     look_ahead: int = 3  # slices looked ahead by the lung test
     body_min_fraction: float = 0.5  # body test: accept if this fraction of the cube is inside the body
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train / validation / test, by patient
+    # auto: LUNA16 by subset (0-4 train, 5-6 validation, 7-9 test, as the official code), other data
+    # random (0.7 / 0.15 / 0.15); official: the dataset's official split; random; or [train, val, test]
+    # fractions of a random split by patient
+    split: Literal["auto", "official", "random"] | tuple[float, float, float] = "auto"
     dtype: Literal["float16", "uint8"] = "float16"
     shard_size: int = 1024  # cubes per shard file
 
@@ -106,7 +116,7 @@ class DiscoveryConfig:
     """Self-discovery (Semantic Genesis): autoencoder, neighbours, coordinates, pattern set."""
 
     ae_input_size: tuple[int, int, int] = (128, 128, 64)  # whole scans are resized to this (X, Y, Z)
-    ae_skip_connections: bool = False  # skips starve the bottleneck (the original 2020 SG code used a skip-less AE)
+    ae_skip_connections: bool = False  # U-Net skips let the bottleneck carry little (official 2020 code: skip-less "Vnet")
     ae_width: float = 1.0
     ae_epochs: int = 100
     ae_batch_size: int = 8
@@ -126,15 +136,20 @@ class DiscoveryConfig:
     multires_size_range: tuple[int, int] = (50, 79)  # in-plane crop size (inclusive), resized to pattern
     multires_jitter: int = 10  # +- in-plane shift of multi-resolution crops
     min_distance: float = 5.0  # voxels between coordinates of one reference
+    border_rule: Literal["relative", "official"] = "relative"  # as cubes.border_rule
     border_fraction: tuple[float, float, float] = (0.1, 0.1, 0.1)
-    content_test: Literal["lung", "body", "none"] = "lung"
+    border_voxels: tuple[int, int, int] = (100, 100, 30)  # official rule (512x512 LUNA16 scans)
+    content_test: Literal["lung", "lung_official", "body", "none"] = "lung"  # as cubes.content_test
     content_threshold: float = 0.425  # lung test: [0,1] value marking tissue ((-150 HU + 1000) / 2000)
-    content_max: float = 0.15  # lung test: accept if mean darkness score <= this
+    content_max: float = 0.15  # lung test: accept if mean tissue score <= this
     look_ahead: int = 3  # lung test: slices looked ahead
     body_min_fraction: float = 0.5  # body test: accept if this fraction of the crop is inside the body
     coordinate_frame: Literal["body", "volume"] = "body"  # coordinates relative to the body box or the volume
     max_coordinate_trials: int = 2000  # candidate positions tried per reference before giving up
-    val_fraction: float = 0.15  # patients held out for validation patterns
+    # auto: LUNA16 by subset (train 0-4, validation 5-6; test subsets 7-9 are left out of discovery, as
+    # in the official code), other data random; official: the dataset's split; random: val_fraction
+    split: Literal["auto", "official", "random"] = "auto"
+    val_fraction: float = 0.15  # random split: patients held out for validation patterns
     dtype: Literal["float16", "uint8"] = "float16"
     shard_size: int = 1024
     memory_mb: int = 2048  # pattern generation: crops held in memory per pass over the neighbours
@@ -252,7 +267,10 @@ class FinetuneConfig:
     inits: tuple[str, ...] = ("scratch",)  # evaluate: name=path entries (scratch needs no path)
     trials: int = 10  # evaluate: fine-tuning runs per initialisation (paper: 10)
     label_fraction: float = 1.0  # fraction of training patients used (few-label regimes)
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train / validation / test, by patient
+    # auto: the official split where the layout defines one by itself (LUNA16 subsets: 0-4 / 5-6 / 7-9),
+    # else random (0.6 / 0.2 / 0.2); official: the task's official lists (NCC LUNA16 subsets, LCS LiTS
+    # cases 0-99 / 100-114 / 115-129, BMS BraTS 2018 folds); random; or [train, val, test] fractions
+    split: Literal["auto", "official", "random"] | tuple[float, float, float] = "auto"
     split_seed: int | None = None  # None = the root seed; fixed across trials so the test set is shared
     freeze_encoder: bool = False  # True: linear probe / frozen features; only head (+decoder) trained
     loss: str = "auto"  # auto: BCE for classification, Dice+BCE for segmentation; or bce | dice | dice_bce
@@ -267,6 +285,10 @@ class FinetuneConfig:
     sw_overlap: float = 0.25  # lcs/bms: sliding-window overlap at whole-volume inference (MONAI)
     sw_batch_size: int = 4
     threshold: float = 0.5  # probability threshold of Dice / IoU (official evaluation: 0.5)
+    # IoU / Dice of segmentation tasks: pooled = over all test voxels (official evaluation, Table 2);
+    # per_case = mean of per-volume values; keras = two-class mean IoU over thresholds 0.5..0.95
+    iou: Literal["pooled", "per_case", "keras"] = "pooled"
+    resize_inplane: int = 0  # lcs: resize volumes in-plane to NxN first (official LiTS data: 256); 0 = native
     max_patients: int = 0  # use only the first N patients of the dataset (0 = all); quick runs
     options: dict[str, Any] = field(default_factory=dict)  # task-specific extras
 

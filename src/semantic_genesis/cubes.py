@@ -1,22 +1,33 @@
-"""Cube sets for Models Genesis pretraining: random sub-volumes of every scan (reference §2.6).
+"""Cube sets for Models Genesis pretraining: random sub-volumes of every scan.
 
 For each scan found by :func:`semantic_genesis.io.datasets.list_scans`: read it, map it to [0, 1]
 (:func:`semantic_genesis.preprocess.to_unit`, CT window [-1000, 1000] HU by default), then draw
 ``cubes.cubes_per_scan`` cubes of ``cubes.cube_size`` voxels ``(X, Y, Z)`` at random positions that
 pass a content test, trying at most ``max_trials_factor * cubes_per_scan`` positions (official:
-32 cubes, 1600 trials per scan).
+32 cubes, 1600 trials per scan; Models Genesis, Zhou et al., MICCAI 2019 / MedIA 2021, generator
+``infinite_generator_3D.py``).
 
-Differences from the official generator (``infinite_generator_3D.py``), on purpose:
+Differences from the official generator, on purpose (its behaviour stays available as options):
 
-* borders are a fraction of each axis (``border_fraction``) instead of 100 voxels in-plane and 30
-  slices: the official values assume ~512×512 LUNA16 scans and leave nothing of a resampled or
-  smaller scan; if the border leaves no room it is shrunk until the crop fits;
-* the lung test (mean of ``d = 1 - k/2`` over the window, accept if ``<= content_max``; reference
-  §1.3) is vectorised over many candidate positions at once (:func:`semantic_genesis.preprocess.lung_scores`);
-  ``content_test="body"`` accepts cubes mostly inside the body (MRI, non-chest CT), ``"none"`` any;
+* **Cubes stay inside the body.** The default ``content_test="lung"`` is the official lung test
+  (mean tissue score of the window ``<= content_max``, vectorised over many candidates at once,
+  :func:`semantic_genesis.preprocess.lung_scores`) with the air *outside the body* counted as tissue
+  (a body mask per scan, :func:`semantic_genesis.preprocess.body_mask`): outside air is not lung.
+  ``content_test="lung_official"`` is the official darkness-only test, which accepts the air around
+  the patient as well and relies on the borders to stay inside it; ``"body"`` accepts cubes mostly
+  inside the body (MRI, non-chest CT, coarse grids), ``"none"`` any.
+* **Borders** (``border_rule``) are a fraction of each axis by default (``border_fraction``; shrunk if
+  they leave no room), so they mean the same on any grid; ``border_rule="official"`` uses the
+  official absolute borders (``border_voxels`` = 100 voxels in-plane, 30 slices, sized for 512x512
+  LUNA16 scans; a scan too small for them is skipped with a reason).
 * optional multi-scale crops: ``crop_scales`` > 1 crop a larger in-plane window and resize it to the
   cube size (the official "crop_rows/crop_cols" option), < 1 a smaller one;
-* train / validation / test split **by patient** (seeded), stored per shard;
+* train / validation / test split **by patient** (``split``; :mod:`semantic_genesis.io.datasets.splits`):
+  ``auto`` uses the official LUNA16 subsets (0-4 train, 5-6 validation, 7-9 test) on LUNA16 data and a
+  seeded random split otherwise. Splits are assigned *after* unreadable and empty scans are dropped
+  (an empty split is warned about) and written to the manifest (``attrs.splits``: patient -> split,
+  ``attrs.split_patients``: split -> patients), so later steps can tell which patients were
+  pretrained on;
 * each scan's random stream is seeded from ``(seed, patient id, file name)``, so the output is the same
   whatever the order or interruption of the run, and an interrupted run resumes where it stopped
   (one shard per scan, :class:`semantic_genesis.io.shards.ShardWriter`).
@@ -43,6 +54,9 @@ from semantic_genesis.utils.seeding import derive_seed
 
 KIND = "cubes"
 SPLITS = ("train", "validation", "test")
+DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)  # random split (cubes.split=random or auto on non-LUNA16 data)
+PENDING = "pending"  # split of a shard until the whole set is cut (readers of a split skip it)
+LEFT_OUT = "unused"  # shards of patients an official split does not use
 
 
 @dataclass
@@ -54,6 +68,8 @@ class CubeSetSummary:
         counts: cubes per split in the whole set.
         scans: scans that contributed cubes; skipped: ``{scan: reason}`` for scans without cubes.
         resumed: scans found already done (from an earlier, interrupted run).
+        split_rule: how patients were split (official subsets, or random with fractions and seed).
+        left_out: patients an official split does not use (their cubes are in no split).
     """
 
     out: Path
@@ -61,10 +77,12 @@ class CubeSetSummary:
     scans: int
     skipped: dict[str, str] = field(default_factory=dict)
     resumed: int = 0
+    split_rule: str = ""
+    left_out: list[str] = field(default_factory=list)
 
 
 def split_patients(patient_ids: Sequence[str], fractions: Sequence[float], seed: int) -> dict[str, str]:
-    """Assign each patient to ``train`` / ``validation`` / ``test`` (seeded, by patient).
+    """Assign each patient to ``train`` / ``validation`` / ``test`` at random (seeded, by patient).
 
     Counts are ``round(fraction * n)`` for validation and test, at least one each when there are
     enough patients (``n >= 2`` for validation, ``n >= 3`` for test) and the fraction is positive;
@@ -96,55 +114,110 @@ def split_patients(patient_ids: Sequence[str], fractions: Sequence[float], seed:
     return out
 
 
-def _axis_range(size: int, crop: int, border: float) -> tuple[int, int]:
-    """Inclusive range of crop starts on one axis, the border shrunk if it leaves no room."""
-    margin = int(math.floor(border * size))
-    margin = min(margin, (size - crop) // 2)
-    return margin, size - crop - margin
+def assign_splits(cfg: Config, layout: str, patients: Sequence[tuple[str, str]], warn=None) -> tuple[dict[str, str], str]:
+    """Apply ``cubes.split`` to the usable patients: ``(patient -> split, description)``.
+
+    Patients an official split does not use are absent from the result (their cubes are dropped).
+    """
+    from semantic_genesis.io.datasets.splits import choose_split
+
+    rule = cfg.cubes.split
+    choice = choose_split(rule, layout, patients, needs=("train", "validation"), key="cubes.split", warn=warn)
+    if choice.rule == "official":
+        return dict(choice.assignment), choice.description
+    fractions = tuple(rule) if not isinstance(rule, str) else DEFAULT_FRACTIONS
+    description = f"{choice.description}, fractions {list(fractions)}, seed {cfg.seed}"
+    return split_patients([pid for pid, _ in patients], fractions, cfg.seed), description
+
+
+def crop_range(shape: Sequence[int], crop: Sequence[int], cfg: CubesConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive corner range of ``crop`` in a volume of ``shape`` under ``cubes.border_rule``.
+
+    Raises:
+        DataError: the official borders leave no room (naming the option to change).
+    """
+    from semantic_genesis.preprocess import border_margins
+
+    lo, hi = border_margins(shape, crop, cfg.border_rule, cfg.border_fraction, cfg.border_voxels, cfg.look_ahead)
+    if np.any(lo > hi):
+        raise DataError(
+            f"the official borders (cubes.border_rule=official, border_voxels {list(cfg.border_voxels)}) leave no "
+            f"room for a crop of {tuple(int(c) for c in crop)} in a volume of shape {tuple(int(v) for v in shape)}; "
+            "they are sized for 512x512 LUNA16 scans: use cubes.border_rule=relative"
+        )
+    return lo, hi
 
 
 class _ContentTest:
     """Scores candidate windows of one scan; ``accept(scores)`` says which pass.
 
-    The per-scan tables (lung darkness / body mask summed-area tables) are built once, so each
-    candidate window costs O(1) whatever its size.
+    The per-scan tables (body mask, lung tissue score / body summed-area tables) are built once, so
+    each candidate window costs O(1) whatever its size. ``best`` keeps the best score seen, for the
+    message when nothing passes.
     """
 
     def __init__(self, unit: np.ndarray, cfg: CubesConfig):
         self.cfg = cfg
         self.unit = unit
         self._table: Any = None
+        self.best = math.inf
+        self.passed = 0
 
     def scores(self, corners: np.ndarray, crop: tuple[int, int, int]) -> np.ndarray:
-        """Lung test: mean darkness ``mean(d)`` (lower = more air/lung); body test: fraction outside the body."""
+        """Lung tests: mean tissue score (lower = more air/lung); body test: fraction outside the body."""
         from semantic_genesis import preprocess
 
         cfg = self.cfg
-        if cfg.content_test == "lung":
+        if cfg.content_test in ("lung", "lung_official"):
             if self._table is None:
-                self._table = preprocess.lung_table(self.unit, cfg.content_threshold, cfg.look_ahead)
-            return np.asarray(preprocess.lung_scores(self._table, corners, crop, cfg.content_threshold, cfg.look_ahead))
-        if cfg.content_test == "body":
+                body = preprocess.body_mask(self.unit) if cfg.content_test == "lung" else None
+                self._table = preprocess.lung_table(self.unit, cfg.content_threshold, cfg.look_ahead, body=body)
+            out = np.asarray(preprocess.lung_scores(self._table, corners, crop, cfg.content_threshold, cfg.look_ahead))
+        elif cfg.content_test == "body":
             if self._table is None:
                 self._table = preprocess.body_table(self.unit)
-            return 1.0 - np.asarray(preprocess.body_scores(self._table, corners, crop))
-        return np.zeros(len(corners))
+            out = 1.0 - np.asarray(preprocess.body_scores(self._table, corners, crop))
+        else:
+            out = np.zeros(len(corners))
+        if len(out):
+            self.best = min(self.best, float(out.min()))
+        return out
 
     def accept(self, scores: np.ndarray) -> np.ndarray:
-        if self.cfg.content_test == "lung":
-            return scores <= self.cfg.content_max
-        if self.cfg.content_test == "body":
-            return scores <= 1.0 - self.cfg.body_min_fraction
-        return np.ones(len(scores), dtype=bool)
+        if self.cfg.content_test in ("lung", "lung_official"):
+            ok = scores <= self.cfg.content_max
+        elif self.cfg.content_test == "body":
+            ok = scores <= 1.0 - self.cfg.body_min_fraction
+        else:
+            ok = np.ones(len(scores), dtype=bool)
+        self.passed += int(ok.sum())
+        return ok
+
+    def failure(self, trials: int) -> str:
+        """Why no window passed, with the option(s) that would change it."""
+        cfg = self.cfg
+        best = "" if not math.isfinite(self.best) else f"; best score {self.best:.3f}"
+        if cfg.content_test in ("lung", "lung_official"):
+            inside = " inside the body" if cfg.content_test == "lung" else ""
+            return (f"no position passed the {cfg.content_test} content test (mostly air{inside}: mean tissue score "
+                    f"<= cubes.content_max={cfg.content_max:g}{best}) in {trials} trials")
+        if cfg.content_test == "body":
+            return (f"no position passed the body content test (>= cubes.body_min_fraction={cfg.body_min_fraction:g} "
+                    f"inside the body{best and f'; best {1 - self.best:.3f}'}) in {trials} trials")
+        return f"no position found in {trials} trials"
 
 
-def sample_cubes(unit: np.ndarray, cfg: CubesConfig, rng: np.random.Generator) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def sample_cubes(
+    unit: np.ndarray, cfg: CubesConfig, rng: np.random.Generator, diagnostics: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Draw up to ``cfg.cubes_per_scan`` cubes from one scan in [0, 1].
 
     Args:
         unit: float32 ``(X, Y, Z)`` volume in [0, 1].
         cfg: the ``cubes`` section.
         rng: the scan's generator.
+        diagnostics: if given, filled with ``trials``, ``passed``, ``best_score`` and ``reason`` (why
+            no cube passed, naming the options to change; empty when some did).
 
     Returns:
         ``(cubes, records)``: float32 ``(N, 1, cx, cy, cz)`` in [0, 1] (N <= cubes_per_scan; fewer
@@ -152,7 +225,8 @@ def sample_cubes(unit: np.ndarray, cfg: CubesConfig, rng: np.random.Generator) -
         content score).
 
     Raises:
-        DataError: the volume is smaller than the largest crop on some axis.
+        DataError: the volume is smaller than the largest crop on some axis, or the official borders
+            leave no room.
     """
     cx, cy, cz = cfg.cube_size
     test = _ContentTest(unit, cfg)
@@ -167,6 +241,7 @@ def sample_cubes(unit: np.ndarray, cfg: CubesConfig, rng: np.random.Generator) -
             f"volume of shape {tuple(unit.shape)} is too small for cubes of {tuple(cfg.cube_size)}"
             f" (needs at least {need} voxels (X, Y, Z) for crop scales {list(cfg.crop_scales)})"
         )
+    ranges = [crop_range(unit.shape, crop, cfg) for crop in crops]
     want = cfg.cubes_per_scan
     budget = max(cfg.max_trials_factor * want, want)
     cubes: list[np.ndarray] = []
@@ -179,9 +254,8 @@ def sample_cubes(unit: np.ndarray, cfg: CubesConfig, rng: np.random.Generator) -
         which = rng.integers(0, len(crops), size=n)
         starts = np.empty((n, 3), dtype=np.int64)
         for i in range(3):
-            lo_hi = [_axis_range(unit.shape[i], c[i], cfg.border_fraction[i]) for c in crops]
-            lo = np.array([a for a, _ in lo_hi])[which]
-            hi = np.array([b for _, b in lo_hi])[which]
+            lo = np.array([r[0][i] for r in ranges])[which]
+            hi = np.array([r[1][i] for r in ranges])[which]
             starts[:, i] = lo + np.floor(rng.random(n) * (hi - lo + 1)).astype(np.int64)
         scores = np.empty(n)
         for k, crop in enumerate(crops):
@@ -208,28 +282,58 @@ def sample_cubes(unit: np.ndarray, cfg: CubesConfig, rng: np.random.Generator) -
                     "score": float(scores[j]),
                 }
             )
+    if diagnostics is not None:
+        diagnostics.update(trials=tried, passed=test.passed, best_score=test.best,
+                           reason="" if cubes else test.failure(tried))
     array = np.stack(cubes)[:, None] if cubes else np.zeros((0, 1, cx, cy, cz), dtype=np.float32)
     return array, records
 
 
-def _unit_volume(ref: Any, cfg: Config) -> np.ndarray:
-    """Read one scan and map it to float32 (X, Y, Z) in [0, 1]."""
+def _unit_volume(ref: Any, cfg: Config) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Read one scan and map it to float32 (X, Y, Z) in [0, 1]; also return its spacing (mm).
+
+    Raises:
+        DataError: not 3D, or every voxel has the same value (an empty or broken scan).
+    """
     from semantic_genesis.io.volumes import read_volume
-    from semantic_genesis.preprocess import to_unit
+    from semantic_genesis.preprocess import check_contrast, to_unit
 
     volume = read_volume(ref.path)
     if not volume.metadata.get("modality") and ref.modality in ("ct", "mri"):
         volume = volume.with_array(volume.array, modality=ref.modality)
-    unit = to_unit(volume, cfg.intensity).array  # resampled to intensity.spacing first when set
-    return np.asarray(unit, dtype=np.float32)
+    if np.ndim(volume.array) != 3:
+        raise DataError(f"expected a 3D volume, got shape {tuple(np.shape(volume.array))}")
+    check_contrast(volume.array)
+    unit = to_unit(volume, cfg.intensity)  # resampled to intensity.spacing first when set
+    return np.asarray(unit.array, dtype=np.float32), tuple(float(v) for v in unit.spacing)
 
 
 def _unit_name(ref: Any) -> str:
     return f"{ref.patient_id}/{Path(ref.path).name}"
 
 
+def _no_cube_advice(cfg: Config, spacings: dict[str, tuple[float, ...]]) -> str:
+    """What to change when no scan passed the content test (the paper settings on small or coarse data)."""
+    c = cfg.cubes
+    mm = ""
+    if spacings:
+        sp = np.median(np.asarray(list(spacings.values()), dtype=np.float64), axis=0)
+        size = np.asarray(c.cube_size, dtype=np.float64) * sp
+        mm = (f" A cube of {tuple(c.cube_size)} voxels spans {size[0]:.0f} x {size[1]:.0f} x {size[2]:.0f} mm at "
+              f"these scans' {sp[0]:.2g} x {sp[1]:.2g} x {sp[2]:.2g} mm voxels.")
+    if c.content_test in ("lung", "lung_official"):
+        return (mm + " Options: cubes.content_test=body (cubes inside the body, as the *_tiny.yaml presets use "
+                "on the phantoms), a smaller cubes.cube_size, a finer intensity.spacing, or a larger cubes.content_max")
+    if c.content_test == "body":
+        return mm + " Options: a lower cubes.body_min_fraction, a smaller cubes.cube_size, or cubes.content_test=none"
+    return mm
+
+
 def generate_cubes(cfg: Config, data: str | Path | None = None, out: str | Path | None = None, progress: bool = True) -> CubeSetSummary:
     """Write (or resume) the cube set of every scan under ``data`` into ``out``.
+
+    Every scan is read and cut first; the train / validation / test split is assigned at the end,
+    over the scans that gave cubes (``cubes.split``), and recorded per shard and in the manifest.
 
     Args:
         cfg: root config (sections ``cubes``, ``intensity``; ``seed``; ``data``/``out`` if not given).
@@ -240,11 +344,12 @@ def generate_cubes(cfg: Config, data: str | Path | None = None, out: str | Path 
     Raises:
         ConfigError: missing data/out, bad cube settings, or ``out`` holds a cube set made with other
             settings.
-        DataError: no scans, or no scan gave any cube (the message lists why per scan).
+        DataError: no scans, or no scan gave any cube (the message lists why per scan and names the
+            options to change).
     """
     from tqdm.auto import tqdm
 
-    from semantic_genesis.io.datasets import list_scans
+    from semantic_genesis.io.datasets import detect_layout, list_scans
     from semantic_genesis.io.shards import ShardWriter
 
     data = data if data is not None else cfg.data
@@ -256,10 +361,14 @@ def generate_cubes(cfg: Config, data: str | Path | None = None, out: str | Path 
         warnings.warn(f"cubes.cube_size {tuple(c.cube_size)} is not divisible by 8; the 3D U-Net needs multiples of 8", stacklevel=2)
     if c.cubes_per_scan <= 0:
         raise ConfigError(f"cubes.cubes_per_scan must be > 0, got {c.cubes_per_scan}")
+    if not isinstance(c.split, str):
+        split_patients(["check"], c.split, cfg.seed)  # bad fractions fail before any work
     refs = list_scans(data)
     if not refs:
         raise DataError(f"{data}: no scans found")
-    splits = split_patients([r.patient_id for r in refs], c.split, cfg.seed)
+    layout = detect_layout(data) if Path(data).is_dir() else "generic"
+    # a split rule the data cannot serve (official on a layout without one) fails before any scan is cut
+    assign_splits(cfg, layout, sorted({(r.patient_id, str(r.path)) for r in refs}), warn=lambda text: None)
     settings = {"seed": cfg.seed, "cubes": to_dict(c), "intensity": to_dict(cfg.intensity)}
     out = Path(out)
     writer = ShardWriter(out, KIND, (1, *c.cube_size), dtype=c.dtype, attrs={})
@@ -271,8 +380,10 @@ def generate_cubes(cfg: Config, data: str | Path | None = None, out: str | Path 
             f"{out}: holds a cube set made with other settings ({', '.join(changed + extra)}); "
             "use another --out folder or delete it"
         )
-    writer.manifest["attrs"].update({"settings": settings, "source": str(data), "splits": splits})
+    writer.manifest["attrs"].update({"settings": settings, "source": str(data), "layout": layout,
+                                     "planned": [r.patient_id for r in refs]})
     skipped: dict[str, str] = dict(writer.manifest["attrs"].get("skipped", {}))
+    spacings: dict[str, tuple[float, ...]] = {k: tuple(v) for k, v in writer.manifest["attrs"].get("spacings", {}).items()}
     done = writer.completed_units()
     resumed = sum(1 for r in refs if _unit_name(r) in done)
     todo = [r for r in refs if _unit_name(r) not in done]
@@ -280,11 +391,11 @@ def generate_cubes(cfg: Config, data: str | Path | None = None, out: str | Path 
     for ref in bar:
         unit = _unit_name(ref)
         rng = np.random.default_rng(derive_seed(cfg.seed, "cubes", ref.patient_id, Path(ref.path).name))
+        info: dict[str, Any] = {}
         try:
-            volume = _unit_volume(ref, cfg)
-            if volume.ndim != 3:
-                raise DataError(f"expected a 3D volume, got shape {tuple(volume.shape)}")
-            cubes, records = sample_cubes(volume, c, rng)
+            volume, spacing = _unit_volume(ref, cfg)
+            spacings[unit] = spacing
+            cubes, records = sample_cubes(volume, c, rng, diagnostics=info)
         except SemanticGenesisError as exc:
             reason = str(exc)
             skipped[unit] = reason
@@ -292,26 +403,42 @@ def generate_cubes(cfg: Config, data: str | Path | None = None, out: str | Path 
             cubes, records = np.zeros((0, 1, *c.cube_size), dtype=np.float32), []
         else:
             if len(cubes) == 0:
-                reason = (
-                    f"no position passed the {c.content_test} content test in "
-                    f"{c.max_trials_factor * c.cubes_per_scan} trials"
-                )
-                skipped[unit] = reason
-                print(f"warning: scan {ref.path}: {reason}", file=sys.stderr)
+                skipped[unit] = info["reason"]
+                print(f"warning: scan {ref.path}: {info['reason']}", file=sys.stderr)
             elif len(cubes) < c.cubes_per_scan:
-                print(f"warning: scan {ref.path}: only {len(cubes)} of {c.cubes_per_scan} cubes passed the content test",
-                      file=sys.stderr)
+                print(f"warning: scan {ref.path}: only {len(cubes)} of {c.cubes_per_scan} cubes passed the "
+                      f"{c.content_test} content test in {info['trials']} trials", file=sys.stderr)
         for record in records:
             record.update({"patient": ref.patient_id, "scan": str(ref.path)})
         writer.manifest["attrs"]["skipped"] = skipped
-        writer.add_unit(unit, cubes, records, split=splits[ref.patient_id])
+        writer.manifest["attrs"]["spacings"] = {k: list(v) for k, v in spacings.items()}
+        writer.add_unit(unit, cubes, records, split=PENDING)
         bar.set_postfix(cubes=len(cubes))
     bar.close()
+
+    counts_by_unit = {shard["unit"]: 0 for shard in writer.manifest["shards"]}
+    for shard in writer.manifest["shards"]:
+        counts_by_unit[shard["unit"]] += int(shard["count"])
+    usable = [(r.patient_id, str(r.path)) for r in refs if counts_by_unit.get(_unit_name(r), 0) > 0]
+    if not usable:
+        details = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        advice = _no_cube_advice(cfg, spacings) if any("content test" in v for v in skipped.values()) else ""
+        raise DataError(f"{data}: no scan gave any cube of {tuple(c.cube_size)} voxels ({details}).{advice}")
+    patient_paths = dict(sorted({pid: path for pid, path in usable}.items()))
+    splits, description = assign_splits(cfg, layout, list(patient_paths.items()))
+    unit_patient = {_unit_name(r): r.patient_id for r in refs}
+    for shard in writer.manifest["shards"]:
+        shard["split"] = splits.get(unit_patient.get(shard["unit"], ""), LEFT_OUT)
     counts = {s: 0 for s in SPLITS}
     for shard in writer.manifest["shards"]:
-        counts[shard["split"]] = counts.get(shard["split"], 0) + int(shard["count"])
-    if sum(counts.values()) == 0:
-        details = "; ".join(f"{k}: {v}" for k, v in skipped.items())
-        raise DataError(f"{data}: no scan gave any cube of {tuple(c.cube_size)} voxels ({details})")
-    writer.finish(counts=counts, scans=len(refs) - len(skipped), skipped=skipped)
-    return CubeSetSummary(out, counts, len(refs) - len(skipped), skipped, resumed)
+        if shard["split"] in counts:
+            counts[shard["split"]] += int(shard["count"])
+    for name in SPLITS:
+        if counts[name] == 0:
+            print(f"warning: the {name} split of the cube set is empty ({description}; {len(splits)} patients)",
+                  file=sys.stderr)
+    by_split = {name: sorted(pid for pid, s in splits.items() if s == name) for name in SPLITS}
+    left_out = sorted(set(patient_paths) - set(splits))
+    writer.finish(counts=counts, scans=len(usable), skipped=skipped, splits=splits, split_patients=by_split,
+                  split_rule=description, left_out=left_out)
+    return CubeSetSummary(out, counts, len(usable), skipped, resumed, description, left_out)

@@ -1,4 +1,4 @@
-"""Preprocessing: intensities to [0, 1], resampling and resizing, body masks, and the content tests.
+"""Preprocessing: intensities to [0, 1], resampling and resizing, body masks, borders and content tests.
 
 Intensity (DESIGN.md conventions):
 
@@ -6,16 +6,24 @@ Intensity (DESIGN.md conventions):
   MICCAI 2019 / MedIA 2021; Haghighi et al., MICCAI 2020 for Semantic Genesis).
 * MRI and X-ray: robust per-image scaling between the 0.5th and 99.5th percentiles, clipped.
 
-Content tests decide whether a candidate window holds useful anatomy. The "lung" test reproduces the
-official cube and pattern generators (``infinite_generator_3D.py``, ``pattern_generator_3D.py``;
-see ``shared/reference/genesis_reference.md`` §1.3 step 3 and §2.6): for each voxel ``(i, j, d)`` of
-an ``sx x sy x sz`` window, ``k`` is the first slice offset in ``{0, ..., look_ahead - 2}`` (``{0, 1}``
-for the official ``look_ahead = 3``) with ``value[i, j, d + k] >= threshold`` (0.425 = -150 HU), else
-``k = look_ahead - 1``; ``d = 1 - k / (look_ahead - 1)`` (1, 0.5 or 0); the window is accepted when
-``sum(d) <= lung_max * sx * sy * sz`` (lung_max 0.15), i.e. its mean darkness score is at most 0.15:
+Content tests decide whether a candidate window holds useful anatomy. The "lung" statistic reproduces
+the official cube and pattern generators (``infinite_generator_3D.py``, ``pattern_generator_3D.py``):
+for each voxel ``(i, j, d)`` of an ``sx x sy x sz`` window, ``k`` is the first slice offset in
+``{0, ..., look_ahead - 2}`` (``{0, 1}`` for the official ``look_ahead = 3``) with
+``value[i, j, d + k] >= threshold`` (0.425 = -150 HU), else ``k = look_ahead - 1``;
+``d = 1 - k / (look_ahead - 1)`` (1, 0.5 or 0); the window is accepted when
+``sum(d) <= lung_max * sx * sy * sz`` (lung_max 0.15), i.e. its mean tissue score is at most 0.15:
 mostly air/lung. The official code runs a pure-Python quadruple loop per trial; here the integer
 ``(look_ahead - 1) * d`` volume is computed once per scan and put in a 3D summed-area table, so any
 number of candidate windows are scored in O(1) each with results identical to the loop.
+
+**Air outside the body is not lung.** The official test only looks at darkness, so the air around the
+patient passes it; the official generators rely on fixed borders (100 voxels in-plane, 30 slices,
+sized for 512x512 LUNA16 scans) to stay inside the body. With :func:`lung_table` ``body=`` (a body mask,
+:func:`body_mask`) voxels outside the body score as tissue, so an accepted window is mostly air
+*inside* the body (the lungs and airways): at most ``lung_max`` of it lies outside the body.
+:func:`border_margins` implements both border rules (relative to the volume, or the official
+absolute voxels).
 """
 
 from __future__ import annotations
@@ -65,6 +73,21 @@ def ct_to_unit(hu: Any, hu_min: float = HU_MIN, hu_max: float = HU_MAX) -> Any:
     x = np.asarray(hu, dtype=np.float32)
     out = (np.clip(x, hu_min, hu_max) - np.float32(hu_min)) * np.float32(scale)
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def check_contrast(array: Any) -> None:
+    """Raise :class:`DataError` when every voxel of a scan has the same value (an empty or broken scan).
+
+    Such a scan has no anatomy: a CT of constant -1000 HU would pass the darkness-only lung test
+    everywhere, and a constant MRI scales to all zeros. ``cubes`` and ``discover`` skip it with this
+    reason.
+    """
+    x = np.asarray(array)
+    if x.size == 0:
+        raise DataError("the scan has no voxels")
+    lo, hi = np.nanmin(x), np.nanmax(x)
+    if not hi > lo:
+        raise DataError(f"every voxel has the value {float(lo):g} (an empty or broken scan)")
 
 
 def percentile_to_unit(
@@ -192,20 +215,27 @@ def resample(volume: Any, spacing: Sequence[float], is_label: bool = False) -> A
     return dataclasses.replace(volume, array=out, spacing=tuple(float(s) for s in new), metadata=dict(volume.metadata))
 
 
-def resize(array: Any, shape: Sequence[int], order: int = 1) -> Any:
+def resize(array: Any, shape: Sequence[int], order: int = 1, anti_aliasing: bool = False) -> Any:
     """Resize to ``shape`` with torch ``F.interpolate`` (``align_corners=False``).
 
     ``order=1`` is trilinear (3D) / bilinear (2D) and ``order=0`` nearest (``"nearest-exact"``); the
-    sampling grid is pixel-centre aligned, like ``skimage.transform.resize(order=1,
-    anti_aliasing=False)`` used by the official Semantic Genesis code (the two agree away from the
-    border, where torch repeats the edge). This one function is used for every resize in the
-    package so that cubes, patterns and whole-scan inputs are resampled the same way.
+    sampling grid is pixel-centre aligned, like ``skimage.transform.resize(order=1)`` used by the
+    official Semantic Genesis code (the two agree away from the border, where torch repeats the edge).
+    This one function is used for every resize in the package so that cubes, patterns and whole-scan
+    inputs are resampled the same way.
+
+    ``anti_aliasing=True`` first smooths every axis that shrinks by a factor ``f = in / out > 1``
+    with a Gaussian of ``sigma = (f - 1) / 2`` voxels (truncated at 4 sigma, mirrored at the edges):
+    scikit-image's rule, which ``skimage.transform.resize`` applies by default when downsampling
+    (its ``anti_aliasing=None``). Without it a 4x linear downsampling reads one voxel in 64 and
+    aliases noise and thin structures.
 
     Args:
         array: numpy array or torch tensor, spatial ``(X, Y, Z)`` or ``(H, W)``, or a tensor with
             leading batch/channel dims ``(B, C, *spatial)``.
         shape: the new spatial shape (2 or 3 ints).
-        order: 1 (linear) or 0 (nearest).
+        order: 1 (linear) or 0 (nearest; no smoothing is ever applied to it).
+        anti_aliasing: Gaussian pre-filter on downsampled axes (linear order only).
 
     Returns:
         The same type (numpy in -> numpy float32 out; a tensor stays on its device) with the new
@@ -233,6 +263,9 @@ def resize(array: Any, shape: Sequence[int], order: int = 1) -> Any:
     if tuple(batched.shape[2:]) == shape:
         out = batched.clone()
     elif order == 1:
+        if anti_aliasing:
+            sigmas = [max(0.0, (i / o - 1.0) / 2.0) for i, o in zip(batched.shape[2:], shape)]
+            batched = gaussian_blur(batched, sigmas)
         out = F.interpolate(batched, size=shape, mode="trilinear" if nd == 3 else "bilinear", align_corners=False)
     else:
         out = F.interpolate(batched, size=shape, mode="nearest-exact")
@@ -241,11 +274,84 @@ def resize(array: Any, shape: Sequence[int], order: int = 1) -> Any:
     return out.numpy() if is_numpy else out
 
 
+def _mirror_indices(n: int, radius: int, device: Any) -> Any:
+    """Indices ``-radius .. n - 1 + radius`` folded into ``[0, n)`` by mirroring about the edge voxels
+    (``scipy.ndimage`` mode ``"mirror"``: ``d c b | a b c d | c b a``), for any ``radius``."""
+    import torch
+
+    idx = torch.arange(-radius, n + radius, device=device)
+    if n == 1:
+        return torch.zeros_like(idx)
+    period = 2 * (n - 1)
+    idx = torch.remainder(idx, period)
+    return torch.where(idx >= n, period - idx, idx)
+
+
+def gaussian_blur(batched: Any, sigmas: Sequence[float], truncate: float = 4.0) -> Any:
+    """Separable Gaussian smoothing of a ``(B, C, *spatial)`` float tensor, on its device.
+
+    Equals ``scipy.ndimage.gaussian_filter(mode="mirror", truncate=truncate)`` per spatial axis
+    (the kernel ``exp(-x^2 / (2 sigma^2))`` normalised to sum 1, radius ``int(truncate * sigma + 0.5)``);
+    axes with ``sigma <= 0`` are left alone. CPU tensors go through scipy itself, other devices through
+    separable ``conv1d`` with mirrored indices.
+
+    Args:
+        batched: ``(B, C, *spatial)`` float tensor.
+        sigmas: one standard deviation (voxels) per spatial axis.
+        truncate: kernel radius in standard deviations.
+
+    Returns:
+        A new tensor of the same shape and dtype.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if batched.device.type == "cpu" and batched.dtype in (torch.float32, torch.float64):
+        # scipy's separable C filter: ~5x faster than conv1d on one CPU core, same numbers
+        from scipy import ndimage
+
+        src = batched.detach().contiguous().numpy()
+        result = np.empty_like(src)
+        for index in np.ndindex(*src.shape[:2]):
+            ndimage.gaussian_filter(src[index], [max(float(v), 0.0) for v in sigmas], mode="mirror",
+                                    truncate=truncate, output=result[index])
+        return torch.from_numpy(result)
+    return _gaussian_blur_conv(batched, sigmas, truncate)
+
+
+def _gaussian_blur_conv(batched: Any, sigmas: Sequence[float], truncate: float = 4.0) -> Any:
+    """:func:`gaussian_blur` with separable ``conv1d`` on any device (mirrored indices at the edges)."""
+    import torch
+    import torch.nn.functional as F
+
+    out = batched
+    for axis, sigma in enumerate(sigmas):
+        if sigma <= 0:
+            continue
+        dim = 2 + axis
+        radius = int(truncate * float(sigma) + 0.5)
+        k = torch.arange(-radius, radius + 1, dtype=torch.float64, device=out.device)
+        kernel = torch.exp(-0.5 * (k / float(sigma)) ** 2)
+        kernel = (kernel / kernel.sum()).to(out.dtype)
+        n = out.shape[dim]
+        padded = out.index_select(dim, _mirror_indices(n, radius, out.device))
+        moved = padded.movedim(dim, -1)
+        lead = moved.shape[:-1]
+        flat = moved.reshape(-1, 1, moved.shape[-1])
+        smoothed = F.conv1d(flat, kernel.flip(0).view(1, 1, -1))
+        out = smoothed.reshape(*lead, n).movedim(-1, dim).contiguous()
+    return out
+
+
 def body_mask(unit_array: np.ndarray, threshold: float = BODY_THRESHOLD) -> np.ndarray:
     """The body: largest connected component above ``threshold``, with holes filled slice by slice.
 
     Lungs and airways (dark, inside the body) are holes in each axial slice, so they are filled and
     belong to the mask; outside air does not. For 2D input the holes of the image are filled.
+
+    The per-slice filling is done for all slices at once: the background is labelled with in-plane
+    4-connectivity, and background components that do not reach the border of their slice are holes
+    (the same result as ``scipy.ndimage.binary_fill_holes`` on every axial slice, about 4x faster).
 
     Args:
         unit_array: ``(X, Y, Z)`` or ``(H, W)`` values in [0, 1] (e.g. CT after :func:`ct_to_unit`,
@@ -267,12 +373,63 @@ def body_mask(unit_array: np.ndarray, threshold: float = BODY_THRESHOLD) -> np.n
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     mask = labels == int(np.argmax(sizes))
+    del labels
     if x.ndim == 2:
         return ndimage.binary_fill_holes(mask)
-    for z in range(mask.shape[2]):
-        if mask[:, :, z].any():
-            mask[:, :, z] = ndimage.binary_fill_holes(mask[:, :, z])
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+    background, _ = ndimage.label(~mask, structure=in_plane)
+    edge = np.concatenate([background[0].ravel(), background[-1].ravel(), background[:, 0].ravel(),
+                           background[:, -1].ravel()])
+    outside = np.zeros(int(background.max()) + 1, dtype=bool)
+    outside[0] = True  # label 0 is the body itself
+    outside[np.unique(edge)] = True
+    mask |= ~outside[background]
     return mask
+
+
+def border_margins(
+    shape: Sequence[int],
+    crop: Sequence[int],
+    rule: str = "relative",
+    fraction: Sequence[float] = (0.1, 0.1, 0.1),
+    voxels: Sequence[int] = (100, 100, 30),
+    look_ahead: int = LOOK_AHEAD,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive range of crop corners that keeps a crop away from the volume's borders.
+
+    Two rules:
+
+    * ``"relative"`` (this package's default): a margin of ``floor(fraction * size)`` voxels on both
+      sides of each axis, shrunk when it would leave no room for the crop. It means the same anatomy
+      on any grid (native, resampled, phantom).
+    * ``"official"``: the absolute borders of the official generators (``infinite_generator_3D.py``,
+      ``pattern_generator_3D.py``): corners ``x in [100, X - cx - 1 - 100]``, same for ``y``, and
+      ``z in [30, Z - cz - look_ahead - 1 - 30]`` (``voxels = (100, 100, 30)``, sized for 512x512
+      LUNA16 scans, i.e. about 0.195 of the width). Never shrunk.
+
+    Args:
+        shape: volume shape ``(X, Y, Z)``.
+        crop: crop size ``(cx, cy, cz)``.
+        rule: ``"relative"`` or ``"official"``.
+        fraction: relative margins per axis.
+        voxels: official margins per axis.
+        look_ahead: the lung test's look-ahead (the official z range leaves room for it).
+
+    Returns:
+        ``(lo, hi)`` int64 ``(3,)`` inclusive corner bounds; an axis with ``lo > hi`` has no room.
+    """
+    size = np.asarray(shape, dtype=np.int64)
+    c = np.asarray(crop, dtype=np.int64)
+    if rule == "relative":
+        margin = np.floor(np.asarray(fraction, dtype=np.float64) * size).astype(np.int64)
+        margin = np.maximum(np.minimum(margin, (size - c) // 2), 0)
+        return margin, size - c - margin
+    if rule == "official":
+        v = np.asarray(voxels, dtype=np.int64)
+        extra = np.array([1, 1, int(look_ahead) + 1], dtype=np.int64)
+        return v.copy(), size - c - extra - v
+    raise DataError(f"unknown border rule {rule!r}; expected 'relative' or 'official'")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -397,11 +554,29 @@ class LungTable:
     sums: BoxSums
     threshold: float
     look_ahead: int
+    body_aware: bool = False
 
 
-def lung_table(unit_volume: np.ndarray, threshold: float = LUNG_THRESHOLD, look_ahead: int = LOOK_AHEAD) -> LungTable:
-    """Build the :class:`LungTable` of a ``(X, Y, Z)`` [0, 1] volume."""
-    return LungTable(BoxSums(lung_darkness(unit_volume, threshold, look_ahead)), float(threshold), int(look_ahead))
+def lung_table(
+    unit_volume: np.ndarray, threshold: float = LUNG_THRESHOLD, look_ahead: int = LOOK_AHEAD,
+    body: np.ndarray | None = None,
+) -> LungTable:
+    """Build the :class:`LungTable` of a ``(X, Y, Z)`` [0, 1] volume.
+
+    Args:
+        unit_volume: the scan in [0, 1].
+        threshold, look_ahead: the lung test's parameters (official 0.425 and 3).
+        body: optional bool ``(X, Y, Z)`` body mask (:func:`body_mask`). Voxels outside it score as
+            tissue (``d = 1``), so the air around the patient does not pass for lung. ``None`` gives
+            the official, darkness-only statistic.
+    """
+    dark = lung_darkness(unit_volume, threshold, look_ahead)
+    if body is not None:
+        body = np.asarray(body, dtype=bool)
+        if body.shape != dark.shape:
+            raise DataError(f"body mask shape {body.shape} differs from the volume shape {dark.shape}")
+        dark[~body] = np.uint8(look_ahead - 1)
+    return LungTable(BoxSums(dark), float(threshold), int(look_ahead), body is not None)
 
 
 def _as_lung_table(source: Any, threshold: float, look_ahead: int) -> LungTable:

@@ -36,3 +36,21 @@ def test_phantom_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["phantom", "mri", "--out", str(tmp_path), "--layout", "luna16"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_phantom_ct_spacing_option(tmp_path, capsys):
+    out = tmp_path / "fine"
+    argv = ["phantom", "ct", "--patients", "1", "--out", str(out), "--layout", "luna16",
+            "--shape", "80", "80", "48", "--spacing", "4.5", "4.5", "6.5", "--quiet"]
+    assert main(argv) == 0
+    scan = Luna16Dataset(out).load(Luna16Dataset(out).series_ids()[0])
+    assert scan.volume.array.shape == (80, 80, 48)
+    np.testing.assert_allclose(scan.volume.spacing, (4.5, 4.5, 6.5))
+    # another spacing into the same folder is refused (resume needs the same settings)
+    assert main([*argv[:-5], "--spacing", "4.0", "4.0", "6.5", "--quiet"]) == 2
+    assert "different settings" in capsys.readouterr().err
+    assert main(["phantom", "ct", "--out", str(tmp_path / "x"), "--spacing", "0", "1", "1"]) == 2
+    assert "--spacing must be three positive mm values" in capsys.readouterr().err
+    # a grid too small for a thorax is named
+    assert main(["phantom", "ct", "--out", str(tmp_path / "y"), "--shape", "64", "64", "48", "--spacing", "1", "1", "1"]) == 2
+    assert "field of view" in capsys.readouterr().err

@@ -84,7 +84,7 @@ def test_base_errors_name_the_files(tmp_path):
 def test_shipped_variant_presets_follow_their_base():
     for suffix in ("_3d", "_3d_tiny"):
         sg = load_config(f"semantic_genesis{suffix}")
-        for variant in ("semantic_inpainting", "semantic_patch_shuffling", "semantic_models_genesis"):
+        for variant in ("semantic_inpainting", "semantic_patch_shuffling", "semantic_models_genesis", "self_classification"):
             cfg = load_config(f"{variant}{suffix}")
             assert cfg.method.name == variant
             assert (cfg.discovery, cfg.model, cfg.optim, cfg.train) == (sg.discovery, sg.model, sg.optim, sg.train)

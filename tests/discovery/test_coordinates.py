@@ -99,9 +99,35 @@ def test_min_distance_is_enforced_without_the_official_repeated_bug():
         sample_coordinates(frame, [], test, 6, np.random.default_rng(0), (0.0,) * 3, 8.0, 2000)
 
 
-def test_lung_content_test_accepts_air_and_rejects_tissue():
-    vol = np.full((32, 32, 24), 0.05, np.float32)
-    vol[16:, :, :] = 0.6  # tissue in one half
-    test = ContentTest(vol, "lung", (8, 8, 8))
-    ok = test(np.array([[0, 0, 0], [20, 0, 0]]))
-    assert ok.tolist() == [True, False]
+def test_lung_content_test_accepts_lung_inside_the_body_only():
+    vol = np.full((32, 32, 24), 0.05, np.float32)  # air ...
+    vol[12:, :, :] = 0.6  # ... a body filling X >= 12 ...
+    vol[16:28, 4:28, :] = 0.05  # ... with a lung inside it
+    corners = np.array([[0, 0, 0], [18, 10, 4], [24, 0, 0]])  # outside air, lung, tissue
+    assert ContentTest(vol, "lung", (8, 8, 8))(corners).tolist() == [False, True, False]
+    # the official darkness-only test takes the air outside the body for lung
+    assert ContentTest(vol, "lung_official", (8, 8, 8))(corners).tolist() == [True, True, False]
+
+
+def test_official_borders_are_absolute_voxels_in_every_patient():
+    from semantic_genesis.discovery.coordinates import Borders
+
+    size = (64, 64, 32)
+    official = Borders("official")
+    big = volume_frame((512, 512, 140))
+    lo, hi = feasible_interval([big], size, official)
+    # corners x in [100, 512 - 64 - 1 - 100], z in [30, 140 - 32 - 3 - 1 - 30] -> relative centres
+    np.testing.assert_allclose(lo * 512, [132, 132, lo[2] * 512])
+    np.testing.assert_allclose(hi[:2] * 512, [379, 379])
+    np.testing.assert_allclose([lo[2] * 140, hi[2] * 140], [46, 90])
+    test = ContentTest(np.zeros((128, 128, 96), np.float32), "none", size)
+    with pytest.raises(CoordinateError, match=r"official borders of 100, 100, 30 voxels.*discovery.border_rule=relative"):
+        sample_coordinates(volume_frame((128, 128, 96)), [], test, 1, np.random.default_rng(0), official, 1.0, 10)
+
+
+def test_no_lung_crop_names_the_options():
+    vol = np.full((48, 48, 24), 0.6, np.float32)  # all tissue: no lung anywhere
+    test = ContentTest(vol, "lung", (16, 16, 8))
+    with pytest.raises(CoordinateError, match=r"0 passed the 'lung' \(mostly air inside the body.*best 1.000\).*"
+                                              r"discovery.content_test=body"):
+        sample_coordinates(volume_frame(vol.shape), [], test, 2, np.random.default_rng(0), (0.1,) * 3, 2.0, 200)

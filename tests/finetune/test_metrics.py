@@ -72,3 +72,53 @@ def test_dice_iou_known_values():
 def test_dice_shape_mismatch():
     with pytest.raises(DataError, match=r"\(2, 3\) != target \(2, 4\)"):
         metrics.dice(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def _sphere(radius: float, shape=(64, 64, 32), shift: int = 0) -> np.ndarray:
+    g = np.indices(shape, dtype=np.float32)
+    centre = (32 + shift, 32, 16)
+    return sum((g[a] - centre[a]) ** 2 for a in range(3)) <= radius**2
+
+
+def test_pooled_and_per_case_iou_of_shifted_nodules():
+    """50 spheres (radius 1.75..12 voxels) predicted 2 voxels off: small nodules pull the per-case mean
+    down, large ones dominate the pooled IoU (the official evaluation). Issue figures: 0.589 vs 0.719."""
+    truths = [_sphere(r)[None] for r in np.linspace(1.75, 12, 50)]
+    preds = [_sphere(r, shift=2)[None].astype(np.float32) for r in np.linspace(1.75, 12, 50)]
+    inter = np.array([(p.astype(bool) & t).sum() for p, t in zip(preds, truths)], dtype=np.float64)
+    union = np.array([(p.astype(bool) | t).sum() for p, t in zip(preds, truths)], dtype=np.float64)
+    per_case = metrics.segmentation_scores(preds, truths, "per_case")
+    pooled = metrics.segmentation_scores(preds, truths, "pooled")
+    assert per_case["iou"] == pytest.approx(np.mean(inter / union), abs=1e-12)
+    assert pooled["iou"] == pytest.approx(inter.sum() / union.sum(), abs=1e-12)
+    assert per_case["iou"] == pytest.approx(0.590, abs=1e-3) and pooled["iou"] == pytest.approx(0.720, abs=1e-3)
+    sizes = np.array([t.sum() for t in truths], dtype=np.float64) * 2
+    assert pooled["dice"] == pytest.approx(2 * inter.sum() / sizes.sum(), abs=1e-12)
+    assert per_case["dice"] == pytest.approx(np.mean(2 * inter / sizes), abs=1e-12)
+
+
+def test_keras_mean_iou_is_two_class_iou_averaged_over_thresholds():
+    from sklearn.metrics import jaccard_score
+
+    rng = np.random.default_rng(3)
+    truths = [(rng.random((1, 12, 10, 6)) < 0.3) for _ in range(4)]
+    probs = [np.clip(t * 0.6 + rng.random(t.shape) * 0.5, 0, 1).astype(np.float32) for t in truths]
+    y = np.concatenate([t.ravel() for t in truths])
+    p = np.concatenate([q.ravel() for q in probs])
+    expected = np.mean([jaccard_score(y, p > t, average="macro") for t in np.arange(0.5, 1.0, 0.05)])
+    assert metrics.KERAS_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+    assert metrics.keras_mean_iou(probs, truths) == pytest.approx(expected, abs=1e-12)
+    scores = metrics.segmentation_scores(probs, truths, "keras")
+    assert scores["iou"] == pytest.approx(expected, abs=1e-12)
+    assert scores["dice"] == pytest.approx(metrics.dice_pooled(probs, truths), abs=1e-15)
+    # only background in the truth and the prediction: the foreground class is left out, IoU 1
+    assert metrics.keras_mean_iou([np.zeros((2, 2))], [np.zeros((2, 2))]) == 1.0
+
+
+def test_segmentation_scores_bad_definition_and_empty_cases():
+    with pytest.raises(DataError, match="unknown IoU definition 'mean'"):
+        metrics.segmentation_scores([np.zeros(3)], [np.zeros(3)], "mean")
+    with pytest.raises(DataError, match="no cases"):
+        metrics.segmentation_scores([], [], "pooled")
+    assert metrics.iou_pooled([np.zeros(4)], [np.zeros(4)]) == 1.0
+    assert set(metrics.IOU_DEFINITIONS) == {"pooled", "per_case", "keras"}

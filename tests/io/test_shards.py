@@ -103,8 +103,8 @@ def test_reads_do_not_keep_items_mapped_and_survive_pickling(tmp_path):
 
 def test_an_incomplete_store_is_refused_naming_the_missing_scans_and_the_command(tmp_path):
     root = tmp_path / "cubes"
-    splits = {f"p{i}": "train" for i in range(6)}
-    writer = ShardWriter(root, "cubes", (1, 4, 5, 3), attrs={"source": "/data/ct", "splits": splits})
+    planned = [f"p{i}" for i in range(6)]
+    writer = ShardWriter(root, "cubes", (1, 4, 5, 3), attrs={"source": "/data/ct", "planned": planned})
     for pid in ("p0", "p1", "p2"):  # a cubes run killed after 3 of 6 scans
         writer.add_unit(f"{pid}/{pid}.nii.gz", _items(2, 0), [{}, {}])
     expected = (

@@ -184,3 +184,27 @@ def test_pattern_set_with_missing_shards(patterns, tmp_path):
         method.build_datasets()
     with pytest.raises(DataError, match=r"nowhere/manifest.json: no manifest"):
         methods.build(_cfg(tmp_path / "nowhere")).build_datasets()
+
+
+def test_a_transforms_preset_the_method_would_ignore_is_refused():
+    """The Semantic Genesis family takes its recipe from method.options.preset, not transforms.preset."""
+    from semantic_genesis.errors import ConfigError
+
+    sg = methods.get("semantic_genesis")
+    sg(load_config(None, ["method.name=semantic_genesis"]))  # transforms.preset left at its default
+    sg(load_config(None, ["method.name=semantic_genesis", "transforms.preset=semantic_genesis"]))
+    with pytest.raises(ConfigError, match=r"transforms.preset='inpaint' would be ignored: set method.options.preset=inpaint"):
+        sg(load_config(None, ["method.name=semantic_genesis", "transforms.preset=inpaint"]))
+    sg(load_config(None, ["method.name=semantic_genesis", "transforms.preset=inpaint", "method.options={preset: inpaint}"]))
+    with pytest.raises(ConfigError, match="would be ignored"):
+        methods.get("self_classification")(load_config(None, ["method.name=self_classification", "transforms.preset=nonlinear"]))
+    # restoration-method variants use their method's recipe (configured by transforms.overrides)
+    methods.get("semantic_inpainting")(load_config(None, ["method.name=semantic_inpainting", "transforms.preset=semantic_genesis"]))
+
+
+def test_self_classification_presets_train_the_classifier_only():
+    for name in ("self_classification_3d", "self_classification_3d_tiny"):
+        cfg = load_config(name)
+        method = methods.get(cfg.method.name)(cfg)
+        assert cfg.method.name == "self_classification" and not method.restore and method.classify
+        assert method.warmup == 0

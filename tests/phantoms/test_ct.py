@@ -261,3 +261,20 @@ def test_native_writer_round_trip_and_resume(tmp_path):
     assert (out / "images" / "phantom_ct_000.nii.gz").stat().st_mtime_ns == stamp
     with pytest.raises(DataError, match="seed"):
         write_native_ct_cohort(out, 3, seed=6, shape=(48, 48, 32), progress=False)
+
+
+def test_anatomy_keeps_its_physical_size_on_any_grid():
+    """The anatomy is defined in mm: a 2x finer in-plane grid gives the same body, lungs and nodules."""
+    coarse = make_ct_patient(0, seed=0)  # 128 x 128 x 96 at 2.8 x 2.8 x 3.2 mm
+    fine = make_ct_patient(0, seed=0, shape=(256, 256, 96), spacing=(1.4, 1.4, 3.2))
+    for p in (coarse, fine):
+        p.extent = []
+        for axis in range(3):
+            present = np.flatnonzero((p.labels > 0).any(axis=tuple(a for a in range(3) if a != axis)))
+            p.extent.append((present[-1] - present[0] + 1) * p.spacing[axis])
+    np.testing.assert_allclose(fine.extent, coarse.extent, atol=2 * 2.8)  # body size in mm
+    assert fine.params["lung_volume_ml"] == pytest.approx(coarse.params["lung_volume_ml"], rel=0.01)
+    assert len(fine.nodules) == len(coarse.nodules)
+    for a, b in zip(coarse.nodules, fine.nodules):
+        np.testing.assert_allclose(fine.volume.voxel_to_world(np.array(b.center_vox)),
+                                   coarse.volume.voxel_to_world(np.array(a.center_vox)), atol=0.1)

@@ -8,9 +8,10 @@ Examples::
 
 For every scan (any layout the readers recognise: native phantoms, LUNA16, LiTS, BraTS, or a
 folder of volumes) it samples cubes.cubes_per_scan cubes of cubes.cube_size voxels that pass the
-content test, splits train / validation / test by patient, and writes memory-mappable shards with
-a manifest. A rerun into the same folder resumes (scans already done are skipped); scans too small
-for the cube size are reported and skipped.
+content test (by default: mostly air inside the body), splits train / validation / test by patient
+(LUNA16: by subset, as the official code; cubes.split), and writes memory-mappable shards with a
+manifest that records each split's patients. A rerun into the same folder resumes (scans already
+done are skipped); scans too small for the cube size are reported and skipped.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
     print(f"cube set at {summary.out.resolve()}: {counts} cubes of {tuple(cfg.cubes.cube_size)} from {summary.scans} scans"
           + (f" ({summary.resumed} already done)" if summary.resumed else ""))
+    print(f"  split: {summary.split_rule}" + (f"; {len(summary.left_out)} patient(s) left out" if summary.left_out else ""))
     for scan, reason in summary.skipped.items():
         print(f"  skipped {scan}: {reason}")
     return 0

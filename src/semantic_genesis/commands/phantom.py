@@ -4,13 +4,17 @@ Examples::
 
     semantic-genesis phantom ct --patients 24 --seed 0 --out data/ct                      # native layout
     semantic-genesis phantom ct --patients 10 --out data/luna16 --layout luna16 --shape 96 96 64
+    semantic-genesis phantom ct --patients 20 --out data/luna16_full --layout luna16 --shape 512 512 140 --spacing 0.7 0.7 2.5
     semantic-genesis phantom ct --patients 4 --out data/lits --layout lits
     semantic-genesis phantom mri --patients 4 --out data/brats --layout brats
     semantic-genesis phantom xray --patients 20 --out data/cxr14 --layout chestxray14
     semantic-genesis phantom xray --patients 20 --out data/siim --layout siim
 
 A rerun into the same folder with the same seed and shape resumes (patients already written are
-skipped); a larger ``--patients`` extends the cohort.
+skipped); a larger ``--patients`` extends the cohort. The CT anatomy is defined in millimetres, so
+``--shape`` with ``--spacing`` gives any grid with the same physical anatomy (LUNA16's typical grid is
+512 x 512 x ~140 at 0.7 x 0.7 x 2.5 mm; without ``--spacing`` a shape keeps the default 358 x 358 x
+307 mm field of view).
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help="voxel grid of each volume (default: the generator's)"
             + ("; for xray, the grid of the projected CT" if kind == "xray" else ""),
         )
+        if kind == "ct":
+            p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"), default=None,
+                           help="voxel size in mm (default: the one that keeps a 358 x 358 x 307 mm field of view)")
         if kind == "xray":
             p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
                            help="radiograph size in pixels (default: the generator's)")
@@ -70,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         "xray": export.export_xray_cohort,
     }[args.kind]
     extra = {"size": tuple(args.size)} if getattr(args, "size", None) else {}
+    if getattr(args, "spacing", None) is not None:
+        if min(args.spacing) <= 0:
+            raise ConfigError(f"--spacing must be three positive mm values, got {' '.join(map(str, args.spacing))}")
+        extra["spacing"] = tuple(args.spacing)
     result = exporter(
         args.out,
         args.patients,

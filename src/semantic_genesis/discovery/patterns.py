@@ -1,9 +1,9 @@
 """Crops of the discovered patterns and the on-disk pattern set.
 
 For every class (coordinate) and every neighbour of its reference, Semantic Genesis crops the cube at
-that coordinate; the coordinate index is the pseudo-label (paper §2). Multi-resolution cubes
-(paper: "multi-resolution cubes ... resized to 64x64x32"; reference §1.3) are drawn per class and
-neighbour:
+that coordinate; the coordinate index is the pseudo-label (Haghighi et al., MICCAI 2020, §2).
+Multi-resolution cubes (paper: "multi-resolution cubes ... resized to 64x64x32"; official
+``pattern_generator_3D.py`` with ``--multi_res``) are drawn per class and neighbour:
 
 * resolution 0: the base crop of ``pattern_size`` at the mapped corner;
 * resolutions 1 .. ``num_resolutions - 1``: an in-plane square of side ``s`` drawn from
@@ -11,7 +11,10 @@ neighbour:
   pattern for smaller configs), shifted in-plane by up to ``multires_jitter`` voxels, the same depth as
   the pattern, resized (trilinear) to ``pattern_size``. The official code anchors the larger square at
   the base crop's corner; here it is centred on the base crop's centre (so every resolution shows the
-  same anatomy) and shifted back inside the volume when it would leave it.
+  same anatomy) and shifted back inside the volume when it would leave it. The official
+  ``skimage.transform.resize`` smooths before downsampling (sigma ``(factor - 1) / 2``), but for the
+  at most 1.23x shrink of these crops its kernel has radius 0 (``int(4 * 0.12 + 0.5)``), i.e. no
+  smoothing: plain trilinear resizing is the same operation.
 
 Validation patterns are base crops only (as in the official generator) from the validation
 neighbours. The store (:class:`~semantic_genesis.io.shards.ShardWriter`, ``kind="patterns"``) holds,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,19 @@ from semantic_genesis.errors import ConfigError, DataError
 from semantic_genesis.utils.atomic import atomic_open, write_json
 
 SCANS_KIND = "discovery_scans"
+PENDING = "pending"  # split of a resized scan until every scan is read
+
+
+def _check_counts_before_reading(dcfg, plan, seed: int) -> None:
+    """K, the validation neighbours and C against the cohort as listed (an upper bound: unreadable
+    scans can only lower it), so an impossible setting fails before any scan is read."""
+    from semantic_genesis.discovery.plan import check_counts
+    from semantic_genesis.discovery.scans import assign_splits
+
+    listed = [(str(r.patient_id), str(r.path)) for r in plan.candidates]
+    splits = assign_splits(plan, listed, dcfg.val_fraction, seed)
+    n_train = sum(s == "train" for s in splits.values())
+    check_counts(dcfg, n_train, len(splits) - n_train)
 
 
 def _digest(obj: Any) -> str:
@@ -88,14 +102,25 @@ class DiscoveryResult:
     features: np.ndarray
 
 
-def _stage_scans(cfg, patients, root: Path, log) -> Any:
-    """Resize every scan to ``ae_input_size`` into a shard store; record shape and body frame."""
-    import torch
-    import torch.nn.functional as F
+def _stage_scans(cfg, plan, root: Path, log, warn) -> tuple[Any, dict[str, str]]:
+    """Resize every usable scan to ``ae_input_size`` into a shard store, then split the patients.
+
+    Each candidate scan is read once: unreadable ones, scans whose voxels all have one value and scans
+    smaller than ``discovery.pattern_size`` are skipped with a warning (recorded in the manifest), the
+    others are resized (linear, with scikit-image's anti-aliasing rule, as the official
+    ``skimage.transform.resize``) and their shape and body frame recorded. The train / validation
+    split is assigned afterwards, over the readable patients (:func:`~.scans.assign_splits`).
+
+    Returns:
+        ``(store, splits)``: the complete :class:`~semantic_genesis.io.shards.ShardedArray` and
+        patient -> ``"train"`` / ``"validation"``.
+    """
     from tqdm.auto import tqdm
 
-    from semantic_genesis.discovery.scans import load_unit_scan
+    from semantic_genesis.discovery.scans import assign_splits, load_unit_scan
+    from semantic_genesis.errors import SemanticGenesisError
     from semantic_genesis.io.shards import ShardedArray, ShardWriter, read_manifest
+    from semantic_genesis.preprocess import resize
 
     dcfg = cfg.discovery
     size = tuple(int(s) for s in dcfg.ae_input_size)
@@ -103,38 +128,58 @@ def _stage_scans(cfg, patients, root: Path, log) -> Any:
         raise ConfigError(f"discovery.ae_input_size must be divisible by 8 (three poolings), got {list(size)}")
     from semantic_genesis.config import to_dict
 
-    # patient ids and splits, not paths: a moved data folder does not invalidate the run
-    fingerprint = _digest({"size": size, "intensity": to_dict(cfg.intensity),
-                           "patients": [(p.patient_id, p.split) for p in patients]})
+    # patient ids and split settings, not paths: a moved data folder does not invalidate the run
+    fingerprint = _digest({"size": size, "intensity": to_dict(cfg.intensity), "resize": "linear+antialias",
+                           "patients": [str(r.patient_id) for r in plan.candidates], "split": plan.description,
+                           "val_fraction": dcfg.val_fraction, "seed": cfg.seed})
     if (root / "manifest.json").is_file():
         manifest = read_manifest(root)
         if manifest.get("attrs", {}).get("fingerprint") != fingerprint:
             raise ConfigError(
                 f"{root}: resized scans were made from another cohort or with other settings "
-                "(discovery.ae_input_size, intensity, data, val_fraction or seed); use a new output folder"
+                "(discovery.ae_input_size, intensity, data, split, val_fraction, seed or the resize method); "
+                "use a new output folder"
             )
         if manifest.get("complete"):
-            return ShardedArray(root)
+            return ShardedArray(root), dict(manifest["attrs"]["splits"])
     writer = ShardWriter(root, SCANS_KIND, (1, *size), "float16", attrs={"fingerprint": fingerprint})
     done = writer.completed_units()
-    todo = [p for p in patients if p.patient_id not in done]
+    skipped: dict[str, str] = dict(writer.manifest["attrs"].get("skipped", {}))
+    todo = [r for r in plan.candidates if str(r.patient_id) not in done]
     if todo:
         log(f"scans: resizing {len(todo)} scans to {size} ({len(done)} done)")
-    for p in tqdm(todo, disable=not dcfg.progress, desc="scans", unit="scan", leave=False):
-        unit = load_unit_scan(p.path, cfg.intensity)
-        for axis, (s, need) in enumerate(zip(unit.shape, dcfg.pattern_size)):
-            if s < need:
-                raise DataError(
-                    f"{p.path}: scan of shape {unit.shape} is smaller than discovery.pattern_size "
-                    f"{list(dcfg.pattern_size)} along axis {'XYZ'[axis]}"
-                )
-        t = torch.from_numpy(unit)[None, None]
-        small = F.interpolate(t, size=size, mode="trilinear", align_corners=False)[0].numpy()
-        record = {"patient": p.patient_id, "path": p.path, "split": p.split, "shape": list(unit.shape),
-                  "body_frame": body_frame(unit).to_dict()}
-        writer.add_unit(p.patient_id, np.clip(small, 0, 1)[None], [record], split=p.split)
-    writer.finish(num_scans=len(patients))
-    return ShardedArray(root)
+    for ref in tqdm(todo, disable=not dcfg.progress, desc="scans", unit="scan", leave=False):
+        pid, path = str(ref.patient_id), str(ref.path)
+        try:
+            unit = load_unit_scan(path, cfg.intensity)
+            for axis, (s, need) in enumerate(zip(unit.shape, dcfg.pattern_size)):
+                if s < need:
+                    raise DataError(
+                        f"{path}: scan of shape {unit.shape} is smaller than discovery.pattern_size "
+                        f"{list(dcfg.pattern_size)} along axis {'XYZ'[axis]}"
+                    )
+        except SemanticGenesisError as exc:
+            skipped[pid] = str(exc)
+            warn(f"skipping scan {path}: {exc}")
+            writer.manifest["attrs"]["skipped"] = skipped
+            writer.add_unit(pid, np.zeros((0, 1, *size), np.float32), [], split=PENDING)
+            continue
+        small = resize(unit, size, order=1, anti_aliasing=True)
+        record = {"patient": pid, "path": path, "shape": list(unit.shape), "body_frame": body_frame(unit).to_dict()}
+        writer.add_unit(pid, np.clip(small, 0, 1)[None, None], [record], split=PENDING)
+    readable = [(r["patient"], r["path"]) for r in ShardedArray(root, require_complete=False).all_records()]
+    if not readable:
+        raise DataError(f"no readable scan for self-discovery ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})")
+    splits = assign_splits(plan, readable, dcfg.val_fraction, cfg.seed)
+    for shard in writer.manifest["shards"]:
+        shard["split"] = splits[shard["unit"]]
+    by_split = {name: sorted(p for p, s in splits.items() if s == name) for name in ("train", "validation")}
+    for name, members in by_split.items():
+        if not members:
+            warn(f"the {name} split of the discovery cohort is empty ({plan.description})")
+    writer.finish(num_scans=len(readable), splits=splits, split_patients=by_split, split_rule=plan.description,
+                  skipped=skipped, left_out=list(plan.left_out))
+    return ShardedArray(root), splits
 
 
 def run_discovery(
@@ -143,6 +188,7 @@ def run_discovery(
     out: str | Path,
     log: Callable[[str], None] = print,
     stop_after: dict[str, int] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> DiscoveryResult:
     """Run (or resume) self-discovery on the scans in ``data``; write the pattern set to ``out/patterns``.
 
@@ -152,6 +198,7 @@ def run_discovery(
         out: the run folder.
         log: one-line messages.
         stop_after: interrupt stages early (tests of resume): ``{"ae_epochs": n, "classes": n}``.
+        warn: one-line warnings (skipped scans, empty splits); default: ``warning: ...`` on stderr.
 
     Raises:
         ConfigError, DataError, CheckpointError: bad settings, data or checkpoints (see module doc).
@@ -163,31 +210,36 @@ def run_discovery(
     from semantic_genesis.discovery.features import embed, recalibrate_batchnorm
     from semantic_genesis.discovery.plan import make_plan
     from semantic_genesis.discovery.patterns import check_multires, write_pattern_set
-    from semantic_genesis.discovery.scans import split_patients
-    from semantic_genesis.io.datasets import list_scans
+    from semantic_genesis.discovery.plan import check_counts
+    from semantic_genesis.discovery.scans import plan_cohort
+    from semantic_genesis.io.datasets import detect_layout, list_scans
     from semantic_genesis.io.shards import ShardedArray, read_manifest
     from semantic_genesis.training.distributed import resolve_device
 
     stop_after = stop_after or {}
     dcfg = cfg.discovery
     check_multires(dcfg)
+    warn = warn or (lambda text: print(f"warning: {text}", file=sys.stderr))
+    data = Path(data)
+    refs = list_scans(data)
+    layout = detect_layout(data) if data.is_dir() else "generic"
+    plan = plan_cohort(refs, dcfg, layout, cfg.seed, warn)
+    _check_counts_before_reading(dcfg, plan, cfg.seed)  # fail before any expensive stage
     run = Path(out)
     disc = run / "discovery"
     disc.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / "config.yaml")
-    refs = list_scans(Path(data))
-    patients = split_patients(refs, dcfg.val_fraction, cfg.seed)
-    n_train = sum(p.split == "train" for p in patients)
-    from semantic_genesis.discovery.plan import check_counts
+    log(f"discovery: {len(plan.candidates)} scans, split {plan.description}"
+        + (f"; {len(plan.left_out)} patients left out" if plan.left_out else ""))
 
-    check_counts(dcfg, n_train, len(patients) - n_train)  # fail before any expensive stage
-    log(f"discovery: {len(patients)} patients ({n_train} train, {len(patients) - n_train} validation)")
-
-    # 1. scans resized for the autoencoder (+ shapes and body frames)
-    scans = _stage_scans(cfg, patients, disc / "scans", log)
+    # 1. scans resized for the autoencoder (+ shapes and body frames), then the split
+    scans, split_of = _stage_scans(cfg, plan, disc / "scans", log, warn)
     records = scans.all_records()
     ids = [r["patient"] for r in records]
-    splits = [r["split"] for r in records]
+    splits = [split_of[pid] for pid in ids]
+    n_train = sum(s == "train" for s in splits)
+    check_counts(dcfg, n_train, len(ids) - n_train)
+    log(f"discovery: {len(ids)} patients ({n_train} train, {len(ids) - n_train} validation)")
     if dcfg.coordinate_frame == "body":
         frames = {r["patient"]: Frame.from_dict(r["body_frame"]) for r in records}
     else:
@@ -224,12 +276,13 @@ def run_discovery(
         torch.cuda.empty_cache()
 
     # 4. plan: references, neighbours, coordinates
-    paths = {p.patient_id: p.path for p in patients}
+    paths = {r["patient"]: r["path"] for r in records}
     load_unit = UnitCache(paths, cfg.intensity)
     plan_path = disc / "plan.json"
     keys = ("strategy", "num_neighbours", "num_val_neighbours", "num_classes", "classes_per_reference",
-            "pattern_size", "min_distance", "border_fraction", "content_test", "content_threshold",
-            "content_max", "look_ahead", "body_min_fraction", "coordinate_frame", "max_coordinate_trials")
+            "pattern_size", "min_distance", "border_rule", "border_fraction", "border_voxels", "content_test",
+            "content_threshold", "content_max", "look_ahead", "body_min_fraction", "coordinate_frame",
+            "max_coordinate_trials")
     plan_fp = _digest({"features": feat_fp, "seed": cfg.seed, **{k: getattr(dcfg, k) for k in keys}})
     groups = None
     if plan_path.is_file():
@@ -267,6 +320,12 @@ def run_discovery(
         "groups": [g.to_dict() for g in groups],
         "frames": {pid: f.to_dict() for pid, f in frames.items()},
         "paths": paths,
+        # the patients of each split (which patients the pretrained weights will have seen)
+        "splits": dict(zip(ids, splits)),
+        "split_patients": {name: sorted(p for p, s in zip(ids, splits) if s == name) for name in ("train", "validation")},
+        "split_rule": plan.description,
+        "left_out": list(plan.left_out),
+        "skipped": scans.manifest["attrs"].get("skipped", {}),
         "config": to_dict(cfg),
     }
     write_pattern_set(groups, frames, load_unit, pat_root, dcfg, cfg.seed, attrs, log, stop_after.get("classes"))

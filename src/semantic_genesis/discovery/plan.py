@@ -2,11 +2,11 @@
 
 Two strategies (``discovery.strategy``):
 
-* ``"paper"`` (default; Semantic Genesis §2): anchor one random train patient as the reference, take
+* ``"paper"`` (default; Haghighi et al., MICCAI 2020, §2): anchor one random train patient as the reference, take
   its top-K nearest train patients (the reference itself is rank 0), draw ``classes_per_reference``
   random but fixed coordinates in the reference, one class per coordinate; repeat with a new
   reference until ``num_classes`` classes exist.
-* ``"per_class"`` (the official code, TransVW's recipe, reference §1.3/§1.5): a new reference for
+* ``"per_class"`` (the official code ``pattern_generator_3D.py``, TransVW's recipe): a new reference for
   every class, with one coordinate each (``classes_per_reference = 1``).
 
 Validation patterns come from the ``num_val_neighbours`` validation patients nearest to the
@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from semantic_genesis.discovery.coordinates import ContentTest, CoordinateError, Frame, sample_coordinates
+from semantic_genesis.discovery.coordinates import Borders, ContentTest, CoordinateError, Frame, sample_coordinates
 from semantic_genesis.discovery.neighbours import nearest
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.utils.seeding import derive_seed
@@ -179,7 +179,7 @@ def make_plan(
             rng = np.random.default_rng(derive_seed(seed, "discovery-coordinates", ref_id))
             try:
                 coords, corners = sample_coordinates(
-                    frames[ref_id], others, test, want, rng, dcfg.border_fraction, dcfg.min_distance,
+                    frames[ref_id], others, test, want, rng, Borders.from_config(dcfg), dcfg.min_distance,
                     dcfg.max_coordinate_trials, reference_id=ref_id,
                 )
             except CoordinateError as exc:

@@ -33,6 +33,7 @@ from semantic_genesis.errors import ConfigError, DataError
 from semantic_genesis.utils.seeding import derive_seed
 
 SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)  # random split of finetune.split=auto (no official split) / random
 
 
 @dataclass
@@ -78,7 +79,7 @@ class TaskData:
 
 def split_by_patient(
     data: TaskData,
-    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    fractions: Sequence[float] | str = DEFAULT_FRACTIONS,
     seed: int = 0,
     label_fraction: float = 1.0,
 ) -> dict[str, np.ndarray]:
@@ -92,7 +93,8 @@ def split_by_patient(
 
     Args:
         data: the task samples.
-        fractions: (train, val, test) shares of patients, summing to 1.
+        fractions: (train, val, test) shares of patients, summing to 1; or ``finetune.split``'s
+            ``"auto"`` / ``"random"`` (the default shares).
         seed: split seed; the same seed gives the same split.
         label_fraction: share of training patients kept, in (0, 1].
 
@@ -105,6 +107,11 @@ def split_by_patient(
     if data.fixed_split is not None:
         split = {k: np.asarray(v, dtype=np.int64) for k, v in data.fixed_split.items()}
         return _apply_label_fraction(data, split, seed, label_fraction)
+    if isinstance(fractions, str):  # finetune.split auto / random (official splits arrive as fixed_split)
+        if fractions == "official":
+            raise ConfigError(f"finetune.split=official: task {data.task} has no official split for {data.source or 'this data'}; "
+                              "use finetune.split=random")
+        fractions = DEFAULT_FRACTIONS
     fractions = tuple(float(f) for f in fractions)
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6 or fractions[0] == 0:
         raise ConfigError(f"finetune.split must be 3 non-negative shares summing to 1 with train > 0, got {fractions}")

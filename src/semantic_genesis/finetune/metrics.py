@@ -1,10 +1,26 @@
 """Target-task metrics: ROC AUC for classification, Dice and IoU at a threshold for segmentation.
 
 The papers report AUC for NCC and IoU for NCS, LCS and BMS (Semantic Genesis, Table 1 and 2); the
-official Keras fine-tuning code computes the test AUC with scikit-learn's ``roc_curve`` + ``auc`` and
-Dice / IoU at threshold 0.5 (reference §4.3). These functions compute the same quantities on tensors
-of any device (they reduce to a few sums and one sort) and are tested against scikit-learn's
-``roc_auc_score`` and MONAI's ``compute_dice`` / ``compute_iou``.
+official Keras fine-tuning code (Models Genesis ``keras/downstream_tasks/utils.py``) computes the test
+AUC with scikit-learn's ``roc_curve`` + ``auc`` and Dice / IoU at threshold 0.5. These functions
+compute the same quantities on tensors of any device (they reduce to a few sums and one sort) and are
+tested against scikit-learn's ``roc_auc_score`` and MONAI's ``compute_dice`` / ``compute_iou``.
+
+**Which IoU** (``finetune.iou``, :data:`IOU_DEFINITIONS`). The papers do not say how IoU is averaged;
+the official code prints two numbers for a test set:
+
+* ``pooled`` (default; the official ``iou(p, y)``): ``sum |P ∩ T| / sum |P ∪ T|`` over *all* test voxels
+  at once, so large objects weigh more. Use it to compare with Table 2.
+* ``keras``: the Keras metric ``mean_iou``, TensorFlow's two-class (background and foreground) mean
+  IoU of the confusion matrix, averaged over the thresholds 0.5, 0.55, ..., 0.95 (``p > t``). Computed
+  here over the whole test set at once; Keras' running average over evaluation batches, which
+  depends on the batch order, is not reproduced.
+* ``per_case``: the mean of per-volume (per-crop) IoU, MONAI's convention; every case weighs the same,
+  so small objects pull it down. On 50 spheres of radius 1.75..12 voxels predicted 2 voxels off,
+  per-case IoU is 0.590 and pooled IoU 0.720 (tests/finetune/test_metrics.py).
+
+Dice follows the same choice (pooled or per case; with ``keras`` the pooled binary Dice, the official
+``[BIN] Dice``). :func:`segmentation_scores` is the one scoring entry point of the fine-tuning loop.
 """
 
 from __future__ import annotations
@@ -139,6 +155,165 @@ def dice(pred, target, threshold: float = 0.5, ignore_empty: bool = False) -> fl
 def iou(pred, target, threshold: float = 0.5, ignore_empty: bool = False) -> float:
     """Mean of :func:`iou_per_case` over the batch (NaN cases skipped)."""
     return _nanmean(iou_per_case(pred, target, threshold, ignore_empty))
+
+
+def _flat_binary(probs, targets, threshold: float, strict: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate cases into two flat bool vectors: prediction ``p >= threshold`` (``>`` if strict), target ``> 0.5``."""
+    preds, truths = [], []
+    if len(probs) != len(targets):
+        raise DataError(f"segmentation metric: {len(probs)} predictions but {len(targets)} targets")
+    if not len(probs):
+        raise DataError("segmentation metric: no cases to score")
+    for p, t in zip(probs, targets):
+        p, t = _as_tensor(p).detach(), _as_tensor(t).detach()
+        if p.shape != t.shape:
+            raise DataError(f"segmentation metric: prediction shape {tuple(p.shape)} != target {tuple(t.shape)}")
+        if p.is_floating_point():
+            preds.append((p > threshold if strict else p >= threshold).reshape(-1))
+        else:
+            preds.append((p > 0).reshape(-1))
+        truths.append((t.to(p.device) > 0.5).reshape(-1))
+    return torch.cat(preds), torch.cat(truths)
+
+
+def iou_pooled(probs, targets, threshold: float = 0.5) -> float:
+    """IoU pooled over all voxels of all cases, ``sum |P ∩ T| / sum |P ∪ T|`` (the official ``iou``).
+
+    Args:
+        probs: sequence of per-case probability (or binary) arrays/tensors, any shapes.
+        targets: the matching binary ground truths (same shapes).
+        threshold: foreground is ``p >= threshold``.
+
+    Returns:
+        IoU in [0, 1]; 1.0 when prediction and ground truth are both empty everywhere.
+    """
+    p, t = _flat_binary(probs, targets, threshold)
+    union = int((p | t).sum())
+    return float((p & t).sum()) / union if union else 1.0
+
+
+def dice_pooled(probs, targets, threshold: float = 0.5) -> float:
+    """Dice pooled over all voxels of all cases, ``2 sum |P ∩ T| / (sum |P| + sum |T|)`` (official ``dice``).
+
+    Arguments as :func:`iou_pooled`; 1.0 when both are empty (the official ``empty_score``).
+    """
+    p, t = _flat_binary(probs, targets, threshold)
+    total = int(p.sum()) + int(t.sum())
+    return 2.0 * float((p & t).sum()) / total if total else 1.0
+
+
+#: The thresholds of the official Keras ``mean_iou`` metric: 0.5, 0.55, ..., 0.95.
+KERAS_THRESHOLDS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
+
+
+def keras_mean_iou(probs, targets, thresholds=KERAS_THRESHOLDS) -> float:
+    """The official Keras metric ``mean_iou``: two-class mean IoU averaged over ``thresholds``.
+
+    For each threshold ``t`` the prediction is ``p > t``; TensorFlow's ``tf.metrics.mean_iou`` with 2
+    classes builds the 2x2 confusion matrix and averages ``TP_c / (TP_c + FP_c + FN_c)`` over the
+    classes whose denominator is not zero (background and foreground). The result is the mean over
+    thresholds. All voxels of all cases are pooled (see the module docstring).
+
+    Returns:
+        The metric in [0, 1].
+    """
+    values = []
+    for t in thresholds:
+        p, y = _flat_binary(probs, targets, float(t), strict=True)
+        tp = float((p & y).sum())
+        fp = float((p & ~y).sum())
+        fn = float((~p & y).sum())
+        tn = float(p.numel()) - tp - fp - fn
+        per_class = []
+        for inter, denom in ((tn, tn + fn + fp), (tp, tp + fp + fn)):  # background, foreground
+            if denom > 0:
+                per_class.append(inter / denom)
+        values.append(sum(per_class) / len(per_class))
+    return float(sum(values) / len(values))
+
+
+#: ``finetune.iou`` choices and what each reports (shown in the results tables).
+IOU_DEFINITIONS = {
+    "pooled": "IoU and Dice pooled over all test voxels, sum|P∩T| / sum|P∪T| at p >= threshold (official Models Genesis evaluation; Table 2)",
+    "per_case": "IoU and Dice averaged over test cases (MONAI convention; every case weighs the same)",
+    "keras": "IoU: Keras two-class mean IoU averaged over thresholds 0.5..0.95 (official Keras metric); Dice pooled",
+}
+
+
+def overlap_counts(prob, target, threshold: float = 0.5, keras_thresholds=KERAS_THRESHOLDS) -> torch.Tensor:
+    """The voxel confusion counts of one case, enough for every IoU definition.
+
+    Args:
+        prob: probabilities in [0, 1], any shape (e.g. ``(1, X, Y, Z)``).
+        target: the matching binary mask (``> 0.5`` is foreground).
+        threshold: foreground of row 0 is ``p >= threshold`` (Dice, pooled and per-case IoU).
+        keras_thresholds: foreground of the following rows is ``p > t`` (the Keras ``mean_iou``).
+
+    Returns:
+        ``(1 + len(keras_thresholds), 4)`` float64 ``[TP, FP, FN, TN]`` per row. Counts of several
+        cases add up to the counts of their pooled voxels, so a test set is scored from its cases'
+        counts without keeping its predictions (:func:`scores_from_counts`).
+    """
+    p = _as_tensor(prob).reshape(-1).float()
+    y = _as_tensor(target).reshape(-1) > 0.5
+    if p.shape != y.shape:
+        raise DataError(f"segmentation metric: prediction of {p.numel()} voxels but target of {y.numel()}")
+    rows = []
+    for t, strict in [(float(threshold), False), *[(float(k), True) for k in keras_thresholds]]:
+        pred = p > t if strict else p >= t
+        tp, fp, fn = (pred & y).sum(), (pred & ~y).sum(), (~pred & y).sum()
+        rows.append(torch.stack([tp, fp, fn, p.numel() - tp - fp - fn]))
+    return torch.stack(rows).to(torch.float64).cpu()
+
+
+def _iou_dice(tp: float, fp: float, fn: float) -> tuple[float, float]:
+    """IoU and Dice of counts; 1.0 when prediction and ground truth are both empty (official ``empty_score``)."""
+    union, total = tp + fp + fn, 2 * tp + fp + fn
+    return (tp / union if union else 1.0), (2 * tp / total if total else 1.0)
+
+
+def scores_from_counts(counts, definition: str = "pooled") -> dict[str, float]:
+    """``{"iou", "dice"}`` of a test set from its cases' :func:`overlap_counts` under one IoU definition.
+
+    Raises:
+        DataError: no cases, or an unknown definition.
+    """
+    if definition not in IOU_DEFINITIONS:
+        raise DataError(f"unknown IoU definition {definition!r}; expected one of {', '.join(IOU_DEFINITIONS)}")
+    if not len(counts):
+        raise DataError("segmentation metric: no cases to score")
+    stacked = torch.stack([_as_tensor(c).to(torch.float64) for c in counts])  # (cases, rows, 4)
+    total = stacked.sum(0)
+    pooled_iou, pooled_dice = _iou_dice(*total[0, :3].tolist())
+    if definition == "pooled":
+        return {"iou": pooled_iou, "dice": pooled_dice}
+    if definition == "per_case":
+        per_case = [_iou_dice(*case[0, :3].tolist()) for case in stacked]
+        return {"iou": sum(i for i, _ in per_case) / len(per_case), "dice": sum(d for _, d in per_case) / len(per_case)}
+    values = []
+    for tp, fp, fn, tn in total[1:].tolist():  # the Keras metric: two-class mean IoU per threshold
+        per_class = [inter / denom for inter, denom in ((tn, tn + fn + fp), (tp, tp + fp + fn)) if denom > 0]
+        values.append(sum(per_class) / len(per_class))
+    return {"iou": sum(values) / len(values), "dice": pooled_dice}
+
+
+def segmentation_scores(probs, targets, definition: str = "pooled", threshold: float = 0.5) -> dict[str, float]:
+    """``{"iou", "dice"}`` of a test set under one IoU definition (``finetune.iou``).
+
+    Args:
+        probs: per-case probabilities in [0, 1] (tensors or arrays, e.g. ``(1, X, Y, Z)`` each).
+        targets: the matching binary masks.
+        definition: ``"pooled"``, ``"per_case"`` or ``"keras"`` (:data:`IOU_DEFINITIONS`).
+        threshold: the probability threshold of Dice and of the pooled / per-case IoU.
+
+    Returns:
+        ``{"iou": float, "dice": float}``.
+    """
+    if len(probs) != len(targets):
+        raise DataError(f"segmentation metric: {len(probs)} predictions but {len(targets)} targets")
+    if definition not in IOU_DEFINITIONS:
+        raise DataError(f"unknown IoU definition {definition!r}; expected one of {', '.join(IOU_DEFINITIONS)}")
+    return scores_from_counts([overlap_counts(p, t, threshold) for p, t in zip(probs, targets)], definition)
 
 
 #: Whether a larger value of each metric is better (all of ours are).

@@ -148,7 +148,7 @@ def run_protocol(
                                        int(result["best_epoch"]), float(result["seconds"]), result.get("error")))
             summary = write_results(out, task, metric, [s.name for s in inits], records, data_info={
                 "source": data.source, "samples": len(data), "patients": len(set(data.patients)), "split": sizes,
-                **{k: v for k, v in data.info.items()}}, trials=trials)
+                **{k: v for k, v in data.info.items()}}, trials=trials, iou_definition=cfg.finetune.iou)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     write_json(out / "results.json", nan_to_none(summary))
     return summary

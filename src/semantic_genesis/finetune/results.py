@@ -57,6 +57,23 @@ NOT_SIGNIFICANT_MARK = "†"
 MISSING = "—"
 
 
+def metric_label(summary: dict[str, Any], metric: str) -> str:
+    """The column label of ``metric``: ``"IoU (pooled)"`` etc. when the summary records the IoU definition."""
+    label = METRIC_LABELS.get(metric, metric)
+    definition = summary.get("iou_definition")
+    if definition and metric in ("iou", "dice"):
+        label += f" ({definition.replace('_', ' ')})"
+    return label
+
+
+def scoring_note(summary: dict[str, Any]) -> str:
+    """One sentence saying which IoU a segmentation summary reports (``""`` for classification)."""
+    from semantic_genesis.finetune.metrics import IOU_DEFINITIONS
+
+    definition = summary.get("iou_definition")
+    return f"{METRIC_LABELS['iou']} definition `{definition}`: {IOU_DEFINITIONS.get(definition, definition)}." if definition else ""
+
+
 def percent_text(value: float) -> str:
     """``value`` in % with two decimals (``n/a`` when missing or not finite)."""
     return "n/a" if value is None or not math.isfinite(value) else f"{100.0 * value:.2f}"
@@ -143,10 +160,10 @@ def task_markdown(summary: dict[str, Any]) -> str:
     """The markdown section (``##`` heading, data line, table, legend) of one task's summary."""
     metric = summary["metric"]
     others = [m for m in summary["metrics"] if m != metric]
-    head = ["initialisation", f"{METRIC_LABELS.get(metric, metric)} % (mean ± s.d.)",
-            *[f"{METRIC_LABELS.get(m, m)} %" for m in others], "trials ok", "failed", "p vs best", "vs best"]
+    head = ["initialisation", f"{metric_label(summary, metric)} % (mean ± s.d.)",
+            *[f"{metric_label(summary, m)} %" for m in others], "trials ok", "failed", "p vs best", "vs best"]
     note = progress_note(summary)
-    lines = [f"## {summary['task'].upper()} ({summary['kind']}, {METRIC_LABELS.get(metric, metric)})", ""]
+    lines = [f"## {summary['task'].upper()} ({summary['kind']}, {metric_label(summary, metric)})", ""]
     if note:
         lines += [f"**{note.capitalize()}**: means, s.d. and t-tests cover the finished trials only; "
                   "rerun the same evaluate command to finish.", ""]
@@ -174,6 +191,8 @@ def task_markdown(summary: dict[str, Any]) -> str:
             lines.append("| " + " | ".join([name, MISSING, *[MISSING for _ in others], "0", "0", MISSING, "no trial yet"]) + " |")
     lines += ["", f"{summary['test']}; α = {summary['alpha']}. **Bold**: best mean; {NOT_SIGNIFICANT_MARK}: "
               "not significantly different from the best. Failed (diverged) trials are excluded from mean and s.d.", ""]
+    if scoring_note(summary):
+        lines += [scoring_note(summary), ""]
     return "\n".join(lines)
 
 
@@ -202,7 +221,7 @@ def latex_table(summaries: Sequence[dict[str, Any]], caption: str | None = None,
     if partial:
         caption += " Partial results: " + "; ".join(f"{s['task'].upper()} {progress_note(s)[9:]}" for s in partial) + "."
     header = ["Initialisation"] + [
-        f"{_latex_escape(s['task'].upper())} {METRIC_LABELS.get(s['metric'], _latex_escape(s['metric']))} (\\%)"
+        f"{_latex_escape(s['task'].upper())} {_latex_escape(metric_label(s, s['metric']))} (\\%)"
         for s in summaries
     ]
     lines = [
@@ -295,7 +314,7 @@ def bar_chart(panels: list[dict[str, Any]], path: Path) -> Path:
     width = max(3.4, 0.9 * len(names) + 1.6)
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4.0), squeeze=False)
     for ax, summary in zip(axes[0], panels):
-        label = METRIC_LABELS.get(summary["metric"], summary["metric"])
+        label = metric_label(summary, summary["metric"])
         lo, hi = limits.get(summary["metric"], (0.0, 100.0))
         for i, name in enumerate(names):
             e = summary["inits"].get(name)
@@ -338,7 +357,8 @@ def bar_chart(panels: list[dict[str, Any]], path: Path) -> Path:
 
 
 def write_results(out: Path, task: "Task", metric: str, init_names: Sequence[str], records: Sequence[TrialRecord],
-                  data_info: dict[str, Any] | None = None, trials: int | None = None) -> dict[str, Any]:
+                  data_info: dict[str, Any] | None = None, trials: int | None = None,
+                  iou_definition: str | None = None) -> dict[str, Any]:
     """Write ``results.csv``, ``results.json``, ``results.md`` and ``results.png`` for one task; returns the summary."""
     from semantic_genesis.utils.atomic import write_json, write_text
 
@@ -358,6 +378,8 @@ def write_results(out: Path, task: "Task", metric: str, init_names: Sequence[str
     summary["trials_expected"] = trials * len(init_names) if trials else None
     summary["complete"] = not progress_note(summary)
     summary["data"] = data_info or {}
+    if iou_definition and task.kind == "segmentation":
+        summary["iou_definition"] = iou_definition  # shown in the column labels and under the table
     write_json(out / "results.json", nan_to_none(summary))
     note = progress_note(summary)
     title = f"# Transfer results: {task.name}" + (f" ({note})" if note else "")

@@ -138,9 +138,9 @@ def _pos_weight(cfg: "Config", data: "TaskData", train_idx: np.ndarray) -> float
 
 
 def scoring_for(task: "Task", cfg: "Config", whole_volume: bool) -> "Scoring":
-    """The metrics of ``task``: ROC AUC of the logits (classification), or the mean over cases of the
-    Dice and IoU of the sigmoid at ``finetune.threshold`` (segmentation; whole scans by sliding windows
-    of ``finetune.crop_size``)."""
+    """The metrics of ``task``: ROC AUC of the logits (classification), or IoU and Dice of the sigmoid
+    at ``finetune.threshold`` as ``finetune.iou`` defines them (segmentation; pooled over all test
+    voxels by default; whole scans by sliding windows of ``finetune.crop_size``)."""
     from semantic_genesis.methods.finetune import Scoring, SlidingWindow
 
     ft = cfg.finetune
@@ -152,15 +152,13 @@ def scoring_for(task: "Task", cfg: "Config", whole_volume: bool) -> "Scoring":
 
         return Scoring(primary_metric(task, cfg), lambda logits, label: (logits.reshape(-1)[0], int(label)), reduce_auc)
 
-    threshold = ft.threshold
+    threshold, definition = ft.threshold, ft.iou
 
-    def overlap(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        prob, target = torch.sigmoid(logits)[None], mask[None]
-        return M.dice_per_case(prob, target, threshold), M.iou_per_case(prob, target, threshold)
+    def overlap(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return M.overlap_counts(torch.sigmoid(logits.float()), mask, threshold)
 
-    def reduce_overlap(records: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
-        return {"iou": M._nanmean(torch.cat([iou for _, iou in records])),
-                "dice": M._nanmean(torch.cat([dice for dice, _ in records]))}
+    def reduce_overlap(records: list[torch.Tensor]) -> dict[str, float]:
+        return M.scores_from_counts(records, definition)
 
     window = SlidingWindow(tuple(ft.crop_size), ft.sw_batch_size, ft.sw_overlap) if whole_volume else None
     return Scoring(primary_metric(task, cfg), overlap, reduce_overlap, window)

@@ -193,7 +193,7 @@ def incomplete_problem(root: str | Path, manifest: dict[str, Any]) -> str | None
     """Why a store is not usable yet (``None`` when its manifest says ``complete``).
 
     Names the work units still missing when the manifest can tell them (cube sets record every
-    patient in ``attrs["splits"]``), how many are done, and the command that completes the store.
+    patient in ``attrs["planned"]``), how many are done, and the command that completes the store.
     """
     if manifest.get("complete"):
         return None
@@ -202,7 +202,7 @@ def incomplete_problem(root: str | Path, manifest: dict[str, Any]) -> str | None
     done = list(manifest.get("completed_units") or [])
     kind = manifest.get("kind", "store")
     what = {"cubes": "cube set", "patterns": "pattern set"}.get(kind, f"{kind} store")
-    planned = attrs.get("splits") if isinstance(attrs.get("splits"), dict) else None
+    planned = attrs.get("planned") if isinstance(attrs.get("planned"), list) else None
     if planned:
         finished = {u.split("/", 1)[0] for u in done}
         missing = sorted(p for p in planned if p not in finished)

@@ -92,6 +92,31 @@ class SemanticGenesisOptions(SemanticAddonOptions):
     preset: str | None = None  # transform preset of the restoration recipe (None: the method's own)
 
 
+def check_transforms_preset(cfg, method: str, recipe: str) -> None:
+    """Refuse a ``transforms.preset`` that a Semantic Genesis method would silently ignore.
+
+    The Semantic Genesis family takes its restoration recipe from ``method.options.preset`` (default:
+    the method's own, e.g. ``semantic_genesis``), not from ``transforms.preset`` (which selects the
+    recipe of ``models_genesis``). When the recipe is a transform preset, ``transforms.preset`` must
+    name the same preset or keep its default (a config without a ``transforms.preset`` line).
+    Restoration-method variants (``semantic_inpainting``, ...) use their restoration method's recipe,
+    configured by ``transforms.overrides``; they are not checked.
+
+    Raises:
+        ConfigError: naming both settings and the one to use.
+    """
+    from semantic_genesis.config import TransformsConfig
+    from semantic_genesis.transforms import available_presets
+
+    preset = cfg.transforms.preset
+    if recipe not in available_presets() or preset in (recipe, TransformsConfig.preset):
+        return
+    raise ConfigError(
+        f"method {method!r} restores with the recipe method.options.preset={recipe!r}; transforms.preset={preset!r} "
+        f"would be ignored: set method.options.preset={preset} to use that preset, or transforms.preset={recipe}"
+    )
+
+
 class SemanticAddon(Method):
     """Self-classification of discovered patterns added to a self-restoration recipe.
 
@@ -114,6 +139,7 @@ class SemanticAddon(Method):
         self.warmup = self.options.cls_warmup_epochs if (self.restore and self.classify) else 0
         # during the warm-up the decoder takes no part in the loss (DDP must know)
         self.find_unused_parameters = self.warmup > 0
+        check_transforms_preset(cfg, self.name, self.preset_name)
         self.monitor = "loss"
         self._preset = None
         self.num_classes: int | None = None

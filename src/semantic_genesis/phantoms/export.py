@@ -159,18 +159,35 @@ def export_ct_cohort(
     layout: str = "native",
     shape: tuple[int, int, int] | None = None,
     progress: bool = False,
+    spacing: tuple[float, float, float] | None = None,
 ) -> ExportResult:
-    """Generate ``n_patients`` chest CT phantoms and write them in ``layout`` (``native``, ``luna16``, ``lits``)."""
+    """Generate ``n_patients`` chest CT phantoms and write them in ``layout`` (``native``, ``luna16``, ``lits``).
+
+    ``shape`` and ``spacing`` (mm) set the voxel grid; the anatomy is defined in millimetres, so it
+    keeps its physical size on any grid (e.g. LUNA16's typical ``512 x 512 x 140`` at
+    ``0.7 x 0.7 x 2.5`` mm). ``spacing=None`` keeps the default 358 x 358 x 307 mm field of view.
+    """
     _check_layout(layout, CT_LAYOUTS, "CT")
     return {"native": export_native_ct, "luna16": export_luna16, "lits": export_lits}[layout](
-        out, n_patients, seed=seed, shape=shape, progress=progress
+        out, n_patients, seed=seed, shape=shape, progress=progress, spacing=spacing
     )
 
 
-def _make_ct(index: int, seed: int, shape: tuple[int, int, int] | None):
+def _make_ct(index: int, seed: int, shape: tuple[int, int, int] | None, spacing: tuple[float, ...] | None = None):
     from semantic_genesis.phantoms.ct import make_ct_patient
 
-    return make_ct_patient(index, seed=seed, **_shape_kwargs(shape))
+    grid = _shape_kwargs(shape)
+    if spacing is not None:
+        grid["spacing"] = tuple(float(s) for s in spacing)
+    return make_ct_patient(index, seed=seed, **grid)
+
+
+def _grid_settings(shape: tuple[int, ...] | None, spacing: tuple[float, ...] | None) -> dict:
+    """Export settings of the grid (``spacing`` only when given, so older exports still resume)."""
+    out: dict = {"shape": _shape_list(shape)}
+    if spacing is not None:
+        out["spacing"] = [float(s) for s in spacing]
+    return out
 
 
 def _native_export(kind: str, out: str | Path, n_patients: int, progress: bool, **kwargs: Any) -> ExportResult:
@@ -194,17 +211,19 @@ def _native_export(kind: str, out: str | Path, n_patients: int, progress: bool, 
 
 
 def export_native_ct(
-    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False
+    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False,
+    spacing: tuple[float, float, float] | None = None,
 ) -> ExportResult:
     """The native layout (:func:`semantic_genesis.phantoms.cohort.write_native_ct_cohort`):
     ``images/<id>.nii.gz`` (HU, int16), ``labels/<id>.nii.gz`` (uint8), ``meta/<id>.json`` (label
     names, nodules and candidates in voxel and world coordinates), ``cohort.json``.
     """
-    return _native_export("ct", out, n_patients, progress, seed=seed, shape=shape)
+    return _native_export("ct", out, n_patients, progress, seed=seed, shape=shape, spacing=spacing)
 
 
 def export_luna16(
-    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False
+    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False,
+    spacing: tuple[float, float, float] | None = None,
 ) -> ExportResult:
     """The LUNA16 layout.
 
@@ -218,7 +237,7 @@ def export_luna16(
     root_path = Path(out).expanduser()
 
     def write_patient(index: int) -> dict:
-        patient = _make_ct(index, seed, shape)
+        patient = _make_ct(index, seed, shape, spacing)
         uid = luna16_seriesuid(seed, index)
         rng = np.random.default_rng(derive_seed(seed, index, "luna16-origin"))
         origin = tuple(float(o + j) for o, j in zip(LUNA16_ORIGIN, np.round(rng.uniform(-8, 8, 3), 2)))
@@ -236,7 +255,7 @@ def export_luna16(
         return {"seriesuid": uid, "annotations": annotations, "candidates": candidates}
 
     root, records, written = _run_export(
-        out, "luna16", n_patients, {"modality": "ct", "seed": seed, "shape": _shape_list(shape)},
+        out, "luna16", n_patients, {"modality": "ct", "seed": seed, **_grid_settings(shape, spacing)},
         write_patient, progress, "phantom ct (luna16)",
     )
     ann_rows = ["seriesuid,coordX,coordY,coordZ,diameter_mm"]
@@ -295,7 +314,8 @@ def add_liver_lesions(
 
 
 def export_lits(
-    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False
+    out: str | Path, n_patients: int, seed: int = 0, shape: tuple[int, int, int] | None = None, progress: bool = False,
+    spacing: tuple[float, float, float] | None = None,
 ) -> ExportResult:
     """The LiTS layout: ``volume-<i>.nii`` (int16 HU) and ``segmentation-<i>.nii`` (uint8: 0, 1 liver, 2 lesion).
 
@@ -306,7 +326,7 @@ def export_lits(
     root_path = Path(out).expanduser()
 
     def write_patient(index: int) -> dict:
-        patient = _make_ct(index, seed, shape)
+        patient = _make_ct(index, seed, shape, spacing)
         names = dict(patient.label_names)
         if "liver" not in names:
             raise DataError(f"phantom CT patient {index} has no 'liver' label (labels: {sorted(names)})")
@@ -322,7 +342,7 @@ def export_lits(
         return {"case": index, "liver_voxels": int(liver.sum()), "lesion_voxels": int(lesions.sum())}
 
     root, _records, written = _run_export(
-        out, "lits", n_patients, {"modality": "ct", "seed": seed, "shape": _shape_list(shape)},
+        out, "lits", n_patients, {"modality": "ct", "seed": seed, **_grid_settings(shape, spacing)},
         write_patient, progress, "phantom ct (lits)",
     )
     return ExportResult(root, "lits", n_patients, written)

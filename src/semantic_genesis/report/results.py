@@ -58,13 +58,13 @@ def load_summary(folder: str | Path) -> dict[str, Any]:
 def merge_tables(summaries: Sequence[dict[str, Any]]) -> tuple[str, list[list[str]]]:
     """A Table-2-shaped markdown table and CSV rows: initialisations x tasks, cells mean ± s.d. (%)."""
     from semantic_genesis.finetune.results import (
-        METRIC_LABELS, MISSING, NOT_SIGNIFICANT_MARK, cell_text, percent_text, progress_note,
+        MISSING, NOT_SIGNIFICANT_MARK, cell_text, metric_label, percent_text, progress_note,
     )
 
     inits: list[str] = []
     for s in summaries:
         inits += [n for n in s["inits"] if n not in inits]
-    columns = [f"{s['task'].upper()} {METRIC_LABELS.get(s['metric'], s['metric'])}%"
+    columns = [f"{s['task'].upper()} {metric_label(s, s['metric'])}%"
                + (f" ({progress_note(s)})" if progress_note(s) else "") for s in summaries]
     md = ["| initialisation | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     csv_rows = [["initialisation", *[f"{c} mean" for c in columns], *[f"{c} sd" for c in columns],
@@ -94,7 +94,9 @@ def merge_tables(summaries: Sequence[dict[str, Any]]) -> tuple[str, list[list[st
 
 def merge_results(folders: Sequence[str | Path], out: str | Path) -> Path:
     """Merge ``evaluate`` folders into ``OUT/results.md``, ``.tex``, ``.csv`` and ``.png``; returns the md path."""
-    from semantic_genesis.finetune.results import MISSING, NOT_SIGNIFICANT_MARK, bar_chart, latex_table, progress_note
+    from semantic_genesis.finetune.results import (
+        MISSING, NOT_SIGNIFICANT_MARK, bar_chart, latex_table, progress_note, scoring_note,
+    )
     from semantic_genesis.utils.atomic import write_text
 
     summaries = [load_summary(f) for f in folders]
@@ -116,7 +118,8 @@ def merge_results(folders: Sequence[str | Path], out: str | Path) -> Path:
         note = f"; {progress_note(s)}" if progress_note(s) else ""
         source = (s.get("data") or {}).get("source", "")
         details = "; ".join(d for d in (source, note[2:]) if d)
-        text.append(f"- {s['task'].upper()}: {Path(folder)}" + (f" ({details})" if details else ""))
+        text.append(f"- {s['task'].upper()}: {Path(folder)}" + (f" ({details})" if details else "")
+                    + (f". {scoring_note(s)}" if scoring_note(s) else ""))
     write_text(out / "results.md", "\n".join(text) + "\n")
     panels = [s for s in summaries if s.get("best") is not None]
     if panels:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Sequence
+
+import numpy as np
 
 from semantic_genesis.errors import DatasetLayoutError, describe_path
 
@@ -48,3 +50,35 @@ class Task:
                 f"{describe_path(root)}: data folder of task {self.name} not found; expected {self.layout}"
             )
         return root
+
+
+def official_split_indices(
+    cfg: "Config", layout: str, patients: Sequence[tuple[str, str | Path]], sample_patients: Sequence[str],
+) -> tuple[dict[str, np.ndarray] | None, str]:
+    """The sample indices of the official split when ``finetune.split`` asks for it (``auto`` / ``official``).
+
+    Args:
+        cfg: root config (``finetune.split``).
+        layout: the dataset layout (``luna16``, ``lits``, ``brats``).
+        patients: ``(patient id, path)`` of every patient with samples.
+        sample_patients: the patient of every sample.
+
+    Returns:
+        ``({"train", "val", "test"} -> int64 sample indices, description)``, or ``(None, description)``
+        when the rule resolves to a random split (drawn later by
+        :func:`semantic_genesis.finetune.data.split_by_patient`). Samples of patients the official split
+        does not use are in no split.
+    """
+    from semantic_genesis.io.datasets.splits import choose_split
+
+    choice = choose_split(cfg.finetune.split, layout, patients, needs=("train", "validation", "test"),
+                          key="finetune.split")
+    if choice.rule != "official":
+        return None, choice.description
+    names = {"train": "train", "validation": "val", "test": "test"}
+    index: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for i, pid in enumerate(sample_patients):
+        where = choice.assignment.get(pid)
+        if where is not None:
+            index[names[where]].append(i)
+    return {k: np.asarray(v, dtype=np.int64) for k, v in index.items()}, choice.description

@@ -3,8 +3,15 @@
 Semantic Genesis target task "BMS" (Table 1, BraTS 2018, MRI FLAIR): the whole tumour (BraTS labels
 1, 2 and 4) is segmented from the FLAIR volume alone. FLAIR is scaled per patient to [0, 1] by robust
 percentiles (``intensity.lower_percentile`` / ``upper_percentile``) over the brain (non-zero voxels),
-the per-image normalisation advised for MRI (reference §4.3, MG issue #36). Training on sampled crops
+the per-image normalisation advised for MRI (Models Genesis issue #36). Training on sampled crops
 and whole-volume sliding-window evaluation are as in :mod:`~semantic_genesis.finetune.tasks.lcs`.
+
+Official protocol (``finetune.split=official``, set by the paper preset): the three official BraTS 2018
+folds of the Models Genesis BMS fine-tuning (``bms_config``): folds 1 + 2 shuffled with
+``random.Random(4)``, the first 1/8 (23 patients) validation, the other 167 training, fold 3 (95) test
+(:func:`semantic_genesis.io.datasets.brats.official_lists`). Not reproduced: the official BMS inputs
+were crops of 100×100×50 voxels around the tumour (``crop_rows/cols/deps``, ``deltr = 30``) made by an
+unreleased preprocessing script; here training crops are sampled from the whole volume as for LCS.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semantic_genesis.errors import DataError, describe_path
-from semantic_genesis.finetune.tasks.base import Task
+from semantic_genesis.finetune.tasks.base import Task, official_split_indices
 
 if TYPE_CHECKING:  # pragma: no cover
     from semantic_genesis.config import Config
@@ -51,5 +58,6 @@ class BMS(Task):
             masks.append(case.regions()["whole_tumor"].astype(np.uint8)[None])
         if not any(m.any() for m in masks):
             raise DataError(f"{describe_path(root)}: no BraTS segmentation contains tumour voxels")
-        return TaskData(self.name, "segmentation", list(ids), images, masks, whole_volume=True,
-                        source=f"BraTS {describe_path(root)}", info={"volumes": len(images)})
+        fixed, split_rule = official_split_indices(cfg, "brats", [(p, dataset.files(p)["flair"]) for p in ids], list(ids))
+        return TaskData(self.name, "segmentation", list(ids), images, masks, whole_volume=True, fixed_split=fixed,
+                        source=f"BraTS {describe_path(root)}", info={"volumes": len(images), "split_rule": split_rule})

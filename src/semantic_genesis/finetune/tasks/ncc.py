@@ -12,6 +12,11 @@ all-padding crop with a label would be noise); when none remain, loading fails w
 LUNA16 lists ~750k candidates for ~1.2k nodules, so all positives are kept and at most
 ``finetune.max_negatives`` negatives per scan are drawn (seeded per scan). The remaining imbalance is
 handled by the trainer (``finetune.pos_weight`` or ``finetune.balanced_sampling``).
+
+Split (``finetune.split``): ``auto`` and ``official`` split by LUNA16 subset as the official code does
+(train 0-4, validation 5-6, test 7-9), so a model pretrained on LUNA16 subsets 0-6 (the ``cubes`` and
+``discover`` default) is never tested on a scan it was pretrained on; ``auto`` falls back to a random
+split by patient when the subsets leave a split empty (small or partial copies).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semantic_genesis.errors import DataError, describe_path
-from semantic_genesis.finetune.tasks.base import Task
+from semantic_genesis.finetune.tasks.base import Task, official_split_indices
 from semantic_genesis.utils.seeding import derive_seed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,13 +89,18 @@ class NCC(Task):
                 f"{describe_path(dataset.candidates_path)}: all {len(labels)} candidates have class {labels[0]}; "
                 "NCC needs nodules (class 1) and false positives (class 0)"
             )
+        # finetune.split auto / official: by LUNA16 subset (0-4 / 5-6 / 7-9), as the official code
+        used = sorted(set(patients))
+        fixed, split_rule = official_split_indices(cfg, "luna16", [(u, dataset.path(u)) for u in used], patients)
         return TaskData(
             task=self.name,
             kind="classification",
             patients=patients,
             images=np.stack(images),
             targets=labels_arr,
+            fixed_split=fixed,
             source=f"LUNA16 {describe_path(root)}",
             info={"scans": len(set(patients)), "positives": int(labels_arr.sum()), "negatives": int((labels_arr == 0).sum()),
-                  "candidates_listed": listed, "candidates_outside": outside},
+                  "candidates_listed": listed, "candidates_outside": outside,
+                  "split_rule": split_rule},
         )

@@ -8,7 +8,7 @@ Semantic Genesis target task "NCS" (Table 1, LIDC-IDRI): a binary nodule mask is
   (default ``"nodule"``, looked up in the patient's ``label_names``) is one nodule; the crop is centred
   on its centroid and the mask is that label inside the crop. CT is windowed to [0, 1] as for NCC.
   The LUNA16 layout has nodule centres but no masks, so it cannot serve NCS;
-* **pre-cropped arrays** as used by the official Models Genesis NCS notebook (reference §4.3):
+* **pre-cropped arrays** as used by the official Models Genesis NCS notebook (``keras/downstream_tasks``):
   ``x_train*.npy`` / ``m_train*.npy``, ``x_valid*.npy`` / ``m_valid*.npy``, ``x_test*.npy`` /
   ``m_test*.npy`` with shapes ``(N, X, Y, Z)``, ``(N, 1, X, Y, Z)`` or ``(N, X, Y, Z, 1)``. The split
   shipped in the file names is used as is (each crop counts as its own patient). Images whose maximum

@@ -12,13 +12,20 @@ A patient is found by its ``_flair`` file; the other modalities must sit beside 
 ``.nii.gz``) on the same grid. The segmentation is required unless ``require_seg=False`` (validation
 data has none). Used by the BMS (brain tumour segmentation) target task of Semantic Genesis
 (Haghighi et al., 2020; Zhou et al., 2019).
+
+Official split (:func:`official_split`): the official BMS fine-tuning (``bms_config`` of Models
+Genesis' ``keras/downstream_tasks/config.py``) reads three fixed folds of 95 BraTS 2018 training
+patients (``data/bms/fold_{1,2,3}.csv``, kept here in :mod:`._brats18_folds`), shuffles folds 1 + 2 with
+``random.Random(4)``, takes the first ``len // 8`` (23) as validation and the other 167 as training, and
+tests on fold 3 (95).
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -27,6 +34,26 @@ from semantic_genesis.io.datasets._tables import require_dir
 
 BRATS_MODALITIES = ("flair", "t1", "t1ce", "t2")
 BRATS_LABELS = {"background": 0, "necrotic_core": 1, "edema": 2, "enhancing": 4}
+
+
+def official_lists() -> dict[str, list[str]]:
+    """The official BMS patient lists ``{"train", "validation", "test"}`` (167 / 23 / 95 BraTS 2018 ids).
+
+    Folds 1 + 2 in file order, shuffled by ``random.Random(4).shuffle`` (CPython's algorithm, stable
+    across versions), first ``len // 8`` validation, the rest training; fold 3 is the test set.
+    """
+    from semantic_genesis.io.datasets._brats18_folds import FOLD_1, FOLD_2, FOLD_3
+
+    pool = [*FOLD_1, *FOLD_2]
+    random.Random(4).shuffle(pool)
+    n_val = len(pool) // 8
+    return {"train": pool[n_val:], "validation": pool[:n_val], "test": list(FOLD_3)}
+
+
+def official_split(patient_ids: Iterable[str]) -> dict[str, str | None]:
+    """The official BMS split of BraTS patient ids (:func:`official_lists`); ``None`` = not in any fold."""
+    where = {pid: name for name, ids in official_lists().items() for pid in ids}
+    return {str(pid): where.get(str(pid)) for pid in patient_ids}
 
 
 @dataclass

@@ -9,6 +9,11 @@ below the root is accepted)::
 A case is the pair with the same number ``<i>`` in the same folder; its segmentation must exist and
 have exactly the image's shape. Used by the LCS (liver segmentation) target task of Models Genesis
 (Zhou et al., 2019) and Semantic Genesis (Haghighi et al., 2020).
+
+Official split (:func:`official_split`): the official LCS fine-tuning (``lcs_config`` of Models
+Genesis' ``keras/downstream_tasks/config.py``) trains on cases 0-99, validates on 100-114 and tests on
+115-129 of the 131 training volumes (case 130 is not used), on volumes resized to 256x256 in-plane
+(``3D_LiTS_NPY_256x256xZ``; see ``finetune.resize_inplane``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -25,6 +30,17 @@ from semantic_genesis.io.datasets._tables import require_dir
 
 LITS_LABELS = {"background": 0, "liver": 1, "lesion": 2}
 _VOLUME_RE = re.compile(r"^volume-(\d+)\.nii(\.gz)?$")
+
+#: The official LCS case ranges: 0-99 train, 100-114 validation, 115-129 test.
+OFFICIAL_CASES: dict[str, range] = {"train": range(0, 100), "validation": range(100, 115), "test": range(115, 130)}
+
+
+def official_split(case_ids: Iterable[int]) -> dict[int, str | None]:
+    """The official LCS split of LiTS case numbers (:data:`OFFICIAL_CASES`); ``None`` = not used (case 130)."""
+    out: dict[int, str | None] = {}
+    for case in case_ids:
+        out[int(case)] = next((name for name, cases in OFFICIAL_CASES.items() if int(case) in cases), None)
+    return out
 
 
 @dataclass

@@ -21,6 +21,13 @@ of world coordinates) would become an all-padding crop with a label. :meth:`Luna
 such points and warns with their count, the scan and the CSV file; the counts are kept in
 :attr:`Luna16Scan.outside_candidates` / :attr:`Luna16Scan.outside_annotations`.
 
+Official split: the official Models Genesis / Semantic Genesis code splits LUNA16 by subset, never
+by a random draw: pretraining cubes and patterns come from subsets 0-4 (train) and 5-6 (validation),
+and the NCC target task trains on 0-4, validates on 5-6 and tests on 7-9 (``ncc_config`` of
+``keras/downstream_tasks/config.py``; the pretraining scripts load the same subset numbers). So a
+model pretrained and fine-tuned on LUNA16 never sees a test scan. :func:`official_split` gives that
+assignment (:data:`SUBSET_SPLITS`).
+
 Strictness: a CSV row whose ``seriesuid`` has no ``.mhd`` file under any ``subset*`` folder is an error
 naming the file, row number and uid (``strict=True``, the default). With ``strict=False`` such rows
 are skipped with a warning, which is what one wants when only some subsets were downloaded.
@@ -29,9 +36,10 @@ are skipped with a warning, which is what one wants when only some subsets were 
 from __future__ import annotations
 
 import warnings
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -40,6 +48,35 @@ from semantic_genesis.io.datasets._tables import CsvTable, require_dir
 
 ANNOTATION_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
 CANDIDATE_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "class")
+
+#: Split of each LUNA16 subset in the official code: 0-4 train, 5-6 validation, 7-9 test.
+SUBSET_SPLITS: dict[int, str] = {
+    **{k: "train" for k in range(5)}, 5: "validation", 6: "validation", **{k: "test" for k in (7, 8, 9)},
+}
+_SUBSET_RE = re.compile(r"^subset(\d+)$")
+
+
+def subset_of(path: str | Path) -> int | None:
+    """The LUNA16 subset number of a scan file (``.../subset3/<uid>.mhd`` -> 3), ``None`` if not in one."""
+    match = _SUBSET_RE.match(Path(path).parent.name)
+    return int(match.group(1)) if match else None
+
+
+def official_split(paths: Mapping[str, str | Path]) -> dict[str, str | None]:
+    """The official split of LUNA16 scans by subset (:data:`SUBSET_SPLITS`).
+
+    Args:
+        paths: patient (series) id -> its ``.mhd`` path under ``subset<k>/``.
+
+    Returns:
+        patient id -> ``"train"``, ``"validation"`` or ``"test"``; ``None`` for a scan that is not in a
+        ``subset0``..``subset9`` folder (left out).
+    """
+    out: dict[str, str | None] = {}
+    for pid, path in paths.items():
+        subset = subset_of(path)
+        out[pid] = SUBSET_SPLITS.get(subset) if subset is not None else None
+    return out
 
 
 class Luna16Annotation(NamedTuple):
