@@ -48,7 +48,15 @@ import numpy as np
 
 
 # --------------------------------------------------------------------------------------------------
-# Port of the official per-cube transforms (reference §2), for timing and as a reference law.
+# Port of the official per-cube transforms, for timing and as a reference law.
+#
+# Written from the official code's logic (Models Genesis ``utils.py``: ``bernstein_poly``,
+# ``bezier_curve``, ``data_augmentation``, ``nonlinear_transformation``, ``local_pixel_shuffling``,
+# ``image_in_painting``, ``image_out_painting``, ``generate_pair``; Semantic Genesis data loader:
+# ``elastic_transform`` and ``luna_loader``). Every function takes one sample ``(1, *spatial)`` with two
+# or three spatial axes: the official code is 3D only and no 2D code was released, so the 2D loop applies
+# the same four transforms to ``(1, H, W)`` images, with the same per-axis rules (window sizes
+# ``dim // 10``, ``dim // 6 .. dim // 3``, ``dim - (3 dim // 7 .. 4 dim // 7)``, margins of 3).
 # --------------------------------------------------------------------------------------------------
 def official_bezier(points: list[list[float]], n_times: int = 100000) -> tuple[np.ndarray, np.ndarray]:
     """Bezier curve with the reference's reversed Bernstein weights ``C(n,i) t^(n-i) (1-t)^i``."""
@@ -72,57 +80,53 @@ def official_nonlinear(x: np.ndarray, prob: float = 0.5, n_times: int = 100000) 
     return np.interp(x, xvals, yvals)
 
 
+def _box(spatial: tuple[int, ...], corner: list[int], size: list[int]) -> tuple[slice, ...]:
+    return (slice(None),) + tuple(slice(c, c + s) for c, s in zip(corner, size))
+
+
 def official_local_shuffle(x: np.ndarray, prob: float = 0.5, num_block: int = 10000) -> np.ndarray:
     if random.random() >= prob:
         return x
     image_temp = copy.deepcopy(x)
     orig_image = copy.deepcopy(x)
-    _, rows, cols, deps = x.shape
+    spatial = x.shape[1:]
     for _ in range(num_block):
-        bx = random.randint(1, rows // 10)
-        by = random.randint(1, cols // 10)
-        bz = random.randint(1, deps // 10)
-        nx = random.randint(0, rows - bx)
-        ny = random.randint(0, cols - by)
-        nz = random.randint(0, deps - bz)
-        window = orig_image[0, nx : nx + bx, ny : ny + by, nz : nz + bz].flatten()
+        size = [random.randint(1, dim // 10) for dim in spatial]
+        corner = [random.randint(0, dim - s) for dim, s in zip(spatial, size)]
+        box = _box(spatial, corner, size)
+        window = orig_image[box][0].flatten()
         np.random.shuffle(window)
-        image_temp[0, nx : nx + bx, ny : ny + by, nz : nz + bz] = window.reshape((bx, by, bz))
+        image_temp[box] = window.reshape([1] + size)
     return image_temp
 
 
-def official_inpaint(x: np.ndarray) -> np.ndarray:
-    _, rows, cols, deps = x.shape
-    cnt = 5
-    while cnt > 0 and random.random() < 0.95:
-        bx = random.randint(rows // 6, rows // 3)
-        by = random.randint(cols // 6, cols // 3)
-        bz = random.randint(deps // 6, deps // 3)
-        nx = random.randint(3, rows - bx - 3)
-        ny = random.randint(3, cols - by - 3)
-        nz = random.randint(3, deps - bz - 3)
-        x[:, nx : nx + bx, ny : ny + by, nz : nz + bz] = np.random.rand(bx, by, bz)
+def official_inpaint(x: np.ndarray, max_windows: int = 5, continue_prob: float = 0.95) -> np.ndarray:
+    """``image_in_painting``; the Semantic Genesis loader paints one window (``max_windows=1, continue_prob=1``)."""
+    spatial = x.shape[1:]
+    cnt = max_windows
+    while cnt > 0 and random.random() < continue_prob:
+        size = [random.randint(dim // 6, dim // 3) for dim in spatial]
+        corner = [random.randint(3, dim - s - 3) for dim, s in zip(spatial, size)]
+        x[_box(spatial, corner, size)] = np.random.rand(*size)
         cnt -= 1
     return x
 
 
-def official_outpaint(x: np.ndarray) -> np.ndarray:
-    _, rows, cols, deps = x.shape
+def official_outpaint(x: np.ndarray, max_extra_windows: int = 4, continue_prob: float = 0.95) -> np.ndarray:
+    """``image_out_painting``; the Semantic Genesis loader keeps one window (``max_extra_windows=0``)."""
+    spatial = x.shape[1:]
     image_temp = copy.deepcopy(x)
     x = np.random.rand(*x.shape)
 
     def paste() -> None:
-        bx = rows - random.randint(3 * rows // 7, 4 * rows // 7)
-        by = cols - random.randint(3 * cols // 7, 4 * cols // 7)
-        bz = deps - random.randint(3 * deps // 7, 4 * deps // 7)
-        nx = random.randint(3, rows - bx - 3)
-        ny = random.randint(3, cols - by - 3)
-        nz = random.randint(3, deps - bz - 3)
-        x[:, nx : nx + bx, ny : ny + by, nz : nz + bz] = image_temp[:, nx : nx + bx, ny : ny + by, nz : nz + bz]
+        size = [dim - random.randint(3 * dim // 7, 4 * dim // 7) for dim in spatial]
+        corner = [random.randint(3, dim - s - 3) for dim, s in zip(spatial, size)]
+        box = _box(spatial, corner, size)
+        x[box] = image_temp[box]
 
     paste()
-    cnt = 4
-    while cnt > 0 and random.random() < 0.95:
+    cnt = max_extra_windows
+    while cnt > 0 and random.random() < continue_prob:
         paste()
         cnt -= 1
     return x
@@ -131,7 +135,7 @@ def official_outpaint(x: np.ndarray) -> np.ndarray:
 def official_flip(x: np.ndarray, y: np.ndarray, prob: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     cnt = 3
     while random.random() < prob and cnt > 0:
-        degree = random.choice([0, 1, 2])  # axis 0 of (1, X, Y, Z) is the channel: the official bug
+        degree = random.choice(list(range(x.ndim - 1)))  # 3D: [0, 1, 2]; axis 0 is the channel (official bug)
         x = np.flip(x, axis=degree)
         y = np.flip(y, axis=degree)
         cnt -= 1
@@ -139,7 +143,7 @@ def official_flip(x: np.ndarray, y: np.ndarray, prob: float = 0.5) -> tuple[np.n
 
 
 def official_generate_pair(cubes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Models Genesis ``generate_pair`` on a batch ``(B, 1, X, Y, Z)``, one cube at a time."""
+    """Models Genesis ``generate_pair`` on a batch ``(B, 1, *spatial)``, one sample at a time."""
     x = copy.deepcopy(cubes)
     y = copy.deepcopy(cubes)
     for n in range(cubes.shape[0]):
@@ -152,6 +156,39 @@ def official_generate_pair(cubes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             else:
                 x[n] = official_outpaint(x[n])
     return x, y
+
+
+def official_elastic(image: np.ndarray, alpha: float = 991.0, sigma: float = 8.0) -> np.ndarray:
+    """Semantic Genesis ``elastic_transform`` of one channel ``(*spatial)``: U[-1, 1] noise smoothed by
+    ``gaussian_filter(mode="constant")`` times ``alpha`` displaces the first two axes;
+    ``map_coordinates(order=1, mode="reflect")`` resamples."""
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    shape = image.shape
+    dx = gaussian_filter(np.random.rand(*shape) * 2 - 1, sigma, mode="constant", cval=0) * alpha
+    dy = gaussian_filter(np.random.rand(*shape) * 2 - 1, sigma, mode="constant", cval=0) * alpha
+    grid = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    indices = [grid[0] + dx, grid[1] + dy] + list(grid[2:])
+    return map_coordinates(image, [i.reshape(-1) for i in indices], order=1, mode="reflect").reshape(shape)
+
+
+def official_semantic_genesis_pair(cubes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Semantic Genesis ``luna_loader`` restoration pairs on a batch ``(B, 1, *spatial)``: the target is the
+    original; the input is elastically warped, then exactly one of local shuffle (5 windows),
+    non-linear, in-painting (one window) and out-painting (one window), with p 0.25 each."""
+    x = copy.deepcopy(cubes)
+    for n in range(cubes.shape[0]):
+        x[n, 0] = official_elastic(x[n, 0])
+        r = random.random()
+        if r <= 0.25:
+            x[n] = official_local_shuffle(x[n], prob=1.0, num_block=5)
+        elif r <= 0.5:
+            x[n] = official_nonlinear(x[n], prob=1.0)
+        elif r <= 0.75:
+            x[n] = official_inpaint(x[n], max_windows=1, continue_prob=1.0)
+        else:
+            x[n] = official_outpaint(x[n], max_extra_windows=0)
+    return x, copy.deepcopy(cubes)
 
 
 # --------------------------------------------------------------------------------------------------
