@@ -5,13 +5,13 @@ tensor, so that importing the package (and ``semantic-genesis --help``) never pa
 
 The kernels *apply* parameters that the transforms drew from their ``torch.Generator`` (window counts,
 curve control points, painting boxes, fill constants). Only bulk randomness is generated inside: the
-windows and permutations of a shuffled sample and the per-voxel painting and elastic noise come from
-SplitMix64 streams seeded by one draw of the generator, exactly as the torch path seeds a device
+windows and permutations of a shuffled sample and the per-voxel painting noise come from SplitMix64
+streams seeded by one draw of the generator, exactly as the torch path seeds a device
 generator for its bulk noise. The same generator seed therefore gives the same output on every call.
 
 :func:`restore_rows` runs every restoration stage of a batch (flip, local shuffle, intensity map,
 in-/out-painting; ``_plan.run_plan`` prepares its arguments), :func:`bezier_tables` builds the intensity
-maps, :func:`uniform_noise` and :func:`warp_inplane` are the elastic deformation. They work on
+maps, :func:`warp_inplane` resamples for the elastic deformation. They work on
 ``(B, C, V)`` views of contiguous batches (V = voxels of a sample); ``restore_rows`` uses the spatial
 layout ``(X, Y, Z)`` with Z contiguous (2D images as ``(1, H, W)``), ``warp_inplane`` displaces the first
 two axes (2D images as ``(H, W, 1)``). Array indices in hot loops are unsigned (:func:`_u`). Compiled
@@ -571,21 +571,6 @@ def _map_value(v, table, slope, scale, t_grid, controls, inverted):
     return mapped if value == value else value
 
 
-@njit(cache=True, nogil=True)
-def uniform_noise(out, seed, low, high):
-    """Fill the flat float array ``out`` with i.i.d. uniform values in ``[low, high)``.
-
-    Counter-based like the painting noise of :func:`restore_rows`: value ``p`` is the top 24 bits of
-    ``mix(stream(seed, 0) + (p + 1) * gamma)`` scaled to the interval (a branch-free, vectorised loop;
-    24 bits is float32's resolution, as ``torch.rand``).
-    """
-    stream = _stream(seed, 0)
-    shift = np.uint64(40)
-    scale = (high - low) / 16777216.0
-    for p in range(out.shape[0]):
-        out[p] = low + _counter_uniform(stream, p, shift, scale)
-
-
 @njit(inline="always", cache=True)
 def _counter_uniform(stream, p, shift, scale):
     """Value ``p`` of a counter-based stream: the top ``64 - shift`` bits of
@@ -606,14 +591,17 @@ def _reflect_clip(position, size):
     return min(max(reflected, 0.0), size - 1.0)
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"})  # fused multiply-add: ~7% here
-def warp_inplane(src, dst, displacement, dims):
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def warp_inplane(src, dst, partial, first, dims):
     """Bilinear resampling of every ``(x, y)`` plane at ``(x + dx, y + dy)``, scipy-``reflect`` borders.
 
     Args:
         src: ``(B, C, V)`` view of a contiguous ``(B, C, X, Y, Z)`` batch (2D images: ``Z = 1``), read only.
         dst: same shape, written; no shared memory with ``src``.
-        displacement: ``(B, 2, V)`` float32 voxels along X and Y (Z is not displaced).
+        partial: ``(B, 2, R, Y * Z)`` and ``first`` ``(X, R)``, in the batch's dtype: the displacement
+            (voxels along X and Y; Z is not displaced) of the voxels with first index ``i`` is
+            ``first[i] @ partial[b, axis]``, computed here for a few ``i`` at a time (in cache) rather
+            than stored for the whole batch.
         dims: ``(3,)`` int64 spatial shape ``(X, Y, Z)``.
 
     The same arithmetic as ``elastic.warp`` (``grid_sample`` bilinear, reflection padding,
@@ -621,31 +609,49 @@ def warp_inplane(src, dst, displacement, dims):
     reflection computed only for the few positions that leave the plane.
     """
     size_x, size_y, size_z = dims[0], dims[1], dims[2]
+    plane = size_y * size_z
+    rank = first.shape[1]
+    block = 4  # planes whose displacement is computed together: each row of `partial` is read once per block
+    shift = np.empty((block, 2, plane), partial.dtype)
+    for b in range(src.shape[0]):
+        for i0 in range(0, size_x, block):
+            rows = min(block, size_x - i0)
+            shift[:] = 0
+            for axis in range(2):
+                for r in range(rank):
+                    row = partial[b, axis, r]
+                    for di in range(rows):
+                        weight = first[i0 + di, r]
+                        target = shift[di, axis]
+                        for q in range(plane):
+                            target[_u(q)] += weight * row[_u(q)]
+            for di in range(rows):
+                for ch in range(src.shape[1]):
+                    _warp_plane(src[b, ch], dst[b, ch], shift[di], i0 + di, size_x, size_y, size_z)
+
+
+@njit(inline="always", cache=True, fastmath={"contract"})
+def _warp_plane(line, out, shift, i, size_x, size_y, size_z):
+    """Plane ``i`` of one channel of :func:`warp_inplane`; ``shift`` ``(2, Y * Z)`` its displacement."""
     high_x = size_x - 1.0
     high_y = size_y - 1.0
     plane = size_y * size_z
-    for b in range(src.shape[0]):
-        shift_x = displacement[b, 0]
-        shift_y = displacement[b, 1]
-        for i in range(size_x):
-            for j in range(size_y):
-                start = (i * size_y + j) * size_z
-                for k in range(size_z):
-                    p = start + k
-                    r = i + np.float64(shift_x[p])
-                    c = j + np.float64(shift_y[p])
-                    if not (0.0 <= r <= high_x):
-                        r = _reflect_clip(r, size_x)
-                    if not (0.0 <= c <= high_y):
-                        c = _reflect_clip(c, size_y)
-                    r0 = int(r)
-                    c0 = int(c)
-                    fr = r - r0
-                    fc = c - c0
-                    step_r = plane if r0 < size_x - 1 else 0
-                    step_c = size_z if c0 < size_y - 1 else 0
-                    q = r0 * plane + c0 * size_z + k
-                    for ch in range(src.shape[1]):
-                        top = src[b, ch, q] * (1.0 - fc) + src[b, ch, q + step_c] * fc
-                        bottom = src[b, ch, q + step_r] * (1.0 - fc) + src[b, ch, q + step_r + step_c] * fc
-                        dst[b, ch, p] = top * (1.0 - fr) + bottom * fr
+    for j in range(size_y):
+        for k in range(size_z):
+            q = j * size_z + k
+            r = i + np.float64(shift[0, _u(q)])
+            c = j + np.float64(shift[1, _u(q)])
+            if not (0.0 <= r <= high_x):
+                r = _reflect_clip(r, size_x)
+            if not (0.0 <= c <= high_y):
+                c = _reflect_clip(c, size_y)
+            r0 = int(r)
+            c0 = int(c)
+            fr = r - r0
+            fc = c - c0
+            step_r = plane if r0 < size_x - 1 else 0
+            step_c = size_z if c0 < size_y - 1 else 0
+            source = r0 * plane + c0 * size_z + k
+            top = line[_u(source)] * (1.0 - fc) + line[_u(source + step_c)] * fc
+            bottom = line[_u(source + step_r)] * (1.0 - fc) + line[_u(source + step_r + step_c)] * fc
+            out[_u(i * plane + q)] = top * (1.0 - fr) + bottom * fr
