@@ -263,6 +263,38 @@ def time_official(name: str, shape: tuple[int, ...], samples: int, repeats: int)
     return _timings_all(lambda: OFFICIAL[name](batch), repeats)
 
 
+def map_accuracy(count: int) -> None:
+    """Worst difference between our intensity maps (both backends) and the official ``np.interp`` of
+    the 100,000-sample Bezier curve, over ``count`` random maps, with the table-only error for scale."""
+    import torch
+
+    from semantic_genesis.transforms._backend import kernels, use_backend
+    from semantic_genesis.transforms._plan import KernelPlan, run_plan
+    from semantic_genesis.transforms.nonlinear import apply_maps, sample_nonlinear_maps
+
+    ends = np.concatenate([10.0 ** -np.arange(1, 9), [0.0]])
+    values = np.unique(np.concatenate([np.linspace(0, 1, 2049), ends, 1 - ends]))
+    maps = sample_nonlinear_maps(count, torch.Generator().manual_seed(0))
+    x = torch.tensor(values, dtype=torch.float64).expand(count, 1, -1).contiguous()
+    ours = {"torch": apply_maps(x, maps)[:, 0].numpy()}
+    if kernels() is not None:
+        with use_backend("kernel"):
+            ours["kernel"] = run_plan(x, KernelPlan.for_batch(x, maps=(torch.arange(count), maps)))[0][:, 0].numpy()
+    grid = np.linspace(0, 1, maps.lut_size + 1)
+    worst = {name: 0.0 for name in ours} | {"table only": 0.0}
+    for i in range(count):
+        a1, b1, a2, b2 = maps.controls[i].tolist()
+        xs, ys = official_bezier([[0, 0], [a1, b1], [a2, b2], [1, 1]])
+        ref = np.interp(values, np.sort(xs), ys if maps.inverted[i] else np.sort(ys))
+        for name, out in ours.items():
+            worst[name] = max(worst[name], float(np.abs(out[i] - ref).max()))
+        worst["table only"] = max(worst["table only"], float(np.abs(np.interp(values, grid, maps.table[i].numpy()) - ref).max()))
+    cells = float(maps.exact_cells().double().mean())
+    print(f"intensity maps vs the official np.interp, {count} random maps, {len(values)} values each: worst "
+          + ", ".join(f"{name} {err:.1e}" for name, err in worst.items())
+          + f"; {100 * cells:.2f} % of the table cells are evaluated exactly")
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -285,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="'cpu', or 'cuda' to time the presets on a GPU")
     parser.add_argument("--compile-time", action="store_true",
                         help="also time the first call with an empty numba cache (a subprocess)")
+    parser.add_argument("--map-accuracy", type=int, default=0, metavar="N",
+                        help="also compare N random intensity maps with the official np.interp")
     args = parser.parse_args(argv)
     presets = available_presets() if args.presets == ["all"] else args.presets
     key = "cpu" if args.cpu_time and args.device == "cpu" else "wall"
@@ -329,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                 if t:
                     mine = _rate(args.batch * args.calls, t, key)
                     print(f"{'ratio':>16} {dims} {name:>18}: {mine / rate:9.1f}x  ({backend}, 1 thread, {key} time)")
+    if args.map_accuracy:
+        map_accuracy(args.map_accuracy)
     if args.compile_time and kernels() is not None:
         print(f"first models_genesis call with an empty numba cache (import + compile): "
               f"{_first_call_seconds(SHAPES['3D'], args.batch):.1f} s wall")
