@@ -212,7 +212,7 @@ def loop_lung(unit, corners, size, threshold=0.425, look_ahead=3, max_score=0.15
 
 
 def official_python_loop(unit, corner, size, threshold=0.425, look_ahead=3) -> float:
-    """The official generator's pure-Python quadruple loop (reference §1.3), for one window."""
+    """The official generator's pure-Python quadruple loop (``pattern_generator_3D.py``), for one window."""
     x0, y0, z0 = corner
     sx, sy, sz = size
     total = 0.0

@@ -6,7 +6,7 @@
 ``transforms.overrides`` mapping); unknown keys raise :class:`~semantic_genesis.errors.ConfigError`
 listing the valid ones.
 
-Presets (reference §2.5):
+Presets (official code: Models Genesis ``utils.py``, Semantic Genesis data loader):
 
 * ``"models_genesis"`` (``generate_pair``), per sample in this order: flip input and target together
   (p 0.4, up to 3 times, all spatial axes); local shuffle (p 0.5, 10,000 windows); non-linear (p 0.9);
@@ -22,9 +22,10 @@ Presets (reference §2.5):
   Models Genesis strengths) and ``"identity"`` for ablations. Target = the original.
 
 Samples that a stage does not select are not touched by it; each stage runs once on the selected
-sub-batch. On float32/float64 CPU batches the stages run as compiled kernels (see
-:mod:`semantic_genesis.transforms._backend`); ``"models_genesis"`` then runs them in place on one
-working copy, skipping the voxels that out-painting overwrites.
+sub-batch. On float32/float64 CPU batches the presets draw every parameter first (in the order of
+the stage-by-stage torch path) and run all stages in one compiled kernel call (``_plan.run_plan``,
+see :mod:`semantic_genesis.transforms._backend`), which skips the voxels that out-painting
+overwrites.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ _OUTPAINT = {
 }
 _PAINT = {"paint_margin": 3, "fill": "noise"}
 
-# Semantic Genesis code strengths (reference §2.2-2.4, PyTorch version).
+# Semantic Genesis code strengths (its PyTorch data loader).
 _SG_STRENGTH = {
     "shuffle_windows": 5,
     "inpaint_max_windows": 1,
