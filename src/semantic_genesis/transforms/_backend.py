@@ -146,9 +146,17 @@ class BufferPool:
         with self._lock:
             self._arrays.clear()
 
+    def _after_fork(self) -> None:
+        # a forked child (a DataLoader worker) starts with its own lock and pool: the parent's lock may
+        # have been held by another thread at the fork
+        self._lock = threading.Lock()
+        self._arrays = {}
+
 
 BUFFERS = BufferPool()
 """The process's pool of kernel output buffers."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=BUFFERS._after_fork)
 
 
 def rows_view(x: torch.Tensor) -> np.ndarray:
