@@ -87,20 +87,15 @@ def use_backend(name: str) -> Iterator[None]:
 
 
 def new_batch_like(x: torch.Tensor) -> torch.Tensor:
-    """An uninitialised contiguous CPU tensor shaped like the float32/float64 batch ``x``
-    (:func:`new_cpu_tensor`)."""
-    return new_cpu_tensor(tuple(x.shape), x.dtype)
-
-
-def new_cpu_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised contiguous float32/float64 CPU tensor of ``shape``, from the :data:`BUFFERS` pool.
+    """An uninitialised contiguous CPU tensor shaped like the float32/float64 batch ``x``, from the
+    :data:`BUFFERS` pool.
 
     The kernels' outputs (two 16 MiB tensors per Models Genesis batch of 32 cubes) would otherwise be
     fresh memory at every call: the C library hands such blocks out with ``mmap`` and the kernel must
     fault in and zero every page on first touch, which on a virtual machine costs about as much as a
     whole transform stage. The pool hands out again the buffer of a tensor the caller has dropped.
     """
-    return BUFFERS.tensor(shape, np.float32 if dtype == torch.float32 else np.float64)
+    return BUFFERS.tensor(tuple(x.shape), np.float32 if x.dtype == torch.float32 else np.float64)
 
 
 class BufferPool:
