@@ -312,11 +312,12 @@ def _fill_boxes(line_out, j, corners, sizes, counts, dims, fill, constant, strea
 
 @njit(cache=True)
 def _window_tables(dims, max_size):
-    """Shape table of the shuffle windows: ``(shape_x, shape_y, shape_z, offsets)``.
+    """Shape table of the shuffle windows: ``(shape_x, shape_y, shape_z, offsets, starts)``.
 
     Shape ``k`` has sizes ``(shape_x[k], shape_y[k], shape_z[k])``, enumerated with x slowest, and the
-    flat offsets ``offsets[k, :volume]`` of its voxels from its corner in row-major order, so that a
-    window is scanned by one flat loop (a branch misprediction per window rather than per window row).
+    flat offsets ``offsets[starts[k]:starts[k + 1]]`` of its voxels from its corner in row-major order,
+    so that a window is scanned by one flat loop (a branch misprediction per window rather than per
+    window row).
     """
     stride0 = dims[1] * dims[2]
     stride1 = dims[2]
@@ -324,22 +325,27 @@ def _window_tables(dims, max_size):
     shape_x = np.empty(num_shapes, np.int64)
     shape_y = np.empty(num_shapes, np.int64)
     shape_z = np.empty(num_shapes, np.int64)
-    offsets = np.empty((num_shapes, num_shapes), np.int32)  # the largest window has num_shapes voxels
+    starts = np.empty(num_shapes + 1, np.int64)
+    total = (max_size[0] * (max_size[0] + 1) // 2) * (max_size[1] * (max_size[1] + 1) // 2) * (
+        max_size[2] * (max_size[2] + 1) // 2)
+    offsets = np.empty(total, np.int32)
     k = 0
+    q = 0
     for sx in range(1, max_size[0] + 1):
         for sy in range(1, max_size[1] + 1):
             for sz in range(1, max_size[2] + 1):
                 shape_x[k] = sx
                 shape_y[k] = sy
                 shape_z[k] = sz
-                q = 0
+                starts[k] = q
                 for a in range(sx):
                     for b in range(sy):
                         for c in range(sz):
-                            offsets[k, q] = a * stride0 + b * stride1 + c
+                            offsets[q] = a * stride0 + b * stride1 + c
                             q += 1
                 k += 1
-    return shape_x, shape_y, shape_z, offsets
+    starts[num_shapes] = q
+    return shape_x, shape_y, shape_z, offsets, starts
 
 
 @njit(cache=True, nogil=True)
@@ -363,8 +369,9 @@ def _shuffle_sources(stamp, mark, cov, disp, seed, num_windows, dims, tables, ke
     which skips a window whose every line is already covered with one word test per line: many times
     faster when windows cover each voxel dozens of times (10,000 windows on a 224x224 image).
     """
-    shape_x, shape_y, shape_z, offsets = tables
+    shape_x, shape_y, shape_z, offsets, starts = tables
     num_shapes = shape_x.shape[0]
+    largest = shape_x[num_shapes - 1] * shape_y[num_shapes - 1] * shape_z[num_shapes - 1]
     by_lines = cov.shape[0] > 0
     num_boxes = 0
     box_low = np.empty((corners.shape[1], 3), np.int64)
@@ -383,9 +390,9 @@ def _shuffle_sources(stamp, mark, cov, disp, seed, num_windows, dims, tables, ke
         _mark_boxes(stamp, np.uint8(0), keep_j, corners, sizes, counts, dims)
     shape_of = np.empty(num_windows, np.int64)
     corner_xyz = np.empty((num_windows, 3), np.int64)
-    source = np.empty(num_shapes, np.int64)
-    target = np.empty(num_shapes, np.int64)
-    fresh = np.empty(2 * num_shapes, np.uint64)
+    source = np.empty(largest, np.int64)
+    target = np.empty(largest, np.int64)
+    fresh = np.empty(2 * shape_x[num_shapes - 1] * shape_y[num_shapes - 1], np.uint64)
     state = _stream(seed, 0)
     pool = np.uint64(0)
     left = 0
@@ -407,7 +414,7 @@ def _shuffle_sources(stamp, mark, cov, disp, seed, num_windows, dims, tables, ke
             continue
         n = shape_x[k] * shape_y[k] * shape_z[k]
         base = low[0] * stride0 + low[1] * dims[2] + low[2]
-        window = offsets[k]
+        window = offsets[starts[k]:starts[k + _u(1)]]
         if by_lines:
             kept = _kept_by_lines(cov, dims, low, shape_x[k], shape_y[k], shape_z[k], fresh, target)
         else:

@@ -23,15 +23,17 @@ from semantic_genesis.transforms import _backend
 from semantic_genesis.transforms._draws import BezierMaps, PaintDraw, ShuffleDraw
 from semantic_genesis.transforms._random import numel
 
-MAX_WINDOW_SHAPES = 4096
-"""Largest number of shuffle window shapes the kernel tabulates (its table holds shapes x voxels)."""
+MAX_WINDOW_TABLE = 2**24
+"""Largest shuffle window table the kernel builds: the voxel offsets of every window shape (int32)."""
 
 
 def kernel_fits(spatial: tuple[int, ...], size_divisor: int) -> bool:
-    """Whether the compiled shuffle handles this shape: 2D or 3D, dimensions and window volumes up to
-    65,536 (its draws use 16-bit chunks) and at most :data:`MAX_WINDOW_SHAPES` window shapes."""
-    shapes = numel([max(1, dim // size_divisor) for dim in spatial])
-    return len(spatial) in (2, 3) and max(spatial) <= 2**16 and shapes <= MAX_WINDOW_SHAPES
+    """Whether the compiled shuffle handles this shape: 2D or 3D, dimensions up to 65,536 (its draws use
+    16-bit chunks) and a window table of at most :data:`MAX_WINDOW_TABLE` offsets (the sum of the
+    volumes of all window shapes, which also keeps every window volume below 65,536)."""
+    largest = [max(1, dim // size_divisor) for dim in spatial]
+    table = numel([m * (m + 1) // 2 for m in largest])
+    return len(spatial) in (2, 3) and max(spatial) <= 2**16 and table <= MAX_WINDOW_TABLE
 
 
 @dataclass(frozen=True)
