@@ -390,7 +390,7 @@ def _shuffle_sources(stamp, mark, cov, disp, seed, num_windows, dims, tables, ke
         _mark_boxes(stamp, np.uint8(0), keep_j, corners, sizes, counts, dims)
     shape_of = np.empty(num_windows, np.int64)
     corner_xyz = np.empty((num_windows, 3), np.int64)
-    source = np.empty(largest, np.int64)
+    source = np.empty(largest, np.int32)
     target = np.empty(largest, np.int64)
     fresh = np.empty(2 * shape_x[num_shapes - 1] * shape_y[num_shapes - 1], np.uint64)
     state = _stream(seed, 0)
@@ -421,13 +421,15 @@ def _shuffle_sources(stamp, mark, cov, disp, seed, num_windows, dims, tables, ke
             kept = 0
             for q in range(n):
                 p = base + window[_u(q)]
+                source[_u(q)] = q
                 target[_u(kept)] = p
                 kept += stamp[_u(p)] != mark
                 stamp[_u(p)] = mark
         if n == 1 or kept == 0:
             continue  # a one-voxel window keeps its value (and hides earlier windows)
-        for q in range(n):
-            source[_u(q)] = q
+        if by_lines:
+            for q in range(n):
+                source[_u(q)] = q
         for t in range(kept):
             state, pool, left, r = _draw16(state, pool, left, n - t)
             r += t
