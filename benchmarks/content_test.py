@@ -6,7 +6,8 @@ Usage::
 
 Prints milliseconds per trial (one candidate window of the paper's 64x64x32 (+3 look-ahead) size) for
 
-* ``loop``: the official pure-Python quadruple loop (genesis_reference.md §1.3 step 3, §2.6);
+* ``loop``: the official pure-Python quadruple loop (the lung test of the official generators
+  ``infinite_generator_3D.py`` and ``pattern_generator_3D.py``);
 * ``vectorised``: :func:`semantic_genesis.preprocess.lung_scores`, with the per-scan table build
   amortised over ``--trials`` candidates (what cube/pattern generation does), and the cost of a
   single call on the volume with one window (computed directly on the window's crop);

@@ -7,9 +7,9 @@
    synthetic cubes. Target: data wait < 5 %.
 3. Peak anonymous memory (RssAnon) of a process iterating a DataLoader over cube sets of growing
    size: memory-mapped shards keep it independent of the set size (file pages are page cache).
-4. ``train.transforms_on=workers``: how many Models Genesis training pairs (64x64x32, the paper's
-   preset) the data-loader workers deliver per second with the CPU kernels, for 1..all cores: what
-   such a loader can feed a GPU that no longer spends time on the transforms.
+
+Whether the loader workers (``train.transforms_on=workers``) keep a GPU busy is measured by
+``benchmarks/data_pipeline.py`` (the paper config against a simulated H100/H200 step).
 
 Usage::
 
@@ -109,44 +109,11 @@ def memory_vs_size(tmp: Path, sizes=(256, 1024, 4096)) -> None:
         print(f"{int(count):>7} {size:>8.1f} {float(anon):>17.1f} {float(file_):>17.1f}")
 
 
-def loader_transform_throughput(tmp: Path, batches: int) -> None:
-    import os
-
-    from torch.utils.data import DataLoader
-
-    from semantic_genesis import methods
-    from semantic_genesis.config import load_config
-    from semantic_genesis.io.shard_dataset import StoreDataset
-    from semantic_genesis.training.data import EpochBatches, EpochSampler, NumberedDataset, PreparingCollate, StepBatches
-    from semantic_genesis.utils.allocator import keep_large_blocks_in_heap
-
-    keep_large_blocks_in_heap()  # as the engine does for transforms_on=workers
-    store = _synthetic_store(tmp / "loader", 512)
-    cfg = load_config("models_genesis_3d", [f"data={store}", f"out={tmp / 'unused'}"])
-    method = methods.build(cfg)
-    dataset = StoreDataset(store, "train", kind="cubes")
-    print(f"\n[4] training pairs made in the loader workers (models_genesis preset, 64x64x32, batch "
-          f"{cfg.train.batch_size}, {batches} batches after 2 warm-up batches)")
-    print(f"{'workers':>8} {'pairs/s':>9}")
-    for workers in sorted({1, os.cpu_count() or 1}):
-        sampler = EpochSampler(len(dataset), cfg.train.batch_size, batches + 2, seed=0)
-        loader = DataLoader(NumberedDataset(dataset), batch_sampler=StepBatches(EpochBatches(sampler), numbered=True), num_workers=workers,
-                            collate_fn=PreparingCollate(method, 0, "train"), prefetch_factor=2)
-        iterator = iter(loader)
-        for _ in range(2):
-            next(iterator)
-        start = time.perf_counter()
-        count = sum(int(next(iterator)["input"].shape[0]) for _ in range(batches))
-        print(f"{workers:>8} {count / (time.perf_counter() - start):>9.1f}")
-        del iterator, loader
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=60, help="optimiser steps per measurement (default 60)")
     parser.add_argument("--cubes", default=None, help="tiny cube set to use (default: made from 4 phantoms)")
     parser.add_argument("--skip-memory", action="store_true")
-    parser.add_argument("--loader-batches", type=int, default=24, help="batches timed per worker count in [4]")
     args = parser.parse_args()
 
     import torch
@@ -177,7 +144,6 @@ def main() -> None:
             print("\n[2] no CUDA device: paper-config GPU figures skipped")
         if not args.skip_memory:
             memory_vs_size(tmp)
-        loader_transform_throughput(tmp, args.loader_batches)
 
 
 if __name__ == "__main__":

@@ -1,33 +1,30 @@
-"""Throughput of the self-restoration transform presets (cubes/s), against the official per-cube loop.
+"""Throughput of the self-restoration transform presets against the official per-sample loops, 3D and 2D.
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/transforms.py            # 1 thread, all threads, CUDA if present
-    OMP_NUM_THREADS=1 python benchmarks/transforms.py --presets models_genesis --threads 1 --cpu-time
+    python benchmarks/transforms.py --cpu-time                      # the comparison table (1 thread)
+    python benchmarks/transforms.py --cpu-time --presets all --threads 1 2 --backends kernel torch
+    python benchmarks/transforms.py --device cuda                   # the same on a GPU (see gpu_check.py)
 
-Prints cubes/s for each preset at 64x64x32 (batch 32) on the CPU with 1 thread and with all threads,
-for both CPU implementations (``kernel``: numba kernels, the default on CPU; ``torch``: the batched
-torch path used on CUDA), and on CUDA when ``torch.cuda.is_available()``. Each row gives cubes/s from
-wall time and from the process's CPU time (user + system, and user only), so that figures stay
-meaningful on a shared, loaded machine. The numba kernels are single-threaded (parallelism comes from
-data-loader workers); the thread count affects only the torch operations. It also times a port of the official Models Genesis
-``generate_pair`` per-cube numpy/Python loop (written here from the reference facts, for comparison only)
-and reports the speed-up. Targets (issue 4): >= 1,200 cubes/s per core for ``models_genesis`` on the CPU,
->= 20,000 cubes/s on CUDA.
+For each of ``models_genesis`` and ``semantic_genesis`` on ``(32, 1, 64, 64, 32)`` cubes and
+``(32, 1, 224, 224)`` images it prints our samples/s with one CPU thread (the compiled kernels, called
+in a plain loop as a DataLoader worker calls them, with no allocator setting or environment variable
+made by the caller), the official-equivalent loop's samples/s measured in the same run, and the ratio
+(target: >= 50x, and >= 1,200 cubes/s for models_genesis in 3D). ``--cpu-time`` bases every figure on
+the process's CPU time (user + system) instead of wall time, which a machine shared with other jobs
+inflates; ``--repeats`` runs are timed and the median is printed, with the range.
 
-Timings are the median of ``--repeats`` runs after one warm-up run (which also loads or compiles the
-numba kernels; ``--compile-time`` measures that first call with an empty cache). Each run transforms
-``--calls`` batches: the presets' random decisions make single batches uneven (with ``shuffle_prob=0.5``
-a batch of 32 shuffles 16 +- 3 cubes, and shuffling is most of the cost).
+The official loops are ports written from the official code's logic (below): Models Genesis
+``generate_pair`` (flip, local shuffle, non-linear, in-/out-painting, one cube at a time with stdlib
+``random`` and numpy) and the Semantic Genesis loader (``elastic_transform`` with scipy's
+``gaussian_filter`` and ``map_coordinates``, then exactly one of the four transforms). No 2D code was
+released, so the 2D loops apply the same functions to ``(1, H, W)`` images (the official 2D Models
+Genesis took ~20 s per batch of 128 images, Models Genesis issue #24). ``--presets all`` adds the
+single-transform presets (ours only), ``--backends torch`` the batched torch path that CUDA uses.
 
-Allocator: by default the process keeps freed large blocks in its heap
-(:func:`semantic_genesis.utils.allocator.keep_large_blocks_in_heap`, which the training engine applies
-when it trains on the CPU), so that successive batches reuse their buffers instead of faulting in fresh
-pages; ``--allocator default`` keeps glibc's defaults for comparison.
-
-The ``official_*`` functions below reproduce the reference process literally (stdlib ``random`` for the
-decisions, numpy for the arrays, one cube ``(1, X, Y, Z)`` at a time); the tests also use them as the
-reference law.
+Each timed run transforms ``--calls`` batches: the presets' random decisions make single batches uneven
+(with ``shuffle_prob=0.5`` a batch of 32 shuffles 16 +- 3 cubes, and shuffling is the costliest stage).
+``--compile-time`` also measures the first call with an empty numba cache (a subprocess).
 """
 
 from __future__ import annotations
@@ -48,7 +45,15 @@ import numpy as np
 
 
 # --------------------------------------------------------------------------------------------------
-# Port of the official per-cube transforms (reference §2), for timing and as a reference law.
+# Port of the official per-cube transforms, for timing and as a reference law.
+#
+# Written from the official code's logic (Models Genesis ``utils.py``: ``bernstein_poly``,
+# ``bezier_curve``, ``data_augmentation``, ``nonlinear_transformation``, ``local_pixel_shuffling``,
+# ``image_in_painting``, ``image_out_painting``, ``generate_pair``; Semantic Genesis data loader:
+# ``elastic_transform`` and ``luna_loader``). Every function takes one sample ``(1, *spatial)`` with two
+# or three spatial axes: the official code is 3D only and no 2D code was released, so the 2D loop applies
+# the same four transforms to ``(1, H, W)`` images, with the same per-axis rules (window sizes
+# ``dim // 10``, ``dim // 6 .. dim // 3``, ``dim - (3 dim // 7 .. 4 dim // 7)``, margins of 3).
 # --------------------------------------------------------------------------------------------------
 def official_bezier(points: list[list[float]], n_times: int = 100000) -> tuple[np.ndarray, np.ndarray]:
     """Bezier curve with the reference's reversed Bernstein weights ``C(n,i) t^(n-i) (1-t)^i``."""
@@ -72,57 +77,53 @@ def official_nonlinear(x: np.ndarray, prob: float = 0.5, n_times: int = 100000) 
     return np.interp(x, xvals, yvals)
 
 
+def _box(spatial: tuple[int, ...], corner: list[int], size: list[int]) -> tuple[slice, ...]:
+    return (slice(None),) + tuple(slice(c, c + s) for c, s in zip(corner, size))
+
+
 def official_local_shuffle(x: np.ndarray, prob: float = 0.5, num_block: int = 10000) -> np.ndarray:
     if random.random() >= prob:
         return x
     image_temp = copy.deepcopy(x)
     orig_image = copy.deepcopy(x)
-    _, rows, cols, deps = x.shape
+    spatial = x.shape[1:]
     for _ in range(num_block):
-        bx = random.randint(1, rows // 10)
-        by = random.randint(1, cols // 10)
-        bz = random.randint(1, deps // 10)
-        nx = random.randint(0, rows - bx)
-        ny = random.randint(0, cols - by)
-        nz = random.randint(0, deps - bz)
-        window = orig_image[0, nx : nx + bx, ny : ny + by, nz : nz + bz].flatten()
+        size = [random.randint(1, dim // 10) for dim in spatial]
+        corner = [random.randint(0, dim - s) for dim, s in zip(spatial, size)]
+        box = _box(spatial, corner, size)
+        window = orig_image[box][0].flatten()
         np.random.shuffle(window)
-        image_temp[0, nx : nx + bx, ny : ny + by, nz : nz + bz] = window.reshape((bx, by, bz))
+        image_temp[box] = window.reshape([1] + size)
     return image_temp
 
 
-def official_inpaint(x: np.ndarray) -> np.ndarray:
-    _, rows, cols, deps = x.shape
-    cnt = 5
-    while cnt > 0 and random.random() < 0.95:
-        bx = random.randint(rows // 6, rows // 3)
-        by = random.randint(cols // 6, cols // 3)
-        bz = random.randint(deps // 6, deps // 3)
-        nx = random.randint(3, rows - bx - 3)
-        ny = random.randint(3, cols - by - 3)
-        nz = random.randint(3, deps - bz - 3)
-        x[:, nx : nx + bx, ny : ny + by, nz : nz + bz] = np.random.rand(bx, by, bz)
+def official_inpaint(x: np.ndarray, max_windows: int = 5, continue_prob: float = 0.95) -> np.ndarray:
+    """``image_in_painting``; the Semantic Genesis loader paints one window (``max_windows=1, continue_prob=1``)."""
+    spatial = x.shape[1:]
+    cnt = max_windows
+    while cnt > 0 and random.random() < continue_prob:
+        size = [random.randint(dim // 6, dim // 3) for dim in spatial]
+        corner = [random.randint(3, dim - s - 3) for dim, s in zip(spatial, size)]
+        x[_box(spatial, corner, size)] = np.random.rand(*size)
         cnt -= 1
     return x
 
 
-def official_outpaint(x: np.ndarray) -> np.ndarray:
-    _, rows, cols, deps = x.shape
+def official_outpaint(x: np.ndarray, max_extra_windows: int = 4, continue_prob: float = 0.95) -> np.ndarray:
+    """``image_out_painting``; the Semantic Genesis loader keeps one window (``max_extra_windows=0``)."""
+    spatial = x.shape[1:]
     image_temp = copy.deepcopy(x)
     x = np.random.rand(*x.shape)
 
     def paste() -> None:
-        bx = rows - random.randint(3 * rows // 7, 4 * rows // 7)
-        by = cols - random.randint(3 * cols // 7, 4 * cols // 7)
-        bz = deps - random.randint(3 * deps // 7, 4 * deps // 7)
-        nx = random.randint(3, rows - bx - 3)
-        ny = random.randint(3, cols - by - 3)
-        nz = random.randint(3, deps - bz - 3)
-        x[:, nx : nx + bx, ny : ny + by, nz : nz + bz] = image_temp[:, nx : nx + bx, ny : ny + by, nz : nz + bz]
+        size = [dim - random.randint(3 * dim // 7, 4 * dim // 7) for dim in spatial]
+        corner = [random.randint(3, dim - s - 3) for dim, s in zip(spatial, size)]
+        box = _box(spatial, corner, size)
+        x[box] = image_temp[box]
 
     paste()
-    cnt = 4
-    while cnt > 0 and random.random() < 0.95:
+    cnt = max_extra_windows
+    while cnt > 0 and random.random() < continue_prob:
         paste()
         cnt -= 1
     return x
@@ -131,7 +132,7 @@ def official_outpaint(x: np.ndarray) -> np.ndarray:
 def official_flip(x: np.ndarray, y: np.ndarray, prob: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     cnt = 3
     while random.random() < prob and cnt > 0:
-        degree = random.choice([0, 1, 2])  # axis 0 of (1, X, Y, Z) is the channel: the official bug
+        degree = random.choice(list(range(x.ndim - 1)))  # 3D: [0, 1, 2]; axis 0 is the channel (official bug)
         x = np.flip(x, axis=degree)
         y = np.flip(y, axis=degree)
         cnt -= 1
@@ -139,7 +140,7 @@ def official_flip(x: np.ndarray, y: np.ndarray, prob: float = 0.5) -> tuple[np.n
 
 
 def official_generate_pair(cubes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Models Genesis ``generate_pair`` on a batch ``(B, 1, X, Y, Z)``, one cube at a time."""
+    """Models Genesis ``generate_pair`` on a batch ``(B, 1, *spatial)``, one sample at a time."""
     x = copy.deepcopy(cubes)
     y = copy.deepcopy(cubes)
     for n in range(cubes.shape[0]):
@@ -154,6 +155,39 @@ def official_generate_pair(cubes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def official_elastic(image: np.ndarray, alpha: float = 991.0, sigma: float = 8.0) -> np.ndarray:
+    """Semantic Genesis ``elastic_transform`` of one channel ``(*spatial)``: U[-1, 1] noise smoothed by
+    ``gaussian_filter(mode="constant")`` times ``alpha`` displaces the first two axes;
+    ``map_coordinates(order=1, mode="reflect")`` resamples."""
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    shape = image.shape
+    dx = gaussian_filter(np.random.rand(*shape) * 2 - 1, sigma, mode="constant", cval=0) * alpha
+    dy = gaussian_filter(np.random.rand(*shape) * 2 - 1, sigma, mode="constant", cval=0) * alpha
+    grid = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    indices = [grid[0] + dx, grid[1] + dy] + list(grid[2:])
+    return map_coordinates(image, [i.reshape(-1) for i in indices], order=1, mode="reflect").reshape(shape)
+
+
+def official_semantic_genesis_pair(cubes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Semantic Genesis ``luna_loader`` restoration pairs on a batch ``(B, 1, *spatial)``: the target is the
+    original; the input is elastically warped, then exactly one of local shuffle (5 windows),
+    non-linear, in-painting (one window) and out-painting (one window), with p 0.25 each."""
+    x = copy.deepcopy(cubes)
+    for n in range(cubes.shape[0]):
+        x[n, 0] = official_elastic(x[n, 0])
+        r = random.random()
+        if r <= 0.25:
+            x[n] = official_local_shuffle(x[n], prob=1.0, num_block=5)
+        elif r <= 0.5:
+            x[n] = official_nonlinear(x[n], prob=1.0)
+        elif r <= 0.75:
+            x[n] = official_inpaint(x[n], max_windows=1, continue_prob=1.0)
+        else:
+            x[n] = official_outpaint(x[n], max_extra_windows=0)
+    return x, copy.deepcopy(cubes)
+
+
 # --------------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------------
@@ -163,16 +197,25 @@ def _cpu_seconds() -> tuple[float, float]:
     return usage.ru_utime, usage.ru_stime
 
 
-def _timings(fn, repeats: int, sync=None) -> dict[str, float]:
-    """Median wall, process-CPU (user + system) and user-CPU seconds of ``fn`` after one warm-up call.
+SHAPES = {"3D": (64, 64, 32), "2D": (224, 224)}
+OFFICIAL = {"models_genesis": official_generate_pair, "semantic_genesis": official_semantic_genesis_pair}
 
-    On a loaded machine wall time counts other processes' work; CPU time counts only this process
-    (user: our computation; system: mostly page faults of fresh output buffers).
-    """
+
+def _rate(count: int, t: dict[str, float], key: str) -> float:
+    return count / t[key]
+
+
+def _spread(count: int, t: dict[str, float], key: str) -> str:
+    rates = sorted(count / v for v in t[f"{key}_all"])
+    return f"{count / t[key]:9.1f} ({rates[0]:.0f}-{rates[-1]:.0f})"
+
+
+def _timings_all(fn, repeats: int, sync=None) -> dict[str, float]:
+    """:func:`_timings` plus every run's seconds (``wall_all``, ``cpu_all``) for ranges."""
     fn()
     if sync:
         sync()
-    wall, cpu, user = [], [], []
+    wall, cpu = [], []
     for _ in range(repeats):
         u0, s0 = _cpu_seconds()
         start = time.perf_counter()
@@ -182,8 +225,7 @@ def _timings(fn, repeats: int, sync=None) -> dict[str, float]:
         wall.append(time.perf_counter() - start)
         u1, s1 = _cpu_seconds()
         cpu.append(u1 - u0 + s1 - s0)
-        user.append(u1 - u0)
-    return {"wall": statistics.median(wall), "cpu": statistics.median(cpu), "user": statistics.median(user)}
+    return {"wall": statistics.median(wall), "cpu": statistics.median(cpu), "wall_all": wall, "cpu_all": cpu}
 
 
 def _first_call_seconds(shape: tuple[int, ...], batch: int) -> float:
@@ -200,9 +242,57 @@ def _first_call_seconds(shape: tuple[int, ...], batch: int) -> float:
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def _row(label: str, name: str, batch: int, t: dict[str, float], extra: str = "") -> str:
-    return (f"{label:>22}  {name:>18}: {batch / t['wall']:9.1f} wall  {batch / t['cpu']:9.1f} cpu  "
-            f"{batch / t['user']:9.1f} user cubes/s{extra}")
+def time_ours(preset, x, calls: int, repeats: int, sync=None) -> dict[str, float]:
+    """Seconds per run of ``calls`` preset calls in a plain loop (each call's outputs dropped by the next)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+
+    def run() -> None:
+        for _ in range(calls):
+            inputs, targets = preset(x, generator)
+        del inputs, targets
+
+    return _timings_all(run, repeats, sync)
+
+
+def time_official(name: str, shape: tuple[int, ...], samples: int, repeats: int) -> dict[str, float]:
+    random.seed(0)
+    np.random.seed(0)
+    batch = np.random.rand(samples, 1, *shape)
+    return _timings_all(lambda: OFFICIAL[name](batch), repeats)
+
+
+def map_accuracy(count: int) -> None:
+    """Worst difference between our intensity maps (both backends) and the official ``np.interp`` of
+    the 100,000-sample Bezier curve, over ``count`` random maps, with the table-only error for scale."""
+    import torch
+
+    from semantic_genesis.transforms._backend import kernels, use_backend
+    from semantic_genesis.transforms._plan import KernelPlan, run_plan
+    from semantic_genesis.transforms.nonlinear import apply_maps, sample_nonlinear_maps
+
+    ends = np.concatenate([10.0 ** -np.arange(1, 9), [0.0]])
+    values = np.unique(np.concatenate([np.linspace(0, 1, 2049), ends, 1 - ends]))
+    maps = sample_nonlinear_maps(count, torch.Generator().manual_seed(0))
+    x = torch.tensor(values, dtype=torch.float64).expand(count, 1, -1).contiguous()
+    ours = {"torch": apply_maps(x, maps)[:, 0].numpy()}
+    if kernels() is not None:
+        with use_backend("kernel"):
+            ours["kernel"] = run_plan(x, KernelPlan.for_batch(x, maps=(torch.arange(count), maps)))[0][:, 0].numpy()
+    grid = np.linspace(0, 1, maps.lut_size + 1)
+    worst = {name: 0.0 for name in ours} | {"table only": 0.0}
+    for i in range(count):
+        a1, b1, a2, b2 = maps.controls[i].tolist()
+        xs, ys = official_bezier([[0, 0], [a1, b1], [a2, b2], [1, 1]])
+        ref = np.interp(values, np.sort(xs), ys if maps.inverted[i] else np.sort(ys))
+        for name, out in ours.items():
+            worst[name] = max(worst[name], float(np.abs(out[i] - ref).max()))
+        worst["table only"] = max(worst["table only"], float(np.abs(np.interp(values, grid, maps.table[i].numpy()) - ref).max()))
+    cells = float(maps.exact_cells().double().mean())
+    print(f"intensity maps vs the official np.interp, {count} random maps, {len(values)} values each: worst "
+          + ", ".join(f"{name} {err:.1e}" for name, err in worst.items())
+          + f"; {100 * cells:.2f} % of the table cells are evaluated exactly")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,81 +302,72 @@ def main(argv: list[str] | None = None) -> int:
     from semantic_genesis.transforms._backend import kernels, use_backend
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="*", default=available_presets())
+    parser.add_argument("--presets", nargs="*", default=["models_genesis", "semantic_genesis"],
+                        help="presets to time ('all': every preset; official loops exist for the first two)")
+    parser.add_argument("--dims", nargs="*", default=["3D", "2D"], choices=list(SHAPES))
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--shape", type=int, nargs="+", default=[64, 64, 32])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, nargs="*", default=None,
-                        help="CPU thread counts (default: 1 and all cores)")
-    parser.add_argument("--backends", nargs="*", default=["kernel", "torch"], choices=["kernel", "torch"],
-                        help="CPU implementations to time (kernel: numba, torch: batched torch ops)")
-    parser.add_argument("--official-cubes", type=int, default=8, help="cubes timed with the official loop")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=8, help="batches transformed per timed run")
+    parser.add_argument("--threads", type=int, nargs="*", default=[1], help="CPU thread counts for torch ops")
+    parser.add_argument("--backends", nargs="*", default=["kernel"], choices=["kernel", "torch"],
+                        help="CPU implementations (kernel: compiled numba kernels; torch: batched torch ops)")
+    parser.add_argument("--official-samples", type=int, default=6, help="samples per run of an official loop")
     parser.add_argument("--cpu-time", action="store_true",
-                        help="base the speed-up on process CPU time instead of wall time (loaded machines)")
+                        help="figures from process CPU time instead of wall time (shared machines)")
+    parser.add_argument("--device", default="cpu", help="'cpu', or 'cuda' to time the presets on a GPU")
     parser.add_argument("--compile-time", action="store_true",
                         help="also time the first call with an empty numba cache (a subprocess)")
-    parser.add_argument("--no-cuda", action="store_true")
-    parser.add_argument("--calls", type=int, default=8, help="batches transformed per timed run")
-    parser.add_argument("--allocator", choices=["heap", "default"], default="heap",
-                        help="heap: keep freed large blocks in the heap, as training on the CPU does")
+    parser.add_argument("--map-accuracy", type=int, default=0, metavar="N",
+                        help="also compare N random intensity maps with the official np.interp")
     args = parser.parse_args(argv)
-    if args.allocator == "heap":
-        from semantic_genesis.utils.allocator import keep_large_blocks_in_heap
-
-        settings = keep_large_blocks_in_heap()
-        print(f"allocator: {'glibc heap for blocks below 32 MiB' if settings else 'default (not glibc)'}")
-    else:
-        print("allocator: glibc defaults")
-
-    shape = tuple(args.shape)
-    cpu_x = torch.rand((args.batch, 1) + shape)
-    all_threads = os.cpu_count() or 1
-    print(f"batch {args.batch} x 1 x {'x'.join(map(str, shape))}, {args.calls} batches per run, median of {args.repeats} runs; "
-          "cubes/s from wall time, process CPU time (user + system) and user CPU time")
+    presets = available_presets() if args.presets == ["all"] else args.presets
+    key = "cpu" if args.cpu_time and args.device == "cpu" else "wall"
+    print(f"batch {args.batch}, {args.calls} batches per run, median (range) of {args.repeats} runs, "
+          f"samples/s from {'process CPU' if key == 'cpu' else 'wall'} time; {os.cpu_count()} CPUs visible")
     backends = [b for b in args.backends if b != "kernel" or kernels() is not None]
     if "kernel" in args.backends and "kernel" not in backends:
         print("kernel backend: numba not installed, skipped")
 
-    results: dict[tuple[str, str], dict[str, float]] = {}
-    for threads in args.threads or sorted({1, all_threads}):
-        torch.set_num_threads(threads)
-        for backend in backends:
-            label = f"cpu {threads} thr {backend}"
-            with use_backend(backend):
-                for name in args.presets:
-                    preset = build_preset(name)
-                    generator = torch.Generator().manual_seed(0)
-                    t = _timings(lambda: [preset(cpu_x, generator) for _ in range(args.calls)], args.repeats)
-                    results[(name, label)] = t
-                    print(_row(label, name, args.batch * args.calls, t))
-
-    if torch.cuda.is_available() and not args.no_cuda:
-        gpu_x = cpu_x.cuda()
-        for name in args.presets:
-            preset = build_preset(name)
-            generator = torch.Generator().manual_seed(0)
-            t = _timings(lambda: [preset(gpu_x, generator) for _ in range(args.calls)], args.repeats,
-                         torch.cuda.synchronize)
-            print(f"{'cuda':>22}  {name:>18}: {args.batch * args.calls / t['wall']:9.1f} wall cubes/s")
-    else:
-        print("cuda: not available")
+    ours: dict[tuple[str, str, str], dict[str, float]] = {}
+    for dims in args.dims:
+        shape = SHAPES[dims]
+        x = torch.rand((args.batch, 1) + shape).to(args.device)
+        count = args.batch * args.calls
+        if args.device != "cpu":
+            for name in presets:
+                t = time_ours(build_preset(name), x, args.calls, args.repeats, torch.cuda.synchronize)
+                ours[(name, dims, args.device)] = t
+                print(f"{args.device:>8} {dims} {name:>18}: {_spread(count, t, 'wall')} samples/s")
+            continue
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for backend in backends:
+                label = f"cpu {threads}t {backend}"
+                with use_backend(backend):
+                    for name in presets:
+                        t = time_ours(build_preset(name), x, args.calls, args.repeats)
+                        ours[(name, dims, label)] = t
+                        print(f"{label:>16} {dims} {name:>18}: {_spread(count, t, key)} samples/s")
+    if args.device != "cpu":
+        return 0
 
     torch.set_num_threads(1)
-    random.seed(0)
-    np.random.seed(0)
-    cubes = np.random.rand(args.official_cubes, 1, *shape)
-    official = _timings(lambda: official_generate_pair(cubes), max(1, args.repeats // 3))
-    print(_row("official loop (numpy)", "models_genesis", args.official_cubes, official))
-    key = "cpu" if args.cpu_time else "wall"
-    for backend in backends:
-        ours = results.get(("models_genesis", f"cpu 1 thr {backend}"))
-        if ours:
-            speedup = (args.batch * args.calls / ours[key]) / (args.official_cubes / official[key])
-            print(f"speed-up of models_genesis ({backend}, 1 CPU thread, {key} time) over the official loop: "
-                  f"{speedup:.1f}x")
+    print("official-equivalent loops (numpy/scipy, one sample at a time):")
+    for dims in args.dims:
+        for name in [p for p in presets if p in OFFICIAL]:
+            official = time_official(name, SHAPES[dims], args.official_samples, max(1, args.repeats // 2))
+            rate = _rate(args.official_samples, official, key)
+            print(f"{'official':>16} {dims} {name:>18}: {_spread(args.official_samples, official, key)} samples/s")
+            for backend in backends:
+                t = ours.get((name, dims, f"cpu 1t {backend}"))
+                if t:
+                    mine = _rate(args.batch * args.calls, t, key)
+                    print(f"{'ratio':>16} {dims} {name:>18}: {mine / rate:9.1f}x  ({backend}, 1 thread, {key} time)")
+    if args.map_accuracy:
+        map_accuracy(args.map_accuracy)
     if args.compile_time and kernels() is not None:
         print(f"first models_genesis call with an empty numba cache (import + compile): "
-              f"{_first_call_seconds(shape, args.batch):.1f} s wall")
+              f"{_first_call_seconds(SHAPES['3D'], args.batch):.1f} s wall")
     return 0
 
 

@@ -44,3 +44,20 @@ def test_faiss_gives_the_same_neighbours():
     d2, i2 = nearest(base[:10], base, 5, backend="faiss")
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_allclose(d1, d2, atol=1e-3)
+
+
+@pytest.mark.parametrize("block", [7, 64, 10_000])
+def test_exact_ranking_with_blocks_and_near_ties(block):
+    """The float32 block search returns the exact float64 ranking, also across blocks smaller than k and
+    for vectors whose distances differ below float32 resolution (ties by index)."""
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(300, 64)).astype(np.float32) * 10
+    base[100:140] = base[5] + rng.normal(size=(40, 64)).astype(np.float32) * 1e-4  # near ties around item 5
+    base[200:203] = base[5]  # exact ties
+    queries = np.concatenate([base[[5, 17]], rng.normal(size=(3, 64)).astype(np.float32)])
+    d, i = nearest(queries, base, 50, backend="torch", block=block)
+    exact = ((queries[:, None, :].astype(np.float64) - base[None].astype(np.float64)) ** 2).sum(2)
+    expected = np.stack([np.lexsort((np.arange(300), row))[:50] for row in exact])
+    np.testing.assert_array_equal(i, expected)
+    np.testing.assert_allclose(d, np.sqrt(np.take_along_axis(exact, expected, 1)), rtol=1e-6)
+    assert i[0, :4].tolist() == [5, 200, 201, 202]  # the query and its exact copies, by index

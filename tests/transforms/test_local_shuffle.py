@@ -7,6 +7,7 @@ import torch
 
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import local_shuffle
+from semantic_genesis.transforms._backend import kernels
 
 from .conftest import gen
 
@@ -123,3 +124,30 @@ def test_window_permutation_law_exact(backend):
         chi2 += (observed[k].item() - n * prob) ** 2 / (n * prob)
     assert observed.sum().item() == n
     assert chi2 < 49.7  # chi-square, 23 degrees of freedom, p = 0.001
+
+
+@pytest.mark.skipif(kernels() is None, reason="numba is not installed")
+@pytest.mark.parametrize("dims", [(20, 20, 10), (1, 60, 70), (3, 30, 140)])
+@pytest.mark.parametrize("restricted", [False, True])
+def test_both_coverage_trackers_give_the_same_shuffle(dims, restricted):
+    """The compiled shuffle tracks covered voxels with a byte per voxel or with line bitmaps (when
+    windows overlap a lot); both give the same source of every voxel, also with kept boxes."""
+    k = kernels()
+    dims = np.array(dims, dtype=np.int64)
+    max_size = np.maximum(1, dims // 10)
+    tables = k._window_tables(dims, max_size)
+    voxels = int(np.prod(dims))
+    x, y, z = (int(d) for d in dims)
+    corners = np.array([[[0, 1, 1], [x // 3, y // 3, z // 3]]], dtype=np.int32)
+    sizes = np.array([[[max(1, x // 2), y // 2, z // 2], [x - x // 3, y // 3, z // 2]]], dtype=np.int32)
+    counts = np.array([2], dtype=np.int64)
+    results = []
+    for by_lines in (False, True):
+        stamp = np.zeros(0 if by_lines else voxels, np.uint8)
+        cov = np.zeros(int(dims[0] * dims[1] * ((dims[2] + 63) // 64)) if by_lines else 0, np.uint64)
+        disp = np.zeros(voxels, np.int32)
+        k._shuffle_sources(stamp, np.uint8(1), cov, disp, 12345, 3000, dims, tables, 0 if restricted else -1,
+                           corners, sizes, counts)
+        results.append(disp)
+    assert np.array_equal(results[0], results[1])
+    assert (results[0] != 0).mean() > (0.05 if restricted else 0.3)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import threading
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -85,21 +87,71 @@ def use_backend(name: str) -> Iterator[None]:
 
 
 def new_batch_like(x: torch.Tensor) -> torch.Tensor:
-    """An uninitialised contiguous CPU tensor shaped like the float32/float64 batch ``x``
-    (:func:`new_cpu_tensor`)."""
-    return new_cpu_tensor(tuple(x.shape), x.dtype)
+    """An uninitialised contiguous CPU tensor shaped like the float32/float64 batch ``x``, from the
+    :data:`BUFFERS` pool.
 
-
-def new_cpu_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised contiguous float32/float64 CPU tensor of ``shape``.
-
-    Allocated by numpy (plain ``malloc``) rather than torch (``posix_memalign``): glibc reuses a freed
-    block for the next ``malloc`` of its size, while an aligned request is slightly larger than the
-    block it could reuse and lands on fresh pages. With
-    :func:`semantic_genesis.utils.allocator.keep_large_blocks_in_heap` the batch buffers of successive
-    calls then cost no page faults at all.
+    The kernels' outputs (two 16 MiB tensors per Models Genesis batch of 32 cubes) would otherwise be
+    fresh memory at every call: the C library hands such blocks out with ``mmap`` and the kernel must
+    fault in and zero every page on first touch, which on a virtual machine costs about as much as a
+    whole transform stage. The pool hands out again the buffer of a tensor the caller has dropped.
     """
-    return torch.from_numpy(np.empty(shape, dtype=np.float32 if dtype == torch.float32 else np.float64))
+    return BUFFERS.tensor(tuple(x.shape), np.float32 if x.dtype == torch.float32 else np.float64)
+
+
+class BufferPool:
+    """Reuses the numpy buffers behind tensors that nobody references any more.
+
+    ``torch.from_numpy`` keeps its array alive for as long as any tensor (view, slice, ``.numpy()``
+    array) uses the memory, so an array whose only references are the pool's own is free to be handed
+    out again; until then it is never touched. Moving a tensor to shared memory (as DataLoader workers
+    do) copies it and releases the array as well. The pool keeps at most ``per_shape`` arrays per shape
+    and dtype, for the ``shapes`` most recently requested ones (a training loop asks for the same few
+    shapes), and never more than ``max_bytes`` in all: beyond that it allocates without keeping.
+
+    Thread-safe; each process (DataLoader worker) has its own.
+    """
+
+    def __init__(self, per_shape: int = 6, shapes: int = 4, max_bytes: int = 512 * 2**20):
+        self.per_shape, self.shapes, self.max_bytes = per_shape, shapes, max_bytes
+        self._arrays: dict[tuple, list[np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def tensor(self, shape: tuple[int, ...], dtype: type) -> torch.Tensor:
+        return torch.from_numpy(self.array(tuple(shape), np.dtype(dtype)))
+
+    def array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        key = (shape, dtype.str)
+        with self._lock:
+            arrays = self._arrays.pop(key, [])
+            self._arrays[key] = arrays  # most recently used last
+            for array in arrays:
+                # references: the list, the loop variable and getrefcount's argument
+                if sys.getrefcount(array) == 3:
+                    return array
+            array = np.empty(shape, dtype=dtype)
+            while len(self._arrays) > self.shapes:
+                del self._arrays[next(iter(self._arrays))]
+            held = sum(a.nbytes for kept in self._arrays.values() for a in kept)
+            if len(arrays) < self.per_shape and held + array.nbytes <= self.max_bytes:
+                arrays.append(array)
+            return array
+
+    def clear(self) -> None:
+        """Forget every pooled array (memory in use by tensors stays with them)."""
+        with self._lock:
+            self._arrays.clear()
+
+    def _after_fork(self) -> None:
+        # a forked child (a DataLoader worker) starts with its own lock and pool: the parent's lock may
+        # have been held by another thread at the fork
+        self._lock = threading.Lock()
+        self._arrays = {}
+
+
+BUFFERS = BufferPool()
+"""The process's pool of kernel output buffers."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=BUFFERS._after_fork)
 
 
 def rows_view(x: torch.Tensor) -> np.ndarray:
@@ -109,26 +161,6 @@ def rows_view(x: torch.Tensor) -> np.ndarray:
     return x.detach().numpy().reshape(x.shape[0], x.shape[1], -1)
 
 
-def as_3d(values: torch.Tensor, fill: int) -> np.ndarray:
-    """``(..., D)`` per-axis integers as contiguous int32 ``(..., 3)``; a 2D image gets ``fill`` on a
-    third axis of size 1 (0 for corners, 1 for sizes)."""
-    values = values.to(torch.int32)
-    if values.shape[-1] == 2:
-        values = torch.nn.functional.pad(values, (0, 1), value=fill)
-    return np.ascontiguousarray(values.numpy())
-
-
 def dims_3d(spatial: tuple[int, ...]) -> np.ndarray:
     """The spatial shape as int64 ``(X, Y, Z)``; a 2D ``(H, W)`` becomes ``(H, W, 1)``."""
     return np.array(tuple(spatial) + (1,) * (3 - len(spatial)), dtype=np.int64)
-
-
-def rows_array(rows: torch.Tensor) -> np.ndarray:
-    """Batch row indices as contiguous int64 numpy."""
-    return np.ascontiguousarray(rows.to(torch.int64).numpy())
-
-
-def no_keep() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The empty ``(keep_of, corners, sizes, counts)`` of the kernels: every voxel is processed."""
-    boxes = np.zeros((0, 1, 3), dtype=np.int32)
-    return np.empty(0, dtype=np.int64), boxes, boxes.copy(), np.empty(0, dtype=np.int64)

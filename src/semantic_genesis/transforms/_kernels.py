@@ -3,16 +3,20 @@
 Imported lazily by :mod:`semantic_genesis.transforms._backend`, only when a transform runs on a CPU
 tensor, so that importing the package (and ``semantic-genesis --help``) never pays for numba.
 
-The kernels *apply* parameters that the transforms drew from their ``torch.Generator`` (window corners
-and sizes, window counts, curve tables, fill constants). Only bulk randomness is generated inside: the
-permutation of each shuffled window and the per-voxel painting noise come from a SplitMix64 stream
-seeded by one draw of the generator, exactly as the torch path seeds a device generator for its bulk
-noise. The same generator seed therefore gives the same output on every call.
+The kernels *apply* parameters that the transforms drew from their ``torch.Generator`` (window counts,
+curve control points, painting boxes, fill constants). Only bulk randomness is generated inside: the
+windows and permutations of a shuffled sample and the per-voxel painting noise come from SplitMix64
+streams seeded by one draw of the generator, exactly as the torch path seeds a device
+generator for its bulk noise. The same generator seed therefore gives the same output on every call.
 
-All kernels work on ``(B, C, V)`` views of contiguous batches (V = voxels of a sample) and on the rows
-``rows[i]`` of the batch, and modify ``dst`` in place. Spatial positions use a 3D layout ``(X, Y, Z)``;
-2D images are passed as ``(H, W, 1)``. Compiled functions are cached on disk (``cache=True``); the first
-call in a fresh environment compiles them (about a second each).
+:func:`restore_rows` runs every restoration stage of a batch (flip, local shuffle, intensity map,
+in-/out-painting; ``_plan.run_plan`` prepares its arguments), :func:`bezier_tables` builds the intensity
+maps, :func:`warp_inplane` resamples for the elastic deformation. They work on
+``(B, C, V)`` views of contiguous batches (V = voxels of a sample); ``restore_rows`` uses the spatial
+layout ``(X, Y, Z)`` with Z contiguous (2D images as ``(1, H, W)``), ``warp_inplane`` displaces the first
+two axes (2D images as ``(H, W, 1)``). Array indices in hot loops are unsigned (:func:`_u`). Compiled
+functions are cached on disk (``cache=True``); the first call in a fresh environment compiles them
+(tens of seconds on a slow machine).
 """
 
 from __future__ import annotations
@@ -23,6 +27,14 @@ from numba import njit
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(inline="always", cache=True)
+def _u(index):
+    """``index`` as an unsigned integer for array indexing: numba then skips the negative-index
+    wraparound, which otherwise costs a compare per access and keeps LLVM from vectorising short loops
+    (a copy of 32-voxel lines ran 7x slower)."""
+    return np.uint64(index)
 
 
 @njit(inline="always", cache=True)
@@ -60,136 +72,442 @@ def _draw16(state, pool, left, n):
             return state, pool, left, np.int64(m >> np.uint64(16))
 
 
-@njit(cache=True, nogil=True)
-def shuffle_windows(src, dst, rows, seeds, num_windows, dims, max_size, keep_of, keep_corners, keep_sizes,
-                    keep_counts):
-    """Local pixel shuffling with last-write-wins windows, one cube at a time.
+# --------------------------------------------------------------------------------------------------
+# The restoration stages of one batch in one call: flip, local shuffle, intensity map, painting.
+# --------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True, fastmath={"contract"})  # fused multiply-add in the intensity map
+def restore_rows(x, out, target, parity, dims,
+                 shuffle_of, shuffle_seeds, num_windows, max_size, disp,
+                 map_of, table, slope, t_grid, controls, inverted,
+                 paint_of, paint_inside, corners, sizes, counts, constants, use_constant, noise_seed, noise_index,
+                 bits):
+    """Write ``out[b]`` (and ``target[b]``) for every row ``b``: flip, shuffle, map, paint, in that order.
 
     Args:
-        src: ``(B, C, V)`` original values (read only).
-        dst: ``(B, C, V)`` output, equal to ``src`` on the rows ``rows`` on entry; covered voxels are
-            overwritten. Must not share memory with ``src``.
-        rows: ``(n,)`` int64 batch rows.
-        seeds: ``(n,)`` int64 seed of each cube's stream (drawn from the transform's generator).
-        num_windows: windows per cube.
-        dims: ``(3,)`` int64 spatial shape ``(X, Y, Z)``.
-        max_size: ``(3,)`` int64 largest window size per axis (``max(1, dim // size_divisor)``).
-        keep_of, keep_corners, keep_sizes, keep_counts: ``keep_of[row] = j >= 0`` restricts row ``row``
-            to the union of the boxes ``keep_corners[j, :keep_counts[j]]`` / ``keep_sizes[j]`` (``(M, W, 3)``
-            int32): voxels outside are left alone (a later out-painting overwrites them). ``keep_of`` may
-            be empty (no restriction).
+        x: ``(B, C, V)`` read-only view of the contiguous batch; spatial layout ``dims = (X, Y, Z)``
+            (int64), Z contiguous (2D images as ``(1, H, W)``).
+        out: ``(B, C, V)`` the transformed batch (written). No memory shared with ``x`` or ``target``.
+        target: ``(B, C, V)`` the flipped batch (written), or ``(0, C, V)``: no target and no flip, the
+            stages then read ``x`` directly.
+        parity: ``(B, 3)`` uint8, flip row ``b`` along the axes where set (ignored without target).
+        shuffle_of: ``(B,)`` int64 index into ``shuffle_seeds`` or -1 (row not shuffled).
+        shuffle_seeds: ``(S,)`` int64 per shuffled row, seeding its window and permutation stream.
+        num_windows: shuffle windows per row; ``max_size`` ``(3,)`` int64 the largest window per axis.
+        disp: ``(V,)`` int16 or int32 scratch, all zero on entry and on return; it must hold the largest
+            flat distance between two voxels of one window.
+        map_of: ``(B,)`` int64 index into the maps or -1 (row not mapped).
+        table, slope, t_grid: ``(M, L + 1)`` float64 maps (``nonlinear.BezierMaps``; NaN slopes mark
+            the cells evaluated exactly); ``controls`` ``(M, 4)`` float64, ``inverted`` ``(M,)`` bool.
+        paint_of: ``(B,)`` int64 index into the paintings or -1. Painting ``j`` fills the union of its
+            first ``counts[j]`` boxes ``corners[j]``, ``sizes[j]`` (``(P, W, 3)`` int32) when
+            ``paint_inside[j]`` (in-painting), else everything outside it (out-painting).
+        constants, use_constant: ``(P,)`` the fill value of painting ``j`` when ``use_constant[j]``, else
+            uniform noise: voxel ``p`` of channel ``ch`` gets the top ``bits`` bits (24 for float32, 53
+            for float64) of ``mix(stream(noise_seed[j], noise_index[j] * C + ch) + (p + 1) * gamma)``.
 
-    Per cube, ``num_windows`` windows are drawn in write order from the cube's stream: size
-    ``U{1 .. max_size}`` and corner ``U{0 .. dim - size}`` per axis, as the reference. They are then
-    visited from the last to the first and only voxels that no later window wrote are filled: voxel ``d``
-    receives ``src[perm_w(d)]`` for its last window ``w``. The sources of the ``k`` voxels a window keeps
-    are the first ``k`` steps of a Fisher-Yates shuffle of the window's ``n`` voxels, i.e. a uniform
-    injection, which is exactly the law of a uniform permutation of the window restricted to those
-    voxels; windows stay independent. Cost: one random draw per covered voxel instead of one per window
-    voxel, and no branch on whether a voxel is still free. On a restricted row, a window that overlaps
-    none of the kept boxes is not scanned (all its voxels count as written later, so scanning it would
-    keep and draw nothing: the output is the same, for about 60% fewer voxel visits on an out-painted
-    cube).
+    Per row: the flip writes ``target`` in one pass. The shuffle draws its windows and, from the last
+    window to the first, gives every voxel that no later window covered a source inside its window
+    (:func:`_shuffle_sources`); it records only the source's offset (``disp``), so the values are moved
+    in the final pass, which reads the flipped row in memory order and writes ``out`` once: value at
+    ``p + disp[p]``, mapped, or the painting's fill. On out-painted rows the shuffle and the map skip
+    the voxels the fill replaces (the out-painting keeps about 35% of a cube).
     """
-    channels = src.shape[1]
-    voxels = src.shape[2]
+    batch, channels, voxels = x.shape
+    size_x, size_y, size_z = dims[0], dims[1], dims[2]
+    lines = size_x * size_y
+    has_target = target.shape[0] > 0
+    shift = np.uint64(64 - bits)
+    scale = 1.0 / float(np.uint64(1) << np.uint64(bits))
+    lut_scale = float(table.shape[1] - 1)
+    tables = _window_tables(dims, max_size)
+    lag = max_size[0] - 1  # a shuffled voxel takes its value from at most this many planes away
+    # windows cover each voxel `overdraw` times on average: track coverage with line bitmaps when high
+    mean_volume = (max_size[0] + 1) * (max_size[1] + 1) * (max_size[2] + 1) / 8.0
+    by_lines = shuffle_seeds.shape[0] > 0 and num_windows * mean_volume > 4 * voxels and max_size[2] <= 64
+    stamp = np.zeros(voxels if shuffle_seeds.shape[0] > 0 and not by_lines else 0, np.uint8)
+    cov = np.zeros(lines * ((size_z + 63) >> 6) if by_lines else 0, np.uint64)
+    keep = np.zeros(voxels if paint_of.shape[0] > 0 else 0, np.uint8)
+    span_low = np.zeros(lines, np.int64)
+    span_high = np.full(lines, size_z, np.int64)
+    mark = 0
+    for b in range(batch):
+        painting = paint_of[b]
+        outpainted = painting >= 0 and not paint_inside[painting]
+        if outpainted:
+            _keep_spans(painting, corners, sizes, counts, dims, keep, span_low, span_high)
+        shuffled = shuffle_of[b] >= 0 and num_windows > 0
+        if shuffled:
+            if mark == 255:
+                stamp[:] = 0
+                mark = 0
+            mark += 1
+            _shuffle_sources(stamp, np.uint8(mark), cov, disp, shuffle_seeds[shuffle_of[b]], num_windows, dims,
+                             tables, painting if outpainted else -1, corners, sizes, counts)
+        mapped = map_of[b] >= 0
+        m = map_of[b] if mapped else 0
+        lut, lut_slope, lut_t, control, flipped_map = table[m], slope[m], t_grid[m], controls[m], inverted[m]
+        flip_x, flip_y, flip_z = parity[b, 0] != 0, parity[b, 1] != 0, parity[b, 2] != 0
+        for ch in range(channels):
+            line_x = x[b, ch]
+            line_out = out[b, ch]
+            line_target = target[b, ch] if has_target else line_out  # (unused without a target)
+            stream = np.uint64(0)
+            fill = 0.0
+            constant = False
+            if painting >= 0:
+                stream = _stream(noise_seed[painting], noise_index[painting] * channels + ch)
+                fill = constants[painting]
+                constant = use_constant[painting]
+            # Plane by plane. A shuffled row reads the flipped row at p + disp[p], up to `lag` planes
+            # ahead, so its target planes are written `lag` planes before they are read (still in cache).
+            for step in range(size_x + (lag if shuffled else 0)):
+                if shuffled and has_target and step < size_x:
+                    _flip_plane(line_x, line_target, step, flip_x, flip_y, flip_z, size_x, size_y, size_z)
+                plane = step - lag if shuffled else step
+                if plane < 0:
+                    continue
+                for j in range(size_y):
+                    line = plane * size_y + j
+                    start = line * size_z
+                    low = start + span_low[line]
+                    high = start + span_high[line]
+                    if shuffled:
+                        line_in = line_target if has_target else line_x
+                        if mapped:
+                            _shuffled_values(line_in, line_out, low, high, disp, True, lut, lut_slope, lut_scale,
+                                             lut_t, control, flipped_map)
+                        else:
+                            _shuffled_values(line_in, line_out, low, high, disp, False, lut, lut_slope, lut_scale,
+                                             lut_t, control, flipped_map)
+                    else:
+                        # read the (flipped) line of x once, write the target line and the kept span
+                        si = size_x - 1 - plane if flip_x else plane
+                        sj = size_y - 1 - j if flip_y else j
+                        read = (si * size_y + sj) * size_z
+                        read, direction = (read + size_z - 1, -1) if flip_z else (read, 1)
+                        if has_target and mapped:
+                            _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
+                                           size_z, True, True, lut, lut_slope, lut_scale, lut_t, control, flipped_map)
+                        elif has_target:
+                            _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
+                                           size_z, True, False, lut, lut_slope, lut_scale, lut_t, control, flipped_map)
+                        elif mapped:
+                            _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
+                                           size_z, False, True, lut, lut_slope, lut_scale, lut_t, control, flipped_map)
+                        else:
+                            _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
+                                           size_z, False, False, lut, lut_slope, lut_scale, lut_t, control,
+                                           flipped_map)
+                    if outpainted:
+                        _outpaint_line(line_out, start, low, high, start + size_z, keep, fill, constant, stream,
+                                       shift, scale)
+            if painting >= 0 and paint_inside[painting]:
+                _fill_boxes(line_out, painting, corners, sizes, counts, dims, fill, constant, stream, shift, scale)
+        if outpainted:
+            span_low[:] = 0
+            span_high[:] = size_z
+        if shuffled:
+            disp[:] = 0
+
+
+@njit(inline="always", cache=True)
+def _shuffled_values(line_in, line_out, low, high, disp, mapped, lut, lut_slope, lut_scale, lut_t, control,
+                     flipped_map):
+    """``line_out[p]`` = the (mapped) value of ``line_in`` at ``p + disp[p]`` for ``p`` in ``[low, high)``
+    (``mapped`` is a constant at each call site)."""
+    for p in range(low, high):
+        v = line_in[_u(p + disp[_u(p)])]
+        line_out[_u(p)] = _map_value(v, lut, lut_slope, lut_scale, lut_t, control, flipped_map) if mapped else v
+
+
+@njit(inline="always", cache=True)
+def _direct_values(line_x, line_target, line_out, read, direction, start, low, high, size_z, with_target, mapped,
+                   lut, lut_slope, lut_scale, lut_t, control, flipped_map):
+    """One line of a row that is not shuffled: ``line_target[start + k] = line_x[read + direction * k]``
+    (the flip) for the whole line, and ``line_out`` = that value (mapped) on ``[low, high)``.
+    ``with_target`` and ``mapped`` are constants at each call site."""
+    if with_target:
+        for p in range(start, low):
+            line_target[_u(p)] = line_x[_u(read + direction * (p - start))]
+        for p in range(high, start + size_z):
+            line_target[_u(p)] = line_x[_u(read + direction * (p - start))]
+    for p in range(low, high):
+        v = line_x[_u(read + direction * (p - start))]
+        if with_target:
+            line_target[_u(p)] = v
+        line_out[_u(p)] = _map_value(v, lut, lut_slope, lut_scale, lut_t, control, flipped_map) if mapped else v
+
+
+@njit(inline="always", cache=True)
+def _outpaint_line(line_out, start, low, high, end, keep, fill, constant, stream, shift, scale):
+    """Out-painting of one line whose kept boxes lie within ``[low, high)``: the fill outside the span
+    and on the voxels of the span between two boxes (``keep[p] == 0``)."""
+    if constant:
+        for p in range(start, low):
+            line_out[_u(p)] = fill
+        for p in range(low, high):
+            line_out[_u(p)] = line_out[_u(p)] if keep[_u(p)] else fill
+        for p in range(high, end):
+            line_out[_u(p)] = fill
+    else:
+        for p in range(start, low):
+            line_out[_u(p)] = _counter_uniform(stream, p, shift, scale)
+        for p in range(low, high):
+            noise = _counter_uniform(stream, p, shift, scale)
+            line_out[_u(p)] = line_out[_u(p)] if keep[_u(p)] else noise
+        for p in range(high, end):
+            line_out[_u(p)] = _counter_uniform(stream, p, shift, scale)
+
+
+@njit(cache=True, nogil=True)
+def _flip_plane(line_x, line_target, i, flip_x, flip_y, flip_z, size_x, size_y, size_z):
+    """Plane ``i`` (first axis) of ``line_target`` = the sample ``line_x`` flipped along the requested axes."""
+    si = size_x - 1 - i if flip_x else i
+    for j in range(size_y):
+        sj = size_y - 1 - j if flip_y else j
+        read = (si * size_y + sj) * size_z
+        write = (i * size_y + j) * size_z
+        if flip_z:
+            for k in range(size_z):
+                line_target[_u(write + k)] = line_x[_u(read + size_z - 1 - k)]
+        else:
+            for k in range(size_z):
+                line_target[_u(write + k)] = line_x[_u(read + k)]
+
+
+@njit(cache=True, nogil=True)
+def _keep_spans(j, corners, sizes, counts, dims, keep, span_low, span_high):
+    """Mark the union of painting ``j``'s boxes in ``keep`` (1 inside, 0 outside) and, per ``(x, y)``
+    line, the z-span ``[span_low, span_high)`` that contains it (``Z, Z`` on lines it misses)."""
+    size_y, size_z = dims[1], dims[2]
+    keep[:] = 0
+    _mark_boxes(keep, np.uint8(1), j, corners, sizes, counts, dims)
+    span_low[:] = size_z
+    span_high[:] = 0  # reset to (0, Z) by the caller after the row
+    for w in range(counts[j]):
+        low_z = corners[j, w, 2]
+        high_z = low_z + sizes[j, w, 2]
+        for a in range(sizes[j, w, 0]):
+            for c in range(sizes[j, w, 1]):
+                line = (corners[j, w, 0] + a) * size_y + corners[j, w, 1] + c
+                span_low[line] = min(span_low[line], low_z)
+                span_high[line] = max(span_high[line], high_z)
+    for line in range(span_low.shape[0]):
+        span_high[line] = max(span_high[line], span_low[line])
+
+
+@njit(cache=True, nogil=True)
+def _fill_boxes(line_out, j, corners, sizes, counts, dims, fill, constant, stream, shift, scale):
+    """In-painting: the fill inside the first ``counts[j]`` boxes of painting ``j`` (one channel)."""
     stride0 = dims[1] * dims[2]
     stride1 = dims[2]
-    # Shape table: window shape k has sizes (shape_x[k], shape_y[k], shape_z[k]) and the flat offsets
-    # offsets[k, :volume] of its voxels from its corner, so that the scan below is one flat loop per
-    # window (a branch misprediction per window rather than per window row).
+    for w in range(counts[j]):
+        corner = corners[j, w, 0] * stride0 + corners[j, w, 1] * stride1 + corners[j, w, 2]
+        for a in range(sizes[j, w, 0]):
+            for b in range(sizes[j, w, 1]):
+                start = corner + a * stride0 + b * stride1
+                for p in range(start, start + sizes[j, w, 2]):
+                    line_out[_u(p)] = fill if constant else _counter_uniform(stream, p, shift, scale)
+
+
+@njit(cache=True)
+def _window_tables(dims, max_size):
+    """Shape table of the shuffle windows: ``(shape_x, shape_y, shape_z, offsets, starts)``.
+
+    Shape ``k`` has sizes ``(shape_x[k], shape_y[k], shape_z[k])``, enumerated with x slowest, and the
+    flat offsets ``offsets[starts[k]:starts[k + 1]]`` of its voxels from its corner in row-major order,
+    so that a window is scanned by one flat loop (a branch misprediction per window rather than per
+    window row).
+    """
+    stride0 = dims[1] * dims[2]
+    stride1 = dims[2]
     num_shapes = max_size[0] * max_size[1] * max_size[2]
-    largest = num_shapes  # the largest window has one voxel per shape
     shape_x = np.empty(num_shapes, np.int64)
     shape_y = np.empty(num_shapes, np.int64)
     shape_z = np.empty(num_shapes, np.int64)
-    offsets = np.empty((num_shapes, largest), np.int32)
+    starts = np.empty(num_shapes + 1, np.int64)
+    total = (max_size[0] * (max_size[0] + 1) // 2) * (max_size[1] * (max_size[1] + 1) // 2) * (
+        max_size[2] * (max_size[2] + 1) // 2)
+    offsets = np.empty(total, np.int32)
     k = 0
+    q = 0
     for sx in range(1, max_size[0] + 1):
         for sy in range(1, max_size[1] + 1):
             for sz in range(1, max_size[2] + 1):
                 shape_x[k] = sx
                 shape_y[k] = sy
                 shape_z[k] = sz
-                q = 0
+                starts[k] = q
                 for a in range(sx):
                     for b in range(sy):
                         for c in range(sz):
-                            offsets[k, q] = a * stride0 + b * stride1 + c
+                            offsets[q] = a * stride0 + b * stride1 + c
                             q += 1
                 k += 1
-    stamp = np.zeros(voxels, np.uint8)
-    source = np.empty(largest, np.int64)
-    target = np.empty(largest, np.int64)
+    starts[num_shapes] = q
+    return shape_x, shape_y, shape_z, offsets, starts
+
+
+@njit(cache=True, nogil=True)
+def _shuffle_sources(stamp, mark, cov, disp, seed, num_windows, dims, tables, keep_j, corners, sizes, counts):
+    """Local pixel shuffling of one row as source offsets: ``disp[d] = s - d`` for every voxel ``d`` that
+    takes the value of voxel ``s`` (left 0 elsewhere).
+
+    The windows are drawn in write order from the row's stream (``seed``): size ``U{1 .. max_size}`` and
+    corner ``U{0 .. dim - size}`` per axis, as the reference. They are then visited from the last to the
+    first and only voxels that no later window covered are assigned: voxel ``d`` takes ``s = perm_w(d)``
+    for its last window ``w``. The sources of the ``k`` voxels a window keeps (in the window's row-major
+    order) are the first ``k`` steps of a Fisher-Yates shuffle of the window's ``n`` voxels: a uniform
+    injection, which is exactly the law of a uniform permutation of the window restricted to those
+    voxels, and windows stay independent. With ``keep_j >= 0`` only the union of painting ``keep_j``'s
+    boxes is assigned (the rest counts as covered), and windows that miss every box are skipped: same
+    output, fewer voxel visits.
+
+    Covered voxels are tracked in one of two ways with the same result: a byte per voxel (``stamp``,
+    equal to ``mark`` once covered; fastest when windows cover each voxel about twice, as at 64x64x32),
+    or, when ``cov`` is not empty, a bit per voxel in 64-bit words per line (:func:`_kept_by_lines`),
+    which skips a window whose every line is already covered with one word test per line: many times
+    faster when windows cover each voxel dozens of times (10,000 windows on a 224x224 image).
+    """
+    shape_x, shape_y, shape_z, offsets, starts = tables
+    num_shapes = shape_x.shape[0]
+    largest = shape_x[num_shapes - 1] * shape_y[num_shapes - 1] * shape_z[num_shapes - 1]
+    by_lines = cov.shape[0] > 0
+    num_boxes = 0
+    box_low = np.empty((corners.shape[1], 3), np.int64)
+    box_high = np.empty((corners.shape[1], 3), np.int64)
+    if keep_j >= 0:
+        num_boxes = counts[keep_j]
+        for b in range(num_boxes):
+            for axis in range(3):
+                box_low[b, axis] = corners[keep_j, b, axis]
+                box_high[b, axis] = corners[keep_j, b, axis] + sizes[keep_j, b, axis]
+    # voxels outside the kept boxes behave as if a later window had covered them
+    if by_lines:
+        _cover_outside(cov, dims, box_low, box_high, num_boxes if keep_j >= 0 else -1)
+    elif keep_j >= 0:
+        stamp[:] = mark
+        _mark_boxes(stamp, np.uint8(0), keep_j, corners, sizes, counts, dims)
     shape_of = np.empty(num_windows, np.int64)
-    corner = np.empty(num_windows, np.int64)
     corner_xyz = np.empty((num_windows, 3), np.int64)
-    box_low = np.empty((keep_corners.shape[1], 3), np.int64)
-    box_high = np.empty((keep_corners.shape[1], 3), np.int64)
-    mark = np.uint8(0)
-    for i in range(rows.shape[0]):
-        row = rows[i]
-        if mark == 255:
-            stamp[:] = 0
-            mark = np.uint8(0)
-        mark += np.uint8(1)
-        num_boxes = 0
-        if keep_of.shape[0] > 0 and keep_of[row] >= 0:
-            # voxels outside the kept boxes behave as if a later window had written them
-            stamp[:] = mark
-            j = keep_of[row]
-            _mark_boxes(stamp, np.uint8(0), j, keep_corners, keep_sizes, keep_counts, dims)
-            num_boxes = keep_counts[j]
-            for b in range(num_boxes):
-                for axis in range(3):
-                    box_low[b, axis] = keep_corners[j, b, axis]
-                    box_high[b, axis] = keep_corners[j, b, axis] + keep_sizes[j, b, axis]
-        src_row = src[row, 0]
-        dst_row = dst[row, 0]
-        state = _stream(seeds[i], 0)
-        pool = np.uint64(0)
-        left = 0
-        # 1. The windows in write order: a uniform shape (= independent uniform sizes per axis), then
-        # a uniform corner per axis.
-        for w in range(num_windows):
-            state, pool, left, k = _draw16(state, pool, left, num_shapes)
-            state, pool, left, cx = _draw16(state, pool, left, dims[0] - shape_x[k] + 1)
-            state, pool, left, cy = _draw16(state, pool, left, dims[1] - shape_y[k] + 1)
-            state, pool, left, cz = _draw16(state, pool, left, dims[2] - shape_z[k] + 1)
-            shape_of[w] = k
-            corner[w] = cx * stride0 + cy * stride1 + cz
-            corner_xyz[w, 0] = cx
-            corner_xyz[w, 1] = cy
-            corner_xyz[w, 2] = cz
-        # 2. Last write wins: from the last window to the first.
-        for w in range(num_windows - 1, -1, -1):
-            k = shape_of[w]
-            if num_boxes > 0 and not _overlaps_any(corner_xyz[w], shape_x[k], shape_y[k], shape_z[k],
-                                                   box_low, box_high, num_boxes):
-                continue
-            n = shape_x[k] * shape_y[k] * shape_z[k]
-            base = corner[w]
-            if n == 1:
-                stamp[base] = mark  # a one-voxel window keeps its value (and hides earlier windows)
-                continue
+    source = np.empty(largest, np.int32)
+    target = np.empty(largest, np.int64)
+    fresh = np.empty(2 * shape_x[num_shapes - 1] * shape_y[num_shapes - 1], np.uint64)
+    state = _stream(seed, 0)
+    pool = np.uint64(0)
+    left = 0
+    for w in range(num_windows):
+        state, pool, left, k = _draw16(state, pool, left, num_shapes)
+        state, pool, left, cx = _draw16(state, pool, left, dims[0] - shape_x[k] + 1)
+        state, pool, left, cy = _draw16(state, pool, left, dims[1] - shape_y[k] + 1)
+        state, pool, left, cz = _draw16(state, pool, left, dims[2] - shape_z[k] + 1)
+        shape_of[w] = k
+        corner_xyz[w, 0] = cx
+        corner_xyz[w, 1] = cy
+        corner_xyz[w, 2] = cz
+    stride0 = dims[1] * dims[2]
+    for w in range(num_windows - 1, -1, -1):
+        k = _u(shape_of[w])
+        low = corner_xyz[w]
+        if num_boxes > 0 and not _overlaps_any(low, shape_x[k], shape_y[k], shape_z[k], box_low, box_high,
+                                               num_boxes):
+            continue
+        n = shape_x[k] * shape_y[k] * shape_z[k]
+        base = low[0] * stride0 + low[1] * dims[2] + low[2]
+        window = offsets[starts[k]:starts[k + _u(1)]]
+        if by_lines:
+            kept = _kept_by_lines(cov, dims, low, shape_x[k], shape_y[k], shape_z[k], fresh, target)
+        else:
             kept = 0
             for q in range(n):
-                p = base + offsets[k, q]
-                source[q] = p
-                target[kept] = p
-                kept += stamp[p] != mark
-                stamp[p] = mark
-            for t in range(kept):
-                state, pool, left, r = _draw16(state, pool, left, n - t)
-                r += t
-                s = source[r]
-                source[r] = source[t]  # position t is final: only its value s is needed
-                d = target[t]
-                if channels == 1:
-                    dst_row[d] = src_row[s]  # 1D views: measurably faster than 3D indexing
-                else:
-                    for ch in range(channels):
-                        dst[row, ch, d] = src[row, ch, s]
+                p = base + window[_u(q)]
+                source[_u(q)] = q
+                target[_u(kept)] = p
+                kept += stamp[_u(p)] != mark
+                stamp[_u(p)] = mark
+        if n == 1 or kept == 0:
+            continue  # a one-voxel window keeps its value (and hides earlier windows)
+        if by_lines:
+            for q in range(n):
+                source[_u(q)] = q
+        for t in range(kept):
+            state, pool, left, r = _draw16(state, pool, left, n - t)
+            r += t
+            s = source[_u(r)]
+            source[_u(r)] = source[_u(t)]  # position t is final: only its value s is needed
+            d = target[_u(t)]
+            disp[_u(d)] = base + window[_u(s)] - d
+
+
+@njit(inline="always", cache=True)
+def _kept_by_lines(cov, dims, low, size_x, size_y, size_z, fresh, target):
+    """Mark a window covered in the line bitmaps ``cov`` and write the voxels it covered first to
+    ``target`` (row-major window order); returns their number. A window's run ``[z, z + size_z)`` of a
+    line lies in at most two 64-bit words (``size_z <= 64``)."""
+    size_line, words = dims[2], (dims[2] + 63) >> 6
+    one = np.uint64(1)
+    full = ~np.uint64(0)
+    word0 = low[2] >> 6
+    shift0 = low[2] & 63
+    run = full >> np.uint64(64 - size_z)
+    mask0 = run << np.uint64(shift0)
+    mask1 = (run >> np.uint64(64 - shift0)) if shift0 > 0 else np.uint64(0)
+    second = mask1 != 0 and word0 + 1 < words
+    anything = np.uint64(0)
+    f = 0
+    for a in range(size_x):
+        line = ((low[0] + a) * dims[1] + low[1]) * words + word0
+        for b in range(size_y):
+            old = cov[_u(line)]
+            new0 = mask0 & ~old
+            cov[_u(line)] = old | mask0
+            new1 = np.uint64(0)
+            if second:
+                old = cov[_u(line + 1)]
+                new1 = mask1 & ~old
+                cov[_u(line + 1)] = old | mask1
+            fresh[_u(f)] = new0
+            fresh[_u(f + 1)] = new1
+            anything |= new0 | new1
+            f += 2
+            line += words
+    kept = 0
+    if anything == 0:
+        return kept
+    f = 0
+    for a in range(size_x):
+        start = ((low[0] + a) * dims[1] + low[1]) * size_line + low[2]
+        for b in range(size_y):
+            new0 = fresh[_u(f)]
+            new1 = fresh[_u(f + 1)]
+            f += 2
+            if new0 == mask0 and new1 == mask1:  # the whole run is new
+                for z in range(size_z):
+                    target[_u(kept + z)] = start + z
+                kept += size_z
+            elif new0 != 0 or new1 != 0:
+                bits = (new0 >> np.uint64(shift0)) | ((new1 << np.uint64(64 - shift0)) if shift0 > 0 else np.uint64(0))
+                for z in range(size_z):
+                    target[_u(kept)] = start + z
+                    kept += np.int64((bits >> np.uint64(z)) & one)
+            start += size_line
+    return kept
+
+
+@njit(cache=True, nogil=True)
+def _cover_outside(cov, dims, box_low, box_high, num_boxes):
+    """Reset the line bitmaps: nothing covered (``num_boxes < 0``), or everything but the boxes."""
+    if num_boxes < 0:
+        cov[:] = 0
+        return
+    words = (dims[2] + 63) >> 6
+    cov[:] = ~np.uint64(0)
+    for b in range(num_boxes):
+        for x in range(box_low[b, 0], box_high[b, 0]):
+            for y in range(box_low[b, 1], box_high[b, 1]):
+                line = (x * dims[1] + y) * words
+                for z in range(box_low[b, 2], box_high[b, 2]):
+                    cov[_u(line + (z >> 6))] &= ~(np.uint64(1) << np.uint64(z & 63))
 
 
 @njit(inline="always", cache=True)
@@ -205,61 +523,6 @@ def _overlaps_any(low, size_x, size_y, size_z, box_low, box_high, num_boxes):
 
 
 @njit(cache=True, nogil=True)
-def paint_boxes(dst, rows, corners, sizes, counts, dims, inside, constants, use_constant, bits, seed):
-    """In-painting (``inside=True``) or out-painting (``inside=False``) in place.
-
-    Args:
-        dst: ``(B, C, V)`` batch, modified on the rows ``rows``.
-        rows: ``(n,)`` int64 batch rows.
-        corners, sizes: ``(n, W, 3)`` int32 boxes; the first ``counts[i]`` boxes of cube ``i`` are active.
-        counts: ``(n,)`` int64 active boxes per cube.
-        dims: ``(3,)`` int64 spatial shape.
-        inside: paint the union of the active boxes (True) or everything outside it (False).
-        constants: ``(n,)`` fill value per cube, used when ``use_constant``.
-        use_constant: fill with ``constants[i]`` instead of uniform noise in [0, 1) per voxel and channel.
-        bits: noise resolution, 24 for float32 and 53 for float64 (values ``k / 2**bits``, exact in
-            ``dst``'s dtype).
-        seed: uint64-range int seeding the noise.
-
-    The noise is counter-based: voxel ``p`` of channel ``ch`` of cube ``i`` gets the top ``bits`` bits
-    of ``mix(stream(seed, i * C + ch) + (p + 1) * gamma)``. Its value depends on nothing but its
-    position, so overlapping in-painting boxes can be written box by box, and out-painting is one
-    branch-free (vectorised) pass that selects noise or the old value by the kept-box mask.
-    """
-    channels = dst.shape[1]
-    voxels = dst.shape[2]
-    shift = np.uint64(64 - bits)
-    scale = 1.0 / float(np.uint64(1) << np.uint64(bits))
-    stride0 = dims[1] * dims[2]
-    stride1 = dims[2]
-    kept = np.zeros(0 if inside else voxels, np.uint8)
-    for i in range(rows.shape[0]):
-        row = rows[i]
-        fill = constants[i]
-        if not inside:
-            kept[:] = 0
-            _mark_boxes(kept, np.uint8(1), i, corners, sizes, counts, dims)
-        for ch in range(channels):
-            out = dst[row, ch]
-            stream = _stream(seed, i * channels + ch)
-            if inside:
-                for w in range(counts[i]):
-                    corner = corners[i, w, 0] * stride0 + corners[i, w, 1] * stride1 + corners[i, w, 2]
-                    for a in range(sizes[i, w, 0]):
-                        for b in range(sizes[i, w, 1]):
-                            start = corner + a * stride0 + b * stride1
-                            for p in range(start, start + sizes[i, w, 2]):
-                                out[p] = fill if use_constant else _counter_uniform(stream, p, shift, scale)
-            elif use_constant:
-                for p in range(voxels):
-                    out[p] = out[p] if kept[p] else fill
-            else:
-                for p in range(voxels):
-                    noise = _counter_uniform(stream, p, shift, scale)
-                    out[p] = out[p] if kept[p] else noise
-
-
-@njit(inline="always", cache=True)
 def _mark_boxes(stamp, value, i, corners, sizes, counts, dims):
     """``stamp[p] = value`` inside the first ``counts[i]`` boxes ``corners[i]``, ``sizes[i]``."""
     stride0 = dims[1] * dims[2]
@@ -270,190 +533,139 @@ def _mark_boxes(stamp, value, i, corners, sizes, counts, dims):
             for b in range(sizes[i, w, 1]):
                 start = corner + a * stride0 + b * stride1
                 for c in range(sizes[i, w, 2]):
-                    stamp[start + c] = value
+                    stamp[_u(start + c)] = value
+
+
+# --------------------------------------------------------------------------------------------------
+# Non-linear intensity maps (nonlinear.BezierMaps): exact tables, linear interpolation, exact cells.
+# No fastmath here: the table builder must round exactly like the torch builder.
+# --------------------------------------------------------------------------------------------------
+@njit(inline="always", cache=True)
+def _bezier_xy(t, a, b):
+    """``3 t^2 (1-t) a + 3 t (1-t)^2 b + (1-t)^3`` (the same operations as ``nonlinear.bezier_xy``)."""
+    u = 1.0 - t
+    return 3.0 * t * t * u * a + 3.0 * t * u * u * b + u * u * u
+
+
+@njit(inline="always", cache=True)
+def _secant_start(value, a1, a2, low, high):
+    """The secant point of ``X(t) = value`` on ``[low, high]`` (``nonlinear._secant_start``)."""
+    f_low = _bezier_xy(low, a1, a2) - value
+    span = f_low - (_bezier_xy(high, a1, a2) - value)
+    t = low + (high - low) * (f_low / span) if span > 0 else 0.5 * (low + high)
+    return min(max(t, low), high)
+
+
+@njit(inline="always", cache=True)
+def _solve_t(value, a1, a2, low, high):
+    """The t in ``[low, high]`` with ``X(t) = value``: the steps of ``nonlinear.solve_t``, one value."""
+    t = _secant_start(value, a1, a2, low, high)
+    for _ in range(100):
+        u = 1.0 - t
+        f = _bezier_xy(t, a1, a2) - value
+        if f > 0:
+            low = t
+        else:
+            high = t
+        d = 3.0 * ((a1 - a2) * 2.0 * t * u - a1 * t * t + (a2 - 1.0) * u * u)
+        newton = t - f / (d if d < 0 else -1.0)
+        step = newton if (d < 0 and newton > low and newton < high) else 0.5 * (low + high)
+        if f == 0 or abs(step - t) <= 4e-16 or high - low <= 4e-16:
+            break
+        t = step
+    return t
 
 
 @njit(cache=True, nogil=True)
-def flip_rows(src, dst, parity, copy, dims):
-    """``dst[b] = copy[b] = src[b]`` flipped along the spatial axes where ``parity[b]`` (``(B, 3)`` uint8).
+def bezier_tables(controls, inverted, samples, tolerance, table, slope, t_grid):
+    """Fill the tables of ``nonlinear.BezierMaps`` (``build_maps``): ``table``, ``slope``, ``t_grid`` are
+    ``(n, L + 1)`` float64; ``controls`` ``(n, 4)`` float64 ``a1, b1, a2, b2``; ``inverted`` ``(n,)``.
 
-    ``src``, ``dst``, ``copy``: ``(B, C, V)`` views of contiguous batches, no shared memory; ``dims``
-    ``(3,)`` the spatial shape ``(X, Y, Z)`` (2D images as ``(H, W, 1)``). The preset's target and its
-    working copy are written in one pass that reads ``src`` once; lines along z are addressed by flat
-    offsets (creating a numba view per line cost as much as the copy).
+    Per map: ``samples`` values of t (1 down to 0) bracket every grid value ``j / L`` (a merge walk);
+    the secant point of the bracket and one Newton step solve ``X(t) = j / L`` to machine precision
+    wherever ``X'`` is not small. Cells where the interpolated table misses a curve sample by more than
+    ``tolerance`` get a NaN slope (evaluated exactly by :func:`_map_value`), and their edges are solved
+    fully, since they bracket those evaluations. The same steps as ``nonlinear.build_maps``.
     """
-    size_x, size_y, size_z = dims[0], dims[1], dims[2]
-    for row in range(src.shape[0]):
-        fx, fy, fz = parity[row, 0], parity[row, 1], parity[row, 2]
-        for ch in range(src.shape[1]):
-            line_in = src[row, ch]
-            line_out = dst[row, ch]
-            line_copy = copy[row, ch]
-            for i in range(size_x):
-                si = size_x - 1 - i if fx else i
-                for j in range(size_y):
-                    sj = size_y - 1 - j if fy else j
-                    read = (si * size_y + sj) * size_z
-                    write = (i * size_y + j) * size_z
-                    if fz:
-                        for k in range(size_z):
-                            value = line_in[read + size_z - 1 - k]
-                            line_out[write + k] = value
-                            line_copy[write + k] = value
-                    else:
-                        for k in range(size_z):
-                            value = line_in[read + k]
-                            line_out[write + k] = value
-                            line_copy[write + k] = value
-
-
-@njit(cache=True, nogil=True)
-def bezier_luts(controls, inverted, curve_points, lut_size, lut):
-    """Fill ``lut`` ``(n, lut_size + 1)`` float64 with the non-linear maps (``nonlinear.sample_nonlinear_luts``).
-
-    Args:
-        controls: ``(n, 2, 2)`` float64 control points ``(a1, b1), (a2, b2)``.
-        inverted: ``(n,)`` bool, the inverted branch.
-        curve_points: t samples per curve.
-        lut_size: table intervals; ``lut[i, j]`` is the map at ``j / lut_size``.
-
-    Same construction as the torch code: the reversed-Bernstein curve sampled at ``curve_points`` values
-    of t, its x (and, unless inverted, y) samples sorted ascending (a reversal plus a running maximum,
-    the samples being non-increasing up to rounding), then ``np.interp`` at the grid by a merge walk.
-    """
-    xs = np.empty(curve_points)
-    ys = np.empty(curve_points)
-    step = 1.0 / (curve_points - 1)
+    size = table.shape[1] - 1
+    xs = np.empty(samples)
+    ys = np.empty(samples)
+    ts = np.empty(samples)
+    reach = np.empty(samples)
+    worst = np.empty(size)
+    low_t = np.empty(size + 1)
+    high_t = np.empty(size + 1)
     for i in range(controls.shape[0]):
-        a1, b1 = controls[i, 0, 0], controls[i, 0, 1]
-        a2, b2 = controls[i, 1, 0], controls[i, 1, 1]
-        # t = 0 gives P3 = (1, 1) and t = 1 gives P0 = (0, 0); index q holds t = 1 - q * step (reversed)
-        xmax = 0.0
-        ymax = 0.0
-        for q in range(curve_points):
-            t = 1.0 - q * step if q < curve_points - 1 else 0.0
-            u = 1.0 - t
-            w0 = t * t * t
-            w1 = 3.0 * t * t * u
-            w2 = 3.0 * t * u * u
-            w3 = u * u * u
-            # P0 = (0, 0) weighs w0, P1 = (a1, b1) w1, P2 = (a2, b2) w2, P3 = (1, 1) w3
-            x = w1 * a1 + w2 * a2 + w3
-            y = w1 * b1 + w2 * b2 + w3
-            xmax = max(xmax, x) if q > 0 else x
-            ymax = max(ymax, y) if q > 0 else y
-            xs[q] = xmax
-            ys[q] = ymax
-        if inverted[i]:
-            # the reference pairs ascending x with the *unsorted* y (descending along ascending x)
-            for q in range(curve_points):
-                t = q * step if q < curve_points - 1 else 1.0
-                u = 1.0 - t
-                ys[q] = 3.0 * t * t * u * b1 + 3.0 * t * u * u * b2 + u * u * u
-        right = 1
-        last = curve_points - 1
-        for j in range(lut_size + 1):
-            value = j / lut_size
-            if value <= xs[0]:
-                lut[i, j] = ys[0]
-                continue
-            if value >= xs[last]:
-                lut[i, j] = ys[last]
-                continue
-            while right < last and xs[right] <= value:
+        a1, b1, a2, b2 = controls[i, 0], controls[i, 1], controls[i, 2], controls[i, 3]
+        inv = inverted[i]
+        for q in range(samples):
+            t = 1.0 - q / (samples - 1)
+            ts[q] = t
+            xs[q] = _bezier_xy(t, a1, a2)
+            ys[q] = _bezier_xy(1.0 - t if inv else t, b1, b2)
+            reach[q] = xs[q] if q == 0 else max(reach[q - 1], xs[q])  # ascending despite rounding
+        right = 0
+        for j in range(size + 1):
+            value = j / size
+            while right < samples and reach[right] < value:
                 right += 1
-            x0 = xs[right - 1]
-            span = xs[right] - x0
-            w = (value - x0) / span if span > 0 else 0.0
-            w = min(max(w, 0.0), 1.0)
-            lut[i, j] = ys[right - 1] + w * (ys[right] - ys[right - 1])
+            r = min(max(right, 1), samples - 1)
+            low_t[j], high_t[j] = ts[r], ts[r - 1]
+            if j == 0:
+                t = 1.0
+            elif j == size:
+                t = 0.0
+            else:  # the secant point and one Newton step, as the torch builder
+                t = _secant_start(value, a1, a2, low_t[j], high_t[j])
+                u = 1.0 - t
+                d = 3.0 * ((a1 - a2) * 2.0 * t * u - a1 * t * t + (a2 - 1.0) * u * u)
+                newton = t - (_bezier_xy(t, a1, a2) - value) / (d if d < 0 else -1.0)
+                t = newton if (d < 0 and newton > low_t[j] and newton < high_t[j]) else t
+            t_grid[i, j] = t
+            table[i, j] = _bezier_xy(1.0 - t if inv else t, b1, b2)
+        for j in range(size):
+            slope[i, j] = table[i, j + 1] - table[i, j]
+        slope[i, size] = 0.0
+        worst[:] = 0.0
+        for q in range(samples):
+            cell = min(max(np.int64(np.floor(xs[q] * size)), 0), size - 1)
+            frac = xs[q] * size - cell
+            worst[cell] = max(worst[cell], abs(table[i, cell] + frac * slope[i, cell] - ys[q]))
+        # the edges of the cells evaluated exactly are solved fully (they bracket the per-voxel solves)
+        for j in range(1, size):
+            if worst[j - 1] > tolerance or worst[j] > tolerance:
+                t = _solve_t(j / size, a1, a2, low_t[j], high_t[j])
+                t_grid[i, j] = t
+                table[i, j] = _bezier_xy(1.0 - t if inv else t, b1, b2)
+        for j in range(size):
+            slope[i, j] = np.nan if worst[j] > tolerance else table[i, j + 1] - table[i, j]
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"})  # fused multiply-add: ~7% here
-def apply_luts(dst, rows, lut, slope, scale, keep_of, keep_corners, keep_sizes, keep_counts, dims):
-    """Map every value of row ``rows[i]`` through the table ``lut[i]``, in place.
-
-    Args:
-        dst: ``(B, C, V)`` batch.
-        rows: ``(n,)`` int64 batch rows.
-        lut: ``(n, L + 1)`` the map at ``j / L``, same dtype as ``dst``.
-        slope: ``(n, L + 1)`` ``lut[:, j + 1] - lut[:, j]`` (0 in the last column).
-        scale: ``L`` as a scalar of ``dst``'s dtype (the arithmetic stays in that dtype).
-        keep_of, keep_corners, keep_sizes, keep_counts: as :func:`shuffle_windows`: voxels outside
-            the kept boxes are skipped.
-        dims: ``(3,)`` int64 spatial shape.
-
-    Values are clamped to [0, 1] first; NaN stays NaN. A restricted row visits only the z-span of the
-    kept boxes on each ``(x, y)`` line (about a third of an out-painted cube's voxels).
-    """
-    zero = scale - scale
-    one = zero + 1
-    restrictable = keep_of.shape[0] > 0
-    lines = dims[0] * dims[1]
-    keep = np.zeros(dst.shape[2] if restrictable else 0, np.uint8)
-    span_low = np.empty(lines if restrictable else 0, np.int64)
-    span_high = np.empty(lines if restrictable else 0, np.int64)
-    for i in range(rows.shape[0]):
-        row = rows[i]
-        restricted = restrictable and keep_of[row] >= 0
-        if restricted:
-            j = keep_of[row]
-            keep[:] = 0
-            _mark_boxes(keep, np.uint8(1), j, keep_corners, keep_sizes, keep_counts, dims)
-            span_low[:] = dims[2]
-            span_high[:] = 0
-            for b in range(keep_counts[j]):
-                low_z = keep_corners[j, b, 2]
-                high_z = low_z + keep_sizes[j, b, 2]
-                for a in range(keep_sizes[j, b, 0]):
-                    for c in range(keep_sizes[j, b, 1]):
-                        line = (keep_corners[j, b, 0] + a) * dims[1] + keep_corners[j, b, 1] + c
-                        span_low[line] = min(span_low[line], low_z)
-                        span_high[line] = max(span_high[line], high_z)
-        table = lut[i]
-        slopes = slope[i]
-        for ch in range(dst.shape[1]):
-            values = dst[row, ch]
-            if not restricted:
-                for p in range(values.shape[0]):
-                    values[p] = _lut_map(values[p], table, slopes, zero, one, scale)
-                continue
-            for line in range(lines):
-                start = line * dims[2]
-                for p in range(start + span_low[line], start + span_high[line]):
-                    v = values[p]
-                    mapped = _lut_map(v, table, slopes, zero, one, scale)
-                    values[p] = mapped if keep[p] else v  # a gap between two boxes on the line
+@njit(cache=True, nogil=True)
+def _exact_value(c, a1, b1, a2, b2, inverted, low, high):
+    """The exact map at ``c`` in [0, 1], its t bracketed by ``[low, high]`` (a separate function: rare)."""
+    t = _solve_t(c, a1, a2, low, high)
+    return _bezier_xy(1.0 - t if inverted else t, b1, b2)
 
 
-@njit(inline="always", cache=True, fastmath={"contract"})
-def _lut_map(v, table, slopes, zero, one, scale):
-    """``v`` clamped to [0, 1] and mapped through ``table`` by linear interpolation; NaN stays NaN.
-
-    Written without branches (selects only): NaN takes index 0 and is restored at the end.
-    """
-    c = v if v > zero else zero
-    c = c if c < one else one
+@njit(inline="always", cache=True)
+def _map_value(v, table, slope, scale, t_grid, controls, inverted):
+    """``v`` clamped to [0, 1] through one map: linear interpolation in its table, or the exact map in
+    the cells marked by a NaN slope. NaN stays NaN. Arithmetic in float64."""
+    value = np.float64(v)
+    c = value if value > 0.0 else 0.0  # NaN takes 0 here (a valid index) and is returned below
+    c = c if c < 1.0 else 1.0
     position = c * scale
     base = np.floor(position)
-    j = np.int64(base)
-    mapped = table[j] + (position - base) * slopes[j]
-    return mapped if v == v else v
-
-
-@njit(cache=True, nogil=True)
-def uniform_noise(out, seed, low, high):
-    """Fill the flat float array ``out`` with i.i.d. uniform values in ``[low, high)``.
-
-    Counter-based like :func:`paint_boxes`: value ``p`` is the top 24 bits of
-    ``mix(stream(seed, 0) + (p + 1) * gamma)`` scaled to the interval (a branch-free, vectorised loop;
-    24 bits is float32's resolution, as ``torch.rand``).
-    """
-    stream = _stream(seed, 0)
-    shift = np.uint64(40)
-    scale = (high - low) / 16777216.0
-    for p in range(out.shape[0]):
-        out[p] = low + _counter_uniform(stream, p, shift, scale)
+    j = _u(np.int64(base))
+    step = slope[j]
+    if step != step:
+        if value != value:
+            return value
+        return _exact_value(c, controls[0], controls[1], controls[2], controls[3], inverted, t_grid[j + _u(1)],
+                            t_grid[j])
+    mapped = table[j] + (position - base) * step
+    return mapped if value == value else value
 
 
 @njit(inline="always", cache=True)
@@ -476,14 +688,17 @@ def _reflect_clip(position, size):
     return min(max(reflected, 0.0), size - 1.0)
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"})  # fused multiply-add: ~7% here
-def warp_inplane(src, dst, displacement, dims):
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def warp_inplane(src, dst, partial, first, dims):
     """Bilinear resampling of every ``(x, y)`` plane at ``(x + dx, y + dy)``, scipy-``reflect`` borders.
 
     Args:
         src: ``(B, C, V)`` view of a contiguous ``(B, C, X, Y, Z)`` batch (2D images: ``Z = 1``), read only.
         dst: same shape, written; no shared memory with ``src``.
-        displacement: ``(B, 2, V)`` float32 voxels along X and Y (Z is not displaced).
+        partial: ``(B, 2, R, Y * Z)`` and ``first`` ``(X, R)``, in the batch's dtype: the displacement
+            (voxels along X and Y; Z is not displaced) of the voxels with first index ``i`` is
+            ``first[i] @ partial[b, axis]``, computed here for a few ``i`` at a time (in cache) rather
+            than stored for the whole batch.
         dims: ``(3,)`` int64 spatial shape ``(X, Y, Z)``.
 
     The same arithmetic as ``elastic.warp`` (``grid_sample`` bilinear, reflection padding,
@@ -491,31 +706,49 @@ def warp_inplane(src, dst, displacement, dims):
     reflection computed only for the few positions that leave the plane.
     """
     size_x, size_y, size_z = dims[0], dims[1], dims[2]
+    plane = size_y * size_z
+    rank = first.shape[1]
+    block = 4  # planes whose displacement is computed together: each row of `partial` is read once per block
+    shift = np.empty((block, 2, plane), partial.dtype)
+    for b in range(src.shape[0]):
+        for i0 in range(0, size_x, block):
+            rows = min(block, size_x - i0)
+            shift[:] = 0
+            for axis in range(2):
+                for r in range(rank):
+                    row = partial[b, axis, r]
+                    for di in range(rows):
+                        weight = first[i0 + di, r]
+                        target = shift[di, axis]
+                        for q in range(plane):
+                            target[_u(q)] += weight * row[_u(q)]
+            for di in range(rows):
+                for ch in range(src.shape[1]):
+                    _warp_plane(src[b, ch], dst[b, ch], shift[di], i0 + di, size_x, size_y, size_z)
+
+
+@njit(inline="always", cache=True, fastmath={"contract"})
+def _warp_plane(line, out, shift, i, size_x, size_y, size_z):
+    """Plane ``i`` of one channel of :func:`warp_inplane`; ``shift`` ``(2, Y * Z)`` its displacement."""
     high_x = size_x - 1.0
     high_y = size_y - 1.0
     plane = size_y * size_z
-    for b in range(src.shape[0]):
-        shift_x = displacement[b, 0]
-        shift_y = displacement[b, 1]
-        for i in range(size_x):
-            for j in range(size_y):
-                start = (i * size_y + j) * size_z
-                for k in range(size_z):
-                    p = start + k
-                    r = i + np.float64(shift_x[p])
-                    c = j + np.float64(shift_y[p])
-                    if not (0.0 <= r <= high_x):
-                        r = _reflect_clip(r, size_x)
-                    if not (0.0 <= c <= high_y):
-                        c = _reflect_clip(c, size_y)
-                    r0 = int(r)
-                    c0 = int(c)
-                    fr = r - r0
-                    fc = c - c0
-                    step_r = plane if r0 < size_x - 1 else 0
-                    step_c = size_z if c0 < size_y - 1 else 0
-                    q = r0 * plane + c0 * size_z + k
-                    for ch in range(src.shape[1]):
-                        top = src[b, ch, q] * (1.0 - fc) + src[b, ch, q + step_c] * fc
-                        bottom = src[b, ch, q + step_r] * (1.0 - fc) + src[b, ch, q + step_r + step_c] * fc
-                        dst[b, ch, p] = top * (1.0 - fr) + bottom * fr
+    for j in range(size_y):
+        for k in range(size_z):
+            q = j * size_z + k
+            r = i + np.float64(shift[0, _u(q)])
+            c = j + np.float64(shift[1, _u(q)])
+            if not (0.0 <= r <= high_x):
+                r = _reflect_clip(r, size_x)
+            if not (0.0 <= c <= high_y):
+                c = _reflect_clip(c, size_y)
+            r0 = int(r)
+            c0 = int(c)
+            fr = r - r0
+            fc = c - c0
+            step_r = plane if r0 < size_x - 1 else 0
+            step_c = size_z if c0 < size_y - 1 else 0
+            source = r0 * plane + c0 * size_z + k
+            top = line[_u(source)] * (1.0 - fc) + line[_u(source + step_c)] * fc
+            bottom = line[_u(source + step_r)] * (1.0 - fc) + line[_u(source + step_r + step_c)] * fc
+            out[_u(i * plane + q)] = top * (1.0 - fr) + bottom * fr

@@ -16,14 +16,14 @@ noise is equally distributed (float32 noise on the grid ``k / 2**24``, like ``to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import _backend
+from semantic_genesis.transforms._draws import PaintDraw
+from semantic_genesis.transforms._plan import KernelPlan, run_plan
 from semantic_genesis.transforms._random import (
     box_mask,
     check_batch,
@@ -131,26 +131,6 @@ def inpaint(
     return _paint(x, generator, spatial, counts, max_windows, size_fraction, margin, fill, inside=True)
 
 
-def inpaint_rows_(
-    dst: torch.Tensor,
-    rows: torch.Tensor,
-    generator: torch.Generator,
-    *,
-    max_windows: int = 5,
-    continue_prob: float = 0.95,
-    size_fraction: tuple[float, float] = (1 / 6, 1 / 3),
-    margin: int = 3,
-    fill: Fill = "noise",
-) -> None:
-    """Compiled path: in-paint the rows ``rows`` of the contiguous float32/float64 CPU batch ``dst`` in
-    place, with exactly the draws of :func:`inpaint` on ``dst[rows]``."""
-    count = int(rows.numel())
-    if count == 0 or max_windows == 0:
-        return
-    counts = geometric_counts(generator, count, max_windows, continue_prob)
-    _paint_rows(dst, rows, generator, counts, max_windows, size_fraction, margin, fill, inside=True)
-
-
 def _window_bounds(
     spatial: tuple[int, ...], size_fraction: tuple[float, float], size_from_end: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,44 +142,6 @@ def _window_bounds(
     if size_from_end:  # out-painting: size = dim - U{lo .. hi}
         low, high = dims - high, dims - low
     return low, high
-
-
-def _paint_rows(
-    dst: torch.Tensor,
-    rows: torch.Tensor,
-    generator: torch.Generator,
-    counts: torch.Tensor,
-    max_windows: int,
-    size_fraction: tuple[float, float],
-    margin: int,
-    fill: Fill,
-    inside: bool,
-    size_from_end: bool = False,
-) -> None:
-    """Compiled body of in- and out-painting on the rows ``rows`` of ``dst`` (same draws as _paint)."""
-    draw = draw_paint(dst, int(rows.numel()), generator, counts, max_windows, size_fraction, margin, fill,
-                      size_from_end)
-    apply_paint_(dst, rows, draw, inside)
-
-
-@dataclass(frozen=True)
-class PaintDraw:
-    """Drawn parameters of a painting of ``n`` samples (compiled path).
-
-    Attributes:
-        corners, sizes: ``(n, W, D)`` int64 boxes; ``counts`` ``(n,)`` of them are active per sample.
-        counts: ``(n,)`` int64.
-        fill: ``"noise"`` or ``"constant"``.
-        seed: seed of the noise stream (noise fill).
-        constants: ``(n,)`` fill values (constant fill; zeros otherwise), ``dst``'s dtype.
-    """
-
-    corners: torch.Tensor
-    sizes: torch.Tensor
-    counts: torch.Tensor
-    fill: str
-    seed: int
-    constants: torch.Tensor
 
 
 def draw_paint(
@@ -224,26 +166,6 @@ def draw_paint(
     return PaintDraw(corners, sizes, counts, fill, seed, constants)
 
 
-def keep_boxes(draw: PaintDraw, rows: torch.Tensor, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(keep_of, corners, sizes, counts)`` for the kernels: row ``rows[i]`` of a batch of ``batch``
-    keeps only the union of ``draw``'s boxes of sample ``i`` (the out-painted region's complement)."""
-    keep_of = np.full(batch, -1, dtype=np.int64)
-    keep_of[rows.numpy()] = np.arange(int(rows.numel()))
-    return keep_of, _backend.as_3d(draw.corners, 0), _backend.as_3d(draw.sizes, 1), draw.counts.numpy()
-
-
-def apply_paint_(dst: torch.Tensor, rows: torch.Tensor, draw: PaintDraw, inside: bool) -> None:
-    """Paint the rows ``rows`` of ``dst`` in place with drawn parameters (compiled kernel)."""
-    if int(rows.numel()) == 0:
-        return
-    spatial = tuple(int(s) for s in dst.shape[2:])
-    _backend.kernels().paint_boxes(
-        _backend.rows_view(dst), _backend.rows_array(rows), _backend.as_3d(draw.corners, 0),
-        _backend.as_3d(draw.sizes, 1), draw.counts.numpy(), _backend.dims_3d(spatial), inside,
-        draw.constants.numpy(), draw.fill == "constant", 24 if dst.dtype == torch.float32 else 53, draw.seed,
-    )
-
-
 def _paint(
     x: torch.Tensor,
     generator: torch.Generator,
@@ -258,10 +180,9 @@ def _paint(
 ) -> torch.Tensor:
     """Shared body of in- and out-painting: fill inside (or outside) the union of the active windows."""
     if _backend.kernel_for(x) is not None:
-        out = x.clone(memory_format=torch.contiguous_format)
-        _paint_rows(out, torch.arange(x.shape[0]), generator, counts, max_windows, size_fraction, margin,
-                    fill, inside, size_from_end)
-        return out
+        draw = draw_paint(x, x.shape[0], generator, counts, max_windows, size_fraction, margin, fill, size_from_end)
+        stage = {"inpaint" if inside else "outpaint": (torch.arange(x.shape[0]), draw)}
+        return run_plan(x, KernelPlan.for_batch(x, **stage))[0]
     low, high = _window_bounds(spatial, size_fraction, size_from_end)
     corners, sizes = sample_windows(generator, x.shape[0], spatial, max_windows, low, high, margin)
     active = torch.arange(max_windows)[None, :] < counts[:, None]

@@ -26,11 +26,11 @@ permutation is still exactly uniform, but two windows of one shape share a permu
 ``1 / (K * volume)`` instead of ``1 / volume!``.
 
 Compiled CPU path (float32/float64 CPU batches when numba is installed, see
-:mod:`semantic_genesis.transforms._backend`): one seed per cube is drawn from the generator and the
-kernel draws that cube's windows (same size and corner laws) from a SplitMix64 stream seeded by it,
-then visits the windows from the last to the first and gives every voxel that no later window covers
-``original[perm(voxel)]`` with an exact, independent uniform permutation per window (partial
-Fisher-Yates). Same law as the reference and as the torch path with ``permutation_bank=0``
+:mod:`semantic_genesis.transforms._backend` and ``_plan``): one seed per cube is drawn from the
+generator and the kernel draws that cube's windows (same size and corner laws) from a SplitMix64 stream
+seeded by it, then visits the windows from the last to the first and gives every voxel that no later
+window covers ``original[perm(voxel)]`` with an exact, independent uniform permutation per window
+(partial Fisher-Yates). Same law as the reference and as the torch path with ``permutation_bank=0``
 (``permutation_bank`` is ignored there); the two paths consume the generator differently, so the same
 seed gives different (equally distributed) outputs on the two paths.
 """
@@ -40,19 +40,13 @@ from __future__ import annotations
 import functools
 import itertools
 
-import numpy as np
 import torch
 
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import _backend
-from semantic_genesis.transforms._random import (
-    check_batch,
-    draw_seed,
-    numel,
-    resolve_generator,
-    strides,
-    uniform,
-)
+from semantic_genesis.transforms._draws import ShuffleDraw
+from semantic_genesis.transforms._plan import KernelPlan, kernel_fits, run_plan
+from semantic_genesis.transforms._random import check_batch, numel, resolve_generator, strides, uniform
 
 
 def window_shapes(shape: tuple[int, ...], size_divisor: int = 10) -> torch.Tensor:
@@ -90,65 +84,6 @@ def draw_windows(
     sizes = shapes[shape_of]
     corners = torch.floor(uniform(generator, num_total, len(spatial)) * (dims - sizes + 1)).to(torch.int64)
     return shapes, shape_of, sizes, corners
-
-
-def kernel_fits(spatial: tuple[int, ...], size_divisor: int) -> bool:
-    """Whether the compiled kernel handles this shape (its draws use 16-bit chunks: dims and window
-    volumes up to 65,536; 2D or 3D)."""
-    largest = numel([max(1, dim // size_divisor) for dim in spatial])
-    return len(spatial) in (2, 3) and max(spatial) <= 2**16 and largest <= 2**16
-
-
-def shuffle_rows_(
-    dst: torch.Tensor,
-    src: torch.Tensor,
-    rows: torch.Tensor,
-    generator: torch.Generator,
-    *,
-    num_windows: int = 10000,
-    size_divisor: int = 10,
-) -> None:
-    """Compiled path: write the shuffle of ``src[rows]`` into ``dst[rows]`` in place.
-
-    One seed per cube is drawn from ``generator`` (exactly as :func:`local_shuffle` draws them for
-    ``src[rows]`` on this path); the kernel draws that cube's windows and permutations from it.
-
-    Args:
-        dst: contiguous float32/float64 CPU batch whose rows ``rows`` equal ``src``'s on entry.
-        src: contiguous batch of the same shape (not modified, no shared memory with ``dst``).
-        rows: ``(n,)`` int64 CPU row indices.
-        generator: CPU generator.
-        num_windows: windows per cube.
-        size_divisor: window size per axis is ``U{1 .. max(1, dim // size_divisor)}``.
-    """
-    count = int(rows.numel())
-    if count == 0 or num_windows == 0:
-        return
-    seeds = torch.randint(0, 2**62, (count,), generator=generator)
-    apply_shuffle_(dst, src, rows, seeds, num_windows, size_divisor)
-
-
-def apply_shuffle_(
-    dst: torch.Tensor,
-    src: torch.Tensor,
-    rows: torch.Tensor,
-    seeds: torch.Tensor,
-    num_windows: int,
-    size_divisor: int,
-    keep: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
-) -> None:
-    """Run the kernel of :func:`shuffle_rows_` with drawn per-cube ``seeds``; ``keep`` =
-    ``(keep_of, corners, sizes, counts)`` optionally restricts rows to boxes (``_kernels.shuffle_windows``)."""
-    if int(rows.numel()) == 0 or num_windows == 0:
-        return
-    spatial = tuple(int(s) for s in src.shape[2:])
-    max_size = np.array([max(1, dim // size_divisor) for dim in _backend.dims_3d(spatial)], dtype=np.int64)
-    if len(spatial) == 2:
-        max_size[2] = 1
-    _backend.kernels().shuffle_windows(
-        _backend.rows_view(src), _backend.rows_view(dst), _backend.rows_array(rows), seeds.numpy(),
-        num_windows, _backend.dims_3d(spatial), max_size, *(keep if keep is not None else _backend.no_keep()),
-    )
 
 
 def _to_device_split(parts: list[torch.Tensor], device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
@@ -200,10 +135,9 @@ def local_shuffle(
     if batch == 0 or num_windows == 0:
         return x.clone()
     if kernel_fits(spatial, size_divisor) and _backend.kernel_for(x) is not None:
-        src = x.contiguous()
-        out = src.clone()
-        shuffle_rows_(out, src, torch.arange(batch), generator, num_windows=num_windows, size_divisor=size_divisor)
-        return out
+        seeds = torch.randint(0, 2**62, (batch,), generator=generator)
+        draw = ShuffleDraw(torch.arange(batch), seeds, num_windows, size_divisor)
+        return run_plan(x, KernelPlan.for_batch(x, shuffle=draw))[0]
     device = x.device
     voxels = numel(spatial)
     total = batch * voxels

@@ -4,180 +4,222 @@ Every voxel value ``v`` in [0, 1] goes through a smooth monotone map built from 
 control points ``(0, 0), (a1, b1), (a2, b2), (1, 1)``, ``a1, b1, a2, b2 ~ U[0, 1]`` per sample.
 
 The reference code (``nonlinear_transformation``) evaluates the curve with *reversed* Bernstein weights
-``B_i(t) = C(3, i) t^(3-i) (1-t)^i``, so its sample arrays ``xs(t)`` and ``ys(t)`` both run from 1 (t=0)
-down to 0 (t=1). With probability 0.5 it sorts only ``xs``, pairing ascending x with descending y: the map
-is then *inverted* (``f(0) = 1``, ``f(1) = 0``). Otherwise it sorts both, giving the increasing Bezier
-curve. Both branches are monotone (the coordinate polynomials of a Bezier curve whose control values run
-from 1 to 0 within [0, 1] are non-increasing). The output is ``np.interp(v, xs, ys)``.
+``B_i(t) = C(3, i) t^(3-i) (1-t)^i``, so its coordinates
 
-Here the same construction is done per sample on ``curve_points`` values of t (the reference uses 100,000;
-the difference is below 1e-6), turned into a lookup table of ``lut_size + 1`` equally spaced
-entries, and applied to all voxels of the batch at once by linear interpolation in that table. On a
-float32/float64 CPU batch a compiled kernel applies the same tables in one pass (same draws, same
-formula, results equal to the torch path up to float rounding).
+    X(t) = 3 t^2 (1-t) a1 + 3 t (1-t)^2 a2 + (1-t)^3,    Y(t) = the same with b1, b2,
+
+both run from 1 (t = 0) down to 0 (t = 1). Both are non-increasing for every control point in the unit
+square (their Bernstein derivative coefficients ``a2 - 1``, ``a1 - a2``, ``-a1`` never allow a positive
+derivative), so sorting the samples is a reversal. With probability 0.5 the reference sorts only the x
+samples, pairing ascending x with descending y: the map is then *inverted*, ``f(v) = Y(1 - t(v))``
+(``f(0) = 1``, ``f(1) = 0``); otherwise it sorts both: ``f(v) = Y(t(v))``. Here ``t(v)`` solves
+``X(t) = v``. The reference computes ``np.interp(v, xs, ys)`` on 100,000 samples of t, which is this
+exact map up to its sampling (below 1e-5).
+
+Implementation: per sample, a table of the exact map at ``lut_size + 1`` equally spaced values (each
+entry solves ``X(t) = j / lut_size`` to machine precision) and linear interpolation in it. Where the
+curve is steep (``X'(t)`` near 0, a square-root-like end or middle of the curve), linear interpolation
+would err by up to a few 1e-2; the table marks such cells (their interpolation would differ from the
+exact map by more than :data:`CELL_TOLERANCE` at the curve's own sample points) and values falling in
+them are evaluated exactly (a safeguarded Newton solve of ``X(t) = v``). The result matches the
+reference's ``np.interp`` to better than 1e-4 everywhere (tested). On a float32/float64 CPU batch the
+compiled kernels build and apply the same tables (same draws, same formula).
 """
 
 from __future__ import annotations
 
-import torch
-
 import numpy as np
+import torch
 
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import _backend
+from semantic_genesis.transforms._draws import BezierMaps
+from semantic_genesis.transforms._plan import KernelPlan, run_plan
 from semantic_genesis.transforms._random import bernoulli, check_batch, resolve_generator, uniform
 
+CELL_TOLERANCE = 2e-5
+"""A table cell is evaluated exactly when its linear interpolation misses a curve sample inside it by
+more than this."""
 
-def bezier_samples(points: torch.Tensor, num: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample cubic Bezier curves with the reference's reversed Bernstein order.
+CURVE_SAMPLES = 2048
+"""Samples of t used to bracket the table's solves and to find the cells that need exact evaluation."""
+
+
+def bezier_xy(t: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``3 t^2 (1-t) a + 3 t (1-t)^2 b + (1-t)^3``: one coordinate of the reference's curve (elementwise)."""
+    u = 1.0 - t
+    return 3.0 * t * t * u * a + 3.0 * t * u * u * b + u * u * u
+
+
+def _bezier_dxy(t: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Derivative of :func:`bezier_xy` in t."""
+    u = 1.0 - t
+    return 3.0 * ((a - b) * 2.0 * t * u - a * t * t + (b - 1.0) * u * u)
+
+
+def _secant_start(value, a1, a2, low, high):
+    """The secant point of ``X(t) = value`` on the bracket ``[low, high]`` (elementwise)."""
+    f_low = bezier_xy(low, a1, a2) - value
+    span = f_low - (bezier_xy(high, a1, a2) - value)
+    start = low + (high - low) * (f_low / torch.where(span > 0, span, torch.ones_like(span)))
+    return torch.where(span > 0, start, 0.5 * (low + high)).clamp(min=low, max=high)
+
+
+def _newton_step(value, a1, a2, low, high, t):
+    """One Newton step from ``t`` for ``X(t) = value``, kept only if it stays inside ``(low, high)``."""
+    d = _bezier_dxy(t, a1, a2)
+    newton = t - (bezier_xy(t, a1, a2) - value) / torch.where(d < 0, d, torch.full_like(d, -1.0))
+    return torch.where((d < 0) & (newton > low) & (newton < high), newton, t)
+
+
+def solve_t(
+    value: torch.Tensor, a1: torch.Tensor, a2: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+) -> torch.Tensor:
+    """The t in ``[low, high]`` with ``X(t) = value`` (X non-increasing), to machine precision.
+
+    Safeguarded Newton from the secant point of the bracket: each step keeps a bracket and falls back
+    to bisection when Newton leaves it (where ``X'`` vanishes), so it converges for every curve; values
+    that have converged drop out. All arguments are float64 tensors of one shape (elementwise solves).
+    """
+    shape = value.shape
+    value, a1, a2 = value.reshape(-1), a1.reshape(-1), a2.reshape(-1)
+    low, high = low.reshape(-1).clone(), high.reshape(-1).clone()
+    t = _secant_start(value, a1, a2, low, high)
+    result = t.clone()
+    active = torch.arange(t.numel(), device=t.device)
+    for _ in range(100):
+        f = bezier_xy(t, a1, a2) - value
+        low = torch.where(f > 0, t, low)  # X(t) > value: the root lies at larger t
+        high = torch.where(f > 0, high, t)
+        d = _bezier_dxy(t, a1, a2)
+        newton = t - f / torch.where(d < 0, d, torch.full_like(d, -1.0))
+        step = torch.where((d < 0) & (newton > low) & (newton < high), newton, 0.5 * (low + high))
+        done = (f == 0) | ((step - t).abs() <= 4e-16) | (high - low <= 4e-16)
+        result[active[done]] = t[done]
+        going = ~done
+        if not bool(going.any()):
+            break
+        active, t, value, a1, a2 = active[going], step[going], value[going], a1[going], a2[going]
+        low, high = low[going], high[going]
+    else:
+        result[active] = t
+    return result.view(shape)
+
+
+def exact_values(values: torch.Tensor, controls: torch.Tensor, inverted: torch.Tensor,
+                 low: torch.Tensor | None = None, high: torch.Tensor | None = None) -> torch.Tensor:
+    """The exact maps ``f(v)`` of values clamped to [0, 1] (float64, elementwise).
 
     Args:
-        points: ``(N, 4, 2)`` control points ``P_0 .. P_3`` (x, y).
-        num: number of t values, evenly spaced on [0, 1].
-
-    Returns:
-        ``(xs, ys)``, each ``(N, num)``: ``sum_i C(3,i) t^(3-i) (1-t)^i P_i`` at each t, so that
-        ``t = 0`` gives ``P_3`` and ``t = 1`` gives ``P_0``.
+        values: ``(N,)`` inputs.
+        controls: ``(N, 4)`` control values ``a1, b1, a2, b2`` of each input's map.
+        inverted: ``(N,)`` bool.
+        low, high: optional ``(N,)`` t brackets (default ``[0, 1]``).
     """
-    t = torch.linspace(0.0, 1.0, num, dtype=points.dtype, device=points.device)
-    s = 1.0 - t
-    weights = torch.stack([t**3, 3 * t**2 * s, 3 * t * s**2, s**3])  # (4, num), i = 0..3
-    xs = points[:, :, 0] @ weights
-    ys = points[:, :, 1] @ weights
-    return xs, ys
+    values = values.to(torch.float64).clamp(0.0, 1.0)
+    a1, b1, a2, b2 = controls.to(torch.float64).unbind(1)
+    low = torch.zeros_like(values) if low is None else low.to(torch.float64)
+    high = torch.ones_like(values) if high is None else high.to(torch.float64)
+    t = solve_t(values, a1, a2, low, high)
+    return bezier_xy(torch.where(inverted, 1.0 - t, t), b1, b2)
 
 
-def batched_interp(query: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-    """Row-wise ``np.interp``: piecewise-linear interpolation with clamping at the ends.
+def build_maps(controls: torch.Tensor, inverted: torch.Tensor, lut_size: int = 1024) -> BezierMaps:
+    """Tables of the maps with control values ``controls`` ``(n, 4)`` and branches ``inverted`` ``(n,)``.
 
-    Args:
-        query: ``(N, Q)`` points to evaluate.
-        xp: ``(N, T)`` ascending sample positions.
-        fp: ``(N, T)`` sample values.
-
-    Returns:
-        ``(N, Q)`` interpolated values.
+    The compiled kernel builds them when numba is available (and the torch backend is not forced);
+    both constructions solve the same equations to machine precision and mark the same cells.
     """
-    num = xp.shape[1]
-    right = torch.searchsorted(xp, query.contiguous(), right=True).clamp(1, num - 1)
-    left = right - 1
-    x0, x1 = xp.gather(1, left), xp.gather(1, right)
-    f0, f1 = fp.gather(1, left), fp.gather(1, right)
-    span = x1 - x0
-    w = torch.where(span > 0, (query - x0) / torch.where(span > 0, span, torch.ones_like(span)), 0.0)
-    w = w.clamp(0.0, 1.0)
-    out = f0 + w * (f1 - f0)
-    out = torch.where(query <= xp[:, :1], fp[:, :1], out)
-    return torch.where(query >= xp[:, -1:], fp[:, -1:], out)
+    n = controls.shape[0]
+    controls = controls.to(torch.float64).contiguous()
+    module = _backend.kernels() if _backend.current_backend() != "torch" else None
+    if module is not None:
+        table = np.empty((n, lut_size + 1))
+        slope = np.empty((n, lut_size + 1))
+        t_grid = np.empty((n, lut_size + 1))
+        module.bezier_tables(controls.numpy(), inverted.numpy(), CURVE_SAMPLES, CELL_TOLERANCE, table, slope,
+                             t_grid)
+        return BezierMaps(controls, inverted, torch.from_numpy(table), torch.from_numpy(slope),
+                          torch.from_numpy(t_grid))
+    a1, b1, a2, b2 = (c[:, None] for c in controls.unbind(1))
+    # curve samples in ascending x: t from 1 down to 0 (the same t values as the compiled builder)
+    q = torch.arange(CURVE_SAMPLES, dtype=torch.float64)
+    t_samples = (1.0 - q / (CURVE_SAMPLES - 1)).expand(n, -1)
+    xs = bezier_xy(t_samples, a1, a2)
+    ys = bezier_xy(torch.where(inverted[:, None], 1.0 - t_samples, t_samples), b1, b2)
+    grid = (torch.arange(lut_size + 1, dtype=torch.float64) / lut_size).expand(n, -1).contiguous()
+    # bracket each grid value between consecutive samples (xs is non-decreasing along q up to rounding)
+    reach = torch.cummax(xs, dim=1).values.contiguous()
+    right = torch.searchsorted(reach, grid, right=False).clamp(1, CURVE_SAMPLES - 1)
+    high = t_samples.gather(1, right - 1)
+    low = t_samples.gather(1, right)
+    a1_grid, a2_grid = a1.expand_as(grid), a2.expand_as(grid)
+    # secant point and one Newton step: machine precision wherever X' is not small (there the cells
+    # are evaluated exactly, and their edges are solved fully below)
+    t_grid = _newton_step(grid, a1_grid, a2_grid, low, high, _secant_start(grid, a1_grid, a2_grid, low, high))
+    t_grid[:, 0], t_grid[:, -1] = 1.0, 0.0  # X(1) = 0 and X(0) = 1 exactly
+    table = bezier_xy(torch.where(inverted[:, None], 1.0 - t_grid, t_grid), b1, b2)
+    slope = torch.nn.functional.pad(torch.diff(table, dim=1), (0, 1))
+    # cells whose interpolation misses a curve sample inside them by more than the tolerance
+    cell = torch.floor(xs * lut_size).to(torch.int64).clamp(0, lut_size - 1)
+    frac = xs * lut_size - cell
+    miss = (table.gather(1, cell) + frac * slope.gather(1, cell) - ys).abs()
+    worst = torch.zeros(n, lut_size, dtype=torch.float64).scatter_reduce_(1, cell, miss, reduce="amax")
+    exact = worst > CELL_TOLERANCE
+    edges = torch.zeros(n, lut_size + 1, dtype=torch.bool)
+    edges[:, :-1] |= exact
+    edges[:, 1:] |= exact
+    edges[:, 0] = edges[:, -1] = False
+    if bool(edges.any()):  # the exact cells' brackets must be exact
+        t_grid[edges] = solve_t(grid[edges], a1_grid[edges], a2_grid[edges], low[edges], high[edges])
+        table = bezier_xy(torch.where(inverted[:, None], 1.0 - t_grid, t_grid), b1, b2)
+        slope = torch.nn.functional.pad(torch.diff(table, dim=1), (0, 1))
+    slope[:, :-1] = torch.where(exact, torch.full_like(worst, float("nan")), slope[:, :-1])
+    return BezierMaps(controls, inverted, table, slope, t_grid)
 
 
-def sample_nonlinear_luts(
-    n: int,
-    generator: torch.Generator,
-    inverted_prob: float = 0.5,
-    curve_points: int = 4096,
-    lut_size: int = 1024,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw ``n`` random intensity maps as lookup tables (CPU, float64).
-
-    Returns:
-        ``(lut, inverted)``: ``lut`` is ``(n, lut_size + 1)``, the map evaluated at ``j / lut_size``;
-        ``inverted`` is ``(n,)`` bool, True where the inverted branch was drawn.
-    """
+def sample_nonlinear_maps(
+    n: int, generator: torch.Generator, inverted_prob: float = 0.5, lut_size: int = 1024
+) -> BezierMaps:
+    """Draw ``n`` random intensity maps: the control values ``U[0, 1]``, then the branches."""
     controls = uniform(generator, n, 2, 2)  # (a1, b1), (a2, b2)
     inverted = bernoulli(generator, n, inverted_prob)
-    module = _backend.kernels() if _backend.current_backend() != "torch" else None
-    if module is not None:  # the same tables, built in one compiled loop (tables live on the CPU)
-        lut = np.empty((n, lut_size + 1), dtype=np.float64)
-        module.bezier_luts(controls.numpy(), inverted.numpy(), curve_points, lut_size, lut)
-        return torch.from_numpy(lut), inverted
-    points = torch.zeros(n, 4, 2, dtype=torch.float64)
-    points[:, 1:3] = controls
-    points[:, 3] = 1.0
-    xs, ys = bezier_samples(points, curve_points)
-    # xs(t) and ys(t) are mathematically non-increasing (see the module docstring), so the reference's
-    # np.sort is a reversal; the running maximum only irons out rounding (ulp-sized) wiggles and is
-    # much cheaper than a sort.
-    xs_sorted = torch.cummax(xs.flip(1), dim=1).values
-    ys_sorted = torch.cummax(ys.flip(1), dim=1).values
-    ys_used = torch.where(inverted[:, None], ys, ys_sorted)
-    grid = torch.linspace(0.0, 1.0, lut_size + 1, dtype=torch.float64).expand(n, -1)
-    return batched_interp(grid, xs_sorted, ys_used), inverted
+    return build_maps(controls.reshape(n, 4), inverted, lut_size)
 
 
-def apply_luts(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
-    """Map every value of sample ``b`` through table ``lut[b]`` (linear interpolation).
+def apply_maps(x: torch.Tensor, maps: BezierMaps) -> torch.Tensor:
+    """Map every value of sample ``b`` through map ``b`` (torch path, any device).
 
     Args:
-        x: ``(B, ...)`` float batch; values are clamped to [0, 1] first.
-        lut: ``(B, L + 1)`` table of the map at ``j / L``.
+        x: ``(B, ...)`` float batch; values are clamped to [0, 1] first, NaN stays NaN.
+        maps: ``B`` maps.
 
     Returns:
         A new tensor shaped like ``x``.
     """
     batch = x.shape[0]
-    size = lut.shape[1] - 1
-    lut = lut.to(device=x.device, dtype=x.dtype)
-    # Rows of size + 1 entries: index ``size`` (the value 1.0) reads the last entry with slope 0.
-    slope = _slopes(lut)
+    size = maps.lut_size
+    table = maps.table.to(device=x.device, dtype=x.dtype)
+    slope = maps.slope.to(device=x.device, dtype=x.dtype)
     offsets = (torch.arange(batch, device=x.device, dtype=torch.int32) * (size + 1)).view(batch, 1)
-    pos = x.clamp(0.0, 1.0).mul_(size)
-    index = pos.to(torch.int32).view(batch, -1).add_(offsets).view(-1)
+    clamped = x.clamp(0.0, 1.0)
+    pos = clamped * size
+    cell = pos.to(torch.int32).view(batch, -1)
+    index = (cell + offsets).view(-1)
     frac = pos.frac_()
-    base = lut.reshape(-1).index_select(0, index).view(x.shape)
+    base = table.reshape(-1).index_select(0, index).view(x.shape)
     step = slope.reshape(-1).index_select(0, index).view(x.shape)
-    return base.addcmul_(frac, step)
-
-
-def _slopes(lut: torch.Tensor) -> torch.Tensor:
-    """``lut[:, j + 1] - lut[:, j]``, with 0 in the last column (the value 1.0 reads the last entry)."""
-    return torch.nn.functional.pad(torch.diff(lut, dim=1), (0, 1))
-
-
-def nonlinear_rows_(
-    dst: torch.Tensor,
-    rows: torch.Tensor,
-    generator: torch.Generator,
-    *,
-    inverted_prob: float = 0.5,
-    curve_points: int = 4096,
-    lut_size: int = 1024,
-) -> None:
-    """Compiled path: apply random maps to the rows ``rows`` of ``dst`` in place.
-
-    Draws exactly what :func:`nonlinear` draws for ``dst[rows]``.
-
-    Args:
-        dst: contiguous float32/float64 CPU batch ``(B, C, ...)``.
-        rows: ``(n,)`` int64 CPU row indices.
-        generator: CPU generator.
-        inverted_prob, curve_points, lut_size: as :func:`nonlinear`.
-    """
-    count = int(rows.numel())
-    if count == 0:
-        return
-    lut, _ = sample_nonlinear_luts(count, generator, inverted_prob, curve_points, lut_size)
-    apply_luts_(dst, rows, lut)
-
-
-def apply_luts_(
-    dst: torch.Tensor,
-    rows: torch.Tensor,
-    lut: torch.Tensor,
-    keep: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
-) -> None:
-    """Kernel of :func:`nonlinear_rows_` with drawn tables ``lut`` ``(n, L + 1)``; ``keep`` =
-    ``(keep_of, corners, sizes, counts)`` optionally restricts rows to boxes (``_kernels.apply_luts``)."""
-    if int(rows.numel()) == 0:
-        return
-    lut = lut.to(dst.dtype)
-    size = lut.shape[1] - 1
-    scale = np.float32(size) if dst.dtype == torch.float32 else np.float64(size)
-    _backend.kernels().apply_luts(
-        _backend.rows_view(dst), _backend.rows_array(rows), lut.numpy(),
-        np.ascontiguousarray(_slopes(lut).numpy()), scale, *(keep if keep is not None else _backend.no_keep()),
-        _backend.dims_3d(tuple(int(s) for s in dst.shape[2:])),
-    )
+    out = base.addcmul_(frac, step)
+    exact = torch.isnan(step) & ~torch.isnan(x)
+    if bool(exact.any()):
+        where = exact.view(batch, -1).nonzero()
+        rows, flat = where[:, 0].cpu(), where[:, 1]
+        cells = cell[where[:, 0], flat].cpu().to(torch.int64)
+        values = clamped.view(batch, -1)[where[:, 0], flat].cpu()
+        fixed = exact_values(values, maps.controls[rows], maps.inverted[rows], maps.t_grid[rows, cells + 1],
+                             maps.t_grid[rows, cells])
+        out.view(batch, -1)[where[:, 0], flat] = fixed.to(device=x.device, dtype=x.dtype)
+    return out
 
 
 def nonlinear(
@@ -185,7 +227,6 @@ def nonlinear(
     generator: torch.Generator | None = None,
     *,
     inverted_prob: float = 0.5,
-    curve_points: int = 4096,
     lut_size: int = 1024,
 ) -> torch.Tensor:
     """Apply a random Bezier intensity map to every sample of a batch.
@@ -194,25 +235,20 @@ def nonlinear(
         x: ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` float batch in [0, 1], any device. Not modified.
         generator: CPU generator for the curve parameters (None: seeded from torch's global RNG).
         inverted_prob: probability of the inverted (decreasing) branch; 0.5 in the reference.
-        curve_points: t samples per curve (reference: 100,000).
-        lut_size: lookup-table intervals on [0, 1].
+        lut_size: table intervals on [0, 1] (speed only: values in steep cells are evaluated exactly).
 
     Returns:
         A new batch of the same shape, dtype and device, values in [0, 1].
     """
     check_batch(x, "nonlinear")
-    if curve_points < 2 or lut_size < 1 or not 0.0 <= inverted_prob <= 1.0:
+    if lut_size < 1 or not 0.0 <= inverted_prob <= 1.0:
         raise ConfigError(
-            f"nonlinear: need curve_points >= 2 (got {curve_points}), lut_size >= 1 (got {lut_size}) and "
-            f"inverted_prob in [0, 1] (got {inverted_prob})"
+            f"nonlinear: need lut_size >= 1 (got {lut_size}) and inverted_prob in [0, 1] (got {inverted_prob})"
         )
     generator = resolve_generator(generator)
     if x.shape[0] == 0:
         return x.clone()
+    maps = sample_nonlinear_maps(x.shape[0], generator, inverted_prob, lut_size)
     if _backend.kernel_for(x) is not None:
-        out = x.clone(memory_format=torch.contiguous_format)
-        nonlinear_rows_(out, torch.arange(x.shape[0]), generator, inverted_prob=inverted_prob,
-                        curve_points=curve_points, lut_size=lut_size)
-        return out
-    lut, _ = sample_nonlinear_luts(x.shape[0], generator, inverted_prob, curve_points, lut_size)
-    return apply_luts(x, lut)
+        return run_plan(x, KernelPlan.for_batch(x, maps=(torch.arange(x.shape[0]), maps)))[0]
+    return apply_maps(x, maps)

@@ -14,30 +14,7 @@ import torch
 
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms._random import check_batch, geometric_counts, resolve_generator
-from semantic_genesis.transforms.inpaint import Fill, _check_fill, _paint, _paint_rows
-
-
-def outpaint_rows_(
-    dst: torch.Tensor,
-    rows: torch.Tensor,
-    generator: torch.Generator,
-    *,
-    max_extra_windows: int = 4,
-    continue_prob: float = 0.95,
-    size_fraction: tuple[float, float] = (3 / 7, 4 / 7),
-    margin: int = 3,
-    fill: Fill = "noise",
-) -> None:
-    """Compiled path: out-paint the rows ``rows`` of the contiguous float32/float64 CPU batch ``dst``
-    in place, with exactly the draws of :func:`outpaint` on ``dst[rows]``."""
-    count = int(rows.numel())
-    if count == 0:
-        return
-    counts = 1 + geometric_counts(generator, count, max_extra_windows, continue_prob)
-    _paint_rows(
-        dst, rows, generator, counts, 1 + max_extra_windows, size_fraction, margin, fill,
-        inside=False, size_from_end=True,
-    )
+from semantic_genesis.transforms.inpaint import Fill, _check_fill, _paint
 
 
 def outpaint(

@@ -8,8 +8,8 @@ listing the valid ones.
 
 Presets (Zhou et al., "Models Genesis", MedIA 2021; Haghighi et al., "Semantic Genesis", MICCAI 2020):
 
-* ``"models_genesis"`` (the official Models Genesis ``utils.py`` ``generate_pair``), per sample in this order: flip input and target together
-  (p 0.4, up to 3 times, all spatial axes); local shuffle (p 0.5, 10,000 windows); non-linear (p 0.9);
+* ``"models_genesis"`` (the official Models Genesis ``utils.py`` ``generate_pair``), per sample in this
+  order: flip input and target together (p 0.4, up to 3 times, all spatial axes); local shuffle (p 0.5, 10,000 windows); non-linear (p 0.9);
   painting (p 0.9): in-painting with p 0.2, else out-painting. Target = the flipped original.
   P(input == target) = 0.5 * 0.1 * 0.1 = 0.5%.
 * ``"semantic_genesis"`` (the official Semantic Genesis PyTorch ``luna_loader``): target = the original; input = elastic deformation
@@ -25,9 +25,10 @@ Presets are registered by name in :data:`PRESETS` (a :class:`~semantic_genesis.u
 of :class:`PresetSpec`: option defaults and the function that runs the recipe).
 
 Samples that a stage does not select are not touched by it; each stage runs once on the selected
-sub-batch. On float32/float64 CPU batches the stages run as compiled kernels (see
-:mod:`semantic_genesis.transforms._backend`); ``"models_genesis"`` then runs them in place on one
-working copy, skipping the voxels that out-painting overwrites.
+sub-batch. On float32/float64 CPU batches the presets draw every parameter first (in the order of
+the stage-by-stage torch path) and run all stages in one compiled kernel call (``_plan.run_plan``,
+see :mod:`semantic_genesis.transforms._backend`), which skips the voxels that out-painting
+overwrites.
 """
 
 from __future__ import annotations
@@ -39,18 +40,20 @@ import torch
 
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import _backend
+from semantic_genesis.transforms._draws import ShuffleDraw
+from semantic_genesis.transforms._plan import KernelPlan, kernel_fits, run_plan
 from semantic_genesis.transforms._random import bernoulli, check_batch, geometric_counts, resolve_generator, uniform
 from semantic_genesis.transforms.elastic import elastic
 from semantic_genesis.transforms.flip import apply_flips, sample_flip_parity
-from semantic_genesis.transforms.inpaint import apply_paint_, draw_paint, inpaint, keep_boxes
-from semantic_genesis.transforms.local_shuffle import apply_shuffle_, kernel_fits, local_shuffle
-from semantic_genesis.transforms.nonlinear import apply_luts_, nonlinear, sample_nonlinear_luts
+from semantic_genesis.transforms.inpaint import draw_paint, inpaint
+from semantic_genesis.transforms.local_shuffle import local_shuffle
+from semantic_genesis.transforms.nonlinear import nonlinear, sample_nonlinear_maps
 from semantic_genesis.transforms.outpaint import outpaint
 from semantic_genesis.utils.registry import Registry
 
 # Option groups shared by presets (name -> default). Models Genesis strengths.
 _SHUFFLE = {"shuffle_windows": 10000, "shuffle_size_divisor": 10, "permutation_bank": 64}
-_NONLINEAR = {"inverted_prob": 0.5, "curve_points": 4096, "lut_size": 1024}
+_NONLINEAR = {"inverted_prob": 0.5, "lut_size": 1024}
 _INPAINT = {
     "inpaint_max_windows": 5,
     "inpaint_continue_prob": 0.95,
@@ -241,10 +244,7 @@ def _shuffle(o: Mapping[str, Any], g: torch.Generator) -> Callable[[torch.Tensor
 
 
 def _nonlinear(o: Mapping[str, Any], g: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda t: nonlinear(
-        t, g, inverted_prob=o["inverted_prob"], curve_points=o["curve_points"],
-        lut_size=o["lut_size"],
-    )
+    return lambda t: nonlinear(t, g, inverted_prob=o["inverted_prob"], lut_size=o["lut_size"])
 
 
 def _inpaint(o: Mapping[str, Any], g: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -270,9 +270,15 @@ def _run_models_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generato
     do_paint = bernoulli(g, batch, o["paint_prob"])
     do_inpaint = do_paint & bernoulli(g, batch, o["inpaint_rate"])
     do_outpaint = do_paint & ~do_inpaint
-    if _backend.kernel_for(x) is not None and kernel_fits(tuple(x.shape[2:]), o["shuffle_size_divisor"]):
-        target, out = _flip_twice(x, parity)
-        _run_models_genesis_kernels(out, target, o, g, do_shuffle, do_nonlinear, do_inpaint, do_outpaint)
+    if _compiled(x, o):
+        plan = KernelPlan(
+            batch, parity,
+            shuffle=_draw_shuffle(g, do_shuffle, o),
+            maps=_draw_maps(g, do_nonlinear, o),
+            inpaint=_draw_inpaint(g, x, do_inpaint, o),
+            outpaint=_draw_outpaint(g, x, do_outpaint, o),
+        )
+        out, target = run_plan(x, plan)
         return out, target
     target = apply_flips(x, parity)
     out = target.clone()  # the preset's own working tensor, updated in place below
@@ -283,71 +289,56 @@ def _run_models_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generato
     return out, target
 
 
+def _compiled(x: torch.Tensor, o: Mapping[str, Any]) -> bool:
+    """Whether the compiled kernels run this batch (see ``_backend`` and ``_plan``)."""
+    return _backend.kernel_for(x) is not None and kernel_fits(tuple(x.shape[2:]), o["shuffle_size_divisor"])
+
+
+# Draws of the compiled path: exactly what the stage functions draw for the selected rows, in the same
+# order, so that both paths consume the generator alike.
+def _draw_shuffle(g: torch.Generator, selected: torch.Tensor, o: Mapping[str, Any]) -> ShuffleDraw | None:
+    rows = _rows(selected)
+    if not rows.numel() or not o["shuffle_windows"]:
+        return None
+    seeds = torch.randint(0, 2**62, (int(rows.numel()),), generator=g)
+    return ShuffleDraw(rows, seeds, o["shuffle_windows"], o["shuffle_size_divisor"])
+
+
+def _draw_maps(g: torch.Generator, selected: torch.Tensor, o: Mapping[str, Any]):
+    rows = _rows(selected)
+    if not rows.numel():
+        return None
+    return rows, sample_nonlinear_maps(int(rows.numel()), g, o["inverted_prob"], o["lut_size"])
+
+
+def _draw_inpaint(g: torch.Generator, x: torch.Tensor, selected: torch.Tensor, o: Mapping[str, Any]):
+    rows = _rows(selected)
+    if not rows.numel() or not o["inpaint_max_windows"]:
+        return None
+    counts = geometric_counts(g, int(rows.numel()), o["inpaint_max_windows"], o["inpaint_continue_prob"])
+    return rows, draw_paint(x, int(rows.numel()), g, counts, o["inpaint_max_windows"], o["inpaint_size_fraction"],
+                            margin=o["paint_margin"], fill=o["fill"], size_from_end=False)
+
+
+def _draw_outpaint(g: torch.Generator, x: torch.Tensor, selected: torch.Tensor, o: Mapping[str, Any]):
+    rows = _rows(selected)
+    if not rows.numel():
+        return None
+    extra = o["outpaint_max_extra_windows"]
+    counts = 1 + geometric_counts(g, int(rows.numel()), extra, o["outpaint_continue_prob"])
+    return rows, draw_paint(x, int(rows.numel()), g, counts, 1 + extra, o["outpaint_size_fraction"],
+                            margin=o["paint_margin"], fill=o["fill"], size_from_end=True)
+
+
 def _rows(selected: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(selected).flatten()
 
 
-def _flip_twice(x: torch.Tensor, parity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`apply_flips` in one compiled pass into two equal new contiguous tensors: the target and
-    the working copy that the stages then modify in place (``x`` is read once, no temporaries)."""
-    x = x.contiguous()
-    target = _backend.new_batch_like(x)
-    work = _backend.new_batch_like(x)
-    flags = torch.zeros(x.shape[0], 3, dtype=torch.uint8)
-    flags[:, : parity.shape[1]] = parity.to(torch.uint8)
-    _backend.kernels().flip_rows(
-        _backend.rows_view(x), _backend.rows_view(target), flags.numpy(), _backend.rows_view(work),
-        _backend.dims_3d(tuple(int(s) for s in x.shape[2:])),
-    )
-    return target, work
-
-
-def _run_models_genesis_kernels(
-    out: torch.Tensor,
-    target: torch.Tensor,
-    o: Mapping[str, Any],
-    g: torch.Generator,
-    do_shuffle: torch.Tensor,
-    do_nonlinear: torch.Tensor,
-    do_inpaint: torch.Tensor,
-    do_outpaint: torch.Tensor,
-) -> torch.Tensor:
-    """The Models Genesis stages with the compiled kernels, in place on ``out`` (a copy of ``target``).
-
-    All parameters are drawn first, in the order (and with the draws) of the stage-by-stage path.
-    Knowing the out-painting boxes up front, the shuffle and the intensity map skip the voxels that the
-    out-painting noise overwrites afterwards (about 65% of an out-painted cube). The output is
-    therefore identical to the stage-by-stage path except inside the kept boxes of samples that are
-    both shuffled and out-painted, where the shuffle's permutation stream shifts (same law).
-    """
-    shuffle_rows, nonlinear_rows = _rows(do_shuffle), _rows(do_nonlinear)
-    inpaint_rows, outpaint_rows = _rows(do_inpaint), _rows(do_outpaint)
-    seeds = torch.randint(0, 2**62, (int(shuffle_rows.numel()),), generator=g) if (
-        shuffle_rows.numel() and o["shuffle_windows"]) else None
-    luts = sample_nonlinear_luts(int(nonlinear_rows.numel()), g, o["inverted_prob"], o["curve_points"],
-                                 o["lut_size"])[0] if nonlinear_rows.numel() else None
-    paint = {"margin": o["paint_margin"], "fill": o["fill"]}
-    inpaint_draw = None
-    if inpaint_rows.numel() and o["inpaint_max_windows"]:
-        counts = geometric_counts(g, int(inpaint_rows.numel()), o["inpaint_max_windows"], o["inpaint_continue_prob"])
-        inpaint_draw = draw_paint(target, int(inpaint_rows.numel()), g, counts, o["inpaint_max_windows"],
-                                  o["inpaint_size_fraction"], size_from_end=False, **paint)
-    outpaint_draw = None
-    keep = None
-    if outpaint_rows.numel():
-        extra = o["outpaint_max_extra_windows"]
-        counts = 1 + geometric_counts(g, int(outpaint_rows.numel()), extra, o["outpaint_continue_prob"])
-        outpaint_draw = draw_paint(target, int(outpaint_rows.numel()), g, counts, 1 + extra,
-                                   o["outpaint_size_fraction"], size_from_end=True, **paint)
-        keep = keep_boxes(outpaint_draw, outpaint_rows, target.shape[0])
-    if seeds is not None:
-        apply_shuffle_(out, target, shuffle_rows, seeds, o["shuffle_windows"], o["shuffle_size_divisor"], keep)
-    if luts is not None:
-        apply_luts_(out, nonlinear_rows, luts, keep)
-    if inpaint_draw is not None:
-        apply_paint_(out, inpaint_rows, inpaint_draw, inside=True)
-    if outpaint_draw is not None:
-        apply_paint_(out, outpaint_rows, outpaint_draw, inside=False)
+def _copy(x: torch.Tensor) -> torch.Tensor:
+    """A copy of ``x``; a kernel-path batch gets a pooled buffer (``_backend.BUFFERS``)."""
+    if _backend.kernel_for(x) is None:
+        return x.clone()
+    return _backend.new_batch_like(x).copy_(x)
 
 
 def _run_semantic_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -355,7 +346,17 @@ def _run_semantic_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Genera
     r = uniform(g, batch)
     edges = torch.cumsum(torch.tensor(o["choice_probs"], dtype=torch.float64), 0)
     choice = torch.bucketize(r, edges[:-1], right=False)  # official luna_loader: r <= .25 shuffle, <= .5 nonlinear ...
-    out = elastic(x, g, alpha=o["elastic_alpha"], sigma=o["elastic_sigma"]) if o["elastic"] else x.clone()
+    warped = elastic(x, g, alpha=o["elastic_alpha"], sigma=o["elastic_sigma"]) if o["elastic"] else None
+    if _compiled(x, o):
+        plan = KernelPlan(
+            batch,
+            shuffle=_draw_shuffle(g, choice == 0, o),
+            maps=_draw_maps(g, choice == 1, o),
+            inpaint=_draw_inpaint(g, x, choice == 2, o),
+            outpaint=_draw_outpaint(g, x, choice == 3, o),
+        )
+        return run_plan(x if warped is None else warped, plan)[0], _copy(x)
+    out = x.clone() if warped is None else warped
     for index, make in enumerate((_shuffle, _nonlinear, _inpaint, _outpaint)):
         out = _on_selected(out, choice == index, make(o, g), owned=True)
     return out, x.clone()
@@ -363,7 +364,7 @@ def _run_semantic_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Genera
 
 def _single(make: Callable[[Mapping[str, Any], torch.Generator], Callable[[torch.Tensor], torch.Tensor]]):
     def run(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return make(o, g)(x), x.clone()
+        return make(o, g)(x), _copy(x)
 
     return run
 
@@ -388,6 +389,6 @@ for _name, _run in (
     ("local_shuffle", _single(_shuffle)),
     ("inpaint", _single(_inpaint)),
     ("outpaint", _single(_outpaint)),
-    ("identity", lambda x, o, g: (x.clone(), x.clone())),
+    ("identity", lambda x, o, g: (_copy(x), _copy(x))),
 ):
     PRESETS.add(_name, PresetSpec(_DEFAULTS[_name], _run))

@@ -11,13 +11,14 @@ buffer is handed to the next allocation of its size with its pages still mapped.
 remedy as PyTorch's CPU performance guide's advice to preload jemalloc or tcmalloc, without a
 preload.
 
-This covers plain ``malloc`` blocks: the transform kernels allocate their batch buffers with numpy
-for that reason (:func:`semantic_genesis.transforms._backend.new_batch_like`); torch's own CPU
-allocator asks for 64-byte-aligned blocks, which glibc cannot fit into the block just freed.
+This covers plain ``malloc`` blocks; torch's own CPU allocator asks for 64-byte-aligned blocks, which
+glibc cannot fit into the block just freed. The transform kernels no longer depend on it: they take
+their outputs from a pool of reusable buffers (:data:`semantic_genesis.transforms._backend.BUFFERS`),
+so that a user's loop or DataLoader worker needs no allocator setting.
 
 The cost is that up to ``trim_threshold`` bytes of freed heap stay resident instead of returning to
 the system (the peak working set, not a leak). Applied by the training engine when the transforms run
-on the CPU, and by ``benchmarks/transforms.py --allocator heap``; a no-op off glibc.
+on the CPU; a no-op off glibc.
 """
 
 from __future__ import annotations
