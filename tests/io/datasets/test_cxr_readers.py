@@ -392,3 +392,13 @@ def test_dispatch_and_layout_detection(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_labelled_images("rsna_pneumonia", tmp_path / "rsna", variant="3class")
+
+
+@pytest.mark.parametrize("layout", ["chestxray14", "chexpert", "mimic_cxr", "vindr_cxr", "rsna_pneumonia", "shenzhen"])
+def test_empty_or_missing_folder_is_a_one_line_error(tmp_path, layout):
+    (tmp_path / "empty").mkdir()
+    for root in (tmp_path / "empty", tmp_path / "missing"):
+        with pytest.raises(DataError) as info:
+            read_labelled_images(layout, root)
+        message = str(info.value)
+        assert "\n" not in message and str(root.resolve()) in message

@@ -173,7 +173,8 @@ def list_scans(root: str | Path) -> list[ScanRef]:
     if not refs:
         raise DatasetLayoutError(
             f"{describe_path(root)}: no scans found (looked for the native phantom layout images/, LUNA16 "
-            "subset*/*.mhd, LiTS volume-*.nii, BraTS *_flair.nii.gz, ChestX-ray14, SIIM-ACR, and volume files "
+            "subset*/*.mhd, LiTS volume-*.nii, BraTS *_flair.nii.gz, ChestX-ray14, SIIM-ACR, CheXpert, MIMIC-CXR-JPG, "
+            "VinDr-CXR, RSNA Pneumonia, Shenzhen, and volume files "
             f"{', '.join(VOLUME_SUFFIXES)} or DICOM series folders)"
         )
     return refs
