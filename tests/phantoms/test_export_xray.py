@@ -121,6 +121,8 @@ def test_vindr_cxr_radiologists(tmp_path_factory, cohort):
         for k, image_id in enumerate(ds.image_ids):
             by_id[image_id] = (ds, k)
     union = read_labelled_images("vindr_cxr", root, "train", merge="any")
+    demo = read_labelled_images("vindr_cxr", root, "train", dicom_header_demographics=True)
+    assert train.sex is None and set(demo.sex) <= {"M", "F"} and np.all((demo.age >= 18) & (demo.age < 90))
     for i, (spec, rg) in enumerate(cohort):
         truth = xl.vindr_truth(xl.positives(rg.labels))
         matches = [(ds, k) for image_id, (ds, k) in by_id.items() if ds.read_image(k).shape == SIZE and np.allclose(ds.read_image(k), np.clip(rg.image, 0, 1), atol=0.51 / 255)]
@@ -137,7 +139,7 @@ def test_vindr_cxr_radiologists(tmp_path_factory, cohort):
 
 def test_rsna_pneumonia_boxes_and_classes(tmp_path_factory, cohort):
     root = _export(tmp_path_factory, "rsna_pneumonia")
-    binary = read_labelled_images("rsna_pneumonia", root)
+    binary = read_labelled_images("rsna_pneumonia", root, dicom_header_demographics=True)
     three = read_labelled_images("rsna_pneumonia", root, variant="3class")
     assert len(binary) == N and three.image_ids == binary.image_ids
     for i, (spec, rg) in enumerate(cohort):
@@ -145,6 +147,7 @@ def test_rsna_pneumonia_boxes_and_classes(tmp_path_factory, cohort):
         expected = xl.rsna_class(findings)
         assert three.label_names[three.class_indices()[i]] == expected
         assert binary.labels[i, 0] == float(expected == "Lung Opacity")
+        assert binary.sex[i] == spec.sex and binary.age[i] == spec.age  # from the DICOM headers
         boxes = binary.extras["boxes"][i]
         assert bool(boxes) == (expected == "Lung Opacity")
         opacity = np.zeros(SIZE, bool)

@@ -90,3 +90,17 @@ def test_normalise_sex():
     assert [normalise_sex(v) for v in ("M", "male", "Female", "f", "", "Unknown", None)] == ["M", "M", "F", "F", None, None, None]
     with pytest.raises(DataError, match=r"row 3: unknown sex 'X'"):
         normalise_sex("X", "row 3")
+
+
+def test_dicom_demographics(tmp_path):
+    from semantic_genesis.io.datasets.labelled import dicom_demographics
+    from semantic_genesis.io.images2d import Image2D, write_image2d
+
+    image = Image2D(np.zeros((4, 4), np.float32))
+    write_image2d(image, tmp_path / "a.dcm", attributes={"PatientSex": "F", "PatientAge": "018M"})
+    write_image2d(image, tmp_path / "b.dcm", attributes={"PatientSex": "O"})
+    assert dicom_demographics(tmp_path / "a.dcm") == ("F", 1.5)
+    sex, age = dicom_demographics(tmp_path / "b.dcm")
+    assert sex is None and np.isnan(age)
+    (tmp_path / "c.dcm").write_bytes(b"not a dicom")
+    assert dicom_demographics(tmp_path / "c.dcm")[0] is None

@@ -283,6 +283,29 @@ class LabelledImages:
         return "\n".join(lines)
 
 
+_DICOM_AGE_UNITS = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}
+
+
+def dicom_demographics(path: Path) -> tuple[str | None, float]:
+    """``(sex, age in years)`` from a DICOM header's ``PatientSex`` / ``PatientAge`` (``"045Y"``,
+    ``"018M"``...); ``None`` / NaN when absent or unreadable. Pixels are not read."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - a header we cannot read gives unknown demographics, not an error
+        return None, float("nan")
+    text = str(getattr(ds, "PatientSex", "") or "").strip().upper()
+    sex = text if text in ("M", "F") else None
+    age_text = str(getattr(ds, "PatientAge", "") or "").strip().upper()
+    age = float("nan")
+    if len(age_text) >= 2 and age_text[:-1].isdigit() and age_text[-1] in _DICOM_AGE_UNITS:
+        age = int(age_text[:-1]) / _DICOM_AGE_UNITS[age_text[-1]]
+    elif age_text.isdigit():
+        age = float(age_text)
+    return sex, age
+
+
 def find_image(folder: Path, stem: str, suffixes: Sequence[str]) -> Path | None:
     """``folder/<stem><suffix>`` for the first suffix that exists, else ``None``."""
     for suffix in suffixes:

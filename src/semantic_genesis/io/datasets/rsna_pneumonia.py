@@ -30,7 +30,7 @@ import numpy as np
 
 from semantic_genesis.errors import DataError, DatasetLayoutError, describe_path
 from semantic_genesis.io.datasets._tables import CsvTable, require_dir
-from semantic_genesis.io.datasets.labelled import LabelledImages, find_image, missing_image_error
+from semantic_genesis.io.datasets.labelled import LabelledImages, dicom_demographics, find_image, missing_image_error
 
 #: The 3 classes of the detailed class table, in Ark's head order.
 RSNA_CLASSES = ("Normal", "No Lung Opacity/Not Normal", "Lung Opacity")
@@ -53,7 +53,9 @@ def normalise_rsna_class(text: str, where: str) -> str:
     return squeezed
 
 
-def read_rsna_pneumonia(root: str | Path, variant: str = "binary", split: str = "train", strict: bool = True) -> LabelledImages:
+def read_rsna_pneumonia(
+    root: str | Path, variant: str = "binary", split: str = "train", strict: bool = True, dicom_header_demographics: bool = False
+) -> LabelledImages:
     """Read the RSNA Pneumonia training images as :class:`LabelledImages`.
 
     Args:
@@ -62,6 +64,8 @@ def read_rsna_pneumonia(root: str | Path, variant: str = "binary", split: str = 
             :data:`RSNA_CLASSES`).
         split: ``"train"`` (the only labelled split of the release).
         strict: a missing image raises (default); ``False`` skips it with a warning.
+        dicom_header_demographics: read ``PatientSex`` / ``PatientAge`` from every DICOM header (the
+            tables have none), else ``sex`` and ``age`` are ``None``.
 
     Raises:
         DatasetLayoutError: a missing folder, table or column; DataError: bad numbers, rows of one image
@@ -136,6 +140,7 @@ def read_rsna_pneumonia(root: str | Path, variant: str = "binary", split: str = 
         warnings.warn(f"{describe_path(folder)}: skipped {skipped} images that are not on disk", stacklevel=2)
     if not paths:
         raise DatasetLayoutError(f"{describe_path(table.path)}: no images")
+    demographics = [dicom_demographics(p) for p in paths] if dicom_header_demographics else None
     return LabelledImages(
         dataset="rsna_pneumonia",
         split=split,
@@ -145,6 +150,8 @@ def read_rsna_pneumonia(root: str | Path, variant: str = "binary", split: str = 
         task="binary" if variant == "binary" else "multi-class",
         patient_ids=tuple(ids),
         image_ids=tuple(ids),
+        sex=tuple(d[0] for d in demographics) if demographics is not None else None,
+        age=np.array([d[1] for d in demographics], dtype=np.float32) if demographics is not None else None,
         extras={"boxes": tuple(kept_boxes)},
         notes={"variant": variant, "boxes": int(sum(len(b) for b in kept_boxes))},
     )

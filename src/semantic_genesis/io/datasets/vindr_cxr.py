@@ -23,7 +23,8 @@ release) is configurable, ``merge=``:
 The official Ark code reads pre-made lists of 6 labels (``PE, Lung tumor, Pneumonia, Tuberculosis,
 Other diseases, No finding``) whose merge rule it does not state; ``labels="ark"`` selects those
 columns (:data:`VINDR_ARK_LABELS`, reading Ark's ``PE`` as ``Pleural effusion``). The test labels are
-already a consensus and are used as they are. Sex and age are only in the DICOM headers (not read).
+already a consensus and are used as they are. Sex and age are only in the DICOM headers
+(``dicom_header_demographics=True`` reads them).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 
 from semantic_genesis.errors import DataError, DatasetLayoutError, describe_path
 from semantic_genesis.io.datasets._tables import CsvTable, require_dir
-from semantic_genesis.io.datasets.labelled import LabelledImages, find_image, missing_image_error
+from semantic_genesis.io.datasets.labelled import LabelledImages, dicom_demographics, find_image, missing_image_error
 
 VINDR_LOCAL_LABELS = (
     "Aortic enlargement",
@@ -122,6 +123,7 @@ def read_vindr_cxr(
     merge: str = "majority",
     labels: str | Sequence[str] = "all",
     strict: bool = True,
+    dicom_header_demographics: bool = False,
 ) -> LabelledImages:
     """Read one VinDr-CXR split as :class:`LabelledImages` (multi-label).
 
@@ -131,6 +133,8 @@ def read_vindr_cxr(
         merge: ``"majority"``, ``"any"``, ``"all"`` or ``"mean"``.
         labels: ``"all"`` (the 28 labels), ``"ark"`` (:data:`VINDR_ARK_LABELS`) or a list of names.
         strict: a missing image raises (default); ``False`` skips it with a warning.
+        dicom_header_demographics: read ``PatientSex`` / ``PatientAge`` from every DICOM header (not
+            in the tables; slow on the full set), else ``sex`` and ``age`` are ``None``.
 
     Raises:
         DatasetLayoutError: missing folder, table or column; DataError: an unknown label column, a
@@ -196,6 +200,7 @@ def read_vindr_cxr(
         warnings.warn(f"{describe_path(folder)}: skipped {skipped} images that are not on disk", stacklevel=2)
     if not paths:
         raise DatasetLayoutError(f"{describe_path(table.path)}: no images")
+    demographics = [dicom_demographics(p) for p in paths] if dicom_header_demographics else None
     result = LabelledImages(
         dataset="vindr_cxr",
         split=split,
@@ -205,6 +210,8 @@ def read_vindr_cxr(
         task="multi-label",
         patient_ids=tuple(ids),  # the release has one image per (de-identified) patient id
         image_ids=tuple(ids),
+        sex=tuple(d[0] for d in demographics) if demographics is not None else None,
+        age=np.array([d[1] for d in demographics], dtype=np.float32) if demographics is not None else None,
         extras={"radiologists": tuple(n_readers)},
         notes={"merge": merge if rad_column else "consensus", "radiologists_per_image": sorted(set(n_readers))},
     )
