@@ -145,7 +145,7 @@ def siim_uids(seed: int, index: int) -> tuple[str, str, str]:
 def mimic_ids(seed: int, index: int) -> tuple[str, str, str]:
     """``(subject_id, study_id, dicom_id)`` in the style of MIMIC-CXR (subjects spread over p10-p19)."""
     subject = 10_000_000 + (index % 10) * 1_000_000 + index // 10 * 7 + derive_seed("mimic-subject", seed) % 5
-    study = 50_000_000 + derive_seed("mimic-study", seed, index) % 9_000_000
+    study = 50_000_000 + index * 13 + derive_seed("mimic-study", seed, index) % 13  # unique per patient
     dicom = _hex_id("mimic-dicom", seed, index, groups=(8, 8, 8, 8, 8))
     return str(subject), str(study), dicom
 
