@@ -9,6 +9,8 @@ Examples::
     semantic-genesis phantom mri --patients 4 --out data/brats --layout brats
     semantic-genesis phantom xray --patients 20 --out data/cxr14 --layout chestxray14
     semantic-genesis phantom xray --patients 20 --out data/siim --layout siim
+    semantic-genesis phantom xray --patients 200 --out data/vindr --layout vindr_cxr   # also chexpert,
+        # mimic_cxr, rsna_pneumonia, shenzhen: each layout with its own label space
 
 A rerun into the same folder with the same seed and shape resumes (patients already written are
 skipped); a larger ``--patients`` extends the cohort. The CT anatomy is defined in millimetres, so
@@ -29,7 +31,10 @@ DESCRIPTION = __doc__
 _KINDS = {
     "ct": ("chest CT phantoms", ("native", "luna16", "lits")),
     "mri": ("brain MRI phantoms (FLAIR, T1, T1ce, T2, tumour labels)", ("native", "brats")),
-    "xray": ("chest radiographs projected from the CT phantoms", ("native", "chestxray14", "siim")),
+    "xray": (
+        "chest radiographs projected from the CT phantoms",
+        ("native", "chestxray14", "siim", "chexpert", "mimic_cxr", "vindr_cxr", "rsna_pneumonia", "shenzhen"),
+    ),
 }
 
 

@@ -5,8 +5,12 @@
 * :mod:`~semantic_genesis.phantoms.mri` -- brain MRI patients (FLAIR, T1, T1ce, T2) with a glioma and
   BraTS 2018 labels (:func:`make_mri_patient`).
 * :mod:`~semantic_genesis.phantoms.xray` -- chest radiographs projected from the CT patients, with
-  findings (nodule, cardiomegaly, effusion, pneumothorax + mask) (:func:`make_radiograph`).
+  the 14 ChestX-ray14 findings and tuberculosis (:mod:`~semantic_genesis.phantoms.xray_findings`),
+  patient sex and the pneumothorax mask (:func:`make_radiograph`, :func:`draw_xray_spec`).
 * :mod:`~semantic_genesis.phantoms.cohort` -- the native on-disk layout (resumable writers).
+* :mod:`~semantic_genesis.phantoms.export` -- the public layouts (LUNA16, LiTS, BraTS and, with their
+  own label spaces, ChestX-ray14, SIIM-ACR, CheXpert, MIMIC-CXR-JPG, VinDr-CXR, RSNA Pneumonia,
+  Shenzhen: :mod:`~semantic_genesis.phantoms.export_xray`, :mod:`~semantic_genesis.phantoms.xray_labels`).
 * :mod:`~semantic_genesis.phantoms.shapes` -- the geometric primitives they are built from.
 
 A patient is a deterministic function of ``(cohort seed, patient index)``; see each module's
@@ -23,7 +27,15 @@ from semantic_genesis.phantoms.ct import (
     make_ct_patient,
 )
 from semantic_genesis.phantoms.mri import BRATS_LABELS, MRIPatient, make_mri_cohort, make_mri_patient
-from semantic_genesis.phantoms.xray import FINDINGS, Radiograph, draw_findings, make_radiograph, make_xray_cohort
+from semantic_genesis.phantoms.xray import (
+    FINDINGS,
+    Radiograph,
+    XraySpec,
+    draw_findings,
+    draw_xray_spec,
+    make_radiograph,
+    make_xray_cohort,
+)
 
 __all__ = [
     "BRATS_LABELS",
@@ -34,8 +46,10 @@ __all__ = [
     "MRIPatient",
     "Nodule",
     "Radiograph",
+    "XraySpec",
     "ct_patient_id",
     "draw_findings",
+    "draw_xray_spec",
     "make_ct_cohort",
     "make_ct_patient",
     "make_mri_cohort",

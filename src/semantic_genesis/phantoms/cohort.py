@@ -8,7 +8,7 @@ Layout (one folder per cohort)::
     OUT/labels/<id>.nii.gz          CT: uint8 label map   MRI: uint8 BraTS labels (0, 1, 2, 4)
                                     X-ray: <id>.png pneumothorax mask (0 / 255)
     OUT/meta/<id>.json              per-patient ground truth (see each writer)
-    OUT/labels.csv                  X-ray only: one row per image with the findings (0 / 1)
+    OUT/labels.csv                  X-ray only: one row per image: sex, age, view, then the findings (0 / 1)
 
 Writers are resumable: a patient whose ``meta/<id>.json`` exists (written last, after its images)
 is skipped, so an interrupted run continues where it stopped and a rerun with a larger ``n``
@@ -27,10 +27,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from semantic_genesis.errors import DataError, describe_path
+from semantic_genesis.phantoms.xray import FINDINGS
 from semantic_genesis.utils.atomic import write_json, write_text
 
-#: Findings of the radiograph cohort, in the column order of ``labels.csv``.
-XRAY_LABEL_COLUMNS = ("Nodule", "Cardiomegaly", "Effusion", "Pneumothorax")
+#: Findings of the radiograph cohort, in the column order of ``labels.csv`` (after ``patient_id``,
+#: ``sex``, ``age``, ``view``): the 14 ChestX-ray14 labels, then tuberculosis.
+XRAY_LABEL_COLUMNS = FINDINGS
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
@@ -216,13 +218,12 @@ def write_native_mri_cohort(
 
 
 def _write_xray_job(args: tuple) -> str:
-    out, index, seed, ct_shape, size, finding_rate = args
+    out, index, seed, ct_shape, size, finding_rate, female_fraction, ap_fraction = args
     from semantic_genesis.io.images2d import Image2D, write_image2d
-    from semantic_genesis.phantoms.xray import draw_findings, make_radiograph, xray_patient_id
-    from semantic_genesis.phantoms.ct import make_ct_patient
+    from semantic_genesis.phantoms.xray import draw_xray_spec, radiograph_from_spec, xray_patient_id
 
-    ct = make_ct_patient(index, seed, shape=ct_shape)
-    rg = make_radiograph(ct, findings=draw_findings(index, seed, finding_rate), size=size)
+    spec = draw_xray_spec(index, seed, finding_rate, female_fraction, ap_fraction)
+    rg = radiograph_from_spec(index, seed, spec, ct_shape, size)
     pid = xray_patient_id(index)
     write_image2d(Image2D(rg.image, rg.spacing, {"modality": "xray"}), out / "images" / f"{pid}.png", bits=16)
     mask = rg.pneumothorax_mask.astype(np.uint8) * 255
@@ -230,12 +231,15 @@ def _write_xray_job(args: tuple) -> str:
     meta = {
         "patient_id": pid,
         "modality": "xray",
-        "ct_patient_id": ct.patient_id,
+        "ct_patient_id": f"phantom_ct_{index:03d}",
         "shape": list(rg.image.shape),
         "spacing": list(rg.spacing),
         "view": rg.view,
+        "sex": rg.sex,
+        "age": spec.age,
         "labels": {k: bool(v) for k, v in rg.labels.items()},
-        "findings": sorted(k for k, v in rg.labels.items() if v),
+        "findings": [k for k, v in rg.labels.items() if v],
+        "severity": rg.severity,
         "label_names": {"background": 0, "pneumothorax": 1},
     }
     write_json(out / "meta" / f"{pid}.json", meta)
@@ -248,32 +252,45 @@ def write_native_xray_cohort(
     seed: int = 0,
     ct_shape: Sequence[int] = (128, 128, 96),
     size: Sequence[int] = (256, 256),
-    finding_rate: float = 0.3,
+    finding_rate: float = 0.2,
     workers: int = 1,
     progress: bool = True,
+    female_fraction: float = 0.5,
+    ap_fraction: float = 0.3,
 ) -> list[str]:
     """Write radiographs of CT patients ``0 .. n-1``: ``images/<id>.png`` (16-bit), ``labels/<id>.png``
-    (pneumothorax mask 0/255), ``meta/<id>.json``, ``labels.csv`` (``patient_id`` then one 0/1 column
-    per :data:`XRAY_LABEL_COLUMNS`) and ``cohort.json``."""
+    (pneumothorax mask 0/255), ``meta/<id>.json`` (findings, severity, sex, age, view), ``labels.csv``
+    (``patient_id``, ``sex``, ``age``, ``view``, then one 0/1 column per :data:`XRAY_LABEL_COLUMNS`)
+    and ``cohort.json``. Each patient's findings, sex, age and view come from
+    :func:`semantic_genesis.phantoms.xray.draw_xray_spec`."""
     from semantic_genesis.phantoms.ct import _check_grid
     from semantic_genesis.phantoms.xray import xray_patient_id
 
     if n < 1:
         raise DataError(f"number of phantom patients must be >= 1, got {n}")
-    if not 0.0 <= finding_rate <= 1.0:
-        raise DataError(f"finding_rate must be in [0, 1], got {finding_rate}")
+    for name, value in (("finding_rate", finding_rate), ("female_fraction", female_fraction), ("ap_fraction", ap_fraction)):
+        if not 0.0 <= value <= 1.0:
+            raise DataError(f"{name} must be in [0, 1], got {value}")
     shape_t, _ = _check_grid(ct_shape, None)
     size_t = (int(size[0]), int(size[1]))
     out = Path(out).expanduser()
-    settings = {"modality": "xray", "seed": int(seed), "ct_shape": list(shape_t), "size": list(size_t), "finding_rate": float(finding_rate)}
+    settings = {
+        "modality": "xray", "seed": int(seed), "ct_shape": list(shape_t), "size": list(size_t),
+        "finding_rate": float(finding_rate), "female_fraction": float(female_fraction), "ap_fraction": float(ap_fraction),
+    }
     _check_settings(out, settings)
     ids = [xray_patient_id(i) for i in range(n)]
     todo = _pending(out, ids)
-    _run(out, todo, _write_xray_job, lambda i: (out, i, int(seed), shape_t, size_t, float(finding_rate)), workers, progress, "phantom xray")
-    rows = ["patient_id," + ",".join(XRAY_LABEL_COLUMNS)]
+    job_args = (int(seed), shape_t, size_t, float(finding_rate), float(female_fraction), float(ap_fraction))
+    _run(out, todo, _write_xray_job, lambda i: (out, i, *job_args), workers, progress, "phantom xray")
+    rows = ["patient_id,sex,age,view," + ",".join(XRAY_LABEL_COLUMNS)]
     for pid in ids:
-        labels = json.loads((out / "meta" / f"{pid}.json").read_text(encoding="utf-8"))["labels"]
-        rows.append(pid + "," + ",".join(str(int(bool(labels.get(c, False)))) for c in XRAY_LABEL_COLUMNS))
+        meta = json.loads((out / "meta" / f"{pid}.json").read_text(encoding="utf-8"))
+        labels = meta["labels"]
+        rows.append(
+            f"{pid},{meta['sex']},{meta['age']},{meta['view']},"
+            + ",".join(str(int(bool(labels.get(c, False)))) for c in XRAY_LABEL_COLUMNS)
+        )
     write_text(out / "labels.csv", "\n".join(rows) + "\n")
     write_json(
         out / "cohort.json", {**settings, "layout": "native", "n": n, "findings": list(XRAY_LABEL_COLUMNS), "patients": ids}

@@ -10,15 +10,15 @@ layout         files (see each ``export_*`` function for details)
 ``luna16``     ``subset0..9/<seriesuid>.mhd`` + ``.raw``, ``annotations.csv``, ``candidates.csv``
 ``lits``       ``volume-<i>.nii``, ``segmentation-<i>.nii`` (0 background, 1 liver, 2 lesion)
 ``brats``      ``Brats18_PHANTOM_<i>_1/Brats18_PHANTOM_<i>_1_{flair,t1,t1ce,t2,seg}.nii.gz``
-``chestxray14`` ``images/<8 digits>_000.png``, ``Data_Entry_2017.csv``, ``train_val_list.txt``,
-               ``test_list.txt``
-``siim``       ``dicom-images-train/<study>/<series>/<sop uid>.dcm``, ``train-rle.csv``
+X-ray          ``chestxray14``, ``siim``, ``chexpert``, ``mimic_cxr``, ``vindr_cxr``, ``rsna_pneumonia``,
+               ``shenzhen``: see :mod:`semantic_genesis.phantoms.export_xray` (each with its own labels)
 =============  ====================================================================================
 
 Exports are resumable: after a patient's files are written, a small record
 (``.phantom_export/<index>.json``) is saved; a rerun with the same settings skips recorded patients and
 rebuilds the tables (CSV, split lists, ``cohort.json``) from all records, atomically. A rerun with a
-larger ``--patients`` extends the cohort (patient ``i`` depends only on the seed and ``i``).
+larger ``--patients`` extends the cohort (patient ``i`` depends only on the seed and ``i``). The
+radiograph exports take ``workers`` (a process pool; the same files as one worker).
 """
 
 from __future__ import annotations
@@ -31,20 +31,19 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from semantic_genesis.errors import ConfigError, DataError, describe_path
+from semantic_genesis.phantoms.export_xray import XRAY_EXPORT_LAYOUTS, XrayExportOptions, siim_uids
 from semantic_genesis.utils.atomic import write_json, write_text
 from semantic_genesis.utils.seeding import derive_seed
 
 CT_LAYOUTS = ("native", "luna16", "lits")
 MRI_LAYOUTS = ("native", "brats")
-XRAY_LAYOUTS = ("native", "chestxray14", "siim")
+XRAY_LAYOUTS = ("native", *XRAY_EXPORT_LAYOUTS)
 STATE_DIR = ".phantom_export"
 
 #: World position (mm, LPS) of voxel (0, 0, 0) in the LUNA16 export, before a per-patient jitter;
 #: non-zero so that world and voxel coordinates differ, as in the real data.
 LUNA16_ORIGIN = (-180.0, -180.0, -300.0)
 LUNA16_UID_ROOT = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
-SIIM_UID_ROOT = "1.2.276.0.7230010.3.1."
-SIIM_UID_ORG = "8323329"
 
 
 @dataclass(frozen=True)
@@ -106,20 +105,41 @@ def _run_export(
     write_patient: Callable[[int], dict],
     progress: bool,
     desc: str,
+    workers: int = 1,
 ) -> tuple[Path, list[dict], int]:
-    """Write every patient not yet recorded; return ``(root, records in index order, written)``."""
+    """Write every patient not yet recorded; return ``(root, records in index order, written)``.
+
+    With ``workers > 1`` patients are written by a process pool (``write_patient`` must then be
+    picklable, e.g. a ``functools.partial`` of a module-level function); records are saved in
+    index order as they arrive, so an interrupted run resumes.
+    """
     if n_patients < 1:
         raise ConfigError(f"--patients must be at least 1, got {n_patients}")
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
     root = Path(root).expanduser()
     state = _ExportState(root, {"layout": layout, **settings})
     todo = [i for i in range(n_patients) if state.record(i) is None]
-    iterator: Iterable[int] = todo
-    if progress and todo:
-        from tqdm.auto import tqdm
+    pool = None
+    results: Iterable[dict]
+    if workers > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor
 
-        iterator = tqdm(todo, desc=desc, unit="patient")
-    for index in iterator:
-        state.save(index, write_patient(index))
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)))
+        results = pool.map(write_patient, todo)
+    else:
+        results = (write_patient(i) for i in todo)
+    try:
+        pairs: Iterable[tuple[int, dict]] = zip(todo, results)
+        if progress and todo:
+            from tqdm.auto import tqdm
+
+            pairs = tqdm(pairs, total=len(todo), desc=desc, unit="patient")
+        for index, record in pairs:
+            state.save(index, record)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     records = [state.record(i) for i in range(n_patients)]
     return root, records, len(todo)  # type: ignore[return-value]
 
@@ -395,47 +415,6 @@ def export_mri_cohort(
 # chest radiographs
 
 
-def _make_radiograph(index: int, seed: int, shape: tuple[int, int, int] | None, size: tuple[int, int] | None):
-    """Radiograph of CT patient ``index`` with the findings the native cohort draws for it."""
-    from semantic_genesis.phantoms.xray import draw_findings, make_radiograph
-
-    ct = _make_ct(index, seed, shape)
-    kwargs = {} if size is None else {"size": tuple(int(s) for s in size)}
-    return make_radiograph(ct, findings=draw_findings(index, seed), **kwargs)
-
-
-def _radiograph_findings(radiograph: Any) -> list[str]:
-    """The radiograph's positive findings as ChestX-ray14 label names (e.g. ``["Effusion", "Nodule"]``)."""
-    from semantic_genesis.io.datasets.chestxray14 import CHESTXRAY14_LABELS
-
-    by_lower = {name.lower(): name for name in CHESTXRAY14_LABELS}
-    names = []
-    for key, value in dict(_field(radiograph, "labels", {}) or {}).items():
-        if not value:
-            continue
-        name = by_lower.get(str(key).lower())
-        if name is None:
-            raise DataError(f"phantom radiograph finding {key!r} has no ChestX-ray14 label")
-        names.append(name)
-    return sorted(names, key=CHESTXRAY14_LABELS.index)
-
-
-def _radiograph_spacing(radiograph: Any) -> tuple[float, float]:
-    spacing = _field(radiograph, "spacing")
-    if spacing is None:
-        image = _field(radiograph, "image")
-        spacing = getattr(image, "spacing", None)
-    return (1.0, 1.0) if spacing is None else (float(spacing[0]), float(spacing[1]))
-
-
-def _radiograph_array(radiograph: Any) -> np.ndarray:
-    image = _field(radiograph, "image")
-    array = np.asarray(getattr(image, "array", image), dtype=np.float32)
-    if array.ndim != 2:
-        raise DataError(f"phantom radiograph must be 2D (H, W), got shape {array.shape}")
-    return np.clip(array, 0.0, 1.0)
-
-
 def export_xray_cohort(
     out: str | Path,
     n_patients: int,
@@ -444,177 +423,65 @@ def export_xray_cohort(
     shape: tuple[int, int, int] | None = None,
     progress: bool = False,
     size: tuple[int, int] | None = None,
+    finding_rate: float = 0.2,
+    female_fraction: float = 0.5,
+    ap_fraction: float = 0.3,
+    workers: int = 1,
 ) -> ExportResult:
     """Generate radiographs (projections of the CT phantoms) and write them in ``layout``.
 
-    ``shape`` is the grid of the CT phantom that is projected, ``size`` the radiograph ``(H, W)``
-    (both default to the generators'). Layouts: ``native``
-    (:func:`semantic_genesis.phantoms.cohort.write_native_xray_cohort`), ``chestxray14``
-    (:func:`export_chestxray14`), ``siim`` (:func:`export_siim`).
+    Args:
+        out: output folder (created; reruns with the same settings resume).
+        n_patients: number of patients (>= 1).
+        seed: cohort seed.
+        layout: ``native`` (:func:`semantic_genesis.phantoms.cohort.write_native_xray_cohort`) or one of
+            :data:`~semantic_genesis.phantoms.export_xray.XRAY_EXPORT_LAYOUTS` (files and label spaces in
+            :mod:`semantic_genesis.phantoms.export_xray`).
+        shape: grid of the projected CT phantom (default: the generator's).
+        progress: show a tqdm bar.
+        size: radiograph ``(H, W)`` (default 256 x 256).
+        finding_rate: probability of each finding; female_fraction: of a female patient;
+            ap_fraction: of an AP view (:func:`semantic_genesis.phantoms.xray.draw_xray_spec`).
+        workers: processes (the files do not depend on it).
     """
+    from functools import partial
+
+    from semantic_genesis.phantoms import export_xray
+
     _check_layout(layout, XRAY_LAYOUTS, "X-ray")
+    for name, value in (("finding_rate", finding_rate), ("female_fraction", female_fraction), ("ap_fraction", ap_fraction)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must be in [0, 1], got {value}")
     if layout == "native":
-        return _native_export("xray", out, n_patients, progress, seed=seed, ct_shape=shape, size=size)
-    return {"chestxray14": export_chestxray14, "siim": export_siim}[layout](
-        out, n_patients, seed=seed, shape=shape, progress=progress, size=size
-    )
-
-
-def _pneumothorax_mask(radiograph: Any, shape: tuple[int, int]) -> np.ndarray:
-    mask = _field(radiograph, "pneumothorax_mask")
-    if mask is None:
-        return np.zeros(shape, dtype=bool)
-    mask = np.asarray(mask) > 0
-    if mask.shape != tuple(shape):
-        raise DataError(f"phantom pneumothorax mask has shape {mask.shape}, image {tuple(shape)}")
-    return mask
-
-
-def export_chestxray14(
-    out: str | Path,
-    n_patients: int,
-    seed: int = 0,
-    shape: tuple[int, int, int] | None = None,
-    progress: bool = False,
-    size: tuple[int, int] | None = None,
-) -> ExportResult:
-    """The ChestX-ray14 layout.
-
-    Patient ``i`` has Patient ID ``i + 1`` and one image ``images/<i+1 as 8 digits>_000.png`` (8-bit).
-    ``Data_Entry_2017.csv`` has the released header and columns; ``train_val_list.txt`` /
-    ``test_list.txt`` split by patient (about one patient in five, at least one, goes to test).
-    """
-    from semantic_genesis.io.datasets.chestxray14 import DATA_ENTRY_HEADER, format_finding_labels
-    from semantic_genesis.io.images2d import Image2D, write_image2d
-
-    root_path = Path(out).expanduser()
-
-    def write_patient(index: int) -> dict:
-        radiograph = _make_radiograph(index, seed, shape, size)
-        name = f"{index + 1:08d}_000.png"
-        array = _radiograph_array(radiograph)
-        spacing = _radiograph_spacing(radiograph)
-        write_image2d(Image2D(array, spacing, {"modality": "xray"}), root_path / "images" / name, bits=8)
-        rng = np.random.default_rng(derive_seed(seed, index, "xray-demographics"))
-        return {
-            "image": name,
-            "findings": format_finding_labels(_radiograph_findings(radiograph)),
-            "patient_id": index + 1,
-            "age": int(rng.integers(18, 90)),
-            "gender": "M" if rng.random() < 0.55 else "F",
-            "view": str(_field(radiograph, "view", None) or "PA"),
-            "size": [int(array.shape[1]), int(array.shape[0])],
-            "spacing": [spacing[1], spacing[0]],
-        }
-
-    root, records, written = _run_export(
-        out, "chestxray14", n_patients,
-        {"modality": "xray", "seed": seed, "shape": _shape_list(shape), "size": _shape_list(size)},
-        write_patient, progress, "phantom xray (chestxray14)",
-    )
-    lines = [DATA_ENTRY_HEADER]
-    for r in records:
-        lines.append(
-            f"{r['image']},{r['findings']},0,{r['patient_id']},{r['age']},{r['gender']},{r['view']},"
-            f"{r['size'][0]},{r['size'][1]},{r['spacing'][0]:.6g},{r['spacing'][1]:.6g},"
+        return _native_export(
+            "xray", out, n_patients, progress, seed=seed, ct_shape=shape, size=size, finding_rate=finding_rate,
+            female_fraction=female_fraction, ap_fraction=ap_fraction, workers=workers,
         )
-    write_text(root / "Data_Entry_2017.csv", "\n".join(lines) + "\n")
-    test_patients = _test_patients(seed, len(records))
-    train = [r["image"] for i, r in enumerate(records) if i not in test_patients]
-    test = [r["image"] for i, r in enumerate(records) if i in test_patients]
-    write_text(root / "train_val_list.txt", "".join(f"{n}\n" for n in train))
-    write_text(root / "test_list.txt", "".join(f"{n}\n" for n in test))
-    files = (root / "Data_Entry_2017.csv", root / "train_val_list.txt", root / "test_list.txt")
-    return ExportResult(root, "chestxray14", n_patients, written, files)
-
-
-def _test_patients(seed: int, n: int) -> set[int]:
-    """Indices of the test patients: about 20 %, at least one when there are two or more patients."""
-    if n < 2:
-        return set()
-    n_test = max(1, int(round(0.2 * n)))
-    rng = np.random.default_rng(derive_seed(seed, n, "xray-split"))
-    return {int(i) for i in rng.permutation(n)[:n_test]}
-
-
-def siim_uids(seed: int, index: int) -> tuple[str, str, str]:
-    """Deterministic ``(study, series, sop instance)`` UIDs in the style of the SIIM-ACR release."""
-    stamp = 1517875000 + derive_seed("siim-stamp", seed, index) % 100000
-    tail = 1 + derive_seed("siim-tail", seed, index) % 999999
-    number = 1000 + index
-    return tuple(
-        f"{SIIM_UID_ROOT}{kind}.{SIIM_UID_ORG}.{number}.{stamp}.{tail + offset}"
-        for offset, kind in enumerate((2, 3, 4))
-    )  # type: ignore[return-value]
-
-
-def export_siim(
-    out: str | Path,
-    n_patients: int,
-    seed: int = 0,
-    shape: tuple[int, int, int] | None = None,
-    progress: bool = False,
-    size: tuple[int, int] | None = None,
-) -> ExportResult:
-    """The SIIM-ACR layout: ``dicom-images-train/<study>/<series>/<sop uid>.dcm`` and ``train-rle.csv``.
-
-    Each large connected component of a pneumothorax mask gets its own CSV row (the release also has
-    several rows for images with several pneumothoraces; small fragments join the largest row);
-    images without one get ``-1``.
-    """
-    from scipy import ndimage
-
-    from semantic_genesis.io.datasets.rle import rle_encode
-    from semantic_genesis.io.images2d import Image2D, write_image2d
-
-    root_path = Path(out).expanduser()
-
-    def write_patient(index: int) -> dict:
-        radiograph = _make_radiograph(index, seed, shape, size)
-        study, series, sop = siim_uids(seed, index)
-        array = _radiograph_array(radiograph)
-        spacing = _radiograph_spacing(radiograph)
-        attributes = {
-            "SOPInstanceUID": sop, "SeriesInstanceUID": series, "StudyInstanceUID": study,
-            "PatientID": f"PHANTOM{index:05d}", "ViewPosition": str(_field(radiograph, "view", None) or "PA"),
-            "BodyPartExamined": "CHEST",
-        }
-        path = root_path / "dicom-images-train" / study / series / f"{sop}.dcm"
-        write_image2d(Image2D(array, spacing, {"modality": "xray"}), path, bits=8, modality="CR", attributes=attributes)
-        mask = _pneumothorax_mask(radiograph, array.shape)
-        rles = [rle_encode(part) for part in _mask_parts(mask, ndimage)] or ["-1"]
-        return {"image_id": sop, "rles": rles}
-
-    root, records, written = _run_export(
-        out, "siim", n_patients,
-        {"modality": "xray", "seed": seed, "shape": _shape_list(shape), "size": _shape_list(size)},
-        write_patient, progress, "phantom xray (siim)",
+    options = XrayExportOptions(
+        seed=int(seed),
+        ct_shape=None if shape is None else tuple(int(s) for s in shape),  # type: ignore[arg-type]
+        size=None if size is None else tuple(int(s) for s in size),  # type: ignore[arg-type]
+        finding_rate=float(finding_rate),
+        female_fraction=float(female_fraction),
+        ap_fraction=float(ap_fraction),
     )
-    lines = ["ImageId, EncodedPixels"]
-    for r in records:
-        lines += [f"{r['image_id']}, {rle}" for rle in r["rles"]]
-    write_text(root / "train-rle.csv", "\n".join(lines) + "\n")
-    return ExportResult(root, "siim", n_patients, written, (root / "train-rle.csv",))
+    root_path = Path(out).expanduser()
+    root, records, written = _run_export(
+        out, layout, n_patients, {"modality": "xray", **options.settings()},
+        partial(export_xray.write_patient, layout, root_path, options), progress, f"phantom xray ({layout})", workers,
+    )
+    files = export_xray.write_tables(layout, root, options, records)
+    return ExportResult(root, layout, n_patients, written, files)
 
 
-def _mask_parts(mask: np.ndarray, ndimage: Any, min_fraction: float = 0.1) -> list[np.ndarray]:
-    """Split a mask into its large connected components (one CSV row each, largest first).
+def export_chestxray14(out: str | Path, n_patients: int, seed: int = 0, **kwargs: Any) -> ExportResult:
+    """The ChestX-ray14 layout (:func:`export_xray_cohort` with ``layout="chestxray14"``)."""
+    return export_xray_cohort(out, n_patients, seed=seed, layout="chestxray14", **kwargs)
 
-    Fragments smaller than ``min_fraction`` of the mask are merged into the largest component, so
-    a ragged mask edge does not become a row of its own. Returns ``[]`` for an empty mask.
-    """
-    components, count = ndimage.label(mask)
-    if count == 0:
-        return []
-    sizes = np.bincount(components.ravel())[1:]
-    order = np.argsort(-sizes, kind="stable")
-    parts = [components == (order[0] + 1)]
-    for c in order[1:]:
-        if sizes[c] >= min_fraction * sizes.sum():
-            parts.append(components == (c + 1))
-        else:
-            parts[0] |= components == (c + 1)
-    return parts
+
+def export_siim(out: str | Path, n_patients: int, seed: int = 0, **kwargs: Any) -> ExportResult:
+    """The SIIM-ACR layout (:func:`export_xray_cohort` with ``layout="siim"``)."""
+    return export_xray_cohort(out, n_patients, seed=seed, layout="siim", **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------

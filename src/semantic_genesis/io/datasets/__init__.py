@@ -8,7 +8,14 @@ One module per layout, each documenting what it expects on disk:
 * :mod:`~.brats` — :class:`BratsDataset` (``<id>/<id>_{flair,t1,t1ce,t2,seg}.nii.gz``),
 * :mod:`~.chestxray14` — :class:`ChestXray14Dataset` (``images/*.png``, ``Data_Entry_2017.csv``, split lists),
 * :mod:`~.siim_acr` — :class:`SiimAcrDataset` (``dicom-images-train/**.dcm``, ``train-rle.csv``),
-* :mod:`~.rle` — the SIIM-ACR run-length encoding.
+* :mod:`~.rle` — the SIIM-ACR run-length encoding,
+* :mod:`~.chexpert` — :func:`read_chexpert` (``train.csv`` / ``valid.csv``, uncertainty policies),
+* :mod:`~.mimic_cxr` — :func:`read_mimic_cxr` (``mimic-cxr-2.0.0-{chexpert,metadata,split}.csv.gz``, ``files/``),
+* :mod:`~.vindr_cxr` — :func:`read_vindr_cxr` (``annotations/image_labels_{train,test}.csv``, radiologists merged),
+* :mod:`~.rsna_pneumonia` — :func:`read_rsna_pneumonia` (``stage_2_train_labels.csv``, boxes -> labels),
+* :mod:`~.shenzhen` — :func:`read_shenzhen` (``CXR_png/CHNCXR_<n>_<label>.png``),
+* :mod:`~.labelled` — :class:`LabelledImages`, what every chest X-ray reader returns, and
+  :mod:`~.cxr` — :func:`read_labelled_images`, the readers by layout name.
 
 :func:`list_scans` is what cube generation and self-discovery call on ``data=DIR``: it recognises the
 layout of a folder and returns one :class:`ScanRef` per scan. The reader classes are importable from
@@ -48,6 +55,20 @@ _LAZY = {
     "SiimAcrSample": "siim_acr",
     "rle_encode": "rle",
     "rle_decode": "rle",
+    "read_chestxray14": "chestxray14",
+    "LabelledImages": "labelled",
+    "read_labelled_images": "cxr",
+    "CXR_READERS": "cxr",
+    "read_chexpert": "chexpert",
+    "CHEXPERT_LABELS": "chexpert",
+    "CHEXPERT_COMPETITION_LABELS": "chexpert",
+    "read_mimic_cxr": "mimic_cxr",
+    "read_vindr_cxr": "vindr_cxr",
+    "VINDR_LABELS": "vindr_cxr",
+    "VINDR_ARK_LABELS": "vindr_cxr",
+    "read_rsna_pneumonia": "rsna_pneumonia",
+    "RSNA_CLASSES": "rsna_pneumonia",
+    "read_shenzhen": "shenzhen",
 }
 
 __all__ = ["LAYOUTS", "Layout", "ScanRef", "list_scans", "detect_layout", *_LAZY]
@@ -85,8 +106,9 @@ def _volume_stem(name: str) -> str | None:
 
 def detect_layout(root: str | Path) -> str:
     """Name the layout of a folder: the first of :data:`LAYOUTS` (``native``, ``luna16``, ``lits``,
-    ``brats``, ``chestxray14``, ``siim_acr``) whose files are there; else ``native`` for a folder with
-    ``images/``, else ``generic``.
+    ``brats``, ``chestxray14``, ``siim_acr``, ``mimic_cxr``, ``vindr_cxr``, ``rsna_pneumonia``,
+    ``chexpert``, ``shenzhen``) whose files are there; else ``native`` for a folder with ``images/``,
+    else ``generic``.
 
     Raises:
         DatasetLayoutError: ``root`` is not a folder.
@@ -107,7 +129,8 @@ def list_scans(root: str | Path) -> list[ScanRef]:
     * LUNA16: every ``subset*/<uid>.mhd`` (``patient_id`` = series UID), CT;
     * LiTS: every ``volume-<i>.nii[.gz]`` (``patient_id`` = ``volume-<i>``), CT;
     * BraTS: every ``<id>_flair.nii[.gz]`` (``patient_id`` = ``<id>``), MRI;
-    * ChestX-ray14 / SIIM-ACR: every PNG / DICOM radiograph, X-ray;
+    * ChestX-ray14 / SIIM-ACR / CheXpert / MIMIC-CXR-JPG / VinDr-CXR / RSNA Pneumonia / Shenzhen: every
+      radiograph (PNG, JPEG or DICOM) of the layout's image folders, X-ray (``patient_id`` = an image id);
     * otherwise every volume file (``.nii``, ``.nii.gz``, ``.mhd``, ``.mha``, ``.nrrd``, ``.npy``)
       directly in the folder and every sub-folder holding ``.dcm`` files (a DICOM series), sorted by
       name; a folder that itself holds ``.dcm`` files (and no volumes) is one DICOM series. A broken
@@ -138,7 +161,8 @@ def list_scans(root: str | Path) -> list[ScanRef]:
     if not refs:
         raise DatasetLayoutError(
             f"{describe_path(root)}: no scans found (looked for the native phantom layout images/, LUNA16 "
-            "subset*/*.mhd, LiTS volume-*.nii, BraTS *_flair.nii.gz, ChestX-ray14, SIIM-ACR, and volume files "
+            "subset*/*.mhd, LiTS volume-*.nii, BraTS *_flair.nii.gz, ChestX-ray14, SIIM-ACR, CheXpert, MIMIC-CXR-JPG, "
+            "VinDr-CXR, RSNA Pneumonia, Shenzhen, and volume files "
             f"{', '.join(VOLUME_SUFFIXES)} or DICOM series folders)"
         )
     return refs
@@ -180,6 +204,50 @@ def _list_siim(root: Path) -> list[ScanRef]:
     folder = root / "dicom-images-train"
     refs = [ScanRef(p.stem, p, "xray") for p in folder.rglob("*.dcm")] if folder.is_dir() else []
     return sorted(refs, key=lambda r: r.patient_id)
+
+
+def _list_chexpert(root: Path) -> list[ScanRef]:
+    refs = []
+    for split in ("train", "valid", "test"):
+        if (root / split).is_dir():
+            for p in (root / split).rglob("*.jpg"):
+                refs.append(ScanRef("_".join(p.relative_to(root / split).with_suffix("").parts), p, "xray"))
+    return sorted(refs, key=lambda r: r.patient_id)
+
+
+def _list_mimic_cxr(root: Path) -> list[ScanRef]:
+    folder = root / "files"
+    refs = [ScanRef(p.stem, p, "xray") for p in folder.rglob("*.jpg")] if folder.is_dir() else []
+    return sorted(refs, key=lambda r: r.patient_id)
+
+
+def _list_vindr_cxr(root: Path) -> list[ScanRef]:
+    from semantic_genesis.io.datasets.vindr_cxr import IMAGE_SUFFIXES
+
+    refs = [
+        ScanRef(p.stem, p, "xray")
+        for name in ("train", "test", "train_jpeg", "test_jpeg", "train_png", "test_png")
+        if (root / name).is_dir()
+        for p in (root / name).iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    return sorted(refs, key=lambda r: r.patient_id)
+
+
+def _list_rsna(root: Path) -> list[ScanRef]:
+    refs = [
+        ScanRef(p.stem, p, "xray")
+        for name in ("stage_2_train_images", "stage_2_test_images")
+        if (root / name).is_dir()
+        for p in (root / name).glob("*.dcm")
+    ]
+    return sorted(refs, key=lambda r: r.patient_id)
+
+
+def _list_shenzhen(root: Path) -> list[ScanRef]:
+    from semantic_genesis.io.datasets.shenzhen import find_shenzhen_images
+
+    return [ScanRef(p.stem, p, "xray") for p in sorted(find_shenzhen_images(root).glob("CHNCXR_*.png"))]
 
 
 def _list_generic(root: Path) -> list[ScanRef]:
@@ -246,6 +314,28 @@ def _is_siim(root: Path) -> bool:
     return (root / "train-rle.csv").is_file() or (root / "dicom-images-train").is_dir()
 
 
+def _is_mimic_cxr(root: Path) -> bool:
+    return any(root.glob("mimic-cxr-2.*-metadata.csv*"))
+
+
+def _is_vindr_cxr(root: Path) -> bool:
+    return any((d / f"image_labels_{s}.csv").is_file() for d in (root, root / "annotations") for s in ("train", "test"))
+
+
+def _is_rsna(root: Path) -> bool:
+    return (root / "stage_2_train_labels.csv").is_file() or (root / "stage_2_train_images").is_dir()
+
+
+def _is_chexpert(root: Path) -> bool:
+    return (any((root / n).is_file() for n in ("train.csv", "valid.csv"))
+            and any((root / n).is_dir() for n in ("train", "valid")))
+
+
+def _is_shenzhen(root: Path) -> bool:
+    folders = (root, root / "CXR_png", root / "ChinaSet_AllFiles" / "CXR_png")
+    return any(any(d.glob("CHNCXR_*.png")) for d in folders if d.is_dir())
+
+
 #: The layout registry, in detection order (:func:`detect_layout` takes the first that matches).
 LAYOUTS: Registry[Layout] = Registry("dataset layout", sort=False)
 for _name, _layout in (
@@ -255,6 +345,11 @@ for _name, _layout in (
     ("brats", Layout(_is_brats, _list_brats)),
     ("chestxray14", Layout(_is_chestxray14, _list_chestxray14)),
     ("siim_acr", Layout(_is_siim, _list_siim)),
+    ("mimic_cxr", Layout(_is_mimic_cxr, _list_mimic_cxr)),
+    ("vindr_cxr", Layout(_is_vindr_cxr, _list_vindr_cxr)),
+    ("rsna_pneumonia", Layout(_is_rsna, _list_rsna)),
+    ("chexpert", Layout(_is_chexpert, _list_chexpert)),
+    ("shenzhen", Layout(_is_shenzhen, _list_shenzhen)),
     ("generic", Layout(None, _list_generic)),
 ):
     LAYOUTS.add(_name, _layout)

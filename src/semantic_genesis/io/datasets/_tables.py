@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -27,7 +28,8 @@ class CsvTable:
     """A CSV file read into rows of strings, with named access to required columns.
 
     Column names are compared after stripping spaces (SIIM-ACR's header is ``ImageId, EncodedPixels``).
-    Row numbers in error messages are 1-based line numbers of the file (the header is line 1).
+    Row numbers in error messages are 1-based line numbers of the file (the header is line 1). A file
+    whose name ends in ``.gz`` is decompressed on the fly (MIMIC-CXR ships ``*.csv.gz``).
 
     Args:
         path: the CSV file.
@@ -43,8 +45,15 @@ class CsvTable:
         self.path = Path(path)
         self.what = what or self.path.name
         require_file(self.path, self.what)
-        with open(self.path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
+        try:
+            if self.path.suffix == ".gz":
+                with gzip.open(self.path, "rt", newline="", encoding="utf-8-sig") as handle:
+                    rows = list(csv.reader(handle))
+            else:
+                with open(self.path, newline="", encoding="utf-8-sig") as handle:
+                    rows = list(csv.reader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{describe_path(self.path)}: {self.what} is not a readable CSV file ({exc})") from None
         if not rows:
             raise DatasetLayoutError(f"{describe_path(self.path)}: {self.what} is empty (no header row)")
         self.header = [name.strip() for name in rows[0]]

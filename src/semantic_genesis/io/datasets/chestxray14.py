@@ -7,6 +7,11 @@ Expected layout (as released by the NIH; the per-archive folders of the Kaggle m
     ROOT/train_val_list.txt       one image name per line (official split, by patient)
     ROOT/test_list.txt
 
+**Splits.** ``train_val`` and ``test`` are the official lists (patient-disjoint). ``train`` and ``val``
+split ``train_val`` further by patient: about ``val_fraction`` (default 10 %) of its patients, chosen
+from ``val_seed``, form ``val`` (as the DXC target task of Semantic Genesis and Ark do; their own
+lists are not released), so no patient is in two of ``train``, ``val`` and ``test``.
+
 ``Data_Entry_2017.csv`` columns used: ``Image Index``, ``Finding Labels`` (diseases joined by ``|``, or
 ``No Finding``), ``Follow-up #``, ``Patient ID``, ``Patient Age``, ``Patient Gender``, ``View Position``
 and the original pixel spacing ``OriginalImagePixelSpacing[x`` / ``y]`` together with the original
@@ -27,6 +32,7 @@ import numpy as np
 from semantic_genesis.errors import DataError, DatasetLayoutError, describe_path
 from semantic_genesis.io.datasets._pixels import image2d_unit
 from semantic_genesis.io.datasets._tables import CsvTable, require_dir, require_file
+from semantic_genesis.io.datasets.labelled import LabelledImages, normalise_sex, patient_disjoint_split
 
 CHESTXRAY14_LABELS = (
     "Atelectasis",
@@ -52,6 +58,9 @@ DATA_ENTRY_HEADER = (
 )
 REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
 SPLITS = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
+#: Splits made from ``train_val`` by patient (see the module docstring).
+DERIVED_SPLITS = ("train", "val")
+DEFAULT_VAL_FRACTION = 0.1
 
 
 def parse_finding_labels(text: str, where: str = "Finding Labels") -> np.ndarray:
@@ -133,18 +142,23 @@ class ChestXray14Dataset:
 
     Args:
         root: dataset folder.
-        split: ``"train_val"`` (``train_val_list.txt``), ``"test"`` (``test_list.txt``) or ``"all"``
-            (every CSV row whose image is on disk).
+        split: ``"train_val"`` (``train_val_list.txt``), ``"test"`` (``test_list.txt``), ``"train"`` /
+            ``"val"`` (``train_val`` split by patient) or ``"all"`` (every CSV row whose image is on disk).
+        val_fraction: fraction of the ``train_val`` patients that form ``val``.
+        val_seed: seed of that choice.
 
     Raises:
         DatasetLayoutError: missing ``images/`` folder, CSV, CSV column or split list.
         DataError: a split list naming an image absent from the CSV or from disk, unknown finding names.
     """
 
-    def __init__(self, root: str | Path, split: str = "train_val"):
+    def __init__(
+        self, root: str | Path, split: str = "train_val", val_fraction: float = DEFAULT_VAL_FRACTION, val_seed: int = 0
+    ):
         self.root = require_dir(Path(root), "ChestX-ray14 root")
-        if split not in (*SPLITS, "all"):
-            raise DataError(f"ChestX-ray14 split must be one of {', '.join((*SPLITS, 'all'))}, got {split!r}")
+        choices = (*SPLITS, *DERIVED_SPLITS, "all")
+        if split not in choices:
+            raise DataError(f"ChestX-ray14 split must be one of {', '.join(choices)}, got {split!r}")
         self.split = split
         images = _find_images(self.root)
         if not images:
@@ -165,12 +179,16 @@ class ChestXray14Dataset:
         if split == "all":
             names = sorted(self._records)
         else:
-            list_path = require_file(self.root / SPLITS[split], f"ChestX-ray14 split list {SPLITS[split]}")
+            list_name = SPLITS["train_val" if split in DERIVED_SPLITS else split]
+            list_path = require_file(self.root / list_name, f"ChestX-ray14 split list {list_name}")
             names = [ln.strip() for ln in list_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
             for name in names:
                 if name not in self._records:
                     where = "on disk" if name not in images else f"in {csv_path.name}"
                     raise DataError(f"{describe_path(list_path)}: image {name!r} is not {where}")
+            if split in DERIVED_SPLITS:
+                held = patient_disjoint_split([self._records[n].patient_id for n in names], val_fraction, val_seed)
+                names = [n for n, h in zip(names, held) if h == (split == "val")]
         self._names = names
 
     def __len__(self) -> int:
@@ -214,6 +232,33 @@ class ChestXray14Dataset:
     def __iter__(self) -> Iterator[ChestXray14Sample]:
         for i in range(len(self)):
             yield self[i]
+
+    def labelled(self) -> LabelledImages:
+        """This split as :class:`~semantic_genesis.io.datasets.labelled.LabelledImages` (multi-label, the
+        14 labels, sex from ``Patient Gender``, age from ``Patient Age``, view from ``View Position``)."""
+        records = [self._records[n] for n in self._names]
+        return LabelledImages(
+            dataset="chestxray14",
+            split=self.split,
+            paths=tuple(r.path for r in records),
+            labels=self.labels_matrix(),
+            label_names=CHESTXRAY14_LABELS,
+            task="multi-label",
+            patient_ids=tuple(str(r.patient_id) for r in records),
+            image_ids=tuple(r.image_index for r in records),
+            sex=tuple(normalise_sex(r.gender, f"{r.image_index} Patient Gender") for r in records),
+            age=np.array([np.nan if r.age is None else r.age for r in records], dtype=np.float32),
+            views=tuple(r.view_position.upper() or None for r in records),
+            extras={"follow_up": tuple(r.follow_up for r in records)},
+        )
+
+
+def read_chestxray14(
+    root: str | Path, split: str = "train_val", val_fraction: float = DEFAULT_VAL_FRACTION, val_seed: int = 0
+) -> LabelledImages:
+    """Read one ChestX-ray14 split as :class:`~semantic_genesis.io.datasets.labelled.LabelledImages`;
+    arguments and errors as :class:`ChestXray14Dataset`."""
+    return ChestXray14Dataset(root, split, val_fraction=val_fraction, val_seed=val_seed).labelled()
 
 
 def _record_from_row(row, path: Path) -> ChestXray14Record:
