@@ -33,6 +33,24 @@ def test_label_fraction_keeps_val_and_test():
         split_by_patient(data, label_fraction=0)
 
 
+def test_label_fractions_are_nested_and_stratified():
+    data = blob_task(n=200, patients=40)
+    data.targets[[i for i, p in enumerate(data.patients) if int(p[1:]) >= 28]] = 0  # 12 patients without a positive
+    full = split_by_patient(data, seed=2)
+    pos_patients = lambda idx: {data.patients[i] for i in idx if data.positive(i)}
+    all_patients = lambda idx: {data.patients[i] for i in idx}
+    previous = set(full["train"])
+    share = len(pos_patients(full["train"])) / len(all_patients(full["train"]))
+    for fraction in (0.75, 0.5, 0.25, 0.1):
+        few = split_by_patient(data, seed=2, label_fraction=fraction)
+        assert set(few["train"]) <= previous  # nested: every smaller set inside the larger one
+        previous = set(few["train"])
+        n = len(all_patients(few["train"]))
+        assert abs(n - fraction * len(all_patients(full["train"]))) <= 1.0
+        assert abs(len(pos_patients(few["train"])) - share * n) <= 1.0  # stratified
+        assert pos_patients(few["train"]) and pos_patients(few["train"]) != all_patients(few["train"])
+
+
 def test_split_errors():
     data = blob_task(n=6, patients=2)
     with pytest.raises(DataError, match="2 patient"):

@@ -171,15 +171,28 @@ def _ensure_nonempty(assignment: dict[str, str], fractions, rng: np.random.Gener
 
 
 def _apply_label_fraction(data: TaskData, split: dict[str, np.ndarray], seed: int, fraction: float) -> dict:
+    """Keep ``fraction`` of the training patients: nested subsets, stratified by having a positive.
+
+    One seeded order of the training patients (independent of ``fraction``) is drawn per stratum
+    (patients with / without a positive sample) and each stratum keeps its first
+    ``round(n * fraction)`` patients, so a smaller fraction's patients are a subset of a larger
+    one's (label-efficiency curves compare nested training sets) and the share of patients with
+    positives stays that of the full training set.
+    """
     if not 0.0 < float(fraction) <= 1.0:
         raise ConfigError(f"finetune.label_fraction must be in (0, 1], got {fraction}")
     if fraction >= 1.0:
         return split
     train = split["train"]
     patients = sorted({data.patients[i] for i in train})
-    rng = np.random.default_rng(derive_seed(seed, data.task, "label_fraction", float(fraction)))
-    keep_n = max(1, int(round(len(patients) * float(fraction))))
-    keep = {patients[i] for i in rng.permutation(len(patients))[:keep_n]}
+    positive = {data.patients[i] for i in train if data.positive(i)}
+    rng = np.random.default_rng(derive_seed(seed, data.task, "label_fraction"))
+    keep: set[str] = set()
+    for stratum in ([p for p in patients if p in positive], [p for p in patients if p not in positive]):
+        order = [stratum[i] for i in rng.permutation(len(stratum))]
+        keep.update(order[: int(round(len(stratum) * float(fraction)))])
+    if not keep:  # at least one patient, preferably one with a positive
+        keep = {sorted(positive)[0] if positive else patients[0]}
     split = dict(split)
     split["train"] = np.asarray([i for i in train if data.patients[i] in keep], dtype=np.int64)
     return split
