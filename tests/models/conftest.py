@@ -1,4 +1,4 @@
-"""Shared fixtures for model tests: the official Models Genesis key list (genesis_reference §3.4)."""
+"""Shared fixtures for model tests: the official Models Genesis key list."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A test double of the official Models Genesis PyTorch ``UNet3D``, written from genesis_reference §3.1.
+"""A test double of the official Models Genesis PyTorch ``UNet3D``, written from its published layout.
 
 It is independent of ``semantic_genesis.models`` on purpose: the importer tests save its state dict in
 the official layout and check that our network reproduces its outputs. Like the official module it

@@ -22,7 +22,7 @@ def test_official_parameter_count_and_keys():
     assert len(keys) == 106
     assert sorted(keys) == sorted(official_unet3d_keys())
     encoder = sum(p.numel() for p in model.encoder_parameters())
-    assert encoder == 7_027_776  # reference §3.1
+    assert encoder == 7_027_776  # the official network's encoder
     sd = model.state_dict()
     for key, shape in OFFICIAL_CONV_SHAPES.items():
         assert tuple(sd[key].shape) == shape, key
@@ -94,7 +94,7 @@ def test_batch_stats_norm_uses_batch_statistics_in_eval_and_updates_running_stat
     assert torch.allclose(y.var(dim=(0, 2, 3, 4), unbiased=False), torch.ones(4), atol=1e-3)
     assert torch.allclose(norm.running_mean, 0.1 * x.mean(dim=(0, 2, 3, 4)), atol=1e-5)
     assert int(norm.num_batches_tracked) == 0
-    # Outputs depend on the batch composition, also in eval mode (reference §5.5).
+    # Outputs depend on the batch composition, also in eval mode (the official batch-statistics norm).
     model = UNet3D(width=0.125).eval()
     a = torch.rand(2, 1, 16, 16, 8)
     b = torch.rand(2, 1, 16, 16, 8)

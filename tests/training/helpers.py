@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ from semantic_genesis import methods
 from semantic_genesis.config import Config, load_config
 from semantic_genesis.io.shards import ShardWriter
 from semantic_genesis.methods.base import Method, StepOutput
+from semantic_genesis.methods.options import MethodOptions, parse_options
 from semantic_genesis.io.shard_dataset import StoreDataset
 
 CUBE = (16, 16, 8)
@@ -55,10 +58,24 @@ def make_cube_store(root: Path, n_train: int = 32, n_val: int = 8, seed: int = 0
     return root
 
 
+@dataclass(frozen=True)
+class ToyOptions(MethodOptions):
+    """``method.options`` of the test methods."""
+
+    nan_at_step: Optional[int] = None
+    freeze_decoder_epochs: int = 0
+    momentum: float = 0.9
+
+
 @methods.register()
 class NoiseRestore(Method):
     name = "test_noise_restore"
     description = "test method: remove additive Gaussian noise"
+    options_class = ToyOptions
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.options = parse_options(cfg, ToyOptions, self.name)
 
     def build_model(self):
         from semantic_genesis.models import create_from_config
@@ -71,7 +88,7 @@ class NoiseRestore(Method):
         return train, (val if len(val) else None)
 
     def frozen_parameters(self, model, epoch):
-        if epoch < int(self.cfg.method.options.get("freeze_decoder_epochs", 0)):
+        if epoch < self.options.freeze_decoder_epochs:
             return [n for n, _ in model.named_parameters() if not n.startswith("down_tr")]
         return []
 
@@ -80,8 +97,8 @@ class NoiseRestore(Method):
         noise = torch.randn(x.shape, generator=ctx.generator, device=x.device)
         out = model((x + 0.1 * noise).clamp(0, 1))
         loss = F.mse_loss(out.float(), x)
-        nan_at = self.cfg.method.options.get("nan_at_step")
-        if nan_at is not None and ctx.training and ctx.step >= int(nan_at):
+        nan_at = self.options.nan_at_step
+        if nan_at is not None and ctx.training and ctx.step >= nan_at:
             loss = loss * float("nan")
         return StepOutput(loss, {"mae": float((out.detach().float() - x).abs().mean())})
 
@@ -105,7 +122,7 @@ class EmaTeacher(NoiseRestore):
         self.teacher.to(next(model.parameters()).device)
 
     def momentum(self, ctx) -> float:
-        start = float(self.cfg.method.options.get("momentum", 0.9))
+        start = self.options.momentum
         return 1.0 - (1.0 - start) * (math.cos(math.pi * ctx.step / max(ctx.total_steps, 1)) + 1.0) / 2.0
 
     def training_step(self, model, batch, ctx):

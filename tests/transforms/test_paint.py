@@ -13,7 +13,7 @@ from .conftest import gen
 
 # Reference process: while cnt > 0 and random() < 0.95 -> P(k) = 0.95^k * 0.05 (k < 5), P(5) = 0.95^5
 REFERENCE_COUNTS = np.array([0.95**k * 0.05 for k in range(5)] + [0.95**5])
-MEASURED = np.array([0.049, 0.048, 0.044, 0.043, 0.041, 0.775])  # reference §2.3
+MEASURED = np.array([0.049, 0.048, 0.044, 0.043, 0.041, 0.775])  # measured on the official generator
 
 
 def test_inpaint_window_count_distribution():

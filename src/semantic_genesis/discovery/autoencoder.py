@@ -74,12 +74,13 @@ def load_autoencoder(path: str | Path, dcfg) -> nn.Module:
     Raises:
         CheckpointError: missing/corrupt file, or weights of another input size/width/architecture.
     """
-    from semantic_genesis.models import load_weights
+    from semantic_genesis.models.loading import load_pretrained
+    from semantic_genesis.models.weights import read_metadata
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: autoencoder weights not found")
-    state, metadata = load_weights(path)
+    metadata = read_metadata(path)
     info = metadata.get("autoencoder") if isinstance(metadata, dict) else None
     if isinstance(info, str):
         info = json.loads(info)
@@ -87,10 +88,7 @@ def load_autoencoder(path: str | Path, dcfg) -> nn.Module:
         raise CheckpointError(f"{path}: not a self-discovery autoencoder (metadata has no 'autoencoder' entry)")
     _check_fingerprint(info, ae_fingerprint(dcfg), str(path))
     model = build_autoencoder(dcfg)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the autoencoder ({str(exc).splitlines()[0]})") from None
+    load_pretrained(model, path, strict=True)  # a key or shape that does not fit: one-line CheckpointError
     return model
 
 

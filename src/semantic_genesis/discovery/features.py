@@ -2,7 +2,7 @@
 
 The official ``feature_extractor.py`` takes the output of ``depth_7_relu`` (the 512-channel
 bottleneck, 16x16x8 for a 128x128x64 input) through ``GlobalAveragePooling3D``: one 512-d vector per
-patient (reference §1.2). Here: ``model.encode(x).bottleneck`` averaged over X, Y, Z, giving
+patient. Here: ``model.encode(x).bottleneck`` averaged over X, Y, Z, giving
 ``16 * round(32 * width)`` dimensions (512 at width 1).
 
 Batch-norm running statistics are exponential averages over the training steps; after a short

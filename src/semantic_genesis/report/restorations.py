@@ -48,7 +48,7 @@ def restoration_examples(run_dir, weights: str = "best", count: int = 4, data: s
     from semantic_genesis.config import load_config, replace
     from semantic_genesis.errors import ConfigError, DataError
     from semantic_genesis.methods.base import StepContext
-    from semantic_genesis.models.weights import load_weights
+    from semantic_genesis.models.loading import load_pretrained
     from semantic_genesis.training.data import collate
     from semantic_genesis.utils.seeding import derive_seed
 
@@ -63,8 +63,7 @@ def restoration_examples(run_dir, weights: str = "best", count: int = 4, data: s
     path = Path(weights) if weights not in ("best", "final") else run / "weights" / f"{weights}.safetensors"
     method = methods.build(cfg)
     model = method.build_model()
-    state, _ = load_weights(path)
-    model.load_state_dict(state)
+    load_pretrained(model, path, strict=True)
     model.eval()
     train_set, val_set = method.build_datasets()
     dataset = val_set if val_set is not None and len(val_set) else train_set

@@ -25,25 +25,15 @@ import torch
 from torch import nn
 
 from semantic_genesis.errors import CheckpointError
+from semantic_genesis.models.registry import unwrap_model
 from semantic_genesis.utils.atomic import atomic_open
 
 FORMAT_VERSION = 1
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain network inside DistributedDataParallel and/or ``torch.compile`` wrappers."""
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of the unwrapped model's state dict."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in unwrap_model(model).state_dict().items()}
 
 
 def rng_state() -> dict[str, Any]:
@@ -99,4 +89,4 @@ def write_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any]) 
     """Save the unwrapped model as safetensors with metadata, atomically."""
     from semantic_genesis.models.weights import save_weights
 
-    return save_weights(unwrap(model), Path(path), metadata)
+    return save_weights(unwrap_model(model), Path(path), metadata)
