@@ -122,3 +122,41 @@ def test_segmentation_scores_bad_definition_and_empty_cases():
         metrics.segmentation_scores([], [], "pooled")
     assert metrics.iou_pooled([np.zeros(4)], [np.zeros(4)]) == 1.0
     assert set(metrics.IOU_DEFINITIONS) == {"pooled", "per_case", "keras"}
+
+
+def _random_cases(seed: int, n: int = 5):
+    rng = np.random.default_rng(seed)
+    truths = [rng.random((1, 9, 7, 5)) < 0.25 for _ in range(n)]
+    truths[-1][:] = False  # one case without foreground
+    probs = [np.clip(t * 0.5 + rng.random(t.shape) * 0.6, 0, 1).astype(np.float32) for t in truths]
+    probs[0][0, 0, 0, 0] = 0.5  # the threshold itself is foreground (p >= 0.5)
+    return probs, truths
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pooled_iou_and_dice_match_sklearn_on_flattened_voxels(seed):
+    from sklearn.metrics import f1_score, jaccard_score
+
+    probs, truths = _random_cases(seed)
+    y = np.concatenate([t.ravel() for t in truths])
+    p = np.concatenate([q.ravel() for q in probs]) >= 0.5
+    assert metrics.iou_pooled(probs, truths) == pytest.approx(jaccard_score(y, p), abs=1e-12)
+    assert metrics.dice_pooled(probs, truths) == pytest.approx(f1_score(y, p), abs=1e-12)
+    scores = metrics.segmentation_scores(probs, truths, "pooled")
+    assert scores == pytest.approx({"iou": jaccard_score(y, p), "dice": f1_score(y, p)}, abs=1e-12)
+
+
+def test_per_case_scores_from_counts_match_monai():
+    """The fine-tuning loop's per-case IoU / Dice (from confusion counts) equal MONAI's, empty case included."""
+    probs, truths = _random_cases(2)
+    probs[-1][:] = 0.1  # empty truth and empty prediction: 1 (the official empty_score)
+    prob_t = torch.from_numpy(np.stack(probs))
+    truth_t = torch.from_numpy(np.stack(truths)).float()
+    binary = (prob_t >= 0.5).float()
+    ref_iou = compute_iou(binary, truth_t, include_background=True, ignore_empty=False)[:, 0]
+    ref_dice = compute_dice(binary, truth_t, include_background=True, ignore_empty=False)[:, 0]
+    assert float(ref_iou[-1]) == 1.0
+    scores = metrics.segmentation_scores(probs, truths, "per_case")
+    assert scores["iou"] == pytest.approx(float(ref_iou.double().mean()), abs=1e-6)
+    assert scores["dice"] == pytest.approx(float(ref_dice.double().mean()), abs=1e-6)
+    torch.testing.assert_close(metrics.iou_per_case(prob_t, truth_t), ref_iou.double())

@@ -2,9 +2,14 @@
 
 The papers report AUC for NCC and IoU for NCS, LCS and BMS (Semantic Genesis, Table 1 and 2); the
 official Keras fine-tuning code (Models Genesis ``keras/downstream_tasks/utils.py``) computes the test
-AUC with scikit-learn's ``roc_curve`` + ``auc`` and Dice / IoU at threshold 0.5. These functions
-compute the same quantities on tensors of any device (they reduce to a few sums and one sort) and are
-tested against scikit-learn's ``roc_auc_score`` and MONAI's ``compute_dice`` / ``compute_iou``.
+AUC with scikit-learn's ``roc_curve`` + ``auc`` and Dice / IoU at threshold 0.5.
+
+What MONAI has is computed by MONAI: :func:`roc_auc` wraps ``monai.metrics.compute_roc_auc`` (raising a
+one-line error where MONAI would return NaN), :func:`dice_per_case` / :func:`iou_per_case` wrap
+``compute_dice`` / ``compute_iou``. MONAI has no pooled IoU / Dice and no Keras ``mean_iou``; those
+are ours (:func:`iou_pooled`, :func:`dice_pooled`, :func:`keras_mean_iou`, and their confusion-count
+forms :func:`overlap_counts` / :func:`scores_from_counts` used by the fine-tuning loop) and are tested
+against scikit-learn's ``jaccard_score`` / ``f1_score`` on the flattened voxels and MONAI per case.
 
 **Which IoU** (``finetune.iou``, :data:`IOU_DEFINITIONS`). The papers do not say how IoU is averaged;
 the official code prints two numbers for a test set:
@@ -37,10 +42,13 @@ def _as_tensor(x) -> torch.Tensor:
 
 
 def roc_auc(scores, labels) -> float:
-    """Area under the ROC curve of binary ``scores`` for ``labels``.
+    """Area under the ROC curve of binary ``scores`` for ``labels``, by MONAI's ``compute_roc_auc``.
 
-    Computed as the normalised Mann-Whitney U statistic with average ranks for tied scores, which
-    equals the trapezoidal area under the ROC curve (scikit-learn's ``roc_auc_score``) exactly.
+    MONAI's ``compute_roc_auc`` (tied scores share their pairs, equal to scikit-learn's trapezoidal
+    ``roc_auc_score``) computes the value. This wrapper only validates the input first: where MONAI
+    warns and returns NaN (one class only, labels other than 0/1), or scores NaN pairs silently, we
+    raise a :class:`~semantic_genesis.errors.DataError` that says why, so that a test set without
+    positives never reaches a results table as a NaN.
 
     Args:
         scores: ``(N,)`` real scores (probabilities or logits; only their order matters).
@@ -50,8 +58,11 @@ def roc_auc(scores, labels) -> float:
         The AUC in [0, 1].
 
     Raises:
-        DataError: shapes differ, labels are not binary, or only one class is present (AUC undefined).
+        DataError: shapes differ, scores are not finite, labels are not binary, or only one class is
+            present (AUC undefined).
     """
+    from monai.metrics import compute_roc_auc
+
     s = _as_tensor(scores).detach().reshape(-1).to(torch.float64)
     y = _as_tensor(labels).detach().reshape(-1)
     if s.numel() != y.numel():
@@ -61,37 +72,15 @@ def roc_auc(scores, labels) -> float:
     y = y.to(s.device)
     if not bool(((y == 0) | (y == 1)).all()):
         raise DataError(f"roc_auc: labels must be 0 or 1, got values {torch.unique(y).tolist()[:5]}")
-    pos = y == 1
-    n_pos = int(pos.sum())
+    n_pos = int((y == 1).sum())
     n_neg = int(y.numel() - n_pos)
     if n_pos == 0 or n_neg == 0:
         raise DataError(f"roc_auc: needs both classes, got {n_pos} positives and {n_neg} negatives")
-    ranks = _average_ranks(s)
-    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return float(compute_roc_auc(s.cpu(), y.cpu().to(torch.int64)))
 
 
-def _average_ranks(values: torch.Tensor) -> torch.Tensor:
-    """1-based ranks of ``values`` (1D) with ties given their average rank (``scipy.stats.rankdata``)."""
-    order = torch.argsort(values, stable=True)
-    sorted_vals = values[order]
-    n = values.numel()
-    # Group boundaries of runs of equal values in the sorted order.
-    new_group = torch.ones(n, dtype=torch.bool, device=values.device)
-    new_group[1:] = sorted_vals[1:] != sorted_vals[:-1]
-    group_id = torch.cumsum(new_group.to(torch.int64), 0) - 1
-    positions = torch.arange(1, n + 1, dtype=torch.float64, device=values.device)
-    n_groups = int(group_id[-1]) + 1
-    sums = torch.zeros(n_groups, dtype=torch.float64, device=values.device).index_add_(0, group_id, positions)
-    counts = torch.zeros(n_groups, dtype=torch.float64, device=values.device).index_add_(
-        0, group_id, torch.ones_like(positions)
-    )
-    ranks = torch.empty(n, dtype=torch.float64, device=values.device)
-    ranks[order] = (sums / counts)[group_id]
-    return ranks
-
-
-def _binarise(pred: torch.Tensor, target: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _binarise(pred, target, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, 1, N)`` float64 binary prediction (``p >= threshold``; integer masks: non-zero) and target (``> 0.5``)."""
     pred = _as_tensor(pred).detach()
     target = _as_tensor(target).detach()
     if pred.shape != target.shape:
@@ -99,29 +88,17 @@ def _binarise(pred: torch.Tensor, target: torch.Tensor, threshold: float) -> tup
     if pred.dim() < 2:
         raise DataError(f"segmentation metric: expected (B, ...) tensors, got shape {tuple(pred.shape)}")
     b = pred.shape[0]
-    p = (pred.reshape(b, -1) >= threshold).to(torch.float64) if pred.is_floating_point() else (pred.reshape(b, -1) > 0).to(torch.float64)
-    t = (target.reshape(b, -1).to(pred.device) > 0.5).to(torch.float64)
-    return p, t
-
-
-def _overlap(pred, target, threshold: float, ignore_empty: bool, kind: str) -> torch.Tensor:
-    p, t = _binarise(pred, target, threshold)
-    inter = (p * t).sum(1)
-    sum_p = p.sum(1)
-    sum_t = t.sum(1)
-    denom = sum_p + sum_t if kind == "dice" else sum_p + sum_t - inter
-    num = 2.0 * inter if kind == "dice" else inter
-    score = num / denom.clamp_min(1e-12)
-    empty_t = sum_t == 0
-    # MONAI convention for empty ground truth: NaN (ignored) or 1 if the prediction is empty too, else 0.
-    empty_value = torch.where(sum_p == 0, torch.ones_like(score), torch.zeros_like(score))
-    if ignore_empty:
-        empty_value = torch.full_like(score, math.nan)
-    return torch.where(empty_t, empty_value, score)
+    flat = pred.reshape(b, 1, -1)
+    p = (flat >= threshold) if pred.is_floating_point() else (flat > 0)
+    t = target.reshape(b, 1, -1).to(pred.device) > 0.5
+    return p.to(torch.float64), t.to(torch.float64)
 
 
 def dice_per_case(pred, target, threshold: float = 0.5, ignore_empty: bool = False) -> torch.Tensor:
-    """Dice coefficient ``2|P∩T| / (|P| + |T|)`` of each case of a batch.
+    """Dice coefficient ``2|P∩T| / (|P| + |T|)`` of each case of a batch, by MONAI's ``compute_dice``.
+
+    The cases are flattened to one channel and passed to ``monai.metrics.compute_dice``
+    (``include_background=True``), whose empty-mask conventions are ours.
 
     Args:
         pred: ``(B, ...)`` probabilities in [0, 1] (binarised with ``>= threshold``), or an integer /
@@ -129,17 +106,27 @@ def dice_per_case(pred, target, threshold: float = 0.5, ignore_empty: bool = Fal
         target: ``(B, ...)`` binary ground truth (non-zero = foreground), same shape.
         threshold: probability threshold (0.5 as in the official evaluation).
         ignore_empty: cases with empty ground truth are NaN if True (MONAI ``ignore_empty=True``), else 1
-            when the prediction is empty too and 0 otherwise (MONAI ``ignore_empty=False``).
+            when the prediction is empty too and 0 otherwise (MONAI ``ignore_empty=False``; the
+            official ``empty_score`` = 1.0 of two empty masks).
 
     Returns:
-        ``(B,)`` float64 Dice per case.
+        ``(B,)`` Dice per case as float64 (MONAI computes it in float32: ~1e-7 relative rounding).
     """
-    return _overlap(pred, target, threshold, ignore_empty, "dice")
+    from monai.metrics import compute_dice
+
+    p, t = _binarise(pred, target, threshold)
+    return compute_dice(p, t, include_background=True, ignore_empty=ignore_empty)[:, 0].to(torch.float64)
 
 
 def iou_per_case(pred, target, threshold: float = 0.5, ignore_empty: bool = False) -> torch.Tensor:
-    """Intersection over union ``|P∩T| / |P∪T|`` of each case; arguments as :func:`dice_per_case`."""
-    return _overlap(pred, target, threshold, ignore_empty, "iou")
+    """Intersection over union ``|P∩T| / |P∪T|`` of each case, by MONAI's ``compute_iou``.
+
+    Arguments and empty-mask conventions as :func:`dice_per_case`.
+    """
+    from monai.metrics import compute_iou
+
+    p, t = _binarise(pred, target, threshold)
+    return compute_iou(p, t, include_background=True, ignore_empty=ignore_empty)[:, 0].to(torch.float64)
 
 
 def _nanmean(values: torch.Tensor) -> float:
