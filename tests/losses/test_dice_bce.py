@@ -1,4 +1,4 @@
-"""The fine-tuning losses: the official Models Genesis soft Dice (= MONAI DiceLoss), BCE with pos_weight, Dice + BCE."""
+"""The fine-tuning losses: the official Models Genesis soft Dice (computed by MONAI DiceLoss), BCE with pos_weight, Dice + BCE."""
 
 import pytest
 import torch
@@ -17,6 +17,27 @@ def test_soft_dice_matches_official_formula_and_monai():
     monai = DiceLoss(sigmoid=True, batch=True, smooth_nr=1.0, smooth_dr=1.0)(logits, target)
     assert soft_dice_loss(logits, target) == pytest.approx(float(official), abs=1e-6)
     assert soft_dice_loss(logits, target) == pytest.approx(float(monai), abs=1e-6)
+    # float64: MONAI's DiceLoss is the official formula exactly
+    p64, t64 = torch.sigmoid(logits.double()), target.double()
+    official64 = 1 - (2 * (p64 * t64).sum() + 1) / (t64.sum() + p64.sum() + 1)
+    monai64 = DiceLoss(sigmoid=True, batch=True, smooth_nr=1.0, smooth_dr=1.0)(logits.double(), t64)
+    assert float(monai64) == float(official64)
+
+
+def test_soft_dice_pools_channels_and_cases_and_gets_gradients():
+    """Several channels and cases pool into one Dice, as the official flattened loss."""
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 3, 6, 6, 4, generator=g, requires_grad=True)
+    target = (torch.rand(2, 3, 6, 6, 4, generator=g) > 0.6).float()
+    p = torch.sigmoid(logits.detach())
+    official = 1 - (2 * (p * target).sum() + 1) / (target.sum() + p.sum() + 1)
+    loss = soft_dice_loss(logits, target)
+    assert loss.item() == pytest.approx(float(official), abs=1e-6)
+    loss.backward()
+    # more predicted foreground on a true voxel lowers the loss, on a background voxel raises it
+    assert float(logits.grad[target.bool()].max()) < 0 and float(logits.grad[~target.bool()].min()) > 0
+    empty = soft_dice_loss(torch.full((1, 1, 4, 4), -30.0), torch.zeros(1, 1, 4, 4))
+    assert float(empty) == pytest.approx(0.0, abs=1e-6)  # both empty: smoothing gives Dice 1
 
 
 def test_bce_pos_weight_and_gradients():

@@ -1,7 +1,7 @@
 """Which loss fine-tunes which target task (the losses themselves are in :mod:`semantic_genesis.losses`).
 
 * ``bce``: binary cross-entropy with logits, optional ``pos_weight`` for class imbalance (NCC);
-* ``dice``: the official Models Genesis soft Dice loss;
+* ``dice``: the official Models Genesis soft Dice loss (computed by MONAI ``DiceLoss``);
 * ``dice_bce``: ``dice + bce`` (the default for segmentation).
 
 All take **logits**, so they are safe under mixed precision.
