@@ -1,27 +1,38 @@
 """Optimiser and learning-rate schedule from the ``optim`` config section.
 
-The schedule is a multiplicative factor on each parameter group's base learning rate, recomputed
-before every optimiser step from ``(step, epoch)`` plus, for ``plateau``, a small state updated after
-each validation. Being a function of the counters (and a state saved in checkpoints), it resumes
-exactly.
+The schedules are PyTorch's own (``torch.optim.lr_scheduler``), composed multiplicatively on the
+optimiser's learning rate. :class:`LRSchedule` steps the per-step ones after every optimiser step and
+the per-epoch ones at the end of every epoch; its state (each scheduler's ``state_dict``) is saved in
+checkpoints together with the optimiser's, so a run resumes exactly.
 
 * ``none``: constant.
-* ``step``: ``gamma ** (epoch // step_size)`` (official Models Genesis: SGD, ×0.5 every 40 epochs).
-* ``cosine``: half a cosine from 1 to ``min_lr / lr`` over the run's total steps.
-* ``plateau``: ×``gamma`` after ``plateau_patience`` epochs without validation improvement, floored
-  at ``min_lr`` (the Keras Models/Semantic Genesis trainers' ReduceLROnPlateau).
-* ``warmup_steps``: linear ramp from ``1/warmup_steps`` to 1 over the first steps (all schedules).
+* ``step``: ``StepLR(step_size, gamma)`` stepped per epoch: ``gamma ** (epoch // step_size)``
+  (official Models Genesis: SGD, ×0.5 every 40 epochs).
+* ``cosine``: ``CosineAnnealingLR(T_max=total steps, eta_min=min_lr)`` stepped per optimiser step:
+  half a cosine from ``lr`` to ``min_lr`` (capped at the smallest group lr).
+* ``plateau``: ``ReduceLROnPlateau`` fed the monitored validation value: ×``gamma`` after
+  ``plateau_patience`` epochs without an improvement larger than ``train.min_delta``, floored at
+  ``min_lr`` (the Keras ``ReduceLROnPlateau`` of the official Models / Semantic Genesis trainers, whose
+  ``patience`` counts the bad epochs up to and including the reducing one; PyTorch's counts the epochs
+  before it, so it gets ``plateau_patience - 1``).
+* ``warmup_steps``: ``LinearLR`` from ``1/warmup_steps`` to 1 over the first ``warmup_steps``
+  optimiser steps (step ``s`` has factor ``(s + 1) / warmup_steps``), multiplied into any schedule.
+
+Against the former closed-form factors, PyTorch's chainable schedulers agree up to float rounding
+(``step``, ``plateau``, warm-up: exact products of the same factors); ``cosine`` with ``min_lr > 0``
+and a warm-up differs by less than ``min_lr * 1e-2`` because ``CosineAnnealingLR`` applies its floor
+to the warmed-up rate (see tests/training/test_optim.py for the measured bound).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable
 
 import torch
+from torch.optim import lr_scheduler
 
 from semantic_genesis.config import OptimConfig
-from semantic_genesis.errors import ConfigError
+from semantic_genesis.errors import CheckpointError, ConfigError
 
 
 def build_optimizer(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -39,75 +50,99 @@ def build_optimizer(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Opti
     raise ConfigError(f"optim.name: {cfg.name!r} is not one of 'adam', 'adamw', 'sgd'")
 
 
+def _check(cfg: OptimConfig) -> None:
+    if cfg.warmup_steps < 0:
+        raise ConfigError(f"optim.warmup_steps must be >= 0, got {cfg.warmup_steps}")
+    if cfg.scheduler == "step" and cfg.step_size <= 0:
+        raise ConfigError(f"optim.step_size must be > 0 epochs for the step scheduler, got {cfg.step_size}")
+    if cfg.scheduler == "plateau":
+        if cfg.plateau_patience < 1:
+            raise ConfigError(f"optim.plateau_patience must be >= 1 epoch for the plateau scheduler, got {cfg.plateau_patience}")
+        if not 0.0 < cfg.gamma < 1.0:
+            raise ConfigError(f"optim.gamma must be in (0, 1) for the plateau scheduler, got {cfg.gamma}")
+
+
 class LRSchedule:
-    """Sets ``group["lr"] = group["base_lr"] * factor(step, epoch)`` before each optimiser step.
+    """The ``optim.scheduler`` schedule (plus warm-up) as PyTorch lr schedulers on ``optimizer``.
+
+    The engine reads the current rate from the optimiser, calls :meth:`step` after every optimiser
+    step and :meth:`end_epoch` after every epoch's validation.
 
     Args:
-        optimizer: the optimiser; each group's current ``lr`` is taken as its base rate.
+        optimizer: the optimiser; each group's current ``lr`` is its base rate.
         cfg: the ``optim`` section.
-        total_steps: planned optimiser steps of the run (cosine schedule).
+        total_steps: planned optimiser steps of the run (``T_max`` of the cosine schedule).
+        mode: ``"min"`` or ``"max"``, whether a lower or higher monitored value is better (plateau).
+        min_delta: the smallest change that counts as an improvement (plateau; absolute).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
-        if cfg.scheduler == "step" and cfg.step_size <= 0:
-            raise ConfigError(f"optim.step_size must be > 0 epochs for the step scheduler, got {cfg.step_size}")
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int,
+                 mode: str = "min", min_delta: float = 1e-4):
+        _check(cfg)
         self.optimizer = optimizer
         self.cfg = cfg
         self.total_steps = max(int(total_steps), 1)
-        for group in optimizer.param_groups:
-            group.setdefault("base_lr", group["lr"])
-        self.plateau_factor = 1.0
-        self.plateau_best: float | None = None
-        self.plateau_bad = 0
-
-    def factor(self, step: int, epoch: int) -> float:
-        """The lr multiplier for optimiser step ``step`` (0-based) in ``epoch``."""
-        cfg = self.cfg
-        base_lr = max(g["base_lr"] for g in self.optimizer.param_groups)
-        floor = min(cfg.min_lr / base_lr, 1.0) if base_lr > 0 else 0.0
-        if cfg.scheduler == "step":
-            f = cfg.gamma ** (epoch // cfg.step_size)
-        elif cfg.scheduler == "cosine":
-            progress = min(step / self.total_steps, 1.0)
-            f = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        base = [float(g["lr"]) for g in optimizer.param_groups]
+        floor = min(cfg.min_lr / max(base), 1.0) if max(base) > 0 else 0.0  # as a factor of each group's lr
+        self.per_step: list[lr_scheduler.LRScheduler] = []
+        self.per_epoch: list[lr_scheduler.LRScheduler] = []
+        self.cosine: lr_scheduler.CosineAnnealingLR | None = None
+        self.plateau: lr_scheduler.ReduceLROnPlateau | None = None
+        if cfg.warmup_steps > 1:
+            self.per_step.append(lr_scheduler.LinearLR(
+                optimizer, start_factor=1.0 / cfg.warmup_steps, end_factor=1.0, total_iters=cfg.warmup_steps - 1))
+        if cfg.scheduler == "cosine":
+            self.cosine = lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.total_steps,
+                                                         eta_min=min(cfg.min_lr, min(base)))
+            self.per_step.append(self.cosine)
+        elif cfg.scheduler == "step":
+            self.per_epoch.append(lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma))
         elif cfg.scheduler == "plateau":
-            f = self.plateau_factor
-        else:
-            f = 1.0
-        if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
-            f *= (step + 1) / cfg.warmup_steps
-        return f
+            self.plateau = lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=mode, factor=cfg.gamma, patience=cfg.plateau_patience - 1, threshold=min_delta,
+                threshold_mode="abs", cooldown=0, min_lr=[b * floor for b in base], eps=0.0)
 
-    def apply(self, step: int, epoch: int) -> float:
-        """Set every group's lr for this step; returns the first group's lr."""
-        f = self.factor(step, epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["base_lr"] * f
-        return self.optimizer.param_groups[0]["lr"]
+    @property
+    def lr(self) -> float:
+        """The first group's current learning rate."""
+        return float(self.optimizer.param_groups[0]["lr"])
 
-    def observe(self, value: float, mode: str = "min", min_delta: float = 1e-4) -> None:
-        """Feed an epoch's validation metric to the plateau schedule (ignored by the others)."""
-        if self.cfg.scheduler != "plateau":
-            return
-        better = (
-            self.plateau_best is None
-            or (mode == "min" and value < self.plateau_best - min_delta)
-            or (mode == "max" and value > self.plateau_best + min_delta)
-        )
-        if better:
-            self.plateau_best, self.plateau_bad = value, 0
-            return
-        self.plateau_bad += 1
-        if self.plateau_bad >= self.cfg.plateau_patience:
-            base_lr = max(g["base_lr"] for g in self.optimizer.param_groups)
-            floor = min(self.cfg.min_lr / base_lr, 1.0) if base_lr > 0 else 0.0
-            self.plateau_factor = max(self.plateau_factor * self.cfg.gamma, floor)
-            self.plateau_bad = 0
+    def step(self) -> None:
+        """Advance the per-step schedulers (warm-up, cosine) after one optimiser step."""
+        for scheduler in self.per_step:
+            scheduler.step()
+
+    def end_epoch(self, value: float | None) -> None:
+        """Advance the per-epoch schedulers after an epoch; ``value`` is its monitored validation value
+        (``None`` without validation, which leaves the plateau schedule as it is)."""
+        for scheduler in self.per_epoch:
+            scheduler.step()
+        if self.plateau is not None and value is not None:
+            self.plateau.step(value)
+
+    def _schedulers(self) -> list[Any]:
+        return [*self.per_step, *self.per_epoch, *([self.plateau] if self.plateau is not None else [])]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"plateau_factor": self.plateau_factor, "plateau_best": self.plateau_best, "plateau_bad": self.plateau_bad}
+        return {"scheduler": self.cfg.scheduler, "warmup_steps": self.cfg.warmup_steps,
+                "states": [s.state_dict() for s in self._schedulers()]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.plateau_factor = float(state["plateau_factor"])
-        self.plateau_best = None if state["plateau_best"] is None else float(state["plateau_best"])
-        self.plateau_bad = int(state["plateau_bad"])
+        """Restore the schedulers (load the optimiser's state too: the current rate lives there).
+
+        Raises:
+            CheckpointError: the state is not of this schedule (another ``optim.scheduler`` or warm-up,
+                or a checkpoint of a version before the PyTorch schedulers).
+        """
+        schedulers = self._schedulers()
+        if (not isinstance(state.get("states"), list) or len(state["states"]) != len(schedulers)
+                or state.get("scheduler") != self.cfg.scheduler or state.get("warmup_steps") != self.cfg.warmup_steps):
+            was = (f"optim.scheduler={state['scheduler']} with warmup_steps={state.get('warmup_steps')}"
+                   if "scheduler" in state else "an earlier version's hand-written schedule")
+            raise CheckpointError(f"the checkpoint's lr schedule ({was}) is not this run's optim.scheduler="
+                                  f"{self.cfg.scheduler} with warmup_steps={self.cfg.warmup_steps}; resume with the "
+                                  "settings (and version) that wrote it, or start a new run")
+        for scheduler, sub in zip(schedulers, state["states"]):
+            scheduler.load_state_dict(sub)
+        if self.cosine is not None:  # an extended run (more epochs) anneals to its new end
+            self.cosine.T_max = self.total_steps

@@ -267,7 +267,7 @@ class _Trainer:
             self.total_steps = min(self.total_steps, tc.max_steps)
         groups = self.method.param_groups(self.model)
         self.optimizer = build_optimizer(groups if groups is not None else self.model.parameters(), cfg.optim)
-        self.schedule = LRSchedule(self.optimizer, cfg.optim, self.total_steps)
+        self.schedule = LRSchedule(self.optimizer, cfg.optim, self.total_steps, self.method.monitor_mode, tc.min_delta)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
         self.progress = _Progress()
         self.resumed_from: int | None = None
@@ -328,7 +328,10 @@ class _Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{path}: checkpoint does not fit this model/optimiser ({exc})") from None
-        self.schedule.load_state_dict(state["schedule"])
+        try:
+            self.schedule.load_state_dict(state["schedule"])
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
         if "scaler" in state and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         if "rng" in state:
@@ -476,9 +479,10 @@ class _Trainer:
             if tc.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-            lr = self.schedule.apply(p.step, epoch)
+            lr = self.schedule.lr
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.schedule.step()
             with torch.no_grad():
                 self.method.after_step(self.model, ctx)
             p.step += 1
@@ -575,11 +579,11 @@ class _Trainer:
                     self._write_weights(self.run_dir / "weights" / "best.safetensors")
             else:
                 p.bad_epochs += 1
-            self.schedule.observe(value, mode, tc.min_delta)
             record.update(val)
             record.update({"best": p.best, "improved": improved, "bad_epochs": p.bad_epochs})
         record.update({f"train_{k}": v for k, v in train_means.items()})
-        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        record["lr"] = self.schedule.lr  # of the next step, before the epoch's schedule update
+        self.schedule.end_epoch(None if val is None else val[self.method.monitor])
         self._log(record)
         p.epoch += 1
         p.batch = 0
