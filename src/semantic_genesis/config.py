@@ -158,6 +158,8 @@ class DiscoveryConfig:
     def __post_init__(self) -> None:
         check_learning_rate("ae_lr", self.ae_lr, _ADAM_FIRST_STEP)  # the autoencoder trains with Adam
         check_learning_rate("ae_min_lr", self.ae_min_lr, _ADAM_FIRST_STEP, allow_zero=True)
+        if self.ae_plateau_patience < 1:
+            raise ConfigError(f"ae_plateau_patience must be >= 1 epoch, got {self.ae_plateau_patience}")
 
 
 @dataclass(frozen=True)
