@@ -1,4 +1,9 @@
-"""Shared helpers of the transforms: batch checks and per-sample parameter sampling.
+"""Shared helpers of the transforms: the batch contract, batch checks and per-sample parameter sampling.
+
+The batch contract (:func:`as_batch`, given to every public transform by :func:`sample_or_batch`):
+without ``spatial_dims`` only 5D batches ``(B, C, X, Y, Z)`` are accepted; with ``spatial_dims`` 2 or 3,
+batches ``(B, C, *spatial)`` and single samples ``(C, *spatial)`` (run as ``x[None]``). A 4D tensor is
+never guessed to be a 2D batch or a 3D sample.
 
 Every random transform follows the same rule (see ``docs/internals.md``): its *parameters* (window
 sizes and corners, curve control points, which samples are transformed...) are drawn on the CPU from
@@ -116,7 +121,7 @@ def sample_or_batch(name: str, paired: Sequence[str] = ()) -> Callable[[F], F]:
 
 
 def check_batch(x: torch.Tensor, name: str = "transform") -> tuple[int, ...]:
-    """Validate a batch and return its spatial shape.
+    """Validate a batch and return its spatial shape (inside a transform, after :func:`as_batch`).
 
     Args:
         x: float tensor ``(B, C, X, Y, Z)`` or ``(B, C, H, W)``, values in [0, 1].
