@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 import subprocess
 import sys
 
@@ -63,6 +64,9 @@ def test_several_keys_share_the_draws_and_need_their_own_output_names():
                                target_key=("t1_out", "t2_out"), shuffle_windows=200).set_random_state(3)
     out = transform({"t1": x, "t2": x.clone()})
     assert torch.equal(out["t1_in"], out["t2_in"]) and torch.equal(out["t1_out"], out["t2_out"])
+    # picklable, for DataLoader workers started with "spawn" (macOS, Windows): same state, same pair
+    copy = pickle.loads(pickle.dumps(transform))
+    assert torch.equal(copy({"t1": x, "t2": x})["t2_in"], transform({"t1": x, "t2": x})["t2_in"])
     with pytest.raises(ConfigError, match="collide"):
         GenesisPresetd(keys=("t1", "t2"))
     with pytest.raises(ConfigError, match="spatial_dims must be 2 or 3"):
