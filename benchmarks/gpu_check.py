@@ -136,7 +136,7 @@ def transforms(check: Check, device, sizes: Sizes) -> None:
     for label, shape in (("3D", sizes.cube), ("2D", sizes.image)):
         for name in ("models_genesis", "semantic_genesis"):
             with check.guard(f"transforms {name} {label}"):
-                preset = build_preset(name)
+                preset = build_preset(name, spatial_dims=len(shape))
                 x = torch.rand((sizes.transform_batch, 1) + tuple(shape), device=device)
                 generator = torch.Generator().manual_seed(0)
                 for _ in range(2):

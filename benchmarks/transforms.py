@@ -233,7 +233,7 @@ def _first_call_seconds(shape: tuple[int, ...], batch: int) -> float:
     (numba import + compiling every kernel), measured in a subprocess."""
     code = (
         "import time, torch; from semantic_genesis.transforms import build_preset; "
-        f"x = torch.rand({batch}, 1, *{tuple(shape)}); p = build_preset('models_genesis'); "
+        f"x = torch.rand({batch}, 1, *{tuple(shape)}); p = build_preset('models_genesis', spatial_dims={len(shape)}); "
         "t = time.perf_counter(); p(x, torch.Generator().manual_seed(0)); print(time.perf_counter() - t)"
     )
     with tempfile.TemporaryDirectory() as cache:
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         count = args.batch * args.calls
         if args.device != "cpu":
             for name in presets:
-                t = time_ours(build_preset(name), x, args.calls, args.repeats, torch.cuda.synchronize)
+                t = time_ours(build_preset(name, spatial_dims=len(shape)), x, args.calls, args.repeats, torch.cuda.synchronize)
                 ours[(name, dims, args.device)] = t
                 print(f"{args.device:>8} {dims} {name:>18}: {_spread(count, t, 'wall')} samples/s")
             continue
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                 label = f"cpu {threads}t {backend}"
                 with use_backend(backend):
                     for name in presets:
-                        t = time_ours(build_preset(name), x, args.calls, args.repeats)
+                        t = time_ours(build_preset(name, spatial_dims=len(shape)), x, args.calls, args.repeats)
                         ours[(name, dims, label)] = t
                         print(f"{label:>16} {dims} {name:>18}: {_spread(count, t, key)} samples/s")
     if args.device != "cpu":

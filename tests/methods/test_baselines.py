@@ -145,11 +145,11 @@ def test_patch_swap_patches_do_not_overlap_and_are_whole_patches():
 
 def test_patch_swap_works_in_2d_and_checks_its_settings():
     x = torch.rand(2, 1, 16, 16)
-    assert patch_swap(x, torch.Generator().manual_seed(0), swaps=4).shape == x.shape
+    assert patch_swap(x, torch.Generator().manual_seed(0), swaps=4, spatial_dims=2).shape == x.shape
     with pytest.raises(ConfigError, match="non-overlapping"):
-        patch_swap(x, torch.Generator(), swaps=40, patch_size=(4, 4))
+        patch_swap(x, torch.Generator(), swaps=40, patch_size=(4, 4), spatial_dims=2)
     with pytest.raises(ConfigError, match="axes"):
-        patch_swap(x, torch.Generator(), patch_size=(4, 4, 2))
+        patch_swap(x, torch.Generator(), patch_size=(4, 4, 2), spatial_dims=2)
     with pytest.raises(ConfigError, match="unknown transforms.overrides key.*swap"):
         methods.get("patch_shuffling").build_recipe(load_config(None, ["transforms.overrides.swap=3"]))
 

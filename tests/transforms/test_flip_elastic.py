@@ -43,7 +43,7 @@ def test_flip_parity_law():
     with pytest.raises(ConfigError, match="axes"):
         sample_flip_parity(gen(), 2, 3, axes="depth")
     with pytest.raises(DataError, match="target shape"):
-        flip(torch.rand(2, 1, 4, 4), torch.rand(3, 1, 4, 4), gen())
+        flip(torch.rand(2, 1, 4, 4), torch.rand(3, 1, 4, 4), gen(), spatial_dims=2)
 
 
 def _smooth(field: np.ndarray, sigma: float) -> np.ndarray:
@@ -122,9 +122,9 @@ def test_elastic_displacement_size_and_2d(backend):
     assert 2.2 < disp.abs().mean().item() < 3.0
     x = torch.rand(3, 1, 40, 36, generator=gen(9))
     before = x.clone()
-    y = elastic(x, gen(10), alpha=200.0, sigma=4.0)
+    y = elastic(x, gen(10), alpha=200.0, sigma=4.0, spatial_dims=2)
     assert y.shape == x.shape and torch.equal(x, before) and not torch.equal(y, x)
-    assert torch.equal(y, elastic(x, gen(10), alpha=200.0, sigma=4.0))
-    assert torch.allclose(elastic(x, gen(11), alpha=0.0), x, atol=1e-6)  # no displacement: identity
+    assert torch.equal(y, elastic(x, gen(10), alpha=200.0, sigma=4.0, spatial_dims=2))
+    assert torch.allclose(elastic(x, gen(11), alpha=0.0, spatial_dims=2), x, atol=1e-6)  # no displacement: identity
     with pytest.raises(ConfigError, match="sigma"):
-        elastic(x, gen(), sigma=0.0)
+        elastic(x, gen(), sigma=0.0, spatial_dims=2)

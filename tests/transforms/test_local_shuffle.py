@@ -88,12 +88,12 @@ def test_channels_move_together_and_input_untouched(backend):
 
 def test_2d_and_tiny_images(backend):
     x = torch.rand(3, 1, 64, 48, generator=gen(9))
-    y = local_shuffle(x, gen(10), num_windows=500)
+    y = local_shuffle(x, gen(10), num_windows=500, spatial_dims=2)
     assert y.shape == x.shape and (y != x).any()
     tiny = torch.rand(2, 1, 5, 5)  # dim // 10 == 0: windows are single voxels, nothing can change
-    assert torch.equal(local_shuffle(tiny, gen(), num_windows=50), tiny)
+    assert torch.equal(local_shuffle(tiny, gen(), num_windows=50, spatial_dims=2), tiny)
     with pytest.raises(ConfigError, match="num_windows"):
-        local_shuffle(x, gen(), num_windows=-1)
+        local_shuffle(x, gen(), num_windows=-1, spatial_dims=2)
 
 
 def test_window_permutation_law_exact(backend):
@@ -107,7 +107,7 @@ def test_window_permutation_law_exact(backend):
     """
     n = 24000
     x = torch.arange(4, dtype=torch.float32).view(1, 1, 2, 2).expand(n, 1, 2, 2).contiguous()
-    y = local_shuffle(x, gen(11), num_windows=1, size_divisor=1, permutation_bank=0)
+    y = local_shuffle(x, gen(11), num_windows=1, size_divisor=1, permutation_bank=0, spatial_dims=2)
     codes = y.view(n, 4).long()
     assert torch.equal(codes.sort(1).values, torch.arange(4).expand(n, 4))  # one window: a permutation
     key = (codes * torch.tensor([64, 16, 4, 1])).sum(1)

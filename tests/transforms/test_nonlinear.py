@@ -104,11 +104,11 @@ def test_bad_inputs():
     with pytest.raises(DataError, match="expected a batch"):
         nonlinear(torch.rand(10, 10), gen())
     with pytest.raises(DataError, match="floating point"):
-        nonlinear(torch.zeros(1, 1, 4, 4, dtype=torch.int64), gen())
+        nonlinear(torch.zeros(1, 1, 4, 4, 4, dtype=torch.int64), gen())
     with pytest.raises(ConfigError, match="lut_size"):
-        nonlinear(torch.rand(1, 1, 4, 4), gen(), lut_size=0)
+        nonlinear(torch.rand(1, 1, 4, 4), gen(), lut_size=0, spatial_dims=2)
     with pytest.raises(DataError, match="torch.Generator"):
-        nonlinear(torch.rand(1, 1, 4, 4), 42)
+        nonlinear(torch.rand(1, 1, 4, 4, 4), 42)
 
 
 @pytest.mark.skipif(kernels() is None, reason="numba is not installed")

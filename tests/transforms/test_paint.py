@@ -1,3 +1,4 @@
+import functools
 import random
 
 import numpy as np
@@ -27,7 +28,7 @@ def test_inpaint_window_count_distribution():
 
 def test_inpaint_paints_nothing_in_about_5_percent_and_keeps_margin(backend):
     x = -torch.ones(3000, 1, 36, 30)  # noise lies in [0, 1), so painted pixels are exactly those >= 0
-    y = inpaint(x, gen(2))
+    y = inpaint(x, gen(2), spatial_dims=2)
     painted = y >= 0
     none = (~painted.flatten(1).any(1)).double().mean().item()
     assert abs(none - 0.05) < 0.012
@@ -51,12 +52,12 @@ def test_single_inpaint_window_is_one_box_of_reference_size(backend):
 
 def test_constant_fill(backend):
     x = torch.zeros(20, 1, 32, 32)
-    y = inpaint(x, gen(4), fill="constant", max_windows=1, continue_prob=1.0)
+    y = inpaint(x, gen(4), fill="constant", max_windows=1, continue_prob=1.0, spatial_dims=2)
     for b in range(20):
         values = torch.unique(y[b])
         assert values.numel() == 2 and values[0] == 0  # background and one constant
     with pytest.raises(ConfigError, match="fill"):
-        inpaint(x, gen(), fill="zeros")
+        inpaint(x, gen(), fill="zeros", spatial_dims=2)
 
 
 def test_outpaint_keeps_35_percent(official, backend):
@@ -85,7 +86,8 @@ def test_painting_deterministic_untouched_2d_3d(backend):
     for x in (torch.rand(4, 2, 40, 40, 20, generator=gen(7)), torch.rand(4, 1, 50, 60, generator=gen(8))):
         before = x.clone()
         for fn in (inpaint, outpaint):
-            a, b = fn(x, gen(9)), fn(x, gen(9))
+            dims = x.dim() - 2
+            a, b = fn(x, gen(9), spatial_dims=dims), fn(x, gen(9), spatial_dims=dims)
             assert torch.equal(a, b) and a.shape == x.shape
             assert torch.equal(x, before)
             assert ((a >= 0) & (a <= 1)).all()
@@ -97,7 +99,8 @@ def test_kernel_and_torch_paths_paint_the_same_region(shape):
     """Same draws: identical painted regions, identical constant fills, equally distributed noise."""
     marker = -torch.ones(shape)
     x = torch.rand(shape, generator=gen(10))
-    for fn in (inpaint, outpaint):
+    dims = len(shape) - 2
+    for fn in (functools.partial(inpaint, spatial_dims=dims), functools.partial(outpaint, spatial_dims=dims)):
         with use_backend("kernel"):
             region_k = fn(marker, gen(11)) >= 0
             const_k = fn(x, gen(12), fill="constant")

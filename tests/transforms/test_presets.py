@@ -26,7 +26,8 @@ def test_available_presets():
 def test_every_preset_2d_3d_deterministic_and_pure(name, shape, backend):
     x = torch.rand(shape, generator=gen(1))
     before = x.clone()
-    preset = build_preset(name, **({"shuffle_windows": 300} if "shuffle_windows" in preset_defaults(name) else {}))
+    options = {"shuffle_windows": 300} if "shuffle_windows" in preset_defaults(name) else {}
+    preset = build_preset(name, spatial_dims=len(shape) - 2, **options)
     inp, tgt = preset(x, gen(2))
     inp2, tgt2 = preset(x, gen(2))
     assert torch.equal(x, before), "the input batch must never be modified"

@@ -5,6 +5,9 @@
   safetensors file with metadata, reporting the keys used and skipped.
 * ``weights export --format models_genesis IN.safetensors OUT.pt [--unet-only]``: write our weights in
   the official layout (``{'state_dict': {'module.' + key: tensor}}``) for the official code.
+* ``weights export --format state_dict IN.safetensors OUT.pt [--unet-only]``: a plain PyTorch state dict
+  (``{key: tensor}``, tensors only: ``torch.load(OUT, weights_only=True)`` reads it) for other codebases;
+  the architecture to build is printed.
 * ``weights inspect PATH [--json] [--trust]``: metadata, parameter count and a key summary of a
   ``.safetensors`` or ``.pt`` file. Tensors holding NaN or inf (parameters or buffers, e.g. a batch-norm
   ``running_var`` of a diverged run) are listed in a warning and the exit status is 1; every loader
@@ -19,7 +22,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "weights"
-HELP = "import official checkpoints, export to the official layout, inspect weights files"
+HELP = "import official checkpoints, export to the official layout or a plain state dict, inspect weights files"
 ORDER = 70
 DESCRIPTION = __doc__
 
@@ -38,9 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp.add_argument("--input-size", type=int, nargs="+", default=None, metavar="N",
                      help="input size recorded in the metadata (default 64 64 32)")
 
-    exp = sub.add_parser("export", help="write .safetensors weights in the official Models Genesis .pt layout")
-    exp.add_argument("--format", required=True, choices=["models_genesis"])
-    exp.add_argument("input", metavar="IN", help="our .safetensors weights of a 3D U-Net (with or without the Semantic Genesis head)")
+    exp = sub.add_parser("export", help="write .safetensors weights as an official Models Genesis .pt or a plain state dict")
+    exp.add_argument("--format", required=True, choices=["models_genesis", "state_dict"],
+                     help="models_genesis: {'state_dict': {'module.' + key: tensor}} for the official code; "
+                          "state_dict: a plain {key: tensor} PyTorch state dict (torch.load(weights_only=True))")
+    exp.add_argument("input", metavar="IN", help="our .safetensors weights (models_genesis: of a 3D U-Net, with or without the Semantic Genesis head)")
     exp.add_argument("output", metavar="OUT", help="destination .pt (or a folder: OUT/IN-stem.pt)")
     exp.add_argument("--unet-only", action="store_true", help="drop the Semantic Genesis head (clc_out.*)")
 
@@ -81,11 +86,17 @@ def _run_import(args: argparse.Namespace) -> int:
 
 def _run_export(args: argparse.Namespace) -> int:
     from semantic_genesis.commands._common import check_output_file
-    from semantic_genesis.models.importers import export_models_genesis
+    from semantic_genesis.models.importers import export_models_genesis, export_state_dict
 
     args.output = output_path(args.output, args.input, ".pt")
     check_output_file(args.output)
 
+    if args.format == "state_dict":
+        _, architecture, arch_args = export_state_dict(args.input, args.output, unet_only=args.unet_only)
+        print(f"exported {args.input} -> {args.output} (plain PyTorch state dict, tensors only)")
+        print(f"  load with: net = semantic_genesis.models.create({architecture!r}, **{arch_args!r}); "
+              f"net.load_state_dict(torch.load({args.output!r}, weights_only=True))")
+        return 0
     export_models_genesis(args.input, args.output, unet_only=args.unet_only)
     print(f"exported {args.input} -> {args.output} (official Models Genesis layout, 'module.' prefixed keys)")
     return 0

@@ -17,7 +17,8 @@ script's ``argparse.Namespace``) is refused with a :class:`CheckpointError` that
 run code stored in the file, and a warning is issued.
 
 :func:`export_models_genesis` writes our weights back in the official layout (``{'state_dict':
-{'module.' + key: tensor}}`` via ``torch.save``) so that the official code's loader can use them.
+{'module.' + key: tensor}}`` via ``torch.save``) so that the official code's loader can use them;
+:func:`export_state_dict` writes a plain PyTorch state dict (``{key: tensor}``) for any other codebase.
 
 :func:`infer_architecture` is the one place where a network is inferred from key names and shapes;
 it serves the importers and files without metadata. Loading a checkpoint into a model is
@@ -305,3 +306,38 @@ def export_models_genesis(path: str | Path, out: str | Path, unet_only: bool = F
     with atomic_open(out, "wb") as handle:
         torch.save(official, handle)
     return Path(out)
+
+
+def export_state_dict(path: str | Path, out: str | Path, unet_only: bool = False) -> tuple[Path, str, dict[str, Any]]:
+    """Write a weights file as a plain PyTorch state dict ``{key: tensor}`` for other codebases.
+
+    The file holds tensors only (``torch.save`` of a ``dict[str, Tensor]``: no pickled classes or code), so
+    ``torch.load(out, weights_only=True)`` reads it and ``net.load_state_dict(...)`` loads it strictly
+    into the network the weights came from: ``semantic_genesis.models.create(architecture, **arch_args)``
+    (both returned here; the plain file cannot record them), or any module with the same key names.
+
+    Args:
+        path: a safetensors weights file (any registered architecture).
+        out: destination ``.pt``.
+        unet_only: drop the Semantic Genesis head (``clc_out.*``), leaving the keys of the U-Net.
+
+    Returns:
+        ``(out, architecture, arch_args)``: the architecture is the one recorded in the file's metadata
+        (or inferred from the keys), ``unet3d`` after ``unet_only`` on a ``ynet3d``.
+
+    Raises:
+        CheckpointError: the file is not readable weights (see :func:`load_weights`).
+    """
+    from semantic_genesis.utils.atomic import atomic_open
+
+    state_dict, metadata = load_weights(path)  # keys in the model's own order
+    if unet_only:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("clc_out.")}
+    if metadata.get("architecture") and not unet_only:
+        architecture, arch_args = str(metadata["architecture"]), dict(metadata.get("arch_args") or {})
+    else:
+        architecture, arch_args = infer_architecture(state_dict, str(path))
+    plain = {str(k): v.detach().contiguous() for k, v in state_dict.items()}
+    with atomic_open(out, "wb") as handle:
+        torch.save(plain, handle)
+    return Path(out), architecture, arch_args

@@ -1,13 +1,19 @@
 """Self-restoration transformations (Models Genesis / Semantic Genesis) and the presets that compose them.
 
-Every transform works on a batch ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` of floats in [0, 1] on any
-device, draws its per-sample parameters from an explicit CPU :class:`torch.Generator`, and returns a new
-tensor (inputs are never modified). Facts and deviations from the official code are documented in each
-module. Typical use::
+Every transform works on floats in [0, 1] on any device, draws its per-sample parameters from an
+explicit CPU :class:`torch.Generator`, and returns a new tensor (inputs are never modified). Facts and
+deviations from the official code are documented in each module. Typical use::
 
     from semantic_genesis.transforms import build_preset
     preset = build_preset("models_genesis")
     inputs, targets = preset(batch, generator=torch.Generator().manual_seed(step))
+
+Shapes: without ``spatial_dims`` (the default) presets and transforms take 5D batches
+``(B, C, X, Y, Z)`` only. ``build_preset(name, spatial_dims=3)`` (or ``fn(x, g, spatial_dims=3)``)
+takes batches ``(B, C, X, Y, Z)`` and single samples ``(C, X, Y, Z)``, a sample giving exactly the
+result of ``x[None]`` without the batch axis; ``spatial_dims=2`` does the same for ``(B, C, H, W)`` and
+``(C, H, W)``. A 4D tensor without ``spatial_dims`` is refused (a 2D batch or one 3D sample?), never
+guessed. For MONAI pipelines see :mod:`semantic_genesis.transforms.monai`.
 
 On float32/float64 CPU batches the transforms run as compiled numba kernels (imported on first use),
 elsewhere (CUDA, other dtypes, numba missing) as batched torch operations; ``use_backend("torch")``

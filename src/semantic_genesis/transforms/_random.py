@@ -1,4 +1,9 @@
-"""Shared helpers of the transforms: batch checks and per-sample parameter sampling.
+"""Shared helpers of the transforms: the batch contract, batch checks and per-sample parameter sampling.
+
+The batch contract (:func:`as_batch`, given to every public transform by :func:`sample_or_batch`):
+without ``spatial_dims`` only 5D batches ``(B, C, X, Y, Z)`` are accepted; with ``spatial_dims`` 2 or 3,
+batches ``(B, C, *spatial)`` and single samples ``(C, *spatial)`` (run as ``x[None]``). A 4D tensor is
+never guessed to be a 2D batch or a 3D sample.
 
 Every random transform follows the same rule (see ``docs/internals.md``): its *parameters* (window
 sizes and corners, curve control points, which samples are transformed...) are drawn on the CPU from
@@ -11,16 +16,112 @@ same device; across devices only the bulk noise differs.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from typing import Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 
 from semantic_genesis.errors import DataError
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def as_batch(x: torch.Tensor, name: str, spatial_dims: int | None = None) -> tuple[torch.Tensor, bool]:
+    """Apply the batch contract of the transforms and presets: return ``(batch, was_single_sample)``.
+
+    * ``spatial_dims=None``: only a 5D batch ``(B, C, X, Y, Z)`` is accepted, the one shape that cannot
+      be read two ways. A 4D tensor is either a 2D batch ``(B, C, H, W)`` or one 3D sample
+      ``(C, X, Y, Z)``, so it is refused with a message saying what to pass, never guessed.
+    * ``spatial_dims=2`` or ``3``: ``(B, C, *spatial)`` is a batch; ``(C, *spatial)`` is one sample,
+      transformed exactly as ``x[None]`` and returned without the batch axis.
+
+    Args:
+        x: the tensor given to the transform.
+        name: the calling transform, for error messages.
+        spatial_dims: 2, 3 or None (see above).
+
+    Raises:
+        DataError: not a float tensor, an ambiguous or unsupported number of dimensions.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{name}: expected a torch.Tensor batch, got {type(x).__name__}")
+    shape = tuple(x.shape)
+    if spatial_dims is None:
+        if x.dim() == 4:
+            raise DataError(
+                f"{name}: a 4D tensor {shape} is ambiguous; pass spatial_dims=2 for a batch (B, C, H, W) "
+                f"or spatial_dims=3 for one sample (C, X, Y, Z)"
+            )
+        if x.dim() != 5:
+            raise DataError(
+                f"{name}: expected a batch (B, C, X, Y, Z), got shape {shape}; pass spatial_dims=2 or 3 "
+                f"for a batch (B, C, *spatial) or one sample (C, *spatial)"
+            )
+        single = False
+    elif spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
+        raise DataError(f"{name}: spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    elif x.dim() == spatial_dims + 2:
+        single = False
+    elif x.dim() == spatial_dims + 1:
+        single = True
+    else:
+        raise DataError(
+            f"{name}: with spatial_dims={spatial_dims} expected a batch (B, C, *spatial) of {spatial_dims + 2} "
+            f"dimensions or one sample (C, *spatial) of {spatial_dims + 1}, got shape {shape}"
+        )
+    if not x.is_floating_point():
+        raise DataError(f"{name}: expected a floating point batch with values in [0, 1], got {x.dtype}")
+    return (x[None] if single else x), single
+
+
+def unbatch(result: Any, single: bool) -> Any:
+    """Drop the batch axis that :func:`as_batch` added, from a tensor or each tensor of a tuple."""
+    if not single:
+        return result
+    if isinstance(result, tuple):
+        return tuple(unbatch(item, single) for item in result)
+    return result[0] if isinstance(result, torch.Tensor) else result
+
+
+def sample_or_batch(name: str, paired: Sequence[str] = ()) -> Callable[[F], F]:
+    """Give a batch transform ``fn(x, ...)`` the keyword-only ``spatial_dims`` argument of :func:`as_batch`.
+
+    The wrapped function always receives a batch; a single sample ``(C, *spatial)`` (allowed when
+    ``spatial_dims`` is given) runs as ``x[None]`` and every tensor it returns loses the batch axis.
+
+    Args:
+        name: the transform's name, for error messages.
+        paired: names of further tensor arguments that travel with ``x`` (e.g. ``flip``'s ``target``).
+    """
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+        first = next(iter(signature.parameters))
+
+        @functools.wraps(fn)
+        def run(*args: Any, spatial_dims: int | None = None, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            batch, single = as_batch(bound.arguments[first], name, spatial_dims)
+            bound.arguments[first] = batch
+            for other in paired:
+                value = bound.arguments.get(other)
+                if single and isinstance(value, torch.Tensor):
+                    bound.arguments[other] = value[None]
+            return unbatch(fn(*bound.args, **bound.kwargs), single)
+
+        extra = inspect.Parameter("spatial_dims", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="int | None")
+        params = list(signature.parameters.values())
+        at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
+        run.__signature__ = signature.replace(parameters=params[:at] + [extra] + params[at:])  # type: ignore[attr-defined]
+        return run  # type: ignore[return-value]
+
+    return decorate
+
 
 def check_batch(x: torch.Tensor, name: str = "transform") -> tuple[int, ...]:
-    """Validate a batch and return its spatial shape.
+    """Validate a batch and return its spatial shape (inside a transform, after :func:`as_batch`).
 
     Args:
         x: float tensor ``(B, C, X, Y, Z)`` or ``(B, C, H, W)``, values in [0, 1].

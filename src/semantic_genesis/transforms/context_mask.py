@@ -18,13 +18,14 @@ from typing import Literal, Sequence
 import torch
 
 from semantic_genesis.errors import ConfigError
-from semantic_genesis.transforms._random import check_batch, randint_between, resolve_generator
+from semantic_genesis.transforms._random import check_batch, randint_between, resolve_generator, sample_or_batch
 from semantic_genesis.transforms.inpaint import fill_values, paint_union, sample_windows
 
 Fill = Literal["mean", "zero", "noise"]
 FILLS = ("mean", "zero", "noise")
 
 
+@sample_or_batch("context_mask")
 def context_mask(
     x: torch.Tensor,
     generator: torch.Generator | None = None,
@@ -38,8 +39,10 @@ def context_mask(
     """Drop random boxes from every sample.
 
     Args:
-        x: ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` float batch in [0, 1], any device. Not modified.
+        x: ``(B, C, X, Y, Z)`` float batch in [0, 1] (2D and single samples: ``spatial_dims``), any device. Not modified.
         generator: CPU generator (None: seeded from torch's global RNG).
+        spatial_dims: 3 or 2: ``x`` may also be one sample ``(C, *spatial)`` (transformed as ``x[None]``,
+            returned without the batch axis); needed for 2D batches. None: ``x`` must be a 5D batch.
         min_windows, max_windows: the number of boxes per sample is uniform on this range.
         size_fraction: ``(lo, hi)``: box side per axis ``U{int(dim * lo) .. int(dim * hi)}``.
         margin: minimum distance of a box from the border (voxels; clamped when it does not fit).

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import _backend
-from semantic_genesis.transforms._random import check_batch, device_generator, resolve_generator
+from semantic_genesis.transforms._random import check_batch, device_generator, resolve_generator, sample_or_batch
 
 
 def gaussian_kernel1d(sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -151,6 +151,7 @@ def warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+@sample_or_batch("elastic")
 def elastic(
     x: torch.Tensor,
     generator: torch.Generator | None = None,
@@ -161,9 +162,11 @@ def elastic(
     """Elastically deform every sample of a batch (in-plane displacement).
 
     Args:
-        x: ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` float batch in [0, 1], any device. Not modified.
+        x: ``(B, C, X, Y, Z)`` float batch in [0, 1] (2D and single samples: ``spatial_dims``), any device. Not modified.
         generator: CPU generator (None: seeded from torch's global RNG); the noise itself is drawn on
             the data's device from a generator seeded by it.
+        spatial_dims: 3 or 2: ``x`` may also be one sample ``(C, *spatial)`` (transformed as ``x[None]``,
+            returned without the batch axis); needed for 2D batches. None: ``x`` must be a 5D batch.
         alpha: displacement scale (Semantic Genesis 991).
         sigma: Gaussian smoothing of the noise, voxels (Semantic Genesis 8).
 

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 
 from semantic_genesis.errors import ConfigError, DataError
-from semantic_genesis.transforms._random import check_batch, resolve_generator, uniform
+from semantic_genesis.transforms._random import check_batch, resolve_generator, sample_or_batch, uniform
 
 FlipAxes = Literal["spatial", "official"]
 
@@ -55,6 +55,7 @@ def apply_flips(x: torch.Tensor, parity: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@sample_or_batch("flip", paired=("target",))
 def flip(
     x: torch.Tensor,
     target: torch.Tensor | None = None,
@@ -67,9 +68,11 @@ def flip(
     """Flip each sample (and its target identically) along random spatial axes.
 
     Args:
-        x: ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` float batch, any device. Not modified.
+        x: ``(B, C, X, Y, Z)`` float batch (2D and single samples: ``spatial_dims``), any device. Not modified.
         target: optional tensor with the same batch and spatial shape, flipped identically.
         generator: CPU generator (None: seeded from torch's global RNG).
+        spatial_dims: 3 or 2: ``x`` may also be one sample ``(C, *spatial)`` (transformed as ``x[None]``,
+            returned without the batch axis); needed for 2D batches. None: ``x`` must be a 5D batch.
         prob: probability of each further flip (reference 0.4).
         max_flips: at most this many flips (reference 3).
         axes: ``"spatial"`` (all spatial axes) or ``"official"`` (the reference's choice, see above).

@@ -32,6 +32,7 @@ from semantic_genesis.transforms._random import (
     geometric_counts,
     randint_between,
     resolve_generator,
+    sample_or_batch,
     uniform,
 )
 
@@ -92,6 +93,7 @@ def _check_fill(fill: str, name: str) -> None:
         raise ConfigError(f"{name}: fill must be 'noise' or 'constant', got {fill!r}")
 
 
+@sample_or_batch("inpaint")
 def inpaint(
     x: torch.Tensor,
     generator: torch.Generator | None = None,
@@ -105,8 +107,10 @@ def inpaint(
     """Replace up to ``max_windows`` random boxes of every sample with noise (or a constant).
 
     Args:
-        x: ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` float batch in [0, 1], any device. Not modified.
+        x: ``(B, C, X, Y, Z)`` float batch in [0, 1] (2D and single samples: ``spatial_dims``), any device. Not modified.
         generator: CPU generator (None: seeded from torch's global RNG).
+        spatial_dims: 3 or 2: ``x`` may also be one sample ``(C, *spatial)`` (transformed as ``x[None]``,
+            returned without the batch axis); needed for 2D batches. None: ``x`` must be a 5D batch.
         max_windows: at most this many windows (reference: 5; Semantic Genesis PyTorch: 1).
         continue_prob: each window (including the first) is drawn with this probability while the
             previous one was (reference: 0.95; 1.0 gives exactly ``max_windows``).

@@ -46,7 +46,7 @@ from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import _backend
 from semantic_genesis.transforms._draws import ShuffleDraw
 from semantic_genesis.transforms._plan import KernelPlan, kernel_fits, run_plan
-from semantic_genesis.transforms._random import check_batch, numel, resolve_generator, strides, uniform
+from semantic_genesis.transforms._random import check_batch, numel, resolve_generator, sample_or_batch, strides, uniform
 
 
 def window_shapes(shape: tuple[int, ...], size_divisor: int = 10) -> torch.Tensor:
@@ -101,6 +101,7 @@ def _permutations(generator: torch.Generator, count: int, volume: int) -> torch.
     return torch.argsort(torch.rand(count, volume, generator=generator), dim=1)
 
 
+@sample_or_batch("local_shuffle")
 def local_shuffle(
     x: torch.Tensor,
     generator: torch.Generator | None = None,
@@ -112,9 +113,11 @@ def local_shuffle(
     """Shuffle the voxels inside many small random windows of every sample.
 
     Args:
-        x: ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` float batch in [0, 1], any device. Not modified.
+        x: ``(B, C, X, Y, Z)`` float batch in [0, 1] (2D and single samples: ``spatial_dims``), any device. Not modified.
             All channels of a voxel move together.
         generator: CPU generator (None: seeded from torch's global RNG).
+        spatial_dims: 3 or 2: ``x`` may also be one sample ``(C, *spatial)`` (transformed as ``x[None]``,
+            returned without the batch axis); needed for 2D batches. None: ``x`` must be a 5D batch.
         num_windows: windows per sample (Models Genesis 10,000; Semantic Genesis code 5).
         size_divisor: window size per axis is ``U{1 .. max(1, dim // size_divisor)}``.
         permutation_bank: torch path only: 0 for independent permutations per window, else the size

@@ -35,7 +35,7 @@ from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import _backend
 from semantic_genesis.transforms._draws import BezierMaps
 from semantic_genesis.transforms._plan import KernelPlan, run_plan
-from semantic_genesis.transforms._random import bernoulli, check_batch, resolve_generator, uniform
+from semantic_genesis.transforms._random import bernoulli, check_batch, resolve_generator, sample_or_batch, uniform
 
 CELL_TOLERANCE = 2e-5
 """A table cell is evaluated exactly when its linear interpolation misses a curve sample inside it by
@@ -222,6 +222,7 @@ def apply_maps(x: torch.Tensor, maps: BezierMaps) -> torch.Tensor:
     return out
 
 
+@sample_or_batch("nonlinear")
 def nonlinear(
     x: torch.Tensor,
     generator: torch.Generator | None = None,
@@ -232,8 +233,10 @@ def nonlinear(
     """Apply a random Bezier intensity map to every sample of a batch.
 
     Args:
-        x: ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` float batch in [0, 1], any device. Not modified.
+        x: ``(B, C, X, Y, Z)`` float batch in [0, 1] (2D and single samples: ``spatial_dims``), any device. Not modified.
         generator: CPU generator for the curve parameters (None: seeded from torch's global RNG).
+        spatial_dims: 3 or 2: ``x`` may also be one sample ``(C, *spatial)`` (transformed as ``x[None]``,
+            returned without the batch axis); needed for 2D batches. None: ``x`` must be a 5D batch.
         inverted_prob: probability of the inverted (decreasing) branch; 0.5 in the reference.
         lut_size: table intervals on [0, 1] (speed only: values in steep cells are evaluated exactly).
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import torch
 
 from semantic_genesis.errors import ConfigError
-from semantic_genesis.transforms._random import check_batch, geometric_counts, resolve_generator
+from semantic_genesis.transforms._random import check_batch, geometric_counts, resolve_generator, sample_or_batch
 from semantic_genesis.transforms.inpaint import Fill, _check_fill, _paint
 
 
+@sample_or_batch("outpaint")
 def outpaint(
     x: torch.Tensor,
     generator: torch.Generator | None = None,
@@ -30,8 +31,10 @@ def outpaint(
     """Keep every sample only inside 1 + up to ``max_extra_windows`` random boxes; noise elsewhere.
 
     Args:
-        x: ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` float batch in [0, 1], any device. Not modified.
+        x: ``(B, C, X, Y, Z)`` float batch in [0, 1] (2D and single samples: ``spatial_dims``), any device. Not modified.
         generator: CPU generator (None: seeded from torch's global RNG).
+        spatial_dims: 3 or 2: ``x`` may also be one sample ``(C, *spatial)`` (transformed as ``x[None]``,
+            returned without the batch axis); needed for 2D batches. None: ``x`` must be a 5D batch.
         max_extra_windows: windows after the first (reference: 4; Semantic Genesis PyTorch: 0).
         continue_prob: probability of each further window while the previous one was drawn (0.95).
         size_fraction: window size per axis is ``dim - U{int(dim * lo) .. int(dim * hi)}``.

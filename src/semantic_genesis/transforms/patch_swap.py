@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 
 from semantic_genesis.errors import ConfigError
-from semantic_genesis.transforms._random import check_batch, randint_between, resolve_generator, strides
+from semantic_genesis.transforms._random import check_batch, randint_between, resolve_generator, sample_or_batch, strides
 
 
 def patch_shape(spatial: Sequence[int], patch_size: Sequence[int] | None, patch_fraction: float) -> tuple[int, ...]:
@@ -114,6 +114,7 @@ def apply_index(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return flat.gather(2, index[:, None, :].expand(b, c, -1)).reshape(x.shape)
 
 
+@sample_or_batch("patch_swap")
 def patch_swap(
     x: torch.Tensor,
     generator: torch.Generator | None = None,
@@ -126,8 +127,10 @@ def patch_swap(
     """Swap ``swaps`` random pairs of non-overlapping patches in every sample.
 
     Args:
-        x: ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` float batch in [0, 1], any device. Not modified.
+        x: ``(B, C, X, Y, Z)`` float batch in [0, 1] (2D and single samples: ``spatial_dims``), any device. Not modified.
         generator: CPU generator (None: seeded from torch's global RNG).
+        spatial_dims: 3 or 2: ``x`` may also be one sample ``(C, *spatial)`` (transformed as ``x[None]``,
+            returned without the batch axis); needed for 2D batches. None: ``x`` must be a 5D batch.
         swaps: T, patch pairs swapped per sample.
         patch_size: patch size per axis (voxels); default ``patch_fraction`` of each axis.
         patch_fraction: patch side as a fraction of the image side (1/8: 8x8x4 at 64x64x32).

@@ -1,10 +1,14 @@
 """Transform presets: the Models Genesis and Semantic Genesis recipes and single-transform ablations.
 
-``build_preset(name, **overrides)`` returns a :class:`Preset`, a callable
-``preset(x, generator=None) -> (input, target)`` on batches ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` in
-[0, 1] on any device. Overrides are plain keyword arguments (so they come straight from the YAML
-``transforms.overrides`` mapping); unknown keys raise :class:`~semantic_genesis.errors.ConfigError`
-listing the valid ones.
+``build_preset(name, spatial_dims=None, **overrides)`` returns a :class:`Preset`, a callable
+``preset(x, generator=None) -> (input, target)`` on float tensors in [0, 1] on any device. Overrides are
+plain keyword arguments (so they come straight from the YAML ``transforms.overrides`` mapping); unknown
+keys raise :class:`~semantic_genesis.errors.ConfigError` listing the valid ones.
+
+Shapes (the batch contract of every transform): with ``spatial_dims=None`` the preset takes batches
+``(B, C, X, Y, Z)`` only. With ``spatial_dims=3`` (or 2) it takes batches ``(B, C, *spatial)`` and single
+samples ``(C, *spatial)``; a sample gives exactly ``preset(x[None])`` without the batch axis. A 4D
+tensor without ``spatial_dims`` is refused: it could be a 2D batch or one 3D sample.
 
 Presets (Zhou et al., "Models Genesis", MedIA 2021; Haghighi et al., "Semantic Genesis", MICCAI 2020):
 
@@ -42,7 +46,7 @@ from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import _backend
 from semantic_genesis.transforms._draws import ShuffleDraw
 from semantic_genesis.transforms._plan import KernelPlan, kernel_fits, run_plan
-from semantic_genesis.transforms._random import bernoulli, check_batch, geometric_counts, resolve_generator, uniform
+from semantic_genesis.transforms._random import as_batch, bernoulli, geometric_counts, resolve_generator, unbatch, uniform
 from semantic_genesis.transforms.elastic import elastic
 from semantic_genesis.transforms.flip import apply_flips, sample_flip_parity
 from semantic_genesis.transforms.inpaint import draw_paint, inpaint
@@ -163,10 +167,13 @@ class Preset:
     Attributes:
         name: the preset name (see :func:`available_presets`).
         options: every option with its resolved value.
+        spatial_dims: 3 or 2: inputs are batches ``(B, C, *spatial)`` or single samples ``(C, *spatial)``;
+            None: 5D batches ``(B, C, X, Y, Z)`` only.
     """
 
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    spatial_dims: int | None = None
 
     def __call__(
         self, x: torch.Tensor, generator: torch.Generator | None = None
@@ -174,31 +181,38 @@ class Preset:
         """Transform a batch.
 
         Args:
-            x: ``(B, C, X, Y, Z)`` or ``(B, C, H, W)`` float batch in [0, 1], on any device. Not
-                modified.
+            x: float tensor in [0, 1] on any device, not modified: a batch ``(B, C, X, Y, Z)``; with
+                :attr:`spatial_dims` a batch ``(B, C, *spatial)`` or one sample ``(C, *spatial)``.
             generator: CPU :class:`torch.Generator` for all random choices (None: seeded from
                 torch's global RNG). The same seed gives the same outputs on the same device.
 
         Returns:
             ``(input, target)``: new tensors shaped like ``x`` on ``x``'s device; ``input`` is the
             transformed batch the network sees, ``target`` what it must restore.
+
+        Raises:
+            DataError: a shape the contract above does not accept (the message says what to pass).
         """
-        check_batch(x, f"transform preset {self.name!r}")
+        batch, single = as_batch(x, f"transform preset {self.name!r}", self.spatial_dims)
         generator = resolve_generator(generator)
-        return PRESETS.get(self.name).run(x, self.options, generator)
+        return unbatch(PRESETS.get(self.name).run(batch, self.options, generator), single)
 
 
-def build_preset(name: str, **overrides: Any) -> Preset:
+def build_preset(name: str, spatial_dims: int | None = None, **overrides: Any) -> Preset:
     """Build a transform preset.
 
     Args:
         name: one of :func:`available_presets`.
+        spatial_dims: 3 or 2 to accept batches ``(B, C, *spatial)`` and single samples
+            ``(C, *spatial)``; None (default) accepts 5D batches ``(B, C, X, Y, Z)`` only.
         **overrides: option values replacing the defaults (see :func:`preset_defaults`).
 
     Raises:
         ConfigError: unknown preset name, unknown option (the message lists the valid ones) or a
-            value of the wrong type or range.
+            value of the wrong type or range, or ``spatial_dims`` other than 2, 3 or None.
     """
+    if spatial_dims is not None and (isinstance(spatial_dims, bool) or spatial_dims not in (2, 3)):
+        raise ConfigError(f"transform preset {name!r}: spatial_dims must be 2, 3 or None, got {spatial_dims!r}")
     defaults = PRESETS.get(name).defaults
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
@@ -211,7 +225,7 @@ def build_preset(name: str, **overrides: Any) -> Preset:
         for key, value in _SG_STRENGTH.items():
             if key not in overrides:  # explicit overrides win over the strength preset
                 options[key] = value
-    return Preset(name=name, options=options)
+    return Preset(name=name, options=options, spatial_dims=spatial_dims)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,25 +253,25 @@ def _on_selected(
 def _shuffle(o: Mapping[str, Any], g: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda t: local_shuffle(
         t, g, num_windows=o["shuffle_windows"], size_divisor=o["shuffle_size_divisor"],
-        permutation_bank=o["permutation_bank"],
+        permutation_bank=o["permutation_bank"], spatial_dims=t.dim() - 2,
     )
 
 
 def _nonlinear(o: Mapping[str, Any], g: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda t: nonlinear(t, g, inverted_prob=o["inverted_prob"], lut_size=o["lut_size"])
+    return lambda t: nonlinear(t, g, inverted_prob=o["inverted_prob"], lut_size=o["lut_size"], spatial_dims=t.dim() - 2)
 
 
 def _inpaint(o: Mapping[str, Any], g: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda t: inpaint(
         t, g, max_windows=o["inpaint_max_windows"], continue_prob=o["inpaint_continue_prob"],
-        size_fraction=o["inpaint_size_fraction"], margin=o["paint_margin"], fill=o["fill"],
+        size_fraction=o["inpaint_size_fraction"], margin=o["paint_margin"], fill=o["fill"], spatial_dims=t.dim() - 2,
     )
 
 
 def _outpaint(o: Mapping[str, Any], g: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda t: outpaint(
         t, g, max_extra_windows=o["outpaint_max_extra_windows"], continue_prob=o["outpaint_continue_prob"],
-        size_fraction=o["outpaint_size_fraction"], margin=o["paint_margin"], fill=o["fill"],
+        size_fraction=o["outpaint_size_fraction"], margin=o["paint_margin"], fill=o["fill"], spatial_dims=t.dim() - 2,
     )
 
 
@@ -346,7 +360,7 @@ def _run_semantic_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Genera
     r = uniform(g, batch)
     edges = torch.cumsum(torch.tensor(o["choice_probs"], dtype=torch.float64), 0)
     choice = torch.bucketize(r, edges[:-1], right=False)  # official luna_loader: r <= .25 shuffle, <= .5 nonlinear ...
-    warped = elastic(x, g, alpha=o["elastic_alpha"], sigma=o["elastic_sigma"]) if o["elastic"] else None
+    warped = elastic(x, g, alpha=o["elastic_alpha"], sigma=o["elastic_sigma"], spatial_dims=x.dim() - 2) if o["elastic"] else None
     if _compiled(x, o):
         plan = KernelPlan(
             batch,
