@@ -126,6 +126,10 @@ def environment(device, sizes: Sizes) -> None:
         print("  device: cpu")
 
 
+#: Single-stage presets (the stage on every sample): where the preset's time goes.
+STAGES = ("local_shuffle", "nonlinear", "inpaint", "outpaint")
+
+
 def transforms(check: Check, device, sizes: Sizes) -> None:
     import torch
 
@@ -134,7 +138,7 @@ def transforms(check: Check, device, sizes: Sizes) -> None:
     print(f"[2] transform presets on {device.type}: samples/s (batch {sizes.transform_batch}, "
           f"{sizes.transform_calls} calls; goal on a GPU: models_genesis 3D >= 20,000)")
     for label, shape in (("3D", sizes.cube), ("2D", sizes.image)):
-        for name in ("models_genesis", "semantic_genesis"):
+        for name in ("models_genesis", "semantic_genesis", *STAGES):
             with check.guard(f"transforms {name} {label}"):
                 preset = build_preset(name, spatial_dims=len(shape))
                 x = torch.rand((sizes.transform_batch, 1) + tuple(shape), device=device)
@@ -147,7 +151,8 @@ def transforms(check: Check, device, sizes: Sizes) -> None:
                     inputs, targets = preset(x, generator)
                 _sync(device)
                 rate = sizes.transform_batch * sizes.transform_calls / (time.perf_counter() - start)
-                print(f"  {label} {'x'.join(map(str, shape)):>9} {name:>17}: {rate:10.0f} samples/s", flush=True)
+                stage = " (this stage on every sample)" if name in STAGES else ""
+                print(f"  {label} {'x'.join(map(str, shape)):>9} {name:>17}: {rate:10.0f} samples/s{stage}", flush=True)
 
 
 def _step_model(name: str, sizes: Sizes):
