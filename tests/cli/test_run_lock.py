@@ -168,3 +168,16 @@ def test_the_lock_is_released_when_the_holder_is_killed(tmp_path):
     with pytest.warns(UserWarning, match=rf"taking over the lock of pid {proc.pid} "):
         with run_lock(run):
             pass
+
+
+def test_a_second_cli_process_on_a_held_lock_exits_2_with_one_line(ct_cohort, tmp_path):
+    import os
+
+    run = tmp_path / "run"
+    with run_lock(run):
+        proc = subprocess.run([sys.executable, "-m", "semantic_genesis", "cubes", "--config", "models_genesis_3d_tiny",
+                               "--data", str(ct_cohort), "--out", str(run), "-q"], capture_output=True, text=True,
+                              timeout=300)
+    assert proc.returncode == 2
+    assert re.fullmatch(IN_USE.format(run=re.escape(str(run)), pid=os.getpid()), proc.stderr), proc.stderr
+    assert proc.stdout == ""
