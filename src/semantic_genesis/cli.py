@@ -21,7 +21,9 @@ Habits every command shares (added here, so a command module cannot forget them)
   take ``key.sub=value`` overrides anywhere on the line, also after flags;
 * errors derived from :class:`~semantic_genesis.errors.SemanticGenesisError` are printed as one line
   (``error: <message>``) without a traceback and exit with status 2; warnings as ``warning: ...``;
-* a closed output pipe (``semantic-genesis configs | head``) ends the command quietly.
+* a closed output pipe (``semantic-genesis configs | head``) ends the command quietly;
+* Ctrl-C / SIGTERM during training write a checkpoint at the next step boundary, print one
+  ``interrupted: ...`` line and exit with 130 / 143 (``128 + signal``); rerunning resumes.
 """
 
 from __future__ import annotations
@@ -189,7 +191,7 @@ def _main(argv: Sequence[str]) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     _configure_output(args.verbose)
-    from semantic_genesis.errors import SemanticGenesisError
+    from semantic_genesis.errors import RunInterrupted, SemanticGenesisError
 
     try:
         return int(args._run(args) or 0)
@@ -200,6 +202,9 @@ def _main(argv: Sequence[str]) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except RunInterrupted as exc:  # SIGINT / SIGTERM during training: a checkpoint was written
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

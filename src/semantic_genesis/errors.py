@@ -43,6 +43,30 @@ class TrainingError(SemanticGenesisError, RuntimeError):
     """Training cannot continue (e.g. the loss became NaN/inf)."""
 
 
+class RunInUseError(SemanticGenesisError, RuntimeError):
+    """Another process is writing the same run folder (it holds ``RUN/.lock``)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT or SIGTERM after writing a checkpoint at a step boundary.
+
+    A :class:`KeyboardInterrupt` (not an ``Exception``), so generic error handlers let it through, as
+    they do Ctrl-C. The CLI prints :attr:`message` and exits with ``128 + signum`` (130 / 143).
+
+    Attributes:
+        signum: the signal received.
+        message: one line: where the run stopped and how to resume it.
+    """
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = int(signum)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def describe_path(path: str | Path) -> str:
     """Return ``path`` as an absolute string for error messages."""
     return str(Path(path).expanduser().resolve())

@@ -3,7 +3,9 @@
 ``NoiseRestore`` denoises cubes (additive Gaussian noise drawn from ``ctx.generator``); it exercises
 the whole engine without depending on the transform presets. ``method.options.nan_at_step`` makes
 its loss NaN from that step on (NaN-guard test); ``method.options.freeze_decoder_epochs`` freezes the
-decoder in the first epochs (frozen-parameter hook test).
+decoder in the first epochs (frozen-parameter hook test); ``method.options.poison_at_step`` sets the
+first batch-norm ``running_var`` to inf after that step (a diverged buffer the loss does not see);
+``method.options.step_delay`` sleeps that many seconds in every training step (signal tests).
 
 ``EmaTeacher`` is the PEAC / Ark pattern in miniature: a student denoiser plus a teacher that is the
 exponential moving average of the student (momentum following a cosine schedule from
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -65,6 +68,8 @@ class ToyOptions(MethodOptions):
     nan_at_step: Optional[int] = None
     freeze_decoder_epochs: int = 0
     momentum: float = 0.9
+    poison_at_step: Optional[int] = None
+    step_delay: float = 0.0
 
 
 @methods.register()
@@ -93,6 +98,8 @@ class NoiseRestore(Method):
         return []
 
     def training_step(self, model, batch, ctx):
+        if self.options.step_delay > 0:
+            time.sleep(self.options.step_delay)
         x = batch["image"]
         noise = torch.randn(x.shape, generator=ctx.generator, device=x.device)
         out = model((x + 0.1 * noise).clamp(0, 1))
@@ -101,6 +108,12 @@ class NoiseRestore(Method):
         if nan_at is not None and ctx.training and ctx.step >= nan_at:
             loss = loss * float("nan")
         return StepOutput(loss, {"mae": float((out.detach().float() - x).abs().mean())})
+
+    def after_step(self, model, ctx):
+        at = self.options.poison_at_step
+        if at is not None and ctx.step >= at:
+            buffer = next(b for n, b in model.named_buffers() if n.endswith("running_var"))
+            buffer.fill_(float("inf"))
 
 
 @methods.register()
@@ -156,21 +169,22 @@ class EmaTeacher(NoiseRestore):
         return self.teacher
 
 
+# the tiny run of the engine tests, as key=value overrides (also usable on a command line)
+TINY_RUN = [
+    "method.name=test_noise_restore",
+    "model.width=0.125",
+    "train.batch_size=4",
+    "train.epochs=2",
+    "train.log_every=1",
+    "train.checkpoint_every=5",
+    "train.num_workers=0",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "optim.name=adam",
+    "optim.lr=0.003",
+    "optim.scheduler=none",
+]
+
+
 def tiny_config(data: Path, out: Path, *overrides: str) -> Config:
-    base = [
-        f"data={data}",
-        f"out={out}",
-        "method.name=test_noise_restore",
-        "model.width=0.125",
-        "train.batch_size=4",
-        "train.epochs=2",
-        "train.log_every=1",
-        "train.checkpoint_every=5",
-        "train.num_workers=0",
-        "train.progress=false",
-        "train.tensorboard=false",
-        "optim.name=adam",
-        "optim.lr=0.003",
-        "optim.scheduler=none",
-    ]
-    return load_config(None, base + list(overrides))
+    return load_config(None, [f"data={data}", f"out={out}", *TINY_RUN, *overrides])

@@ -11,7 +11,8 @@ folder of volumes) it samples cubes.cubes_per_scan cubes of cubes.cube_size voxe
 content test (by default: mostly air inside the body), splits train / validation / test by patient
 (LUNA16: by subset, as the official code; cubes.split), and writes memory-mappable shards with a
 manifest that records each split's patients. A rerun into the same folder resumes (scans already
-done are skipped); scans too small for the cube size are reported and skipped.
+done are skipped); scans too small for the cube size are reported and skipped. One command at a
+time per cube-set folder (OUT/.lock).
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
         ])
 
     from semantic_genesis.cubes import generate_cubes
+    from semantic_genesis.utils.runlock import run_lock
 
-    summary = generate_cubes(cfg, progress=not args.quiet)
+    with run_lock(cfg.out):
+        summary = generate_cubes(cfg, progress=not args.quiet)
     counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
     print(f"cube set at {summary.out.resolve()}: {counts} cubes of {tuple(cfg.cubes.cube_size)} from {summary.scans} scans"
           + (f" ({summary.resumed} already done)" if summary.resumed else ""))

@@ -9,7 +9,7 @@ Self-discovery of anatomical patterns (Haghighi et al., MICCAI 2020): trains an 
 scans, embeds every patient, finds each reference patient's top-K nearest patients, crops C fixed
 coordinates in all of them at several resolutions and writes the labelled pattern set to
 RUN/patterns (intermediate results in RUN/discovery). Rerunning the same command resumes where it
-stopped. Pretrain on the result with: semantic-genesis pretrain --config ... patterns=RUN/patterns
+stopped; one command at a time per run folder (RUN/.lock). Pretrain on the result with: semantic-genesis pretrain --config ... patterns=RUN/patterns
 """
 
 from __future__ import annotations
@@ -64,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
         ])
 
     from semantic_genesis.discovery.pipeline import run_discovery
+    from semantic_genesis.utils.runlock import run_lock
 
-    result = run_discovery(cfg, cfg.data, cfg.out, log=lambda message: say(args, message))
+    with run_lock(cfg.out):
+        result = run_discovery(cfg, cfg.data, cfg.out, log=lambda message: say(args, message))
     n_train = sum(1 for s in result.splits if s == "train")
     print(
         f"pattern set: {result.patterns} ({cfg.discovery.num_classes} classes from {len(result.groups)} "

@@ -8,7 +8,8 @@ Example (Semantic Genesis Table 2 protocol, 10 trials per initialisation)::
 
 Writes results.csv, results.json, results.md, results.tex and results.png into --out; each trial
 lives in OUT/trials/<init>/trial_<k>/. While trials are running, results.md says how many are done
-("partial: 2/6 trials done"). Rerunning resumes: finished trials are not re-run.
+("partial: 2/6 trials done"). Rerunning resumes: finished trials are not re-run. One command at a
+time per output folder (OUT/.lock).
 """
 
 from __future__ import annotations
@@ -66,9 +67,11 @@ def run(args: argparse.Namespace) -> int:
         ])
 
     from semantic_genesis.finetune.protocol import run_protocol
+    from semantic_genesis.utils.runlock import run_lock
 
     say(args, f"evaluate {task.name}: inits {', '.join(s.name for s in inits)}; {trials} trials each")
-    run_protocol(cfg, cfg.data, inits, trials, cfg.out, log=lambda message: say(args, message), data=data)
+    with run_lock(cfg.out):
+        run_protocol(cfg, cfg.data, inits, trials, cfg.out, log=lambda message: say(args, message), data=data)
     out = Path(cfg.out)
     print()
     print((out / "results.md").read_text(encoding="utf-8"))

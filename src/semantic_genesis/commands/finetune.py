@@ -10,7 +10,8 @@ The run folder gets config.yaml, metrics.jsonl (one record per epoch), checkpoin
 (resume: rerun the same command, also after a kill mid-epoch), weights/best.safetensors (the
 fine-tuned network of the best validation epoch), weights/final.safetensors (the last epoch's) and
 result.json (test metrics of the best validation epoch). Under torchrun the run uses
-DistributedDataParallel.
+DistributedDataParallel. One command at a time per run folder (RUN/.lock); Ctrl-C or SIGTERM writes
+a checkpoint first (exit 130 / 143).
 """
 
 from __future__ import annotations
@@ -124,18 +125,19 @@ def run(args: argparse.Namespace) -> int:
 
     from semantic_genesis.config import save_config
     from semantic_genesis.finetune.trainer import run_finetune
+    from semantic_genesis.utils.runlock import run_lock
 
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    say(args, f"{task.name}: {len(data)} samples, split {{{sizes}}}; init {init.name}")
 
     def show(record: dict) -> None:
         keys = ("train_loss", *task.metrics)
         vals = ", ".join(f"{k}={record[k]:.4f}" for k in keys if isinstance(record.get(k), (int, float)))
         say(args, f"  epoch {record['epoch']}: {vals}{' (best)' if record.get('improved') else ''}")
 
-    result = run_finetune(task, data, split, cfg, init, out, cfg.seed, on_epoch=show)
+    with run_lock(out):
+        save_config(cfg, out / "config.yaml")
+        say(args, f"{task.name}: {len(data)} samples, split {{{sizes}}}; init {init.name}")
+        result = run_finetune(task, data, split, cfg, init, out, cfg.seed, on_epoch=show)
     print(json.dumps({"status": result.status, "test": result.test, "best_epoch": result.best_epoch,
                       "epochs": result.epochs}, indent=2))
     print(f"wrote {out / 'result.json'} and {out / 'weights' / 'best.safetensors'}")

@@ -11,8 +11,10 @@ method.name picks the method and method.options.KEY=VALUE sets its options (see
 --list-methods for both). Cube methods read a cube set (--data, made by
 'semantic-genesis cubes'); Semantic Genesis methods read a pattern set (--patterns, made by
 'semantic-genesis discover'). The run folder receives config.yaml, metrics.jsonl,
-checkpoints/last.pt and weights/{best,final}.safetensors. Rerunning the same command resumes from
-the last checkpoint (raise train.epochs / train.max_steps to extend a finished run).
+checkpoints/last.pt, weights/final.safetensors and, when validation ran, weights/best.safetensors
+(without validation data no network is called best). Rerunning the same command resumes from the
+last checkpoint (raise train.epochs / train.max_steps to extend a finished run); Ctrl-C or SIGTERM
+writes a checkpoint first (exit 130 / 143). One command at a time per run folder (RUN/.lock).
 """
 
 from __future__ import annotations
@@ -81,12 +83,13 @@ def run(args: argparse.Namespace) -> int:
         ])
     del train_set, val_set
     from semantic_genesis.training.trainer import train
+    from semantic_genesis.utils.runlock import run_lock
 
-    result = train(cfg, method)
+    with run_lock(cfg.out):
+        result = train(cfg, method)
     if os.environ.get("RANK", "0") == "0":
         best = f", best validation {result.best:.6g}" if result.best is not None else ""
-        print(
-            f"{cfg.method.name}: {result.step} steps, {result.epoch} epochs ({result.stop_reason}{best}); "
-            f"weights {result.final_weights} and {result.best_weights}"
-        )
+        weights = (f"weights {result.final_weights} and {result.best_weights}" if result.best_weights is not None
+                   else f"weights {result.final_weights} ({result.best_note})")
+        print(f"{cfg.method.name}: {result.step} steps, {result.epoch} epochs ({result.stop_reason}{best}); {weights}")
     return 0

@@ -187,4 +187,10 @@ def train_autoencoder(
             f"validation MSE {record['loss']:.5f}{' (best)' if record.get('improved') else ''}")
 
     run_cfg = _run_config(cfg, Path(scans), out_dir, epochs)
-    return train(run_cfg, ScanAutoencoder(run_cfg, fingerprint), on_epoch=show).best_weights
+    result = train(run_cfg, ScanAutoencoder(run_cfg, fingerprint), on_epoch=show)
+    if result.best_weights is None:
+        raise DataError(
+            f"{out_dir}: autoencoder: {result.best_note}, so there are no best weights to embed the patients "
+            "with; lower discovery.ae_lr, or give discovery.ae_weights=FILE"
+        )
+    return result.best_weights

@@ -288,6 +288,11 @@ def run_finetune(
     except TrainingError as exc:
         raise TrainingError(f"fine-tuning {init.name} on {task.name} diverged: {exc}") from None
 
+    if trained.best_weights is None:
+        raise TrainingError(
+            f"fine-tuning {init.name} on {task.name} in {run_dir}: {trained.best_note}, so there is no best epoch "
+            "to score on the test split; let at least one epoch finish (train.max_steps, train.steps_per_epoch)"
+        )
     model = trained.model
     best_state, metadata = load_weights(trained.best_weights)
     model.load_state_dict(best_state)
@@ -306,7 +311,7 @@ def run_finetune(
         if save_weights:
             write_weights(model, weights / "best.safetensors", {**metadata, "test": result.test})
         else:
-            for path in (trained.best_weights, trained.final_weights):
+            for path in (trained.best_weights, trained.final_weights):  # both exist (checked above)
                 path.unlink(missing_ok=True)
             if weights.is_dir() and not any(weights.iterdir()):
                 weights.rmdir()

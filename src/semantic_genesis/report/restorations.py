@@ -46,7 +46,7 @@ def restoration_examples(run_dir, weights: str = "best", count: int = 4, data: s
 
     from semantic_genesis import methods
     from semantic_genesis.config import load_config, replace
-    from semantic_genesis.errors import ConfigError, DataError
+    from semantic_genesis.errors import CheckpointError, ConfigError, DataError
     from semantic_genesis.methods.base import StepContext
     from semantic_genesis.models.loading import load_pretrained
     from semantic_genesis.training.data import collate
@@ -61,6 +61,9 @@ def restoration_examples(run_dir, weights: str = "best", count: int = 4, data: s
     if count < 1:
         raise ConfigError(f"--count must be >= 1, got {count}")
     path = Path(weights) if weights not in ("best", "final") else run / "weights" / f"{weights}.safetensors"
+    if weights == "best" and not path.is_file() and (run / "weights" / "final.safetensors").is_file():
+        raise CheckpointError(f"{path}: not found: the run was never validated, so no network is its best "
+                              "(no validation data, or it stopped before its first epoch ended); use --weights final")
     method = methods.build(cfg)
     model = method.build_model()
     load_pretrained(model, path, strict=True)

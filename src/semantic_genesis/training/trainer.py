@@ -14,7 +14,8 @@ into the run folder ``cfg.out``:
 * validation after each epoch: the method's ``evaluate`` on all predictions (AUC, whole-scan IoU) or
   the mean of its ``validation_step`` over the fixed transformed validation set; the best weights (by
   the method's ``monitor``, improved by more than ``train.min_delta``) go to
-  ``weights/best.safetensors``; early stopping after ``train.patience`` epochs without improvement
+  ``weights/best.safetensors``, which exists only when a validation gave a best value (a network
+  that was never validated is not called "best": :attr:`TrainResult.best_note` says why); early stopping after ``train.patience`` epochs without improvement
   (the official Models Genesis trainer, ``Genesis_Chest_CT.py``, used 50);
 * checkpoints (``checkpoints/last.pt``, with the method's own ``state_dict``) every
   ``train.checkpoint_every`` steps, after each epoch and at the end; rerunning the same command
@@ -23,13 +24,20 @@ into the run folder ``cfg.out``:
   ``(seed, step)`` before each step;
 * ``metrics.jsonl`` (and TensorBoard), a tqdm bar with the loss and cubes/s;
 * a guard that stops on a NaN/inf loss before the optimiser applies it, leaving the last checkpoint
-  untouched, and raises :class:`~semantic_genesis.errors.TrainingError` naming it.
+  untouched, and raises :class:`~semantic_genesis.errors.TrainingError` naming it;
+* a check of every parameter **and buffer** before each checkpoint and weights write: a non-finite
+  tensor (also one the loss does not see, e.g. a batch-norm ``running_var``) stops the run with a
+  :class:`~semantic_genesis.errors.TrainingError` naming the tensor and the step; the last finite
+  checkpoint is kept and no weights are written from that state;
+* SIGINT (Ctrl-C) and SIGTERM: the step in progress finishes, a checkpoint is written at its
+  boundary and :class:`~semantic_genesis.errors.RunInterrupted` is raised (the CLI exits 130 / 143);
+  rerunning resumes exactly (:mod:`~semantic_genesis.training.signals`).
 
 The order in which the method's hooks are called is written down in :mod:`semantic_genesis.methods.base`.
 
 Run folder::
 
-    config.yaml  metrics.jsonl  checkpoints/last.pt  weights/best.safetensors  weights/final.safetensors
+    config.yaml  metrics.jsonl  checkpoints/last.pt  weights/final.safetensors  [weights/best.safetensors]
     [tensorboard/]
 """
 
@@ -48,7 +56,7 @@ from torch.utils.data import DataLoader
 
 from semantic_genesis import config as config_mod
 from semantic_genesis.config import Config
-from semantic_genesis.errors import CheckpointError, ConfigError, DataError, TrainingError
+from semantic_genesis.errors import CheckpointError, ConfigError, DataError, RunInterrupted, TrainingError
 from semantic_genesis.methods.base import PREPARED, Method, StepContext
 from semantic_genesis.training import checkpoint as ckpt
 from semantic_genesis.training import distributed as dist_mod
@@ -65,6 +73,7 @@ from semantic_genesis.training.data import (
 )
 from semantic_genesis.training.logging import MetricsLogger, progress_bar
 from semantic_genesis.training.optim import LRSchedule, build_optimizer
+from semantic_genesis.training.signals import StopSignals
 from semantic_genesis.utils.allocator import keep_large_blocks_in_heap
 from semantic_genesis.utils.seeding import derive_seed, seed_everything
 
@@ -80,6 +89,7 @@ RESUMABLE_KEYS = (
     "train.log_every",
     "train.num_workers",
     "train.progress",
+    "discovery.progress",  # -q turns both bars off; a rerun without -q still resumes
     "train.tensorboard",
     "train.resume",
     "train.device",
@@ -108,10 +118,14 @@ class TrainResult:
         best: best monitored validation value (``None`` without validation).
         model: the trained, unwrapped network (on the training device).
         final_weights / best_weights: paths of the weights files (rank 0 writes them; they hold the
-            method's ``export_module``).
+            method's ``export_module``). ``best_weights`` is ``None`` when no validation gave a best
+            value (no validation data, validation never ran, or never a finite value): a network that
+            was never validated is not called "best"; :attr:`best_note` says why.
         resumed_from: the step this call resumed from (``None``: a fresh run).
         best_epoch: 0-based epoch of the best monitored value (-1 without one).
         is_main: whether this process is rank 0 (the one that writes files).
+        best_note: why there is no best (``""`` when there is one), e.g. ``"no validation data:
+            best is not defined"``.
     """
 
     run_dir: Path
@@ -125,6 +139,7 @@ class TrainResult:
     resumed_from: int | None = None
     best_epoch: int = -1
     is_main: bool = True
+    best_note: str = ""
 
 
 @dataclass
@@ -238,6 +253,7 @@ class _Trainer:
         self.resume_path = _check_resume(cfg, self.run_dir)
         self.log_steps = log == "steps"
         self.on_epoch = on_epoch
+        self.signals = StopSignals()  # replaced by the active one while run() trains
         self.logger = MetricsLogger(self.run_dir, enabled=self.info.is_main, tensorboard=tc.tensorboard and self.log_steps)
 
     # -- set-up ---------------------------------------------------------------------------------------
@@ -347,6 +363,8 @@ class _Trainer:
         self.resumed_from = self.progress.step
 
     def _save(self) -> None:
+        """Write ``checkpoints/last.pt`` (rank 0), after checking the network is finite (all ranks)."""
+        self._check_finite(self.model, "network")
         if not self.info.is_main:
             return
         ckpt.save_checkpoint(
@@ -371,7 +389,41 @@ class _Trainer:
         return meta
 
     def _write_weights(self, path: Path) -> None:
-        ckpt.write_weights(self.method.export_module(self.model), path, self._weights_metadata())
+        """Write the method's exported network to ``path`` (rank 0), after checking it is finite (all ranks)."""
+        exported = self.method.export_module(self.model)
+        self._check_finite(exported, f"exported network ({path.name})")
+        if self.info.is_main:
+            ckpt.write_weights(exported, path, self._weights_metadata())
+
+    def _check_finite(self, module: nn.Module, what: str) -> None:
+        """Stop with a :class:`TrainingError` if a parameter or buffer of ``module`` is NaN or inf.
+
+        Called before every checkpoint and weights write, so a diverged state (also one whose loss
+        is still finite, e.g. batch-norm ``running_var = inf``) never replaces the last finite
+        checkpoint and never becomes a weights file. Every rank checks and the ranks agree (one
+        all-reduce), so all of them stop together.
+        """
+        from semantic_genesis.models.state import describe_nonfinite, find_nonfinite
+
+        bad = find_nonfinite(module.state_dict())
+        if self._reduce([1.0 if bad else 0.0])[0] == 0:
+            return
+        p = self.progress
+        names = describe_nonfinite(bad) if bad else "a tensor on another rank"
+        self._log({"kind": "event", "event": "nonfinite_state", "step": p.step, "epoch": p.epoch,
+                   "tensors": [k for k, _ in bad]})
+        raise TrainingError(
+            f"the {what} holds non-finite values at step {p.step} (epoch {p.epoch}): {names}; training stopped; "
+            f"{self._kept_checkpoint()}; no weights were written from this state. "
+            "Lower optim.lr, enable train.grad_clip or check the data."
+        )
+
+    def _kept_checkpoint(self) -> str:
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if not last.is_file():
+            return "no checkpoint had been written yet"
+        saved = ckpt.load_checkpoint(last)["progress"]["step"] if self.info.is_main else "?"
+        return f"the last good checkpoint {last} (step {saved}) is kept; rerunning resumes from it"
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.log_steps or record.get("kind") == "validation":
@@ -389,12 +441,7 @@ class _Trainer:
 
     def _nonfinite(self, value: float, epoch: int, batch: int) -> None:
         p = self.progress
-        last = self.run_dir / "checkpoints" / "last.pt"
-        if last.is_file():
-            saved = ckpt.load_checkpoint(last)["progress"]["step"] if self.info.is_main else None
-            where = f"the last good checkpoint {last} (step {saved}) is kept; rerunning resumes from it"
-        else:
-            where = "no checkpoint had been written yet"
+        where = self._kept_checkpoint()
         self._log({"kind": "event", "event": "nonfinite", "step": p.step, "epoch": epoch, "loss": value})
         raise TrainingError(
             f"the training loss became {value} at step {p.step} (epoch {epoch}, batch {batch}); training stopped "
@@ -412,30 +459,56 @@ class _Trainer:
                            desc=self.method.name or "train")
         t_start = time.perf_counter()
         try:
-            while not p.stop_reason:
-                if p.epoch >= tc.epochs:
-                    p.stop_reason = "epochs"
-                    break
-                if tc.max_steps > 0 and p.step >= tc.max_steps:
-                    p.stop_reason = "max_steps"
-                    break
-                self._train_epoch(bar, t_start)
-                if p.batch >= self.steps_per_epoch:
-                    self._end_epoch()
+            # SIGINT / SIGTERM: finish the step, write a checkpoint at its boundary, raise RunInterrupted
+            with StopSignals() as self.signals:
+                while not p.stop_reason:
+                    if p.epoch >= tc.epochs:
+                        p.stop_reason = "epochs"
+                        break
+                    if tc.max_steps > 0 and p.step >= tc.max_steps:
+                        p.stop_reason = "max_steps"
+                        break
+                    self._train_epoch(bar, t_start)
+                    if p.batch >= self.steps_per_epoch:
+                        self._end_epoch()
         finally:
             bar.close()
         self._save()
         final = self.run_dir / "weights" / "final.safetensors"
-        best = self.run_dir / "weights" / "best.safetensors"
-        if info.is_main:
-            self._write_weights(final)
-            if self.val_loader is None or not best.is_file():
-                self._write_weights(best)
+        self._write_weights(final)
+        # best.safetensors exists only when a validation gave a best value (_end_epoch writes it)
+        best = self.run_dir / "weights" / "best.safetensors" if p.best is not None else None
+        note = "" if best is not None else self._no_best_note()
         self._log({"kind": "event", "event": "done", "step": p.step, "epoch": p.epoch, "reason": p.stop_reason,
                          "best": p.best})
         dist_mod.barrier(info)
         return TrainResult(self.run_dir, p.step, p.epoch, p.stop_reason, p.best, self.model, final, best, self.resumed_from,
-                           p.best_epoch, info.is_main)
+                           p.best_epoch, info.is_main, note)
+
+    def _no_best_note(self) -> str:
+        """Why a finished run has no best weights (one phrase for summaries and error messages)."""
+        if self.val_loader is None:
+            return "no validation data: best is not defined"
+        if self.progress.epoch == 0:
+            return ("validation never ran (the run stopped before its first epoch ended): best is not defined")
+        return f"validation never gave a finite {self.method.monitor}: best is not defined"
+
+    def _stop_requested(self, reduced_signal: float) -> int | None:
+        """The signal to stop on at this step boundary (``None``: go on); the same on every rank."""
+        if self.info.world_size == 1:
+            return self.signals.received
+        if reduced_signal <= 0:
+            return None
+        return self.signals.received or 15  # another rank got it: stop as if terminated
+
+    def _interrupt(self, signum: int) -> None:
+        p = self.progress
+        self._save()
+        last = self.run_dir / "checkpoints" / "last.pt"
+        name = {2: "SIGINT", 15: "SIGTERM"}.get(signum, f"signal {signum}")
+        self._log({"kind": "event", "event": "interrupted", "signal": name, "step": p.step, "epoch": p.epoch})
+        raise RunInterrupted(signum, f"{name} at step {p.step} (epoch {p.epoch}): wrote the checkpoint {last}; "
+                                     "rerun the same command to resume")
 
     def _train_epoch(self, bar, t_start: float) -> None:
         cfg, tc, p = self.cfg, self.cfg.train, self.progress
@@ -468,7 +541,8 @@ class _Trainer:
             loss = out.loss
             local = float(loss.detach().float())
             metric_keys = sorted(out.metrics)
-            reduced = self._reduce([local * n, float(n), 0.0 if math.isfinite(local) else 1.0]
+            reduced = self._reduce([local * n, float(n), 0.0 if math.isfinite(local) else 1.0,
+                                    float(self.signals.received or 0)]
                                    + [float(out.metrics[k]) * n for k in metric_keys])
             if tc.nan_guard and reduced[2] > 0:
                 self._nonfinite(local if not math.isfinite(local) else float("nan"), epoch, batch_index)
@@ -489,7 +563,7 @@ class _Trainer:
             p.batch = batch_index + 1
             window_items += n * self.info.world_size
             total_n = reduced[1]
-            for key, value in [("loss", reduced[0])] + list(zip(metric_keys, reduced[3:])):
+            for key, value in [("loss", reduced[0])] + list(zip(metric_keys, reduced[4:])):
                 p.window[key] = p.window.get(key, 0.0) + value
                 p.epoch_sums[key] = p.epoch_sums.get(key, 0.0) + value
             p.window["_n"] = p.window.get("_n", 0.0) + total_n
@@ -508,6 +582,9 @@ class _Trainer:
                 window_t0, window_wait, window_items = time.perf_counter(), 0.0, 0
             if tc.checkpoint_every > 0 and p.step % tc.checkpoint_every == 0:
                 self._save()
+            signum = self._stop_requested(reduced[3])
+            if signum is not None:
+                self._interrupt(signum)
 
     def _validation_batches(self) -> Iterator[dict[str, torch.Tensor]]:
         for batch in self.val_loader:
@@ -574,9 +651,8 @@ class _Trainer:
                 or (mode == "max" and value > p.best + tc.min_delta)
             )
             if improved:
+                self._write_weights(self.run_dir / "weights" / "best.safetensors")
                 p.best, p.best_epoch, p.bad_epochs = value, p.epoch, 0
-                if self.info.is_main:
-                    self._write_weights(self.run_dir / "weights" / "best.safetensors")
             else:
                 p.bad_epochs += 1
             record.update(val)
