@@ -3,6 +3,7 @@ patch set (the loss falls), dimension checks, and fine-tuning networks built fro
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -64,6 +65,10 @@ def test_2d_pretraining_reduces_the_restoration_loss(patches, tmp_path, model_na
     state, meta = load_weights(run / "weights" / "final.safetensors")
     assert meta["architecture"] == model_name and meta["input_size"] == [32, 32]
     assert all(t.dim() in (1, 4) for k, t in state.items() if k.endswith("weight"))  # 2D kernels only
+    if model_name == "resunet2d":
+        assert main(["report", "restorations", str(run), "--out", str(tmp_path / "fig"), "--count", "2"]) == 0
+        scores = json.loads((tmp_path / "fig" / "restorations.json").read_text())["cubes"]
+        assert len(scores) == 2 and (tmp_path / "fig" / "restorations.png").stat().st_size > 5000
 
 
 def test_dimensions_of_set_and_network_must_agree(patches):
