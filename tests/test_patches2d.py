@@ -146,3 +146,22 @@ def test_chest_xray_layouts_feed_the_patch_set(tmp_path, layout):
     items, records, _ = _read(tmp_path / "patches")
     assert summary.scans == 3 and items.shape == (6, 1, 32, 32)
     assert {r["scan"] for r in records} == {str(r.path) for r in refs}
+
+
+def test_follow_up_radiographs_of_one_patient_share_a_split(tmp_path):
+    root = tmp_path / "cxr14"
+    (root / "images").mkdir(parents=True)
+    (root / "Data_Entry_2017.csv").write_text("Image Index,Finding Labels,Follow-up #,Patient ID\n")
+    rng = np.random.default_rng(3)
+    for patient in range(6):
+        for follow_up in range(3):
+            image = Image2D(rng.random((64, 64)).astype(np.float32))
+            write_image2d(image, root / "images" / f"{patient:08d}_{follow_up:03d}.png")
+    refs = list_scans(root, images2d=True)
+    assert len(refs) == 18 and refs[4].patient_id == "00000001_001" and refs[4].person == "00000001"
+    cfg = load_config(None, PATCH + ["cubes.content_test=none", "cubes.cubes_per_scan=1"])
+    generate_cubes(cfg, root, tmp_path / "patches", progress=False)
+    manifest = ShardedArray(tmp_path / "patches").manifest
+    assert sorted(manifest["attrs"]["splits"]) == [f"{p:08d}" for p in range(6)]
+    for shard in manifest["shards"]:
+        assert shard["split"] == manifest["attrs"]["splits"][shard["unit"][:8]]

@@ -22,7 +22,9 @@ Differences from the official generator, on purpose (its behaviour stays availab
   LUNA16 scans; a scan too small for them is skipped with a reason).
 * optional multi-scale crops: ``crop_scales`` > 1 crop a larger in-plane window and resize it to the
   cube size (the official "crop_rows/crop_cols" option), < 1 a smaller one;
-* train / validation / test split **by patient** (``split``; :mod:`semantic_genesis.io.datasets.splits`):
+* train / validation / test split **by patient** (``split``; :mod:`semantic_genesis.io.datasets.splits`;
+  the person of :attr:`~semantic_genesis.io.datasets.ScanRef.person`, so the follow-up radiographs of
+  one ChestX-ray14, CheXpert or MIMIC-CXR patient share a split):
   ``auto`` uses the official LUNA16 subsets (0-4 train, 5-6 validation, 7-9 test) on LUNA16 data and a
   seeded random split otherwise. Splits are assigned *after* unreadable and empty scans are dropped
   (an empty split is warned about) and written to the manifest (``attrs.splits``: patient -> split,
@@ -451,7 +453,7 @@ def generate_cubes(cfg: Config, data: str | Path | None = None, out: str | Path 
         raise DataError(f"{data}: no scans found")
     layout = detect_layout(data) if Path(data).is_dir() else "generic"
     # a split rule the data cannot serve (official on a layout without one) fails before any scan is cut
-    assign_splits(cfg, layout, sorted({(r.patient_id, str(r.path)) for r in refs}), warn=lambda text: None)
+    assign_splits(cfg, layout, sorted({(r.person, str(r.path)) for r in refs}), warn=lambda text: None)
     settings = {"seed": cfg.seed, "cubes": to_dict(c), "intensity": to_dict(cfg.intensity)}
     out = Path(out)
     writer = ShardWriter(out, KIND, (1, *c.cube_size), dtype=c.dtype, attrs={})
@@ -502,7 +504,7 @@ def generate_cubes(cfg: Config, data: str | Path | None = None, out: str | Path 
     counts_by_unit = {shard["unit"]: 0 for shard in writer.manifest["shards"]}
     for shard in writer.manifest["shards"]:
         counts_by_unit[shard["unit"]] += int(shard["count"])
-    usable = [(r.patient_id, str(r.path)) for r in refs if counts_by_unit.get(_unit_name(r), 0) > 0]
+    usable = [(r.person, str(r.path)) for r in refs if counts_by_unit.get(_unit_name(r), 0) > 0]
     if not usable:
         details = "; ".join(f"{k}: {v}" for k, v in skipped.items())
         advice = _no_cube_advice(cfg, spacings) if any("content test" in v for v in skipped.values()) else ""
@@ -510,7 +512,7 @@ def generate_cubes(cfg: Config, data: str | Path | None = None, out: str | Path 
         raise DataError(f"{data}: no scan gave any {what.format(tuple(c.cube_size))} ({details}).{advice}")
     patient_paths = dict(sorted({pid: path for pid, path in usable}.items()))
     splits, description = assign_splits(cfg, layout, list(patient_paths.items()))
-    unit_patient = {_unit_name(r): r.patient_id for r in refs}
+    unit_patient = {_unit_name(r): r.person for r in refs}
     for shard in writer.manifest["shards"]:
         shard["split"] = splits.get(unit_patient.get(shard["unit"], ""), LEFT_OUT)
     counts = {s: 0 for s in SPLITS}

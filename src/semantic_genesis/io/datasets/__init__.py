@@ -90,11 +90,21 @@ class ScanRef:
         path: what to pass to ``read_volume`` (a file, or a DICOM series folder) or, for 2D layouts,
             to ``read_image2d``.
         modality: ``"ct"``, ``"mri"``, ``"xray"`` or ``"unknown"`` (generic folders).
+        subject: the person the scan belongs to, where the layout tells it and it differs from
+            ``patient_id`` (ChestX-ray14 image ``00000001_000`` -> ``00000001``; CheXpert
+            ``patient00001``; MIMIC-CXR ``p10000032``); empty otherwise. See :attr:`person`.
     """
 
     patient_id: str
     path: Path
     modality: str
+    subject: str = ""
+
+    @property
+    def person(self) -> str:
+        """What splits group by: :attr:`subject`, else :attr:`patient_id` (follow-up radiographs
+        of one patient then never fall into different splits)."""
+        return self.subject or self.patient_id
 
 
 def _volume_stem(name: str) -> str | None:
@@ -207,7 +217,7 @@ def _list_brats(root: Path) -> list[ScanRef]:
 
 def _list_chestxray14(root: Path) -> list[ScanRef]:
     folders = [root / "images"] + [p / "images" for p in root.glob("images_*")]
-    refs = [ScanRef(p.stem, p, "xray") for f in folders if f.is_dir() for p in f.glob("*.png")]
+    refs = [ScanRef(p.stem, p, "xray", p.stem.split("_")[0]) for f in folders if f.is_dir() for p in f.glob("*.png")]
     return sorted(refs, key=lambda r: r.patient_id)
 
 
@@ -222,13 +232,15 @@ def _list_chexpert(root: Path) -> list[ScanRef]:
     for split in ("train", "valid", "test"):
         if (root / split).is_dir():
             for p in (root / split).rglob("*.jpg"):
-                refs.append(ScanRef("_".join(p.relative_to(root / split).with_suffix("").parts), p, "xray"))
+                parts = p.relative_to(root / split).with_suffix("").parts
+                refs.append(ScanRef("_".join(parts), p, "xray", parts[0] if len(parts) > 1 else ""))
     return sorted(refs, key=lambda r: r.patient_id)
 
 
 def _list_mimic_cxr(root: Path) -> list[ScanRef]:
     folder = root / "files"
-    refs = [ScanRef(p.stem, p, "xray") for p in folder.rglob("*.jpg")] if folder.is_dir() else []
+    # files/pXX/p<subject_id>/s<study_id>/<dicom_id>.jpg
+    refs = [ScanRef(p.stem, p, "xray", p.parent.parent.name) for p in folder.rglob("*.jpg")] if folder.is_dir() else []
     return sorted(refs, key=lambda r: r.patient_id)
 
 
