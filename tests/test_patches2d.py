@@ -3,6 +3,8 @@ machinery (content tests, patient splits, shards, resume), and bad input."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -165,3 +167,22 @@ def test_follow_up_radiographs_of_one_patient_share_a_split(tmp_path):
     assert sorted(manifest["attrs"]["splits"]) == [f"{p:08d}" for p in range(6)]
     for shard in manifest["shards"]:
         assert shard["split"] == manifest["attrs"]["splits"][shard["unit"][:8]]
+
+
+def test_chestxray14_patch_sets_keep_the_official_test_patients_out(tmp_path):
+    from semantic_genesis.io.datasets.chestxray14 import person_of, read_chestxray14
+    from semantic_genesis.phantoms.export import export_xray_cohort
+
+    root = tmp_path / "cxr14"
+    export_xray_cohort(root, 10, layout="chestxray14", seed=0, shape=(64, 64, 48), size=(64, 64), finding_rate=0.0)
+    cfg = load_config(None, PATCH + ["cubes.content_test=none", "cubes.cubes_per_scan=1"])
+    summary = generate_cubes(cfg, root, tmp_path / "patches", progress=False)
+    assert summary.split_rule.startswith("ChestX-ray14 official lists")
+    splits = ShardedArray(tmp_path / "patches").manifest["attrs"]["splits"]
+    test_list = (root / "test_list.txt").read_text().split()
+    assert test_list and {p for p, s in splits.items() if s == "test"} == {person_of(n) for n in test_list}
+    val = read_chestxray14(root, split="val")
+    assert {p for p, s in splits.items() if s == "validation"} == {person_of(Path(p).name) for p in val.paths}
+    (root / "test_list.txt").unlink()
+    with pytest.raises(ConfigError, match=r"cubes.split=official: .*split lists train_val_list.txt and test_list.txt not found"):
+        generate_cubes(load_config(None, PATCH + ["cubes.split=official"]), root, tmp_path / "other", progress=False)

@@ -218,6 +218,7 @@ def _list_brats(root: Path) -> list[ScanRef]:
 def _list_chestxray14(root: Path) -> list[ScanRef]:
     folders = [root / "images"] + [p / "images" for p in root.glob("images_*")]
     refs = [ScanRef(p.stem, p, "xray", p.stem.split("_")[0]) for f in folders if f.is_dir() for p in f.glob("*.png")]
+    # subject: the 8-digit patient of <patient>_<follow-up>.png (chestxray14.person_of)
     return sorted(refs, key=lambda r: r.patient_id)
 
 
