@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from semantic_genesis.cli import main
 from semantic_genesis.errors import CheckpointError
 from semantic_genesis.models import load_pretrained, load_weights
-from semantic_genesis.models.importers import import_state_dict
+from semantic_genesis.models.importers import import_state_dict, infer_architecture
 from semantic_genesis.models.resunet2d import ResUNet2D
 
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -91,9 +91,12 @@ def reference_resnet18_features(sd: dict[str, torch.Tensor], x: torch.Tensor, pr
     return out
 
 
-def test_synthetic_layouts_have_the_public_key_counts():
+def test_synthetic_layouts_have_the_public_key_counts_and_are_recognised():
     assert len(torchvision_resnet18()) == 122  # 62 parameters + 60 batch-norm buffers
     assert len(smp_unet_resnet18()) == 120 + 5 * 12 + 2
+    assert infer_architecture(torchvision_resnet18()) == (
+        "resunet2d", {"in_channels": 3, "out_channels": 1, "width": 1.0, "norm": "batch"})
+    assert infer_architecture(smp_unet_resnet18(classes=4, in_channels=1))[1]["out_channels"] == 4
 
 
 @pytest.mark.parametrize("rgb_to_grey", ["sum", "mean"])

@@ -141,11 +141,18 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "ch
     ``width`` comes from the first conv (32 output channels at width 1), ``in_channels`` and
     ``out_channels`` from the first and last convs, ``skip_connections`` from the first decoder conv,
     2D vs 3D from the kernel rank; the classification head (``clc_out.*``) gives ``ynet3d`` (3D) or
-    ``ynet`` on a ``unet2d`` backbone (2D).
+    ``ynet`` on a ``unet2d`` backbone (2D). ImageNet ResNet-18 layouts (torchvision, smp ``Unet``;
+    :mod:`.resnet18_layouts`) give ``resunet2d`` with the file's input channels.
 
     Raises:
-        CheckpointError: the keys are not those of a Models Genesis U-Net.
+        CheckpointError: the keys are not those of a Models Genesis U-Net or a ResNet-18 layout.
     """
+    layout = resnet18_layouts.detect_layout(state_dict)
+    if layout is not None:  # ImageNet ResNet-18 weights: the ResNet-18 U-Net, as the file's first conv takes
+        conv1 = state_dict["conv1.weight" if layout == resnet18_layouts.TORCHVISION else "encoder.conv1.weight"]
+        head = state_dict.get("segmentation_head.0.weight")
+        return "resunet2d", {"in_channels": int(conv1.shape[1]), "out_channels": int(head.shape[0]) if head is not None else 1,
+                             "width": float(conv1.shape[0]) / 64.0, "norm": "batch"}
     first = state_dict.get("down_tr64.ops.0.conv1.weight")
     if first is None:
         sample = ", ".join(list(state_dict)[:4])
