@@ -186,3 +186,14 @@ def test_chestxray14_patch_sets_keep_the_official_test_patients_out(tmp_path):
     (root / "test_list.txt").unlink()
     with pytest.raises(ConfigError, match=r"cubes.split=official: .*split lists train_val_list.txt and test_list.txt not found"):
         generate_cubes(load_config(None, PATCH + ["cubes.split=official"]), root, tmp_path / "other", progress=False)
+
+
+def test_cli_dry_run_and_run_of_a_patch_set(radiographs, tmp_path, capsys):
+    from semantic_genesis.cli import main
+
+    args = ["cubes", "--config", "models_genesis_2d_tiny", "--data", str(radiographs), "--out", str(tmp_path / "p"), "-q"]
+    assert main([*args, "--dry-run"]) == 0
+    assert "would cut up to 16 patches of (64, 64) pixels per scan (body content test), split auto by patient" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "2D patch set at" in capsys.readouterr().out
+    assert ShardedArray(tmp_path / "p").manifest["item_shape"] == [1, 64, 64]

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             describe_output(cfg.out, state, "scans already cut are skipped"),
             f"would cut up to {cfg.cubes.cubes_per_scan} {'patches' if patches else 'cubes'} of "
             f"{tuple(cfg.cubes.cube_size)} {'pixels' if patches else 'voxels'} per scan "
-            f"({cfg.cubes.content_test} content test), split {tuple(cfg.cubes.split)} by patient",
+            f"({cfg.cubes.content_test} content test), split {cfg.cubes.split if isinstance(cfg.cubes.split, str) else list(cfg.cubes.split)} by patient",
         ])
 
     from semantic_genesis.cubes import generate_cubes
