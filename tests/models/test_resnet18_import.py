@@ -197,3 +197,27 @@ def test_weights_import_cli_reports_used_and_skipped_keys_and_loads_for_transfer
     report = load_pretrained(model, out, strict=False)
     assert len(report.loaded) == 120 and all(k.startswith(("decoder.", "out_conv.")) for k in report.missing)
     assert torch.equal(model.state_dict()["encoder.layer2.0.downsample.0.weight"], sd["layer2.0.downsample.0.weight"])
+
+
+def test_folding_the_imagenet_normalisation_reproduces_the_normalised_stem(tmp_path):
+    sd = torchvision_resnet18(seed=2)
+    torch.save(sd, tmp_path / "r18.pth")
+    result = import_state_dict(tmp_path / "r18.pth", fold_normalisation=True)
+    assert result.first_conv == "sum of the RGB filters; ImageNet mean/std normalisation folded into conv1 and bn1.running_mean"
+    encoder = result.model.eval().encoder
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(6))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    normalised = (x.expand(-1, 3, -1, -1) - mean) / std
+    with torch.no_grad():
+        ours = encoder(x)[0]  # the stem: relu(bn1(conv1(x)))
+        ref = F.relu(F.batch_norm(F.conv2d(normalised, sd["conv1.weight"], stride=2, padding=3), sd["bn1.running_mean"],
+                                  sd["bn1.running_var"], sd["bn1.weight"], sd["bn1.bias"]))
+        plain = import_state_dict(tmp_path / "r18.pth").model.eval().encoder(x)[0]
+    inner = (slice(None), slice(None), slice(2, 14), slice(2, 14))  # away from the zero padding
+    assert torch.allclose(ours[inner], ref[inner], atol=1e-4)
+    assert not torch.allclose(plain[inner], ref[inner], atol=1e-2)  # without folding the input is off
+    one_channel = smp_unet_resnet18(in_channels=1)
+    torch.save(one_channel, tmp_path / "grey.pth")
+    with pytest.raises(CheckpointError, match=r"needs the RGB first conv \(encoder.conv1.weight with 3 input channels\)"):
+        import_state_dict(tmp_path / "grey.pth", fold_normalisation=True)

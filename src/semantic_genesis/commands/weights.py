@@ -4,7 +4,7 @@
   convert an official checkpoint (``Genesis_Chest_CT.pt``, ``semantic_genesis_chest_ct.pt``) into a
   safetensors file with metadata, reporting the keys used and skipped.
 * ``weights import --format {torchvision_resnet18,smp_resnet18_unet} IN.pth OUT.safetensors
-  [--in-channels {1,3}] [--rgb-to-grey {sum,mean}]``: ImageNet ResNet-18 weights (torchvision
+  [--in-channels {1,3}] [--rgb-to-grey {sum,mean}] [--fold-imagenet-normalisation]``: ImageNet ResNet-18 weights (torchvision
   ``resnet18-*.pth``: the encoder of the ``resunet2d``; a segmentation_models_pytorch
   ``Unet("resnet18")``: the whole network). For grey input the first conv's RGB filters are summed
   (default) or averaged; every key used and skipped is listed.
@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp.add_argument("--rgb-to-grey", choices=["sum", "mean"], default="sum",
                      help="ResNet-18 layouts with --in-channels 1: sum (default; a grey image gives the "
                           "activations of its RGB copy) or average the first conv's RGB filters")
+    imp.add_argument("--fold-imagenet-normalisation", action="store_true",
+                     help="ResNet-18 layouts: fold ImageNet's per-channel mean/std into conv1 and bn1, so that "
+                          "[0, 1] inputs reach the stem as normalised ones did")
 
     exp = sub.add_parser("export", help="write .safetensors weights in the official Models Genesis .pt layout")
     exp.add_argument("--format", required=True, choices=["models_genesis"])
@@ -81,7 +84,8 @@ def _run_import(args: argparse.Namespace) -> int:
     args.output = output_path(args.output, args.input, ".safetensors")
     check_output_file(args.output)
     result = import_checkpoint(args.input, args.output, fmt=args.format, trust=args.trust, metadata=extra,
-                               in_channels=args.in_channels, rgb_to_grey=args.rgb_to_grey)
+                               in_channels=args.in_channels, rgb_to_grey=args.rgb_to_grey,
+                               fold_normalisation=args.fold_imagenet_normalisation)
     n_params = sum(v.numel() for k, v in result.state_dict.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     print(f"imported {args.input} ({result.format}) -> {args.output}")
     print(f"  architecture {result.architecture} {result.arch_args}")

@@ -239,6 +239,7 @@ class ImportResult:
 
 def import_state_dict(
     path: str | Path, fmt: str = "auto", trust: bool = False, in_channels: int = 1, rgb_to_grey: str = "sum",
+    fold_normalisation: bool = False,
 ) -> ImportResult:
     """Read a checkpoint of a known layout and convert it to our key names, checked against the network.
 
@@ -251,6 +252,8 @@ def import_state_dict(
         trust: allow ``weights_only=False`` for a file you trust.
         in_channels: input channels of the ``resunet2d`` built for a ResNet-18 layout (1: grey).
         rgb_to_grey: ``"sum"`` or ``"mean"`` of the first conv's RGB filters when ``in_channels`` is 1.
+        fold_normalisation: fold ImageNet's mean/std input normalisation into ``conv1`` / ``bn1``
+            (ResNet-18 layouts; see :mod:`.resnet18_layouts`).
 
     Raises:
         CheckpointError: unreadable/untrusted file, non-finite tensors, no U-Net keys, or (Models
@@ -265,7 +268,7 @@ def import_state_dict(
     if fmt == "auto":
         fmt = detect_format(state_dict)
     if fmt in resnet18_layouts.LAYOUTS:
-        return _import_resnet18(state_dict, fmt, path, in_channels, rgb_to_grey)
+        return _import_resnet18(state_dict, fmt, path, in_channels, rgb_to_grey, fold_normalisation)
     skipped: list[str] = []
     if fmt == "semantic_genesis":
         kept = {}
@@ -293,7 +296,8 @@ def import_state_dict(
 
 
 def _import_resnet18(
-    state_dict: dict[str, torch.Tensor], layout: str, path: Path, in_channels: int, rgb_to_grey: str
+    state_dict: dict[str, torch.Tensor], layout: str, path: Path, in_channels: int, rgb_to_grey: str,
+    fold_normalisation: bool,
 ) -> ImportResult:
     """ImageNet ResNet-18 weights (torchvision) or a whole smp ResNet-18 U-Net into a ``resunet2d``."""
     if in_channels not in (1, 3):
@@ -302,7 +306,7 @@ def _import_resnet18(
     out_channels = int(head.shape[0]) if layout == resnet18_layouts.SMP and head is not None else 1
     model = create("resunet2d", in_channels=in_channels, out_channels=out_channels, norm="batch")
     mapped, used, skipped = resnet18_layouts.map_resnet18(
-        state_dict, layout, model.state_dict(), str(path), rgb_to_grey=rgb_to_grey
+        state_dict, layout, model.state_dict(), str(path), rgb_to_grey=rgb_to_grey, fold_normalisation=fold_normalisation
     )
     report = load_state_dict_into(model, mapped, strict=False, source=str(path))
     first = state_dict.get("conv1.weight", state_dict.get("encoder.conv1.weight"))
@@ -317,20 +321,23 @@ def _import_resnet18(
         model=model,
         path=str(path),
         used=used,
-        first_conv=f"{rgb_to_grey} of the RGB filters" if reduced else "as in the file",
+        first_conv=(f"{rgb_to_grey} of the RGB filters" if reduced else "as in the file")
+        + ("; ImageNet mean/std normalisation folded into conv1 and bn1.running_mean" if fold_normalisation else ""),
     )
 
 
 def import_checkpoint(
     path: str | Path, out: str | Path, fmt: str = "models_genesis", trust: bool = False,
     metadata: Mapping[str, Any] | None = None, in_channels: int = 1, rgb_to_grey: str = "sum",
+    fold_normalisation: bool = False,
 ) -> ImportResult:
     """Convert a checkpoint (see :func:`import_state_dict`) to a safetensors weights file with metadata (``out``).
 
     Only the imported tensors are written: a torchvision ResNet-18 gives the encoder alone (the
     metadata lists the decoder keys as missing), which transfer learning loads as the encoder.
     """
-    result = import_state_dict(path, fmt=fmt, trust=trust, in_channels=in_channels, rgb_to_grey=rgb_to_grey)
+    result = import_state_dict(path, fmt=fmt, trust=trust, in_channels=in_channels, rgb_to_grey=rgb_to_grey,
+                               fold_normalisation=fold_normalisation)
     meta = result.metadata()
     architecture, arch_args = meta.pop("architecture"), meta.pop("arch_args")
     if architecture == "resunet2d":

@@ -20,8 +20,16 @@ MICCAI 2020) is ImageNet initialisation. Two layouts carry such ResNet-18 weight
 Grey input: ImageNet filters see RGB. For a one-channel model the first conv's three input filters
 are **summed** (default: a grey image then produces exactly the activations its RGB copy
 ``(x, x, x)`` would, so the following batch norm's statistics still fit) or **averaged** (the
-response is a third of that). ImageNet's per-channel mean/std normalisation is not folded in: our
-inputs stay in [0, 1].
+response is a third of that).
+
+ImageNet normalisation: torchvision's weights were trained on ``(x - mean) / std`` per RGB channel
+(mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225) of images in [0, 1]; our inputs stay in [0, 1].
+By default the weights are taken as they are (the network then sees a shifted and scaled input, which
+batch norm in training mode absorbs). ``fold_normalisation=True`` folds the normalisation into the
+network instead: conv1's filters are divided by ``std`` and the constant it leaves,
+``sum(W * mean / std)`` per output channel, is added to ``bn1.running_mean``, so that on [0, 1] inputs
+the stem computes what the ImageNet network computed on normalised ones (exactly, except within
+3 pixels of the border, where zero padding meets the shift).
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ TORCHVISION = "torchvision_resnet18"
 SMP = "smp_resnet18_unet"
 LAYOUTS = (TORCHVISION, SMP)
 RGB_TO_GREY = ("sum", "mean")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 FIRST_CONV = "encoder.conv1.weight"
 
 # Keys dropped on purpose: the ImageNet classifier; smp's optional auxiliary classification head.
@@ -68,12 +78,25 @@ def our_key(layout: str, key: str) -> str | None:
     return None
 
 
+def fold_imagenet_normalisation(conv1: torch.Tensor, running_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold ``(x - mean) / std`` into the stem: ``(conv1 / std, running_mean + sum(conv1 * mean / std))``.
+
+    Args:
+        conv1: RGB filters ``(O, 3, k, k)``.
+        running_mean: ``bn1.running_mean`` ``(O,)``.
+    """
+    mean = torch.tensor(IMAGENET_MEAN, dtype=conv1.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=conv1.dtype).view(1, 3, 1, 1)
+    return conv1 / std, running_mean + (conv1 * (mean / std)).sum(dim=(1, 2, 3))
+
+
 def map_resnet18(
     state_dict: Mapping[str, torch.Tensor],
     layout: str,
     model_state: Mapping[str, torch.Tensor],
     source: str,
     rgb_to_grey: str = "sum",
+    fold_normalisation: bool = False,
 ) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
     """Rename a ResNet-18 state dict of ``layout`` into the keys of ``model_state`` (a ResUNet2D's).
 
@@ -87,6 +110,8 @@ def map_resnet18(
         model_state: the target model's state dict (names and shapes; meta tensors are fine).
         source: the file, for messages.
         rgb_to_grey: ``"sum"`` or ``"mean"`` of the RGB filters of ``conv1`` for a 1-channel model.
+        fold_normalisation: fold ImageNet's mean/std normalisation into ``conv1`` and ``bn1`` first
+            (see the module docstring); needs the RGB first conv.
 
     Returns:
         ``(tensors under our names, file keys used, file keys skipped)``.
@@ -99,6 +124,16 @@ def map_resnet18(
         raise ConfigError(f"unknown ResNet-18 layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     if rgb_to_grey not in RGB_TO_GREY:
         raise ConfigError(f"rgb_to_grey must be one of {', '.join(RGB_TO_GREY)}, got {rgb_to_grey!r}")
+    if fold_normalisation:
+        prefix = "" if layout == TORCHVISION else "encoder."
+        conv1, mean = state_dict.get(prefix + "conv1.weight"), state_dict.get(prefix + "bn1.running_mean")
+        if conv1 is None or mean is None or conv1.dim() != 4 or conv1.shape[1] != 3:
+            raise CheckpointError(
+                f"{source}: folding the ImageNet normalisation needs the RGB first conv ({prefix}conv1.weight with 3 "
+                f"input channels) and {prefix}bn1.running_mean; got {None if conv1 is None else tuple(conv1.shape)}"
+            )
+        state_dict = dict(state_dict)
+        state_dict[prefix + "conv1.weight"], state_dict[prefix + "bn1.running_mean"] = fold_imagenet_normalisation(conv1, mean)
     mapped: dict[str, torch.Tensor] = {}
     used: list[str] = []
     skipped: list[str] = []
