@@ -83,7 +83,9 @@ class IntensityConfig:
 class CubesConfig:
     """Cube-set generation for Models Genesis pretraining (``semantic-genesis cubes``)."""
 
-    cube_size: tuple[int, int, int] = (64, 64, 32)  # (X, Y, Z) voxels of a stored cube
+    # (X, Y, Z) voxels of a stored cube; two values (H, W) make a 2D patch set: patches of radiographs
+    # and of axial CT/MRI slices, stored as (1, H, W)
+    cube_size: tuple[int, ...] = (64, 64, 32)
     cubes_per_scan: int = 32  # official ``--scale``
     max_trials_factor: int = 50  # give up on a scan after factor * cubes_per_scan trials
     crop_scales: tuple[float, ...] = (1.0,)  # in-plane crop size / cube size; >1 crops more and resizes

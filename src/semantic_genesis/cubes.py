@@ -22,7 +22,9 @@ Differences from the official generator, on purpose (its behaviour stays availab
   LUNA16 scans; a scan too small for them is skipped with a reason).
 * optional multi-scale crops: ``crop_scales`` > 1 crop a larger in-plane window and resize it to the
   cube size (the official "crop_rows/crop_cols" option), < 1 a smaller one;
-* train / validation / test split **by patient** (``split``; :mod:`semantic_genesis.io.datasets.splits`):
+* train / validation / test split **by patient** (``split``; :mod:`semantic_genesis.io.datasets.splits`;
+  the person of :attr:`~semantic_genesis.io.datasets.ScanRef.person`, so the follow-up radiographs of
+  one ChestX-ray14, CheXpert or MIMIC-CXR patient share a split):
   ``auto`` uses the official LUNA16 subsets (0-4 train, 5-6 validation, 7-9 test) on LUNA16 data and a
   seeded random split otherwise. Splits are assigned *after* unreadable and empty scans are dropped
   (an empty split is warned about) and written to the manifest (``attrs.splits``: patient -> split,
@@ -35,10 +37,22 @@ Differences from the official generator, on purpose (its behaviour stays availab
 Output (a "cube set"): ``manifest.json`` + ``shard_*.npy`` ``(N, 1, X, Y, Z)`` float16 or uint8 +
 ``shard_*.jsonl`` records ``{"patient", "scan", "position": [x, y, z], "crop": [cx, cy, cz],
 "scale", "score", "unit"}``.
+
+**2D patch sets** (Models Genesis 2D, Semantic Genesis 2D): a ``cubes.cube_size`` of two values
+``[H, W]`` cuts patches stored as ``(N, 1, H, W)``, with the same sampler, content tests, borders,
+patient splits, shards and resumption. A radiograph (X-ray refs: the phantom radiograph cohort,
+ChestX-ray14, SIIM-ACR and the other chest X-ray layouts, or any folder of PNG / JPEG / DICOM
+radiographs, see :func:`~semantic_genesis.io.datasets.list_scans` with ``images2d``) is read with
+:func:`~semantic_genesis.io.images2d.read_image2d`, mapped to [0, 1] (percentiles, ``intensity``) and
+sampled as a one-slice volume; a CT or MRI volume gives patches of its axial slices (windows of
+``H x W x 1`` voxels, after the same HU window as the cubes), so the lung test still looks
+``look_ahead`` slices ahead. Records hold ``position`` ``[x, y]`` (radiographs) or ``[x, y, z]``
+(``z`` = the slice) and the in-plane ``crop``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import warnings
@@ -130,6 +144,26 @@ def assign_splits(cfg: Config, layout: str, patients: Sequence[tuple[str, str]],
     return split_patients([pid for pid, _ in patients], fractions, cfg.seed), description
 
 
+def patch_mode(cube_size: Sequence[int]) -> bool:
+    """True for a 2D patch set (``cube_size`` ``[H, W]``), False for cubes ``[X, Y, Z]``.
+
+    Raises:
+        ConfigError: not two or three positive sizes.
+    """
+    size = list(cube_size)
+    if len(size) not in (2, 3) or any(int(v) != v or v <= 0 for v in size):
+        raise ConfigError(
+            f"cubes.cube_size must be [X, Y, Z] (cubes) or [H, W] (2D patches) of positive ints, got {size}"
+        )
+    return len(size) == 2
+
+
+def sampling_shape(cube_size: Sequence[int]) -> tuple[int, int, int]:
+    """The window the sampler draws: the cube, or ``(H, W, 1)`` (one slice) for a 2D patch."""
+    size = tuple(int(v) for v in cube_size)
+    return (size[0], size[1], 1) if patch_mode(size) else (size[0], size[1], size[2])
+
+
 def crop_range(shape: Sequence[int], crop: Sequence[int], cfg: CubesConfig) -> tuple[np.ndarray, np.ndarray]:
     """Inclusive corner range of ``crop`` in a volume of ``shape`` under ``cubes.border_rule``.
 
@@ -212,6 +246,11 @@ def sample_cubes(
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Draw up to ``cfg.cubes_per_scan`` cubes from one scan in [0, 1].
 
+    For a 2D patch set (``cfg.cube_size`` ``[H, W]``) the windows are ``H x W x 1`` voxels (one
+    slice; a radiograph is passed as a ``(H, W, 1)`` volume) and the result is squeezed to
+    ``(N, 1, H, W)``; records then hold the in-plane ``crop`` (and ``position`` ``[x, y]`` when the
+    volume has a single slice).
+
     Args:
         unit: float32 ``(X, Y, Z)`` volume in [0, 1].
         cfg: the ``cubes`` section.
@@ -228,7 +267,7 @@ def sample_cubes(
         DataError: the volume is smaller than the largest crop on some axis, or the official borders
             leave no room.
     """
-    cx, cy, cz = cfg.cube_size
+    cx, cy, cz = sampling_shape(cfg.cube_size)
     test = _ContentTest(unit, cfg)
     crops = []
     for scale in cfg.crop_scales:
@@ -236,6 +275,13 @@ def sample_cubes(
             raise ConfigError(f"cubes.crop_scales must be positive, got {list(cfg.crop_scales)}")
         crops.append((max(1, round(cx * scale)), max(1, round(cy * scale)), cz))
     need = tuple(max(c[i] for c in crops) for i in range(3))
+    patches = patch_mode(cfg.cube_size)
+    if patches and any(unit.shape[i] < need[i] for i in range(2)):
+        what = "image" if unit.shape[2] == 1 else "axial slices"
+        raise DataError(
+            f"{what} of {unit.shape[0]}x{unit.shape[1]} pixels too small for patches of "
+            f"{cx}x{cy} (cubes.cube_size; needs {need[0]}x{need[1]} for crop scales {list(cfg.crop_scales)})"
+        )
     if any(unit.shape[i] < need[i] for i in range(3)):
         raise DataError(
             f"volume of shape {tuple(unit.shape)} is too small for cubes of {tuple(cfg.cube_size)}"
@@ -286,6 +332,12 @@ def sample_cubes(
         diagnostics.update(trials=tried, passed=test.passed, best_score=test.best,
                            reason="" if cubes else test.failure(tried))
     array = np.stack(cubes)[:, None] if cubes else np.zeros((0, 1, cx, cy, cz), dtype=np.float32)
+    if patches:
+        array = array[..., 0]
+        for record in records:
+            record["crop"] = record["crop"][:2]
+            if unit.shape[2] == 1:
+                record["position"] = record["position"][:2]
     return array, records
 
 
@@ -308,6 +360,34 @@ def _unit_volume(ref: Any, cfg: Config) -> tuple[np.ndarray, tuple[float, ...]]:
     return np.asarray(unit.array, dtype=np.float32), tuple(float(v) for v in unit.spacing)
 
 
+def _unit_image(ref: Any, cfg: Config) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Read one radiograph and map it to float32 ``(H, W, 1)`` in [0, 1] (a one-slice volume); also
+    return its spacing (mm, the slice axis 1).
+
+    The intensity mapping follows the ref's modality (X-ray: percentiles; a 2D DICOM slice of a CT:
+    the HU window) unless ``intensity.modality`` is set.
+
+    Raises:
+        ImageReadError: unreadable, or not a single-frame 2D image (e.g. a 3D file).
+        DataError: every pixel has the same value.
+    """
+    from semantic_genesis.io.images2d import read_image2d
+    from semantic_genesis.preprocess import check_contrast, to_unit
+
+    image = read_image2d(ref.path)
+    check_contrast(image.array)
+    modality = ref.modality if ref.modality in ("ct", "mri", "xray") else (image.modality or "xray")
+    image = dataclasses.replace(image, metadata={**image.metadata, "modality": modality})
+    unit = to_unit(image, cfg.intensity)
+    return np.asarray(unit.array, dtype=np.float32)[:, :, None], (*(float(v) for v in unit.spacing), 1.0)
+
+
+def _is_image2d(ref: Any) -> bool:
+    """A radiograph (an X-ray ref, or a 2D image file) rather than a volume."""
+    name = Path(ref.path).name.lower()
+    return ref.modality == "xray" or (Path(ref.path).is_file() and name.endswith((".png", ".jpg", ".jpeg", ".dcm", ".dicom")))
+
+
 def _unit_name(ref: Any) -> str:
     return f"{ref.patient_id}/{Path(ref.path).name}"
 
@@ -318,8 +398,9 @@ def _no_cube_advice(cfg: Config, spacings: dict[str, tuple[float, ...]]) -> str:
     mm = ""
     if spacings:
         sp = np.median(np.asarray(list(spacings.values()), dtype=np.float64), axis=0)
-        size = np.asarray(c.cube_size, dtype=np.float64) * sp
-        mm = (f" A cube of {tuple(c.cube_size)} voxels spans {size[0]:.0f} x {size[1]:.0f} x {size[2]:.0f} mm at "
+        size = np.asarray(sampling_shape(c.cube_size), dtype=np.float64) * sp
+        what = "patch" if patch_mode(c.cube_size) else "cube"
+        mm = (f" A {what} of {tuple(c.cube_size)} voxels spans {size[0]:.0f} x {size[1]:.0f} x {size[2]:.0f} mm at "
               f"these scans' {sp[0]:.2g} x {sp[1]:.2g} x {sp[2]:.2g} mm voxels.")
     if c.content_test in ("lung", "lung_official"):
         return (mm + " Options: cubes.content_test=body (cubes inside the body, as the *_tiny.yaml presets use "
@@ -357,18 +438,22 @@ def generate_cubes(cfg: Config, data: str | Path | None = None, out: str | Path 
     if data is None or out is None:
         raise ConfigError("cube generation needs --data DIR (scans) and --out DIR (cube set)")
     c = cfg.cubes
-    if any(s <= 0 or s % 8 for s in c.cube_size):
+    patches = patch_mode(c.cube_size)
+    if patches and any(s % 32 for s in c.cube_size):
+        warnings.warn(f"cubes.cube_size {tuple(c.cube_size)} is not divisible by 32; the ResNet-18 U-Net needs "
+                      "multiples of 32 (the 2D U-Net of 8)", stacklevel=2)
+    elif not patches and any(s % 8 for s in c.cube_size):
         warnings.warn(f"cubes.cube_size {tuple(c.cube_size)} is not divisible by 8; the 3D U-Net needs multiples of 8", stacklevel=2)
     if c.cubes_per_scan <= 0:
         raise ConfigError(f"cubes.cubes_per_scan must be > 0, got {c.cubes_per_scan}")
     if not isinstance(c.split, str):
         split_patients(["check"], c.split, cfg.seed)  # bad fractions fail before any work
-    refs = list_scans(data)
+    refs = list_scans(data, images2d=patches)
     if not refs:
         raise DataError(f"{data}: no scans found")
     layout = detect_layout(data) if Path(data).is_dir() else "generic"
     # a split rule the data cannot serve (official on a layout without one) fails before any scan is cut
-    assign_splits(cfg, layout, sorted({(r.patient_id, str(r.path)) for r in refs}), warn=lambda text: None)
+    assign_splits(cfg, layout, sorted({(r.person, str(r.path)) for r in refs}), warn=lambda text: None)
     settings = {"seed": cfg.seed, "cubes": to_dict(c), "intensity": to_dict(cfg.intensity)}
     out = Path(out)
     writer = ShardWriter(out, KIND, (1, *c.cube_size), dtype=c.dtype, attrs={})
@@ -393,7 +478,7 @@ def generate_cubes(cfg: Config, data: str | Path | None = None, out: str | Path 
         rng = np.random.default_rng(derive_seed(cfg.seed, "cubes", ref.patient_id, Path(ref.path).name))
         info: dict[str, Any] = {}
         try:
-            volume, spacing = _unit_volume(ref, cfg)
+            volume, spacing = _unit_image(ref, cfg) if patches and _is_image2d(ref) else _unit_volume(ref, cfg)
             spacings[unit] = spacing
             cubes, records = sample_cubes(volume, c, rng, diagnostics=info)
         except SemanticGenesisError as exc:
@@ -419,14 +504,15 @@ def generate_cubes(cfg: Config, data: str | Path | None = None, out: str | Path 
     counts_by_unit = {shard["unit"]: 0 for shard in writer.manifest["shards"]}
     for shard in writer.manifest["shards"]:
         counts_by_unit[shard["unit"]] += int(shard["count"])
-    usable = [(r.patient_id, str(r.path)) for r in refs if counts_by_unit.get(_unit_name(r), 0) > 0]
+    usable = [(r.person, str(r.path)) for r in refs if counts_by_unit.get(_unit_name(r), 0) > 0]
     if not usable:
         details = "; ".join(f"{k}: {v}" for k, v in skipped.items())
         advice = _no_cube_advice(cfg, spacings) if any("content test" in v for v in skipped.values()) else ""
-        raise DataError(f"{data}: no scan gave any cube of {tuple(c.cube_size)} voxels ({details}).{advice}")
+        what = "patch of {} pixels" if patches else "cube of {} voxels"
+        raise DataError(f"{data}: no scan gave any {what.format(tuple(c.cube_size))} ({details}).{advice}")
     patient_paths = dict(sorted({pid: path for pid, path in usable}.items()))
     splits, description = assign_splits(cfg, layout, list(patient_paths.items()))
-    unit_patient = {_unit_name(r): r.patient_id for r in refs}
+    unit_patient = {_unit_name(r): r.person for r in refs}
     for shard in writer.manifest["shards"]:
         shard["split"] = splits.get(unit_patient.get(shard["unit"], ""), LEFT_OUT)
     counts = {s: 0 for s in SPLITS}

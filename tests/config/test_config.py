@@ -35,7 +35,7 @@ def test_unknown_key_lists_valid_keys():
         ("train.batch_size=abc", "train.batch_size: expected an integer, got 'abc'"),
         ("train.compile=3", "train.compile: expected true or false"),
         ("optim.name=rmsprop", "optim.name: 'rmsprop' is not one of 'adam', 'adamw', 'sgd'"),
-        ("cubes.cube_size=[64, 64]", r"cubes.cube_size: expected 3 values"),
+        ("cubes.border_fraction=[0.1, 0.1]", r"cubes.border_fraction: expected 3 values"),  # cube_size takes 2 (2D) or 3
         ("train=5", "train: expected a mapping"),
         ("nokey", "not of the form key=value"),
     ],

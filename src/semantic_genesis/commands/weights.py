@@ -3,6 +3,11 @@
 * ``weights import --format {models_genesis,semantic_genesis} IN.pt OUT.safetensors [--trust]``:
   convert an official checkpoint (``Genesis_Chest_CT.pt``, ``semantic_genesis_chest_ct.pt``) into a
   safetensors file with metadata, reporting the keys used and skipped.
+* ``weights import --format {torchvision_resnet18,smp_resnet18_unet} IN.pth OUT.safetensors
+  [--in-channels {1,3}] [--rgb-to-grey {sum,mean}] [--fold-imagenet-normalisation]``: ImageNet ResNet-18 weights (torchvision
+  ``resnet18-*.pth``: the encoder of the ``resunet2d``; a segmentation_models_pytorch
+  ``Unet("resnet18")``: the whole network). For grey input the first conv's RGB filters are summed
+  (default) or averaged; every key used and skipped is listed.
 * ``weights export --format models_genesis IN.safetensors OUT.pt [--unet-only]``: write our weights in
   the official layout (``{'state_dict': {'module.' + key: tensor}}``) for the official code.
 * ``weights export --format state_dict IN.safetensors OUT.pt [--unet-only]``: a plain PyTorch state dict
@@ -31,15 +36,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
 
     imp = sub.add_parser("import", help="convert an official .pt checkpoint to .safetensors with metadata")
-    imp.add_argument("--format", required=True, choices=["models_genesis", "semantic_genesis"],
+    imp.add_argument("--format", required=True,
+                     choices=["models_genesis", "semantic_genesis", "torchvision_resnet18", "smp_resnet18_unet"],
                      help="models_genesis: strict; semantic_genesis: drop projection_head/prototypes, "
-                          "strip the classficationNet. prefix, report skipped keys")
+                          "strip the classficationNet. prefix, report skipped keys; torchvision_resnet18: "
+                          "ImageNet ResNet-18 (resnet18-*.pth) into the resunet2d encoder, fc.* skipped; "
+                          "smp_resnet18_unet: a segmentation_models_pytorch Unet('resnet18') into the resunet2d")
     imp.add_argument("input", metavar="IN", help="official checkpoint (.pt/.pth)")
     imp.add_argument("output", metavar="OUT", help="destination .safetensors (or a folder: OUT/IN-stem.safetensors)")
     imp.add_argument("--trust", action="store_true",
                      help="allow unpickling Python objects from IN (weights_only=False); only for files you trust")
     imp.add_argument("--input-size", type=int, nargs="+", default=None, metavar="N",
-                     help="input size recorded in the metadata (default 64 64 32)")
+                     help="input size recorded in the metadata (default 64 64 32; 224 224 for ResNet-18 U-Nets)")
+    imp.add_argument("--in-channels", type=int, choices=[1, 3], default=1,
+                     help="ResNet-18 layouts: input channels of the resunet2d (default 1, grey radiographs)")
+    imp.add_argument("--rgb-to-grey", choices=["sum", "mean"], default="sum",
+                     help="ResNet-18 layouts with --in-channels 1: sum (default; a grey image gives the "
+                          "activations of its RGB copy) or average the first conv's RGB filters")
+    imp.add_argument("--fold-imagenet-normalisation", action="store_true",
+                     help="ResNet-18 layouts: fold ImageNet's per-channel mean/std into conv1 and bn1, so that "
+                          "[0, 1] inputs reach the stem as normalised ones did")
 
     exp = sub.add_parser("export", help="write .safetensors weights as an official Models Genesis .pt or a plain state dict")
     exp.add_argument("--format", required=True, choices=["models_genesis", "state_dict"],
@@ -64,19 +80,29 @@ def output_path(output: str, input: str, suffix: str) -> str:
 
 
 def _run_import(args: argparse.Namespace) -> int:
+    import textwrap
+
     from semantic_genesis.commands._common import check_output_file
     from semantic_genesis.models.importers import import_checkpoint
 
     extra = {"input_size": list(args.input_size)} if args.input_size else None
     args.output = output_path(args.output, args.input, ".safetensors")
     check_output_file(args.output)
-    result = import_checkpoint(args.input, args.output, fmt=args.format, trust=args.trust, metadata=extra)
+    result = import_checkpoint(args.input, args.output, fmt=args.format, trust=args.trust, metadata=extra,
+                               in_channels=args.in_channels, rgb_to_grey=args.rgb_to_grey,
+                               fold_normalisation=args.fold_imagenet_normalisation)
     n_params = sum(v.numel() for k, v in result.state_dict.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     print(f"imported {args.input} ({result.format}) -> {args.output}")
     print(f"  architecture {result.architecture} {result.arch_args}")
     print(f"  {len(result.state_dict)} tensors, {n_params:,} parameters")
+    if result.used:
+        wrapped = textwrap.fill(", ".join(result.used), width=100, initial_indent="    ", subsequent_indent="    ")
+        print(f"  used {len(result.used)} key(s):\n{wrapped}")
+    if result.first_conv:
+        print(f"  first conv: {result.first_conv}")
     if result.skipped:
-        shown = ", ".join(result.skipped[:5]) + (f", ... (+{len(result.skipped) - 5})" if len(result.skipped) > 5 else "")
+        shown = ", ".join(result.skipped) if result.used else (
+            ", ".join(result.skipped[:5]) + (f", ... (+{len(result.skipped) - 5})" if len(result.skipped) > 5 else ""))
         print(f"  skipped {len(result.skipped)} key(s): {shown}")
     if result.missing:
         shown = ", ".join(result.missing[:5]) + (f", ... (+{len(result.missing) - 5})" if len(result.missing) > 5 else "")

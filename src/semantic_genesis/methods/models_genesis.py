@@ -10,6 +10,11 @@ forward pass runs under bf16/fp16 autocast.
 
 Data: a cube set written by ``semantic-genesis cubes`` (``data=`` folder), splits ``train`` and
 ``validation`` (the latter optional).
+
+**2D** (Models Genesis 2D): a 2D patch set (``cubes.cube_size: [H, W]``, items ``(1, H, W)``) and a 2D
+network, ``model.name`` ``resunet2d`` (the ResNet-18 U-Net of the released 2D weights) or ``unet2d``;
+the preset transforms ``(B, C, H, W)`` batches the same way (presets ``models_genesis_2d``,
+``models_genesis_2d_tiny``). The set's dimensionality must match the network's.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ class ModelsGenesis(Method):
         if self._preset is None:
             from semantic_genesis.transforms import build_preset
 
-            self._preset = build_preset(self.cfg.transforms.preset, **dict(self.cfg.transforms.overrides))
+            dims = len(self.item_shape) - 1 if self.item_shape else len(self.cfg.cubes.cube_size)
+            self._preset = build_preset(self.cfg.transforms.preset, spatial_dims=dims,
+                                        **dict(self.cfg.transforms.overrides))
         return self._preset
 
     def build_model(self) -> nn.Module:
@@ -75,9 +82,23 @@ class ModelsGenesis(Method):
             raise ConfigError(
                 f"{self.cfg.data}: cubes have {train.item_shape[0]} channel(s), model.in_channels is {self.cfg.model.in_channels}"
             )
+        self._check_dimensions(train.item_shape)
         self.item_shape = train.item_shape
         val = StoreDataset(self.cfg.data, "validation", kind="cubes", with_labels=False)
         return train, (val if len(val) else None)
+
+    def _check_dimensions(self, item_shape: tuple[int, ...]) -> None:
+        """A 2D patch set needs a 2D network and a cube set a 3D one (one-line error otherwise)."""
+        spatial = len(item_shape) - 1
+        with torch.device("meta"):  # no memory, no computation, no random numbers drawn
+            model_dims = getattr(self.build_model(), "spatial_dims", None)
+        if model_dims is not None and model_dims != spatial:
+            kind = "a 2D patch set" if spatial == 2 else "a 3D cube set"
+            fits = "resunet2d or unet2d" if spatial == 2 else "unet3d"
+            raise ConfigError(
+                f"{self.cfg.data}: {kind} (items {tuple(item_shape)}) cannot train model.name="
+                f"{self.cfg.model.name} ({model_dims}D); use model.name={fits}"
+            )
 
     def prepare_batch(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         """``{"input", "target"}``: the preset applied to the cubes ``batch["image"]``."""
@@ -115,5 +136,11 @@ class ModelsGenesis(Method):
             "method": self.name,
             "transforms": self.cfg.transforms.preset,
             "input_size": list(self.item_shape[1:]) if self.item_shape else list(self.cfg.cubes.cube_size),
-            "intensity": {"hu_min": self.cfg.intensity.hu_min, "hu_max": self.cfg.intensity.hu_max},
+            "intensity": {
+                "modality": self.cfg.intensity.modality,
+                "hu_min": self.cfg.intensity.hu_min,
+                "hu_max": self.cfg.intensity.hu_max,
+                "lower_percentile": self.cfg.intensity.lower_percentile,
+                "upper_percentile": self.cfg.intensity.upper_percentile,
+            },
         }

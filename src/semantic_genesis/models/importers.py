@@ -10,6 +10,10 @@ Genesis, Haghighi et al., MICCAI 2020, as their READMEs load them):
   containing ``projection_head`` or ``prototypes`` and strips a ``classficationNet.`` (sic) prefix,
   then loads whatever matches the U-Net. We do the same, non-strictly, and report every skipped key.
 
+ImageNet ResNet-18 weights, the papers' 2D baseline, in the torchvision layout (``resnet18-*.pth``) or
+as a segmentation_models_pytorch ``Unet("resnet18")``, go into our ResNet-18 U-Net (``resunet2d``);
+the key maps and the grey-input conversion of the first conv are in :mod:`.resnet18_layouts`.
+
 Safety: ``torch.load`` is first called with ``weights_only=True`` (tensors, containers and a few
 allow-listed numpy scalar types only). A checkpoint that pickled other objects (e.g. the training
 script's ``argparse.Namespace``) is refused with a :class:`CheckpointError` that explains the
@@ -36,11 +40,12 @@ import torch
 from torch import nn
 
 from semantic_genesis.errors import CheckpointError, ConfigError
+from semantic_genesis.models import resnet18_layouts
 from semantic_genesis.models.registry import create
 from semantic_genesis.models.state import check_finite, load_state_dict_into, strip_prefix
 from semantic_genesis.models.weights import check_weights_path, load_weights, save_weights
 
-FORMATS = ("models_genesis", "semantic_genesis")
+FORMATS = ("models_genesis", "semantic_genesis", resnet18_layouts.TORCHVISION, resnet18_layouts.SMP)
 SG_DROP_MARKERS = ("projection_head", "prototypes")
 SG_PREFIX = "classficationNet."  # sic, as in the official README
 STATE_DICT_ENTRIES = ("state_dict", "model_state_dict", "model")
@@ -137,11 +142,18 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "ch
     ``width`` comes from the first conv (32 output channels at width 1), ``in_channels`` and
     ``out_channels`` from the first and last convs, ``skip_connections`` from the first decoder conv,
     2D vs 3D from the kernel rank; the classification head (``clc_out.*``) gives ``ynet3d`` (3D) or
-    ``ynet`` on a ``unet2d`` backbone (2D).
+    ``ynet`` on a ``unet2d`` backbone (2D). ImageNet ResNet-18 layouts (torchvision, smp ``Unet``;
+    :mod:`.resnet18_layouts`) give ``resunet2d`` with the file's input channels.
 
     Raises:
-        CheckpointError: the keys are not those of a Models Genesis U-Net.
+        CheckpointError: the keys are not those of a Models Genesis U-Net or a ResNet-18 layout.
     """
+    layout = resnet18_layouts.detect_layout(state_dict)
+    if layout is not None:  # ImageNet ResNet-18 weights: the ResNet-18 U-Net, as the file's first conv takes
+        conv1 = state_dict["conv1.weight" if layout == resnet18_layouts.TORCHVISION else "encoder.conv1.weight"]
+        head = state_dict.get("segmentation_head.0.weight")
+        return "resunet2d", {"in_channels": int(conv1.shape[1]), "out_channels": int(head.shape[0]) if head is not None else 1,
+                             "width": float(conv1.shape[0]) / 64.0, "norm": "batch"}
     first = state_dict.get("down_tr64.ops.0.conv1.weight")
     if first is None:
         sample = ", ".join(list(state_dict)[:4])
@@ -174,7 +186,11 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "ch
 
 
 def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """``"semantic_genesis"`` if any key carries the SG markers, else ``"models_genesis"``."""
+    """The ResNet-18 layout (torchvision, segmentation_models_pytorch) its marker keys show, else
+    ``"semantic_genesis"`` if any key carries the SG markers, else ``"models_genesis"``."""
+    layout = resnet18_layouts.detect_layout(state_dict)
+    if layout is not None:
+        return layout
     if any(SG_PREFIX in k or any(m in k for m in SG_DROP_MARKERS) for k in state_dict):
         return "semantic_genesis"
     return "models_genesis"
@@ -189,9 +205,13 @@ class ImportResult:
         format: ``"models_genesis"`` or ``"semantic_genesis"``.
         architecture, arch_args: the inferred network (see :func:`infer_architecture`).
         skipped: file keys dropped (SG filters, keys the model does not have), original names.
-        missing: model keys absent from the file (SG only; the file then does not set them).
+        missing: model keys absent from the file (SG, torchvision ResNet-18: the decoder; the file
+            then does not set them).
         model: the network with the imported weights loaded.
         path: the source file.
+        used: file keys imported (original names; ResNet-18 layouts only, where names change).
+        first_conv: how the first conv was converted (ResNet-18 layouts: ``"sum of the RGB filters"``,
+            ``"mean of the RGB filters"`` or ``"as in the file"``).
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -202,33 +222,43 @@ class ImportResult:
     missing: list[str] = field(default_factory=list)
     model: nn.Module | None = field(default=None, repr=False)
     path: str = ""
+    used: list[str] = field(default_factory=list)
+    first_conv: str = ""
 
     def metadata(self) -> dict[str, Any]:
         """Metadata for :func:`~semantic_genesis.models.weights.save_weights` of the imported weights."""
-        return {
-            "architecture": self.architecture,
-            "arch_args": dict(self.arch_args),
-            "method": self.format,
-            "source": {
-                "format": self.format,
-                "file": Path(self.path).name,
-                "skipped_keys": list(self.skipped),
-                "missing_keys": list(self.missing),
-            },
+        source: dict[str, Any] = {
+            "format": self.format,
+            "file": Path(self.path).name,
+            "skipped_keys": list(self.skipped),
+            "missing_keys": list(self.missing),
         }
+        if self.first_conv:
+            source["first_conv"] = self.first_conv
+        return {"architecture": self.architecture, "arch_args": dict(self.arch_args), "method": self.format, "source": source}
 
 
-def import_state_dict(path: str | Path, fmt: str = "auto", trust: bool = False) -> ImportResult:
-    """Read an official checkpoint and convert it to our key names, checked against the network.
+def import_state_dict(
+    path: str | Path, fmt: str = "auto", trust: bool = False, in_channels: int = 1, rgb_to_grey: str = "sum",
+    fold_normalisation: bool = False,
+) -> ImportResult:
+    """Read a checkpoint of a known layout and convert it to our key names, checked against the network.
 
     Args:
         path: ``.pt``/``.pth`` file (zip or legacy serialisation).
-        fmt: ``"models_genesis"`` (strict), ``"semantic_genesis"`` (non-strict, filtered) or ``"auto"``.
+        fmt: ``"models_genesis"`` (strict), ``"semantic_genesis"`` (non-strict, filtered),
+            ``"torchvision_resnet18"`` / ``"smp_resnet18_unet"`` (ImageNet ResNet-18 weights into the
+            ``resunet2d`` encoder / a whole segmentation_models_pytorch ``Unet("resnet18")``; see
+            :mod:`.resnet18_layouts`), or ``"auto"``.
         trust: allow ``weights_only=False`` for a file you trust.
+        in_channels: input channels of the ``resunet2d`` built for a ResNet-18 layout (1: grey).
+        rgb_to_grey: ``"sum"`` or ``"mean"`` of the first conv's RGB filters when ``in_channels`` is 1.
+        fold_normalisation: fold ImageNet's mean/std input normalisation into ``conv1`` / ``bn1``
+            (ResNet-18 layouts; see :mod:`.resnet18_layouts`).
 
     Raises:
         CheckpointError: unreadable/untrusted file, non-finite tensors, no U-Net keys, or (Models
-            Genesis) keys or shapes that do not fit the inferred network exactly.
+            Genesis, ResNet-18 layouts) keys or shapes that do not fit the inferred network exactly.
     """
     if fmt not in (*FORMATS, "auto"):
         raise ConfigError(f"unknown checkpoint format {fmt!r}; expected one of {', '.join(FORMATS)} or 'auto'")
@@ -238,6 +268,8 @@ def import_state_dict(path: str | Path, fmt: str = "auto", trust: bool = False) 
     check_finite(state_dict, str(path))
     if fmt == "auto":
         fmt = detect_format(state_dict)
+    if fmt in resnet18_layouts.LAYOUTS:
+        return _import_resnet18(state_dict, fmt, path, in_channels, rgb_to_grey, fold_normalisation)
     skipped: list[str] = []
     if fmt == "semantic_genesis":
         kept = {}
@@ -264,16 +296,57 @@ def import_state_dict(path: str | Path, fmt: str = "auto", trust: bool = False) 
     )
 
 
+def _import_resnet18(
+    state_dict: dict[str, torch.Tensor], layout: str, path: Path, in_channels: int, rgb_to_grey: str,
+    fold_normalisation: bool,
+) -> ImportResult:
+    """ImageNet ResNet-18 weights (torchvision) or a whole smp ResNet-18 U-Net into a ``resunet2d``."""
+    if in_channels not in (1, 3):
+        raise ConfigError(f"in_channels must be 1 (grey) or 3 (RGB) for ResNet-18 weights, got {in_channels!r}")
+    head = state_dict.get("segmentation_head.0.weight")
+    out_channels = int(head.shape[0]) if layout == resnet18_layouts.SMP and head is not None else 1
+    model = create("resunet2d", in_channels=in_channels, out_channels=out_channels, norm="batch")
+    mapped, used, skipped = resnet18_layouts.map_resnet18(
+        state_dict, layout, model.state_dict(), str(path), rgb_to_grey=rgb_to_grey, fold_normalisation=fold_normalisation
+    )
+    report = load_state_dict_into(model, mapped, strict=False, source=str(path))
+    first = state_dict.get("conv1.weight", state_dict.get("encoder.conv1.weight"))
+    reduced = in_channels == 1 and first is not None and first.dim() == 4 and first.shape[1] == 3
+    return ImportResult(
+        state_dict=mapped,
+        format=layout,
+        architecture="resunet2d",
+        arch_args=dict(model.arch_args),
+        skipped=skipped,
+        missing=list(report.missing),
+        model=model,
+        path=str(path),
+        used=used,
+        first_conv=(f"{rgb_to_grey} of the RGB filters" if reduced else "as in the file")
+        + ("; ImageNet mean/std normalisation folded into conv1 and bn1.running_mean" if fold_normalisation else ""),
+    )
+
+
 def import_checkpoint(
     path: str | Path, out: str | Path, fmt: str = "models_genesis", trust: bool = False,
-    metadata: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None, in_channels: int = 1, rgb_to_grey: str = "sum",
+    fold_normalisation: bool = False,
 ) -> ImportResult:
-    """Convert an official checkpoint to a safetensors weights file with metadata (``out``)."""
-    result = import_state_dict(path, fmt=fmt, trust=trust)
+    """Convert a checkpoint (see :func:`import_state_dict`) to a safetensors weights file with metadata (``out``).
+
+    Only the imported tensors are written: a torchvision ResNet-18 gives the encoder alone (the
+    metadata lists the decoder keys as missing), which transfer learning loads as the encoder.
+    """
+    result = import_state_dict(path, fmt=fmt, trust=trust, in_channels=in_channels, rgb_to_grey=rgb_to_grey,
+                               fold_normalisation=fold_normalisation)
     meta = result.metadata()
     architecture, arch_args = meta.pop("architecture"), meta.pop("arch_args")
-    meta.setdefault("input_size", [64, 64, 32] if architecture != "unet2d" else None)
-    meta.setdefault("intensity_window", {"modality": "ct", "hu_min": -1000.0, "hu_max": 1000.0})
+    if architecture == "resunet2d":
+        meta.setdefault("input_size", [224, 224])
+        meta.setdefault("intensity_window", {"modality": "xray", "range": [0.0, 1.0]})
+    else:
+        meta.setdefault("input_size", [64, 64, 32] if architecture != "unet2d" else None)
+        meta.setdefault("intensity_window", {"modality": "ct", "hu_min": -1000.0, "hu_max": 1000.0})
     meta.update(metadata or {})
     save_weights(result.state_dict, out, metadata=meta, architecture=architecture, arch_args=arch_args)
     return result

@@ -134,13 +134,20 @@ def run_report(args: argparse.Namespace) -> int:
             if i == 0:
                 ax.set_title(titles.get(key, key), fontsize=9)
             if j == 0:
-                ax.set_ylabel(f"cube {i}", fontsize=8)
+                ax.set_ylabel(f"{'patch' if examples[key].dim() == 4 else 'cube'} {i}", fontsize=8)
             if f"{key}_mse" in row:
                 ax.set_xlabel(f"MSE vs target {row[f'{key}_mse']:.4f}", fontsize=8)
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label=unit_label(cfg.intensity))
+    flat = examples[order[0]].dim() == 4  # 2D patches (B, C, H, W)
+    label = unit_label(cfg.intensity)
+    if flat and cfg.intensity.modality == "auto":  # a 2D set may mix radiographs and CT slices
+        label = (f"intensity (CT: 0 = {cfg.intensity.hu_min:g} HU, 1 = {cfg.intensity.hu_max:g} HU; X-ray: "
+                 f"{cfg.intensity.lower_percentile:g}th..{cfg.intensity.upper_percentile:g}th percentile)")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label=label)
     known = [s for s in spacings if s is not None]
-    fig.suptitle(f"{cfg.method.name} restorations ({Path(args.run_dir).name}, {args.weights} weights): mid axial "
-                 f"slices of validation cubes\n{VIEW_NOTE}; {spacing_text(known[0] if known else None)}", fontsize=9)
+    what = "validation patches (2D)" if flat else "mid axial slices of validation cubes"
+    note = "rows and columns as stored" if flat else VIEW_NOTE
+    fig.suptitle(f"{cfg.method.name} restorations ({Path(args.run_dir).name}, {args.weights} weights): {what}"
+                 f"\n{note}; {spacing_text(known[0] if known else None)}", fontsize=9)
     figure = out / "restorations.png"
     with atomic_path(figure) as tmp:
         fig.savefig(tmp, dpi=130)

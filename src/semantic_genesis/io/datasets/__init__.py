@@ -90,11 +90,21 @@ class ScanRef:
         path: what to pass to ``read_volume`` (a file, or a DICOM series folder) or, for 2D layouts,
             to ``read_image2d``.
         modality: ``"ct"``, ``"mri"``, ``"xray"`` or ``"unknown"`` (generic folders).
+        subject: the person the scan belongs to, where the layout tells it and it differs from
+            ``patient_id`` (ChestX-ray14 image ``00000001_000`` -> ``00000001``; CheXpert
+            ``patient00001``; MIMIC-CXR ``p10000032``); empty otherwise. See :attr:`person`.
     """
 
     patient_id: str
     path: Path
     modality: str
+    subject: str = ""
+
+    @property
+    def person(self) -> str:
+        """What splits group by: :attr:`subject`, else :attr:`patient_id` (follow-up radiographs
+        of one patient then never fall into different splits)."""
+        return self.subject or self.patient_id
 
 
 def _volume_stem(name: str) -> str | None:
@@ -122,7 +132,7 @@ def detect_layout(root: str | Path) -> str:
     return "native" if (root / "images").is_dir() else "generic"
 
 
-def list_scans(root: str | Path) -> list[ScanRef]:
+def list_scans(root: str | Path, images2d: bool = False) -> list[ScanRef]:
     """Every scan of a folder, recognising its layout (see :func:`detect_layout`).
 
     * native phantom layout: one ref per patient (its CT, FLAIR or radiograph);
@@ -137,6 +147,11 @@ def list_scans(root: str | Path) -> list[ScanRef]:
       or looping symlink with a volume name is listed too, so that reading it names the problem
       instead of the scan silently missing from the cohort.
 
+    With ``images2d`` (2D patch sets), a generic folder also yields its radiographs, recursively: every
+    PNG / JPEG file and every DICOM file whose ``Modality`` is a projection modality (CR, DX, ...), each
+    one X-ray ref (``patient_id`` = its path relative to ``root`` without the suffix); DICOM series of
+    other modalities (CT) stay one volume ref each. ``root`` may then also be a single 2D image.
+
     ``root`` may also be a single volume file. The result is sorted by ``patient_id`` within a layout.
 
     Raises:
@@ -144,6 +159,8 @@ def list_scans(root: str | Path) -> list[ScanRef]:
             was found (the message names the folder and the layouts looked for).
     """
     root = Path(root).expanduser()
+    if images2d and root.is_file() and _is_radiograph_file(root):
+        return [ScanRef(root.name.split(".")[0], root, "xray")]
     if root.is_file():
         stem = _volume_stem(root.name)
         if stem is None:
@@ -155,7 +172,11 @@ def list_scans(root: str | Path) -> list[ScanRef]:
         from semantic_genesis.io.paths import unreadable_reason
 
         raise DatasetLayoutError(f"{root.absolute()}: {unreadable_reason(root) or 'no such file or folder'}")
-    refs = LAYOUTS.get(detect_layout(root)).list_scans(root)
+    layout = detect_layout(root)
+    if images2d and layout == "generic":
+        refs = _list_generic_2d(root)
+    else:
+        refs = LAYOUTS.get(layout).list_scans(root)
     if not refs and not any(p for p in root.iterdir() if not p.name.startswith(".")):
         raise DatasetLayoutError(f"{describe_path(root)}: no scans found: the folder is empty (expected volume files or DICOM series)")
     if not refs:
@@ -196,7 +217,8 @@ def _list_brats(root: Path) -> list[ScanRef]:
 
 def _list_chestxray14(root: Path) -> list[ScanRef]:
     folders = [root / "images"] + [p / "images" for p in root.glob("images_*")]
-    refs = [ScanRef(p.stem, p, "xray") for f in folders if f.is_dir() for p in f.glob("*.png")]
+    refs = [ScanRef(p.stem, p, "xray", p.stem.split("_")[0]) for f in folders if f.is_dir() for p in f.glob("*.png")]
+    # subject: the 8-digit patient of <patient>_<follow-up>.png (chestxray14.person_of)
     return sorted(refs, key=lambda r: r.patient_id)
 
 
@@ -211,13 +233,15 @@ def _list_chexpert(root: Path) -> list[ScanRef]:
     for split in ("train", "valid", "test"):
         if (root / split).is_dir():
             for p in (root / split).rglob("*.jpg"):
-                refs.append(ScanRef("_".join(p.relative_to(root / split).with_suffix("").parts), p, "xray"))
+                parts = p.relative_to(root / split).with_suffix("").parts
+                refs.append(ScanRef("_".join(parts), p, "xray", parts[0] if len(parts) > 1 else ""))
     return sorted(refs, key=lambda r: r.patient_id)
 
 
 def _list_mimic_cxr(root: Path) -> list[ScanRef]:
     folder = root / "files"
-    refs = [ScanRef(p.stem, p, "xray") for p in folder.rglob("*.jpg")] if folder.is_dir() else []
+    # files/pXX/p<subject_id>/s<study_id>/<dicom_id>.jpg
+    refs = [ScanRef(p.stem, p, "xray", p.parent.parent.name) for p in folder.rglob("*.jpg")] if folder.is_dir() else []
     return sorted(refs, key=lambda r: r.patient_id)
 
 
@@ -263,6 +287,40 @@ def _list_generic(root: Path) -> list[ScanRef]:
             refs.append(ScanRef(path.name, path, "unknown"))
     if not refs and any(root.glob("*.dcm")):  # the folder itself is one DICOM series
         refs.append(ScanRef(root.name, root, "unknown"))
+    return refs
+
+
+def _is_radiograph_file(path: Path) -> bool:
+    """A PNG / JPEG file, or a DICOM file whose header names a projection modality (CR, DX, ...)."""
+    from semantic_genesis.io.dicom import is_dicom_file
+    from semantic_genesis.io.images2d import PROJECTION_MODALITIES
+
+    name = path.name.lower()
+    if name.endswith((".png", ".jpg", ".jpeg")):
+        return True
+    if not (name.endswith((".dcm", ".dicom")) or ("." not in name and is_dicom_file(path))):
+        return False
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["Modality"])
+    except Exception:  # noqa: BLE001 - an unreadable file is reported when it is read
+        return name.endswith((".dcm", ".dicom"))
+    return str(getattr(header, "Modality", "") or "").strip().upper() in PROJECTION_MODALITIES
+
+
+def _list_generic_2d(root: Path) -> list[ScanRef]:
+    """Radiographs anywhere under ``root`` (one X-ray ref each), then the volumes :func:`_list_generic` finds."""
+    radiographs = sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts) and _is_radiograph_file(p)
+    )
+    refs = [ScanRef(p.relative_to(root).as_posix().split(".")[0], p, "xray") for p in radiographs]
+    found = set(radiographs)
+    for ref in _list_generic(root):
+        if ref.path.is_dir() and all(p in found for p in ref.path.glob("*.dcm")):
+            continue  # a folder of DICOM radiographs, not a series
+        refs.append(ref)
     return refs
 
 

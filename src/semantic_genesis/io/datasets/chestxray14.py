@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -135,6 +135,46 @@ def _find_images(root: Path) -> dict[str, Path]:
             for path in folder.glob("*.png"):
                 found.setdefault(path.name, path)
     return found
+
+
+def person_of(image_name: str) -> str:
+    """The patient of an image: ``00000001_000.png`` -> ``00000001`` (the ``Patient ID`` column, zero-padded)."""
+    return Path(image_name).name.split("_")[0]
+
+
+def official_person_split(
+    image_paths: Iterable[str | Path], val_fraction: float = DEFAULT_VAL_FRACTION, val_seed: int = 0
+) -> dict[str, str | None]:
+    """Patient -> ``"train"`` / ``"validation"`` / ``"test"`` from the official lists, for cube and patch sets.
+
+    Patients of ``test_list.txt`` are ``test``; those of ``train_val_list.txt`` are split by patient
+    exactly as ``read_chestxray14(split="train" / "val")`` splits them (the DXC target task's
+    validation patients become the validation split), so pretraining never sees a target-task test
+    patient, as in the Semantic Genesis paper (75,708 pretraining images). Patients in neither list:
+    ``None``.
+
+    Args:
+        image_paths: image files of the cohort (their folder is searched upwards for the lists).
+
+    Raises:
+        DatasetLayoutError: the lists are not found next to the images.
+    """
+    paths = [Path(p) for p in image_paths]
+    root = next((d for p in paths[:1] for d in p.parents if (d / SPLITS["test"]).is_file()), None)
+    if root is None or not (root / SPLITS["train_val"]).is_file():
+        where = describe_path(paths[0].parent) if paths else "(no images)"
+        raise DatasetLayoutError(f"{where}: ChestX-ray14 split lists {SPLITS['train_val']} and {SPLITS['test']} not found")
+
+    def names(list_name: str) -> list[str]:
+        text = (root / list_name).read_text(encoding="utf-8")
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    train_val = names(SPLITS["train_val"])
+    # the reader keys patients by the integer Patient ID column, so do the same here
+    held = patient_disjoint_split([str(int(person_of(n))) for n in train_val], val_fraction, val_seed)
+    split: dict[str, str | None] = {person_of(n): ("validation" if h else "train") for n, h in zip(train_val, held)}
+    split.update({person_of(n): "test" for n in names(SPLITS["test"])})
+    return {person_of(p.name): split.get(person_of(p.name)) for p in paths}
 
 
 class ChestXray14Dataset:

@@ -15,8 +15,8 @@ Every command that splits patients (``cubes``, ``discover``, ``finetune``/``eval
 * ``random`` (or explicit ``[train, validation, test]`` fractions where the command takes them): a
   seeded random split by patient.
 * ``auto`` (the default): the official split where the layout defines it by itself, i.e. LUNA16's
-  subset folders, as long as it gives every split the command needs at least one patient; otherwise
-  a random split. Pretraining and fine-tuning on the same LUNA16 copy then never share a test
+  subset folders and ChestX-ray14's ``train_val_list.txt`` / ``test_list.txt`` (when present), as
+  long as it gives every split the command needs at least one patient; otherwise a random split. Pretraining and fine-tuning on the same LUNA16 copy then never share a test
   patient. The LiTS and BraTS lists name cases of the full challenge data, so they are used only
   when asked for (``official``; the paper presets do).
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from semantic_genesis.errors import ConfigError
+from semantic_genesis.errors import ConfigError, DatasetLayoutError
 
 SPLITS = ("train", "validation", "test")
 
@@ -40,10 +40,12 @@ OFFICIAL_DESCRIPTIONS = {
     "luna16": "LUNA16 subsets 0-4 train, 5-6 validation, 7-9 test (official Models Genesis / Semantic Genesis)",
     "lits": "LiTS cases 0-99 train, 100-114 validation, 115-129 test (official Models Genesis LCS)",
     "brats": "BraTS 2018 folds 1+2 (1/8 validation, random.Random(4)) / fold 3 test (official Models Genesis BMS)",
+    "chestxray14": "ChestX-ray14 official lists: test_list.txt test, train_val_list.txt train with 10% of its "
+                   "patients validation (as the DXC reader)",
 }
 
 #: Layouts whose official split ``auto`` uses without being asked.
-AUTO_OFFICIAL = ("luna16",)
+AUTO_OFFICIAL = ("luna16", "chestxray14")
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,10 @@ def official_split(layout: str, patients: Iterable[tuple[str, str | Path]]) -> d
         from semantic_genesis.io.datasets.brats import official_split as brats_split
 
         return brats_split(pid for pid, _ in pairs)
+    if layout == "chestxray14":
+        from semantic_genesis.io.datasets.chestxray14 import official_person_split
+
+        return official_person_split(path for _, path in pairs)
     return None
 
 
@@ -125,7 +131,12 @@ def choose_split(
         return SplitChoice("random", {}, (), "random by patient")
     if rule not in ("auto", "official"):
         raise ConfigError(f"{key}: {rule!r} is not one of 'auto', 'official', 'random' or [train, validation, test] fractions")
-    official = official_split(layout, patients) if (rule == "official" or layout in AUTO_OFFICIAL) else None
+    try:
+        official = official_split(layout, patients) if (rule == "official" or layout in AUTO_OFFICIAL) else None
+    except DatasetLayoutError as exc:  # the layout's split lists are missing
+        if rule == "official":
+            raise ConfigError(f"{key}=official: {exc}") from None
+        official = None
     if official is None:
         if rule == "official":
             raise ConfigError(
