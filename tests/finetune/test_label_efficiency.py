@@ -187,3 +187,23 @@ def test_cli_evaluate_label_fractions_and_modes(phantom_root, tmp_path, capsys):
     assert main(["evaluate", "--task", "ncc", "--data", str(phantom_root / "luna16"), "--label-fractions", "0.5,x",
                  "--out", str(tmp_path / "bad"), *common]) == 2
     assert "--label-fractions 0.5,x: expected comma-separated numbers" in capsys.readouterr().err
+
+
+def test_equal_steps_scales_epochs_by_the_share_of_training_samples(tmp_path):
+    cfg = tiny_config("train.epochs=4", "train.patience=2", "finetune.equal_steps=true")
+    scaled = protocol.equal_steps_config(cfg, full_train=30, kept_train=10)
+    assert (scaled.train.epochs, scaled.train.patience) == (12, 6)
+    assert protocol.equal_steps_config(cfg, 30, 30) is cfg
+    off = tiny_config("train.epochs=4")
+    assert protocol.equal_steps_config(off, 30, 10) is off
+
+    data = blob_task("classification", n=48, patients=10)
+    run = tiny_config("train.epochs=2", "train.patience=2", "finetune.task=ncc", "finetune.label_fraction=0.5",
+                      "finetune.equal_steps=true")
+    summary = protocol.run_protocol(run, None, [InitSpec("scratch")], 1, tmp_path / "e", log=lambda s: None, data=data)
+    full = len(split_by_patient(data, run.finetune.split, 0)["train"])
+    kept = summary["data"]["split"]["train"]
+    expected = round(2 * full / kept)
+    assert kept < full and expected > 2
+    assert summary["data"]["epochs"] == expected
+    assert json.loads(next((tmp_path / "e" / "trials").rglob("result.json")).read_text())["epochs"] == expected

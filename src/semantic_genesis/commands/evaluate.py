@@ -21,6 +21,8 @@ writes OUT/results.md (one table per fraction, fine-tuning and linear-probe colu
 t-tests vs the best within each column, the test set's patients and positives under every table)
 and OUT/label_efficiency.png (metric vs fraction, mean ± s.d., one line per initialisation).
 ``--ttest welch`` uses Welch's unequal-variance t-test instead of Student's (the papers').
+``finetune.equal_steps=true`` scales train.epochs by (full / kept training samples) so that every
+fraction gets about the optimiser steps of the full training set (default: the same epochs).
 """
 
 from __future__ import annotations

@@ -131,6 +131,26 @@ def align_scratch_architecture(cfg: "Config", inits: list["InitSpec"], log: Call
     return cfg
 
 
+def equal_steps_config(cfg: "Config", full_train: int, kept_train: int) -> "Config":
+    """``cfg`` with ``train.epochs`` / ``train.patience`` scaled by ``full_train / kept_train`` when
+    ``finetune.equal_steps`` is on (else ``cfg`` itself).
+
+    With a fixed number of epochs a run on 10% of the labels takes a tenth of the optimiser steps,
+    so a label-efficiency curve would also measure how fast a network starts to learn. Scaling the
+    epochs by the ratio of training samples gives every fraction about the steps of the full set
+    (the epoch with the best validation metric is still the one scored).
+    """
+    from semantic_genesis.config import replace
+
+    if not cfg.finetune.equal_steps or kept_train >= full_train or kept_train == 0:
+        return cfg
+    ratio = full_train / kept_train
+    changes = {"train.epochs": max(1, round(cfg.train.epochs * ratio))}
+    if cfg.train.patience > 0:
+        changes["train.patience"] = max(1, round(cfg.train.patience * ratio))
+    return replace(cfg, **changes)
+
+
 def run_protocol(
     cfg: "Config",
     data_root: str | Path,
@@ -181,6 +201,11 @@ def run_protocol(
         data = task.load(data_root, cfg)
     split_seed = cfg.seed if cfg.finetune.split_seed is None else cfg.finetune.split_seed
     split = split_by_patient(data, cfg.finetune.split, split_seed, cfg.finetune.label_fraction)
+    if cfg.finetune.equal_steps and cfg.finetune.label_fraction < 1.0:
+        full = split_by_patient(data, cfg.finetune.split, split_seed, 1.0)
+        cfg = equal_steps_config(cfg, len(full["train"]), len(split["train"]))
+        log(f"finetune.equal_steps: {len(split['train'])} of {len(full['train'])} training samples, "
+            f"{cfg.train.epochs} epochs")
     sizes = {k: int(len(v)) for k, v in split.items()}
     test_set = test_set_info(data, split["test"])
     train_patients = len({data.patients[int(i)] for i in split["train"]})
@@ -212,7 +237,7 @@ def run_protocol(
                                        int(result["best_epoch"]), float(result["seconds"]), result.get("error")))
             summary = write_results(out, task, metric, [s.name for s in inits], records, data_info={
                 "source": data.source, "samples": len(data), "patients": len(set(data.patients)), "split": sizes,
-                "train_patients": train_patients, "test": test_set, **{k: v for k, v in data.info.items()}},
+                "train_patients": train_patients, "epochs": cfg.train.epochs, "test": test_set, **{k: v for k, v in data.info.items()}},
                 trials=trials, iou_definition=cfg.finetune.iou, equal_var=cfg.finetune.ttest == "student",
                 setting={"mode": "linear_probe" if cfg.finetune.freeze_encoder else "finetune",
                          "label_fraction": float(cfg.finetune.label_fraction)})
