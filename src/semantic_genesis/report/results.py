@@ -4,9 +4,15 @@ The table is shaped like Semantic Genesis (Haghighi et al., MICCAI 2020) Table 2
 initialisations; columns: tasks), written as ``results.md``, ``results.tex`` and ``results.csv``
 (+ ``results.png`` with one panel per task, a common y-axis per metric). Marks, as in the paper's
 table: the best initialisation of a column is **bold**; † marks initialisations whose difference from
-the best is not significant (independent two-sample t-test, p >= 0.05); an initialisation a task was
+the best is not significant (independent two-sample t-test, Student's unless ``finetune.ttest=welch``,
+p >= 0.05); an initialisation a task was
 not run with is marked as missing. Each task's own files are written by the trials protocol
 (:mod:`semantic_genesis.finetune.results`).
+
+An ``evaluate`` folder of a sweep (``--label-fractions`` / ``--mode``, indexed by ``sweep.json``)
+contributes every setting: one table per label fraction, a linear-probe column beside each task's
+fine-tuning column, and ``label_efficiency.png`` (:mod:`semantic_genesis.report.label_efficiency`).
+Under every table: the test set's patients, samples and positives, so a reader can judge the tests.
 """
 
 from __future__ import annotations
