@@ -12,6 +12,10 @@ listed in the report, so any number in the report is reproduced by running its c
    (``train.max_steps`` grows and the run resumes; the preset uses an epoch-based learning-rate
    schedule, so a snapshot is the same run stopped earlier); the weights of every budget are kept;
    the curves are drawn by ``report curves``;
+2b. **positive control** (``positive_control: true``): a network fine-tuned on the *pretraining*
+   cohort's own labels (``finetune`` on its nodules; other patients than the task's), i.e. a
+   representation known to transfer. If it does not beat scratch, the protocol cannot tell methods
+   apart at this size and a null result for the self-supervised methods means nothing;
 3. **label efficiency and linear probes** (``evaluate --label-fractions ... --mode
    finetune,linear_probe``): scratch and every method's final weights, ``trials`` trials each, at
    every fraction of the training patients (nested, the same for every initialisation, the same
@@ -58,6 +62,7 @@ PATTERN_METHODS = ("semantic_genesis", "self_classification", "self_restoration_
 # --all-methods: the rows of Semantic Genesis (Haghighi et al., MICCAI 2020) Table 2 that this
 # library implements, and the Fig. 2 pairs (each restoration method with the semantics add-on);
 # semantic_models_genesis is semantic_genesis itself, so it is not repeated.
+CONTROL = "supervised_control"  # the positive control's initialisation name in the tables
 ALL_METHODS = ("models_genesis", "semantic_genesis", "autoencoder", "inpainting", "patch_shuffling", "rubiks_cube",
                "self_classification", "self_restoration_patterns", "semantic_inpainting", "semantic_patch_shuffling")
 
@@ -136,11 +141,17 @@ def make_data(bench: Bench, overrides: dict[str, str]) -> dict[str, Path]:
     layouts = {"pretrain": ("native", d.get("pretrain_patients"), d.get("pretrain_seed", 0)),
                "ncc": ("luna16", d.get("task_patients"), d.get("task_seed", 1000)),
                "ncs": ("native", d.get("task_patients"), d.get("task_seed", 1000))}
+    if bench.preset.get("positive_control"):
+        layouts["control_ncc"] = ("luna16", d.get("pretrain_patients"), d.get("pretrain_seed", 0))
+        layouts["control_ncs"] = layouts["pretrain"]
     for key, (layout, patients, seed) in layouts.items():
         if key in paths:
             continue
         if not patients:
             raise SystemExit(f"transfer_bench: no data for {key}: give --data {key}=DIR or data.paths.{key} in the preset")
+        if key == "control_ncs" and "pretrain" not in given:
+            paths[key] = paths["pretrain"]  # the native phantom pretraining cohort holds the nodule masks
+            continue
         folder = bench.out / "data" / key
         done = folder / ".bench_done"
         if not done.is_file():
@@ -191,6 +202,17 @@ def _copy(src: Path, dst: Path) -> None:
 
     with atomic_path(dst) as tmp:
         tmp.write_bytes(src.read_bytes())
+
+
+def positive_control(bench: Bench, task: str, data: dict[str, Path]) -> Path:
+    """Weights of a network fine-tuned on the pretraining cohort's labels of ``task`` (supervised pretraining)."""
+    spec = bench.preset["finetune"]["tasks"][task]
+    run = bench.out / "control" / task
+    weights = run / "weights" / "best.safetensors"
+    if not weights.is_file():
+        bench.sh("finetune", "--config", spec["config"], "--task", task, "--init", "scratch", "--data",
+                 data[f"control_{task}"], "--out", run, "-q", *spec.get("overrides", []))
+    return weights
 
 
 # ------------------------------------------------------------------------------------------------
@@ -299,7 +321,9 @@ def write_report(bench: Bench, methods: list[str], tasks: list[str], budget_pane
     results_md = (out / "report" / "results.md").read_text(encoding="utf-8")
     lines = ["# Transfer benchmark", "",
              f"Preset `{bench.preset['_path']}`; methods {', '.join(methods)} + scratch; tasks {', '.join(tasks)}; "
-             f"{f['trials']} trials per initialisation and setting.",
+             f"{f['trials']} trials per initialisation and setting."
+             + (f" `{CONTROL}`: positive control, a network fine-tuned on the pretraining cohort's own labels "
+                "of the task (supervised pretraining on other patients)." if bench.preset.get("positive_control") else ""),
              f"Machine: {platform.platform()}, {os.cpu_count()} CPUs visible, {threads} thread(s) per command; "
              f"total {total / 60:.1f} min (this invocation; stages finished by an earlier one are skipped).", "",
              "## Pretraining curves (`report curves`)", "", "![pretraining curves](report/curves.png)", "",
@@ -342,10 +366,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ttest", choices=("student", "welch"), default="student")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per command (default: the preset's)")
     ap.add_argument("--data", nargs="*", default=[], metavar="KEY=DIR", help="existing data: pretrain=, ncc=, ncs=")
+    ap.add_argument("--no-positive-control", action="store_true", help="skip the supervised positive control")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="preset entries, e.g. data.task_patients=16")
     args = ap.parse_args(argv)
 
     preset = load_preset(args.preset, args.set)
+    if args.no_positive_control:
+        preset["positive_control"] = False
     f = preset["finetune"]
     if args.trials:
         f["trials"] = args.trials
@@ -375,11 +402,17 @@ def main(argv: list[str] | None = None) -> int:
     with bench.stage("pretraining curves"):
         bench.sh("report", "curves", *[out / "pretrain" / m for m in methods], "--out", out / "report")
     finals = {m: s[budgets[-1]] for m, s in snapshots.items()}
+    controls = {}
+    if preset.get("positive_control"):
+        for task in tasks:
+            with bench.stage(f"positive control {task}"):
+                controls[task] = {CONTROL: positive_control(bench, task, data)}
     sweeps = {}
     for task in tasks:
         with bench.stage(f"evaluate {task}: label fractions x modes"):
             sweeps[task] = out / "evaluate" / task
-            evaluate(bench, task, data[task], sweeps[task], {"scratch": None, **finals}, fractions, modes, args.ttest)
+            evaluate(bench, task, data[task], sweeps[task], {"scratch": None, **finals, **controls.get(task, {})},
+                     fractions, modes, args.ttest)
     budget_panels = {}
     for task in tasks:
         folder = out / "evaluate" / f"{task}_budget"
