@@ -164,12 +164,24 @@ def make_data(bench: Bench, overrides: dict[str, str]) -> dict[str, Path]:
 # ------------------------------------------------------------------------------------------------
 # 2. pretraining
 # ------------------------------------------------------------------------------------------------
+def method_config(configs: dict, method: str, family: str) -> str:
+    """The pretraining preset of ``method``: ``configs[method]``, else the library preset named by
+    ``configs["method"]`` (e.g. ``{method}_3d_tiny``: each method's own recipe) when it exists, else
+    the family's (``configs["cube"]`` / ``configs["pattern"]``)."""
+    from semantic_genesis.config import preset_path
+
+    if configs.get(method):
+        return configs[method]
+    own = configs.get("method", "").format(method=method)
+    return own if own and preset_path(own) is not None else configs[family]
+
+
 def pretrain(bench: Bench, method: str, data: dict[str, Path], budgets: list[int]) -> dict[int, Path]:
     """Pretrain ``method`` budget by budget (one run, extended); returns ``{budget: weights file}``."""
     p = bench.preset["pretrain"]
     pattern = method in PATTERN_METHODS
     family = "pattern" if pattern else "cube"
-    config = p["configs"].get(method) or p["configs"][family]
+    config = method_config(p["configs"], method, family)
     run = bench.out / "pretrain" / method
     common = ["--config", config, f"method.name={method}", "train.progress=false", f"seed={p.get('seed', 0)}",
               *p.get("overrides", {}).get(family, []), *p.get("overrides", {}).get(method, [])]

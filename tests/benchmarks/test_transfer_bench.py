@@ -28,7 +28,10 @@ def test_presets_name_library_configs_that_load(bench):
         for family in ("cube", "pattern"):
             for method in (*preset["methods"], *bench.ALL_METHODS):
                 if (method in bench.PATTERN_METHODS) == (family == "pattern"):
-                    load_config(p["configs"][family], [f"method.name={method}", *p["overrides"][family]])
+                    config = bench.method_config(p["configs"], method, family)
+                    assert load_config(config, [f"method.name={method}", *p["overrides"][family]]).method.name == method
+        assert bench.method_config(p["configs"], "rubiks_cube", "cube").startswith("rubiks_cube_3d")
+        assert bench.method_config(p["configs"], "self_restoration_patterns", "pattern") == p["configs"]["pattern"]
         for spec in preset["finetune"]["tasks"].values():
             cfg = load_config(spec["config"], spec["overrides"])
             assert cfg.finetune.task in preset["finetune"]["tasks"]
