@@ -21,7 +21,7 @@ help:
 	@echo "make test-slow  the slow tests (DDP, long training) only"
 	@echo "make test-install  build the wheel, install it into a fresh venv, run the CLI from outside the repo"
 	@echo "make bench      run the benchmarks (prints figures)"
-	@echo "make bench-transfer  transfer benchmark, CPU preset (2 cores, about 90 min; resumes when rerun):"
+	@echo "make bench-transfer  transfer benchmark, CPU preset (sized for 2 cores and <= 90 min; resumes when rerun):"
 	@echo "                label efficiency, linear probes, pretraining budgets -> $(TRANSFER_OUT)/report.md"
 	@echo "make bench-transfer-gpu  the same with the paper-sized GPU preset (TRANSFER_DATA='pretrain=DIR ncc=DIR ncs=DIR')"
 

@@ -31,13 +31,15 @@ Rerunning the same command resumes every stage (finished data, snapshots and tri
 
 Usage::
 
-    make bench-transfer                                     # CPU preset (2 cores, about 90 minutes)
+    make bench-transfer                                     # CPU preset (sized for 2 cores, <= 90 minutes)
     python benchmarks/transfer_bench.py --preset cpu --out bench/transfer
     python benchmarks/transfer_bench.py --preset cpu --all-methods     # every Table-2 / Fig.-2 method
     python benchmarks/transfer_bench.py --preset gpu --data pretrain=LUNA16 ncc=LUNA16 ncs=NCS_DATA
-    # a few minutes, to check the pipeline end to end:
-    python benchmarks/transfer_bench.py --preset cpu --budgets 40,80 --fractions 0.5,1 --trials 2 \\
-        --set data.pretrain_patients=8 data.task_patients=16 ...
+    # about 7 minutes, to check the pipeline end to end (docs/transfer_findings.md):
+    python benchmarks/transfer_bench.py --preset cpu --out /tmp/tb --threads 1 --budgets 40,80 \\
+        --fractions 0.5,1 --budget-fraction 0.5 --trials 2 --set data.pretrain_patients=8 \\
+        data.task_patients=20 'finetune.tasks.ncc.overrides=[train.epochs=4]' \\
+        'finetune.tasks.ncs.overrides=[train.epochs=3]' 'pretrain.cubes_overrides=[cubes.cubes_per_scan=16]'
 """
 
 from __future__ import annotations
