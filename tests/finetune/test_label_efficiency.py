@@ -84,7 +84,7 @@ def _task(name):
 
 def test_sweep_runs_every_setting_resumes_and_reports_per_fraction(tmp_path, monkeypatch):
     data = blob_task("classification", n=48, patients=10)
-    cfg = tiny_config("train.epochs=2", "finetune.task=ncc", "finetune.label_fractions=[0.5,1.0]",
+    cfg = tiny_config("train.epochs=1", "finetune.task=ncc", "finetune.label_fractions=[0.5,1.0]",
                       "finetune.modes=[finetune,linear_probe]")
     weights = save_weights(UNet3D(width=0.125), tmp_path / "mg.safetensors", {"method": "models_genesis"})
     inits = [InitSpec("scratch"), InitSpec("mg", weights)]
@@ -180,9 +180,27 @@ def test_cli_evaluate_label_fractions_and_modes(phantom_root, tmp_path, capsys):
             "--label-fractions", "0.5,1", "--mode", "finetune,linear_probe", "--out", str(out), "-q", *common]
     assert main([*argv, "--dry-run"]) == 0
     assert "4 setting(s)" in capsys.readouterr().out and not out.exists()
+    import semantic_genesis.finetune.trainer as trainer_module
+
+    real, calls = trainer_module.run_finetune, []
+
+    def interrupted_in_the_second_setting(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    trainer_module.run_finetune = interrupted_in_the_second_setting
+    try:
+        assert main(argv) == 130
+    finally:
+        trainer_module.run_finetune = real
+    partial = (out / "results.md").read_text()  # the first setting's table, written before the interruption
+    assert "finetune/fraction_0.5" in partial and "fraction_1" not in partial and "| scratch |" in partial
+    capsys.readouterr()
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "## Label fraction 0.5" in printed and "label_efficiency.png" in printed
+    assert "## Label fraction 0.5" in printed and "## Label fraction 1 " in printed and "label_efficiency.png" in printed
     assert (out / "label_efficiency.png").is_file() and (out / "linear_probe" / "fraction_0.5" / "results.json").is_file()
     assert main(["evaluate", "--task", "ncc", "--data", str(phantom_root / "luna16"), "--label-fractions", "0.5,x",
                  "--out", str(tmp_path / "bad"), *common]) == 2

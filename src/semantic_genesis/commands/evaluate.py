@@ -102,12 +102,15 @@ def run(args: argparse.Namespace) -> int:
     from semantic_genesis.finetune.protocol import run_sweep
 
     say(args, f"evaluate {task.name}: inits {', '.join(s.name for s in inits)}; {trials} trials each; {setting_names}")
-    run_sweep(cfg, cfg.data, inits, trials, cfg.out, log=lambda message: say(args, message), data=data)
     out = Path(cfg.out)
+    merged = None
     if len(settings) > 1:
         from semantic_genesis.report.results import merge_results
 
-        merge_results([out], out)
+        def merged() -> None:  # the sweep's tables and curves so far, after every setting
+            merge_results([out], out)
+
+    run_sweep(cfg, cfg.data, inits, trials, out, log=lambda message: say(args, message), data=data, on_setting=merged)
     print()
     print((out / "results.md").read_text(encoding="utf-8"))
     written = [f for f in ("results.csv", "results.json", "results.tex", "results.png", "label_efficiency.png")

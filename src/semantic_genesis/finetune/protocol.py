@@ -254,6 +254,7 @@ def run_sweep(
     out: str | Path,
     log: Callable[[str], None] = print,
     data=None,
+    on_setting: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """The protocol at every ``(mode, label fraction)`` of ``finetune.modes`` x ``finetune.label_fractions``.
 
@@ -267,6 +268,10 @@ def run_sweep(
     runs each setting in ``OUT/<mode>/fraction_<f>/`` (a complete ``evaluate`` folder, resumable trial
     by trial) and indexes them in ``OUT/sweep.json``, rewritten after every setting, which
     ``semantic-genesis report results`` turns into label-efficiency curves and per-fraction tables.
+
+    Args:
+        on_setting: called after every finished setting of a sweep (``evaluate`` rewrites the merged
+            tables there, so an interrupted sweep leaves readable partial tables).
 
     Returns:
         The summaries of the settings, in the order run.
@@ -298,4 +303,6 @@ def run_sweep(
         setting_cfg = replace(cfg, **{"finetune.label_fraction": fraction, **mode_changes(mode, task.kind)})
         summaries.append(run_protocol(setting_cfg, data_root, inits, trials, setting_dir(out, mode, fraction),
                                       log=log, data=data))
+        if on_setting is not None:
+            on_setting()
     return summaries

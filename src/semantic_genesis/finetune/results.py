@@ -163,8 +163,12 @@ def test_set_text(summary: dict[str, Any]) -> str:
     if not test:
         return ""
     positive = "positive (nodule candidates)" if summary.get("kind") == "classification" else "with foreground"
-    return (f"Test set (the same for every initialisation and trial): {test.get('patients', '?')} patients, "
-            f"{test.get('samples', '?')} samples, {test.get('positives', '?')} {positive}.")
+    def count(key: str, noun: str) -> str:
+        n = test.get(key, "?")
+        return f"{n} {noun}" + ("" if n == 1 else "s")
+
+    return (f"Test set (the same for every initialisation and trial): {count('patients', 'patient')}, "
+            f"{count('samples', 'sample')}, {test.get('positives', '?')} {positive}.")
 
 
 def progress_note(summary: dict[str, Any]) -> str:
