@@ -13,7 +13,7 @@ lives in OUT/trials/<init>/trial_<k>/. While trials are running, results.md says
 Label efficiency and linear probes (nested subsets of the training patients, the same for every
 initialisation; the validation and test sets never change)::
 
-    semantic-genesis evaluate --config finetune_ncc --data LUNA16 --inits scratch,sg=sg.safetensors \
+    semantic-genesis evaluate --config finetune_ncc --data LUNA16 --inits scratch,sg=sg.safetensors \\
         --label-fractions 0.1,0.25,0.5,1.0 --mode finetune,linear_probe --out results/ncc_sweep
 
 runs every (mode, fraction) as above in OUT/<mode>/fraction_<f>/, indexes them in OUT/sweep.json and
