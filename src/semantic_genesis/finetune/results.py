@@ -162,7 +162,7 @@ def test_set_text(summary: dict[str, Any]) -> str:
     test = (summary.get("data") or {}).get("test") or {}
     if not test:
         return ""
-    positive = "positive (nodule candidates)" if summary.get("kind") == "classification" else "with foreground"
+    positive = "positive (class 1)" if summary.get("kind") == "classification" else "with foreground"
     def count(key: str, noun: str) -> str:
         n = test.get(key, "?")
         return f"{n} {noun}" + ("" if n == 1 else "s")
