@@ -11,7 +11,7 @@ TEST_WORKERS ?= 2
 # (examples/demo.py pins the same variables for each stage it runs).
 PIN_THREADS := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 
-.PHONY: install test test-slow test-install test-all demo demo-readme bench clean help
+.PHONY: install test test-slow test-install test-all demo demo-readme bench bench-transfer bench-transfer-gpu clean help
 
 help:
 	@echo "make demo       create .venv, install, run the end-to-end demo on the embedded phantom data;"
@@ -21,6 +21,9 @@ help:
 	@echo "make test-slow  the slow tests (DDP, long training) only"
 	@echo "make test-install  build the wheel, install it into a fresh venv, run the CLI from outside the repo"
 	@echo "make bench      run the benchmarks (prints figures)"
+	@echo "make bench-transfer  transfer benchmark, CPU preset (sized for 2 cores and <= 90 min; resumes when rerun):"
+	@echo "                label efficiency, linear probes, pretraining budgets -> $(TRANSFER_OUT)/report.md"
+	@echo "make bench-transfer-gpu  the same with the paper-sized GPU preset (TRANSFER_DATA='pretrain=DIR ncc=DIR ncs=DIR')"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +63,16 @@ bench: install
 	$(PY) benchmarks/patterns.py
 	$(PY) benchmarks/content_test.py
 	$(PY) benchmarks/phantoms.py
+
+# Transfer benchmark (benchmarks/transfer_bench.py): every stage is a printed semantic-genesis command.
+TRANSFER_OUT ?= bench/transfer
+TRANSFER_ARGS ?=
+bench-transfer: install
+	$(PY) benchmarks/transfer_bench.py --preset cpu --out $(TRANSFER_OUT) $(TRANSFER_ARGS)
+
+TRANSFER_DATA ?=
+bench-transfer-gpu: install
+	$(PY) benchmarks/transfer_bench.py --preset gpu --out $(TRANSFER_OUT)_gpu --data $(TRANSFER_DATA) $(TRANSFER_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache src/*.egg-info

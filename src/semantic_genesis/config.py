@@ -271,6 +271,17 @@ class FinetuneConfig:
     inits: tuple[str, ...] = ("scratch",)  # evaluate: name=path entries (scratch needs no path)
     trials: int = 10  # evaluate: fine-tuning runs per initialisation (paper: 10)
     label_fraction: float = 1.0  # fraction of training patients used (few-label regimes)
+    # evaluate: label-efficiency sweep, e.g. [0.1, 0.25, 0.5, 1.0] (nested subsets of the training
+    # patients, the same for every initialisation); empty = the single label_fraction
+    label_fractions: tuple[float, ...] = ()
+    # evaluate: finetune (whole network trained) and/or linear_probe (frozen encoder: GAP + linear
+    # layer for classification, trained decoder for segmentation), reported side by side
+    modes: tuple[str, ...] = ("finetune",)
+    ttest: Literal["student", "welch"] = "student"  # evaluate: t-test vs the best (paper: Student's)
+    # label_fraction < 1: false = train.epochs as given (fewer optimiser steps with fewer labels);
+    # true = train.epochs and train.patience scaled by (full / kept training samples), so every
+    # fraction gets about the optimiser steps of the full training set
+    equal_steps: bool = False
     # auto: the official split where the layout defines one by itself (LUNA16 subsets: 0-4 / 5-6 / 7-9),
     # else random (0.6 / 0.2 / 0.2); official: the task's official lists (NCC LUNA16 subsets, LCS LiTS
     # cases 0-99 / 100-114 / 115-129, BMS BraTS 2018 folds); random; or [train, val, test] fractions

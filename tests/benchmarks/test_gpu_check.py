@@ -21,9 +21,10 @@ def test_gpu_check_runs_every_section_on_the_cpu():
     for header in ("[1] environment", "[2] transform presets", "[3] pretraining step", "[4] fine-tuning step",
                    "[5] pretraining runs"):
         assert header in out
-    # every measurement printed a number: 4 transform rows, 4 step rows (compile skipped on the CPU),
-    # 2 fine-tuning rows, 2 data-wait rows
-    assert len(re.findall(r"samples/s", out)) == 4 + 1  # + the section header
+    # every measurement printed a number: 12 transform rows (2 presets + 4 single stages, 3D and 2D),
+    # 4 step rows (compile skipped on the CPU), 2 fine-tuning rows, 2 data-wait rows
+    assert len(re.findall(r"samples/s", out)) == 12 + 1  # + the section header
+    assert len(re.findall(r"samples/s \(this stage on every sample\)", out)) == 8
     assert len(re.findall(r"ms/step, peak", out)) == 4 + 2
     assert len(re.findall(r"skipped \(torch.compile on a CPU", out)) == 2
     assert len(re.findall(r"transforms_on=\s*(device|workers): data wait\s+[\d.]+ %", out)) == 2

@@ -34,6 +34,67 @@ if TYPE_CHECKING:  # pragma: no cover
     from semantic_genesis.finetune.models import InitSpec
 
 TRIALS_DIR = "trials"
+SWEEP_FILE = "sweep.json"
+MODES = ("finetune", "linear_probe")
+MODE_LABELS = {"finetune": "fine-tuning", "linear_probe": "linear probe"}
+
+
+def mode_changes(mode: str, kind: str) -> dict[str, Any]:
+    """The config changes of an evaluation mode for a task of ``kind`` (``classification`` / ``segmentation``).
+
+    ``finetune`` trains the whole network (no change). ``linear_probe`` freezes the encoder (its
+    normalisation layers stay in evaluation mode) and trains only what follows it: for classification
+    global average pooling + one linear layer (``finetune.head=linear``), the classical linear probe of
+    self-supervised features; for segmentation the decoder and output layer, since a voxel-wise
+    prediction needs the decoder (a frozen encoder's features read out at full resolution).
+
+    Raises:
+        ConfigError: an unknown mode.
+    """
+    from semantic_genesis.errors import ConfigError
+
+    if mode not in MODES:
+        raise ConfigError(f"finetune.modes: unknown mode {mode!r}; available: {', '.join(MODES)}")
+    if mode == "finetune":
+        return {}
+    changes: dict[str, Any] = {"finetune.freeze_encoder": True}
+    if kind == "classification":
+        changes["finetune.head"] = "linear"
+    return changes
+
+
+def sweep_settings(cfg: "Config") -> list[tuple[str, float]]:
+    """The ``(mode, label fraction)`` settings of ``evaluate``: every mode at every fraction.
+
+    Raises:
+        ConfigError: an unknown mode, a fraction outside (0, 1], or a repeated entry.
+    """
+    from semantic_genesis.errors import ConfigError
+
+    ft = cfg.finetune
+    fractions = [float(f) for f in (ft.label_fractions or (ft.label_fraction,))]
+    modes = list(ft.modes) or ["finetune"]
+    for f in fractions:
+        if not 0.0 < f <= 1.0:
+            raise ConfigError(f"finetune.label_fractions: every fraction must be in (0, 1], got {f:g}")
+    for name, values in (("label_fractions", fractions), ("modes", modes)):
+        if len(set(values)) != len(values):
+            raise ConfigError(f"finetune.{name}: {values} repeats an entry")
+    for mode in modes:
+        mode_changes(mode, "classification")
+    return [(mode, f) for mode in modes for f in sorted(fractions)]
+
+
+def setting_dir(out: Path, mode: str, fraction: float) -> Path:
+    """Folder of one setting of a sweep: ``OUT/<mode>/fraction_<f>``."""
+    return Path(out) / mode / f"fraction_{fraction:g}"
+
+
+def test_set_info(data, test_idx) -> dict[str, int]:
+    """Patients, samples and positive samples (class 1, or a non-empty mask) of the test split."""
+    test = [int(i) for i in test_idx]
+    return {"patients": len({data.patients[i] for i in test}), "samples": len(test),
+            "positives": sum(1 for i in test if data.positive(i))}
 
 
 def trial_seed(seed: int, trial: int) -> int:
@@ -68,6 +129,26 @@ def align_scratch_architecture(cfg: "Config", inits: list["InitSpec"], log: Call
         log(f"scratch uses the architecture of {files[0].name}: width {width}, norm {norm}")
         cfg = replace(cfg, **{"model.width": width, "model.norm": norm})
     return cfg
+
+
+def equal_steps_config(cfg: "Config", full_train: int, kept_train: int) -> "Config":
+    """``cfg`` with ``train.epochs`` / ``train.patience`` scaled by ``full_train / kept_train`` when
+    ``finetune.equal_steps`` is on (else ``cfg`` itself).
+
+    With a fixed number of epochs a run on 10% of the labels takes a tenth of the optimiser steps,
+    so a label-efficiency curve would also measure how fast a network starts to learn. Scaling the
+    epochs by the ratio of training samples gives every fraction about the steps of the full set
+    (the epoch with the best validation metric is still the one scored).
+    """
+    from semantic_genesis.config import replace
+
+    if not cfg.finetune.equal_steps or kept_train >= full_train or kept_train == 0:
+        return cfg
+    ratio = full_train / kept_train
+    changes = {"train.epochs": max(1, round(cfg.train.epochs * ratio))}
+    if cfg.train.patience > 0:
+        changes["train.patience"] = max(1, round(cfg.train.patience * ratio))
+    return replace(cfg, **changes)
 
 
 def run_protocol(
@@ -120,8 +201,16 @@ def run_protocol(
         data = task.load(data_root, cfg)
     split_seed = cfg.seed if cfg.finetune.split_seed is None else cfg.finetune.split_seed
     split = split_by_patient(data, cfg.finetune.split, split_seed, cfg.finetune.label_fraction)
+    if cfg.finetune.equal_steps and cfg.finetune.label_fraction < 1.0:
+        full = split_by_patient(data, cfg.finetune.split, split_seed, 1.0)
+        cfg = equal_steps_config(cfg, len(full["train"]), len(split["train"]))
+        log(f"finetune.equal_steps: {len(split['train'])} of {len(full['train'])} training samples, "
+            f"{cfg.train.epochs} epochs")
     sizes = {k: int(len(v)) for k, v in split.items()}
-    log(f"{task.name}: {len(data)} samples from {len(set(data.patients))} patients; split {sizes}")
+    test_set = test_set_info(data, split["test"])
+    train_patients = len({data.patients[int(i)] for i in split["train"]})
+    log(f"{task.name}: {len(data)} samples from {len(set(data.patients))} patients; split {sizes}; "
+        f"test set {test_set['patients']} patients, {test_set['positives']} positive samples")
     write_json(out / "split.json", {k: [int(i) for i in v] for k, v in split.items()})
 
     records: list[TrialRecord] = []
@@ -148,7 +237,72 @@ def run_protocol(
                                        int(result["best_epoch"]), float(result["seconds"]), result.get("error")))
             summary = write_results(out, task, metric, [s.name for s in inits], records, data_info={
                 "source": data.source, "samples": len(data), "patients": len(set(data.patients)), "split": sizes,
-                **{k: v for k, v in data.info.items()}}, trials=trials, iou_definition=cfg.finetune.iou)
+                "train_patients": train_patients, "epochs": cfg.train.epochs, "test": test_set, **{k: v for k, v in data.info.items()}},
+                trials=trials, iou_definition=cfg.finetune.iou, equal_var=cfg.finetune.ttest == "student",
+                setting={"mode": "linear_probe" if cfg.finetune.freeze_encoder else "finetune",
+                         "label_fraction": float(cfg.finetune.label_fraction)})
     summary["seconds"] = round(time.perf_counter() - started, 1)
     write_json(out / "results.json", nan_to_none(summary))
     return summary
+
+
+def run_sweep(
+    cfg: "Config",
+    data_root: str | Path,
+    inits: list["InitSpec"],
+    trials: int,
+    out: str | Path,
+    log: Callable[[str], None] = print,
+    data=None,
+    on_setting: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """The protocol at every ``(mode, label fraction)`` of ``finetune.modes`` x ``finetune.label_fractions``.
+
+    Label efficiency is the point of self-supervised pretraining (Zhou et al., Models Genesis, MedIA
+    2021, Fig. 5; Haghighi et al., Semantic Genesis, MICCAI 2020): the target metric of every
+    initialisation is measured with a growing share of the labelled training patients. The subsets
+    are nested and the same for every initialisation (:func:`~semantic_genesis.finetune.data.split_by_patient`);
+    validation and test sets never change, so every setting is scored on the same test patients.
+
+    A single setting writes its files into ``out`` itself (the layout of a plain ``evaluate``); a sweep
+    runs each setting in ``OUT/<mode>/fraction_<f>/`` (a complete ``evaluate`` folder, resumable trial
+    by trial) and indexes them in ``OUT/sweep.json``, rewritten after every setting, which
+    ``semantic-genesis report results`` turns into label-efficiency curves and per-fraction tables.
+
+    Args:
+        on_setting: called after every finished setting of a sweep (``evaluate`` rewrites the merged
+            tables there, so an interrupted sweep leaves readable partial tables).
+
+    Returns:
+        The summaries of the settings, in the order run.
+    """
+    from semantic_genesis.config import replace, save_config
+    from semantic_genesis.finetune import tasks
+    from semantic_genesis.utils.atomic import write_json
+
+    settings = sweep_settings(cfg)
+    task = tasks.get(cfg.finetune.task)
+    if len(settings) == 1:
+        mode, fraction = settings[0]
+        single = replace(cfg, **{"finetune.label_fraction": fraction, **mode_changes(mode, task.kind)})
+        return [run_protocol(single, data_root, inits, trials, out, log=log, data=data)]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    if data is None:
+        log(f"reading {task.name} data from {data_root}")
+        data = task.load(data_root, cfg)
+    summaries, index = [], []
+    for mode, fraction in settings:
+        folder = setting_dir(out, mode, fraction)
+        index.append({"mode": mode, "label_fraction": fraction, "folder": str(folder.relative_to(out))})
+    write_json(out / SWEEP_FILE, {"task": task.name, "settings": index, "trials_per_init": trials,
+                                  "inits": [s.name for s in inits]})
+    for mode, fraction in settings:
+        log(f"{task.name}: {MODE_LABELS[mode]}, label fraction {fraction:g}")
+        setting_cfg = replace(cfg, **{"finetune.label_fraction": fraction, **mode_changes(mode, task.kind)})
+        summaries.append(run_protocol(setting_cfg, data_root, inits, trials, setting_dir(out, mode, fraction),
+                                      log=log, data=data))
+        if on_setting is not None:
+            on_setting()
+    return summaries

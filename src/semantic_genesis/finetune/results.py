@@ -137,6 +137,40 @@ def summarize_records(task: "Task", metric: str, init_names: Sequence[str], reco
     }
 
 
+def test_name(summaries: Sequence[dict[str, Any]]) -> str:
+    """``"Student's"`` / ``"Welch's"`` (both, comma-separated, when summaries differ) from their ``test``."""
+    names = sorted({"Welch's" if "Welch" in s.get("test", "") else "Student's" for s in summaries})
+    return " / ".join(names) or "Student's"
+
+
+def setting_text(summary: dict[str, Any]) -> str:
+    """``"linear probe, 25% of the training patients"`` (``""`` for fine-tuning with every label)."""
+    parts = []
+    if summary.get("mode") == "linear_probe":
+        parts.append("linear probe")
+    fraction = summary.get("label_fraction")
+    if fraction is not None and fraction < 1.0:
+        parts.append(f"{100 * fraction:g}% of the training patients")
+    return ", ".join(parts)
+
+
+def test_set_text(summary: dict[str, Any]) -> str:
+    """``"Test set: 10 patients, 79 samples, 22 positive."`` from the summary's data (``""`` if unknown).
+
+    Printed under every table so that a reader can judge the power of the t-tests.
+    """
+    test = (summary.get("data") or {}).get("test") or {}
+    if not test:
+        return ""
+    positive = "positive (class 1)" if summary.get("kind") == "classification" else "with foreground"
+    def count(key: str, noun: str) -> str:
+        n = test.get(key, "?")
+        return f"{n} {noun}" + ("" if n == 1 else "s")
+
+    return (f"Test set (the same for every initialisation and trial): {count('patients', 'patient')}, "
+            f"{count('samples', 'sample')}, {test.get('positives', '?')} {positive}.")
+
+
 def progress_note(summary: dict[str, Any]) -> str:
     """``"partial: 2/6 trials done"`` while an evaluation is unfinished, else ``""``."""
     done, expected = summary.get("trials_done"), summary.get("trials_expected")
@@ -163,7 +197,9 @@ def task_markdown(summary: dict[str, Any]) -> str:
     head = ["initialisation", f"{metric_label(summary, metric)} % (mean ± s.d.)",
             *[f"{metric_label(summary, m)} %" for m in others], "trials ok", "failed", "p vs best", "vs best"]
     note = progress_note(summary)
-    lines = [f"## {summary['task'].upper()} ({summary['kind']}, {metric_label(summary, metric)})", ""]
+    where = setting_text(summary)
+    lines = [f"## {summary['task'].upper()} ({summary['kind']}, {metric_label(summary, metric)}"
+             + (f"; {where}" if where else "") + ")", ""]
     if note:
         lines += [f"**{note.capitalize()}**: means, s.d. and t-tests cover the finished trials only; "
                   "rerun the same evaluate command to finish.", ""]
@@ -191,6 +227,8 @@ def task_markdown(summary: dict[str, Any]) -> str:
             lines.append("| " + " | ".join([name, MISSING, *[MISSING for _ in others], "0", "0", MISSING, "no trial yet"]) + " |")
     lines += ["", f"{summary['test']}; α = {summary['alpha']}. **Bold**: best mean; {NOT_SIGNIFICANT_MARK}: "
               "not significantly different from the best. Failed (diverged) trials are excluded from mean and s.d.", ""]
+    if test_set_text(summary):
+        lines += [test_set_text(summary), ""]
     if scoring_note(summary):
         lines += [scoring_note(summary), ""]
     return "\n".join(lines)
@@ -216,12 +254,13 @@ def latex_table(summaries: Sequence[dict[str, Any]], caption: str | None = None,
     if caption is None:
         caption = (f"Transfer results: mean $\\pm$ s.d. (\\%) over {', '.join(trials) or 'the'} trials per "
                    "initialisation. Bold: best in the column; $^\\dagger$: not significantly different from "
-                   "the best (independent two-sample t-test, $p \\geq 0.05$).")
+                   f"the best ({test_name(summaries)} two-sample t-test, $p \\geq 0.05$).")
     partial = [s for s in summaries if progress_note(s)]
     if partial:
         caption += " Partial results: " + "; ".join(f"{s['task'].upper()} {progress_note(s)[9:]}" for s in partial) + "."
     header = ["Initialisation"] + [
         f"{_latex_escape(s['task'].upper())} {_latex_escape(metric_label(s, s['metric']))} (\\%)"
+        + (f" [{_latex_escape(setting_text(s))}]" if setting_text(s) else "")
         for s in summaries
     ]
     lines = [
@@ -255,6 +294,9 @@ def latex_table(summaries: Sequence[dict[str, Any]], caption: str | None = None,
     lines += ["\\bottomrule", "\\end{tabular}"]
     if any(name not in s["inits"] for s in summaries for name in inits):
         lines.append("\\\\[2pt] {\\footnotesize --: not evaluated with this initialisation.}")
+    for s in summaries:
+        if test_set_text(s):
+            lines.append(f"\\\\[2pt] {{\\footnotesize {_latex_escape(s['task'].upper())}: {_latex_escape(test_set_text(s))}}}")
     lines += ["\\end{table}", ""]
     return "\n".join(lines)
 
@@ -358,8 +400,15 @@ def bar_chart(panels: list[dict[str, Any]], path: Path) -> Path:
 
 def write_results(out: Path, task: "Task", metric: str, init_names: Sequence[str], records: Sequence[TrialRecord],
                   data_info: dict[str, Any] | None = None, trials: int | None = None,
-                  iou_definition: str | None = None) -> dict[str, Any]:
-    """Write ``results.csv``, ``results.json``, ``results.md`` and ``results.png`` for one task; returns the summary."""
+                  iou_definition: str | None = None, equal_var: bool = True,
+                  setting: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``results.csv``, ``results.json``, ``results.md`` and ``results.png`` for one task; returns the summary.
+
+    Args:
+        equal_var: Student's t-test (True, as the papers) or Welch's (False).
+        setting: ``{"mode": "finetune" | "linear_probe", "label_fraction": f}`` of this evaluation,
+            recorded in the summary and shown in the headings.
+    """
     from semantic_genesis.utils.atomic import write_json, write_text
 
     out = Path(out)
@@ -371,7 +420,8 @@ def write_results(out: Path, task: "Task", metric: str, init_names: Sequence[str
     for r in records:
         writer.writerow({"task": task.name, **r.row(metric_names)})
     write_text(out / "results.csv", buffer.getvalue())
-    summary = summarize_records(task, metric, init_names, records)
+    summary = summarize_records(task, metric, init_names, records, equal_var=equal_var)
+    summary.update(setting or {})
     summary["init_names"] = list(init_names)
     summary["trials_per_init"] = trials
     summary["trials_done"] = len(records)
