@@ -2,8 +2,8 @@
 
 The BMS target task of Models Genesis (Zhou et al., MICCAI 2019 / Medical Image Analysis 2021) and
 Semantic Genesis (Haghighi et al., MICCAI 2020, Table 1; BraTS 2018 FLAIR there; official settings:
-``bms_config`` in the Models Genesis ``keras/downstream_tasks/config.py``): segment the whole tumour (BraTS labels 1, 2 and 4)
-from FLAIR alone. Here, in your own loop:
+``bms_config`` in the Models Genesis ``keras/downstream_tasks/config.py``): segment the whole tumour
+(BraTS labels 1, 2 and 4) from FLAIR alone. Here, in your own loop:
 
 * phantom brain MRI patients on a 64x64x48 grid (``make_mri_patient(..., shape=...)``), FLAIR scaled
   per patient to [0, 1] by robust percentiles over the brain (``percentile_to_unit``, as the
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     crops, crop_masks = sample_volume_crops(volumes, masks, range(n), CROP, per_volume=32, foreground_fraction=0.5,
                                             rng=np.random.default_rng(args.seed))
     crops, crop_masks = torch.from_numpy(crops), torch.from_numpy(crop_masks).float()
-    cfg = load_config("finetune_tiny_ncs", [f"model.width={args.width}", "model.norm=batch"])  # running statistics: the whole-volume pass is normalised as the crops
+    # running batch-norm statistics: the whole-volume pass in eval mode is normalised as the training crops
+    cfg = load_config("finetune_tiny_ncs", [f"model.width={args.width}", "model.norm=batch"])
     model, report = build_model(tasks.get("bms"), cfg, in_channels=1, init=parse_init(args.init or "scratch"))
     model.to(args.device)
     print(f"{len(crops)} training crops from {n} patients, {args.test_patients} test volumes {GRID}; "

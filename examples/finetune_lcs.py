@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     crops, crop_masks = sample_volume_crops(volumes, masks, range(n), CROP, per_volume=32, foreground_fraction=0.5,
                                             rng=np.random.default_rng(args.seed))
     crops, crop_masks = torch.from_numpy(crops), torch.from_numpy(crop_masks).float()
-    cfg = load_config("finetune_tiny_ncs", [f"model.width={args.width}", "model.norm=batch"])  # running statistics: the whole-volume pass is normalised as the crops
+    # running batch-norm statistics: the whole-volume pass in eval mode is normalised as the training crops
+    cfg = load_config("finetune_tiny_ncs", [f"model.width={args.width}", "model.norm=batch"])
     model, report = build_model(tasks.get("lcs"), cfg, in_channels=1, init=parse_init(args.init or "scratch"))
     model.to(args.device)
     print(f"{len(crops)} training crops from {n} patients, {args.test_patients} test volumes {GRID}; "

@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     with torch.no_grad():
         scores = model(test_images.to(args.device))[:, 0].cpu()
-    print(f"test auc {roc_auc(scores, test_labels):.4f} ({int(test_labels.sum())} nodules, {len(test_labels)} candidates)")
+    auc = roc_auc(scores, test_labels)
+    print(f"test auc {auc:.4f} ({int(test_labels.sum())} nodules, {len(test_labels)} candidates)")
 
 
 if __name__ == "__main__":

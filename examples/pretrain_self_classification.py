@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
 
     patterns, labels = discover_patterns(args.patients, args.neighbours, args.classes, args.seed, args.ae_steps)
     preset = build_preset("semantic_genesis")  # only its transformed input is used
-    model = EncoderClassifier(create("unet3d", width=args.width), num_classes=args.classes, head="genesis").to(args.device)
+    encoder = create("unet3d", width=args.width)  # its encoder blocks are used, with the Semantic Genesis head
+    model = EncoderClassifier(encoder, num_classes=args.classes, head="genesis").to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     fixed = preset(patterns, generator=torch.Generator().manual_seed(args.seed + 1))[0].to(args.device)
     fixed_labels = labels.to(args.device)
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     @torch.no_grad()
     def fixed_batch() -> tuple[float, float]:
         logits = model(fixed)
-        return classification_loss(logits, fixed_labels).item(), (logits.argmax(1) == fixed_labels).float().mean().item()
+        accuracy = (logits.argmax(1) == fixed_labels).float().mean().item()
+        return classification_loss(logits, fixed_labels).item(), accuracy
 
     (before, _), log_every, window = fixed_batch(), max(1, args.steps // 10), []
     for step in range(1, args.steps + 1):

@@ -54,7 +54,8 @@ RECIPES = {
 }
 
 
-def discover_patterns(patients: int, neighbours: int, classes: int, seed: int, ae_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def discover_patterns(patients: int, neighbours: int, classes: int, seed: int,
+                      ae_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Self-discovery on phantom CT patients ``0..patients-1`` with patient 0 as the reference.
 
     Returns:
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.step()
         window.append(loss.item())
         if step % log_every == 0 or step == args.steps:
-            print(f"step {step:4d}/{args.steps}  loss {np.mean(window):.5f}" + ("  (warm-up: CE)" if step <= args.cls_warmup else ""))
+            warm = "  (warm-up: CE only)" if step <= args.cls_warmup else ""
+            print(f"step {step:4d}/{args.steps}  loss {np.mean(window):.5f}{warm}")
             window = []
     with torch.no_grad():
         out = model(fixed[0])

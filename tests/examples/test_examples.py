@@ -8,7 +8,8 @@ Each run uses tiny sizes and one thread; the checks are what the scripts print:
   between the start and the end of training, and ``--out`` writes weights whose backbone a target
   task can be built on;
 * fine-tuning: started from a pretrained weights file (``--init``) the encoder tensors are loaded,
-  the training loss falls (the last three logged steps against the first three) and the test metric is printed in [0, 1].
+  the training loss falls (the last three logged steps against the first three) and the test metric
+  is printed in [0, 1].
 """
 
 from __future__ import annotations
