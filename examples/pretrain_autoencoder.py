@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     identity = build_preset("identity")  # (input, target) = (cube, cube)
     model = create("unet3d", width=args.width).to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    held_out = phantom_cubes(1, args.batch_size, args.seed + 1).to(args.device)  # a patient never trained on
+    held_out = phantom_cubes(1, 16, args.seed + 1).to(args.device)  # 16 cubes of a patient never trained on
 
     @torch.no_grad()
     def held_out_loss() -> float:

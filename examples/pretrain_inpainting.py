@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     recipe = ContextInpaintRecipe()
     model = create("unet3d", width=args.width).to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    held_out = phantom_cubes(1, args.batch_size, args.seed + 1)  # a patient never trained on
+    held_out = phantom_cubes(1, 16, args.seed + 1)  # 16 cubes of a patient never trained on
     fixed = [t.to(args.device) for t in recipe.sample(held_out, generator=torch.Generator().manual_seed(args.seed))]
 
     @torch.no_grad()

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     print(f"{len(cubes)} cubes {tuple(cubes.shape[2:])}, {sum(p.numel() for p in model.parameters()):,} parameters")
 
-    held_out = phantom_cubes(1, args.batch_size, args.seed + 1)  # another cohort: never trained on
+    held_out = phantom_cubes(1, 16, args.seed + 1)  # 16 cubes of a patient never trained on
     pair = preset(held_out, generator=torch.Generator().manual_seed(args.seed))
     pair = [t.to(args.device) for t in pair]
 

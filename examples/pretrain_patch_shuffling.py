@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     recipe = PatchShuffleRecipe(swaps=args.swaps)  # 4x4x2 patches on 32x32x16 cubes (1/8 of each side)
     model = create("unet3d", width=args.width).to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    held_out = phantom_cubes(1, args.batch_size, args.seed + 1)  # a patient never trained on
+    held_out = phantom_cubes(1, 16, args.seed + 1)  # 16 cubes of a patient never trained on
     pair = [t.to(args.device) for t in recipe(held_out, generator=torch.Generator().manual_seed(args.seed))]
 
     @torch.no_grad()

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     recipe = RubikRecipe(num_permutations=args.permutations, rotation_prob=0.5)
     model = RubiksCubeNet3D(width=args.width, num_permutations=args.permutations).to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    held_out = phantom_cubes(1, args.batch_size, args.seed + 1).to(args.device)  # a patient never trained on
+    held_out = phantom_cubes(2, 16, args.seed + 1).to(args.device)  # 32 cubes of patients never trained on
     fixed = recipe(held_out, torch.Generator().manual_seed(args.seed))  # (scrambled, permutation, rotations)
 
     @torch.no_grad()
