@@ -56,7 +56,7 @@ RECIPES = {
 
 def discover_patterns(patients: int, neighbours: int, classes: int, seed: int,
                       ae_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Self-discovery on phantom CT patients ``0..patients-1`` with patient 0 as the reference.
+    """Self-discovery on phantom CT patients ``0..patients-1`` with patient 0 as the reference (on the CPU).
 
     Returns:
         ``(patterns (neighbours * classes, 1, *PATTERN) in [0, 1], labels (neighbours * classes,) int64)``.
