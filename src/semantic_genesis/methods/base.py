@@ -173,6 +173,11 @@ class Method(abc.ABC):
             (needed by DistributedDataParallel, e.g. during a classification-only warm-up).
         validation_batch_size: items per validation batch; ``None`` = ``train.batch_size`` (1 for
             whole scans of different sizes, evaluated by sliding windows).
+        monitor_start_epoch: the first epoch (0-based) of the training whose validation values are
+            compared for model selection, e.g. the first joint epoch after a warm-up that trains only
+            part of the network. Earlier epochs still keep the best weights so far, but early stopping
+            cannot trigger in them, and at this epoch the engine forgets their best value and resets
+            the early-stopping counter (``train.patience`` counts joint epochs only). Default 0.
     """
 
     name: str = ""
@@ -181,6 +186,7 @@ class Method(abc.ABC):
     monitor_mode: str = "min"
     find_unused_parameters: bool = False
     validation_batch_size: int | None = None
+    monitor_start_epoch: int = 0
 
     def __init__(self, cfg: "Config"):
         self.cfg = cfg

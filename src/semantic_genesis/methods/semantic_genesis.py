@@ -139,6 +139,8 @@ class SemanticAddon(Method):
         self.warmup = self.options.cls_warmup_epochs if (self.restore and self.classify) else 0
         # during the warm-up the decoder takes no part in the loss (DDP must know)
         self.find_unused_parameters = self.warmup > 0
+        # best weights and early stopping judge the joint model: train.patience counts from the first joint epoch
+        self.monitor_start_epoch = self.warmup
         check_transforms_preset(cfg, self.name, self.preset_name)
         self.monitor = "loss"
         self._preset = None

@@ -564,6 +564,10 @@ class _Trainer:
                 raise ConfigError(f"method {self.method.name!r} monitors {monitor!r}, but validation gives {', '.join(sorted(val))}")
             value = val[monitor]
             mode = self.method.monitor_mode
+            if p.epoch == self.method.monitor_start_epoch > 0:
+                # e.g. the first joint epoch after a warm-up: values before it measured another training
+                p.best, p.bad_epochs = None, 0
+                self._log({"kind": "event", "event": "monitor_reset", "step": p.step, "epoch": p.epoch})
             improved = math.isfinite(value) and (
                 p.best is None
                 or (mode == "min" and value < p.best - tc.min_delta)
@@ -584,7 +588,8 @@ class _Trainer:
         p.epoch += 1
         p.batch = 0
         p.epoch_sums = {}
-        if val is not None and tc.patience > 0 and p.bad_epochs >= tc.patience:
+        if (val is not None and tc.patience > 0 and p.bad_epochs >= tc.patience
+                and p.epoch > self.method.monitor_start_epoch):
             p.stop_reason = "early_stop"
             self._log({"kind": "event", "event": "early_stop", "step": p.step, "epoch": p.epoch,
                              "best": p.best, "patience": tc.patience})
