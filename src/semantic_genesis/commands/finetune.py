@@ -64,23 +64,28 @@ def load_task_config(args: argparse.Namespace, flags: dict[str, str]):
 def built_architecture(cfg, task, init, log):
     """The config with ``model.width`` / ``model.norm`` of the network that will be built.
 
-    A weights file fixes the architecture it is loaded into, whatever ``model.width`` says; the
+    A weights file fixes the architecture it is loaded into, whatever ``model.width`` says, and
+    ``finetune.norm`` its batch norm (:func:`~semantic_genesis.finetune.models.finetune_norm`); the
     run's ``config.yaml`` must record what was built, and the user is told (one line).
 
     Raises:
         CheckpointError: the weights file is unreadable or not a network this task can use.
     """
     from semantic_genesis.config import replace
+    from semantic_genesis.finetune.models import finetune_norm
     from semantic_genesis.models.loading import read_pretrained
 
     if init.path is None:
-        return cfg
+        norm = finetune_norm(cfg, cfg.model.norm)
+        return cfg if norm == cfg.model.norm else replace(cfg, **{"model.norm": norm})
     args = read_pretrained(init.path).backbone_args
-    built = {"model.width": args.get("width", cfg.model.width), "model.norm": args.get("norm", cfg.model.norm)}
+    file_norm = args.get("norm", cfg.model.norm)
+    built = {"model.width": args.get("width", cfg.model.width), "model.norm": finetune_norm(cfg, file_norm)}
     if (built["model.width"], built["model.norm"]) != (cfg.model.width, cfg.model.norm):
+        mapped = f" for its {file_norm} weights, finetune.norm" if built["model.norm"] != file_norm else ""
         log(f"init {init.name}: the network is built as its weights are (width {built['model.width']}, "
-            f"norm {built['model.norm']}), not as the config says (width {cfg.model.width}, norm {cfg.model.norm}); "
-            "config.yaml records what was built")
+            f"norm {built['model.norm']}{mapped}), not as the config says (width {cfg.model.width}, norm "
+            f"{cfg.model.norm}); config.yaml records what was built")
         cfg = replace(cfg, **built)
     return cfg
 

@@ -54,16 +54,20 @@ def align_scratch_architecture(cfg: "Config", inits: list["InitSpec"], log: Call
     """Give scratch networks the width and normalisation of the first weights file being compared.
 
     A fair comparison of initialisations needs one architecture; the pretrained files fix theirs, so
-    ``model.width`` / ``model.norm`` of the config are overridden for scratch (with a log line).
+    ``model.width`` / ``model.norm`` of the config are overridden for scratch (with a log line);
+    ``model.norm`` is first mapped by ``finetune.norm`` (:func:`~semantic_genesis.finetune.models.finetune_norm`).
     """
     from semantic_genesis.config import replace
+    from semantic_genesis.finetune.models import finetune_norm
     from semantic_genesis.models.loading import read_pretrained
 
+    if finetune_norm(cfg, cfg.model.norm) != cfg.model.norm:
+        cfg = replace(cfg, **{"model.norm": finetune_norm(cfg, cfg.model.norm)})
     files = [s for s in inits if s.path is not None]
     if not files or not any(s.is_scratch for s in inits):
         return cfg
     args = read_pretrained(files[0].path).backbone_args
-    width, norm = args.get("width", cfg.model.width), args.get("norm", cfg.model.norm)
+    width, norm = args.get("width", cfg.model.width), finetune_norm(cfg, args.get("norm", cfg.model.norm))
     if (width, norm) != (cfg.model.width, cfg.model.norm):
         log(f"scratch uses the architecture of {files[0].name}: width {width}, norm {norm}")
         cfg = replace(cfg, **{"model.width": width, "model.norm": norm})
