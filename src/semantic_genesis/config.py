@@ -283,6 +283,9 @@ class FinetuneConfig:
     # keep = as the weights file (or model.norm) says. Both batch norms share their tensors, so either
     # loads the other's weights; instance / group norms are kept (batch-independent already).
     norm: Literal["batch", "batch_stats", "keep"] = "batch"
+    # fine-tune weights pretrained on test patients of the task anyway (refused by default: inflated scores);
+    # the overlap is recorded in result.json / results.json / results.md
+    allow_pretraining_overlap: bool = False
     pos_weight: float | str = "auto"  # classification: auto = negatives/positives in train split; or a number; none
     balanced_sampling: bool = False  # classification: sample classes equally instead of pos_weight
     max_negatives: int = 64  # ncc: candidates (false positives) kept per scan, seeded (LUNA16 has ~750k)

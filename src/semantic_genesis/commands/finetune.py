@@ -101,10 +101,12 @@ def check_init_files(inits) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
     from pathlib import Path
 
     from semantic_genesis.commands._common import check_output_folder, describe_output, dry_run_report, say
     from semantic_genesis.finetune.data import split_by_patient
+    from semantic_genesis.finetune.leakage import check_pretraining_overlap, split_test_patients
     from semantic_genesis.finetune.models import parse_init
 
     cfg, task = load_task_config(args, FLAGS)
@@ -119,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
     split_seed = cfg.seed if cfg.finetune.split_seed is None else cfg.finetune.split_seed
     split = split_by_patient(data, cfg.finetune.split, split_seed, cfg.finetune.label_fraction)
     sizes = ", ".join(f"{k}: {len(v)}" for k, v in split.items())
+    overlap = check_pretraining_overlap(init, split_test_patients(data, split), task.name,
+                                        cfg.finetune.allow_pretraining_overlap)  # refuses before any training
+    if overlap.message:
+        print(overlap.message, file=sys.stderr, flush=True)
     if args.dry_run:
         return dry_run_report("finetune", [
             f"data  {cfg.data}: {task.name}, {len(data)} samples from {len(set(data.patients))} patients; split {{{sizes}}}",

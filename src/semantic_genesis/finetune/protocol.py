@@ -10,6 +10,10 @@ mean ± s.d. with independent two-sample t-tests of the best method against each
 * each (init, trial) runs in ``OUT/trials/<init>/trial_<k>/``; a finished trial has a
   ``result.json`` (written atomically), so an interrupted ``evaluate`` skips finished trials and an
   interrupted trial resumes from its last epoch;
+* before any trial, every initialisation's record of pretraining patients is compared with the test
+  patients (:mod:`semantic_genesis.finetune.leakage`): an overlap is refused unless
+  ``finetune.allow_pretraining_overlap=true``; allowed overlaps and weights that cannot be checked
+  are listed in ``results.json`` (``pretraining_overlap``) and under the table in ``results.md``;
 * a diverged trial (NaN / inf loss) is recorded with ``status: failed`` and a NaN metric: it is
   listed in the tables and excluded from mean, s.d. and tests, never silently dropped;
 * the outputs ``results.csv`` (one row per trial), ``results.json`` (summary + comparison),
@@ -101,6 +105,7 @@ def run_protocol(
     from semantic_genesis.errors import ConfigError
     from semantic_genesis.finetune import tasks
     from semantic_genesis.finetune.data import split_by_patient
+    from semantic_genesis.finetune.leakage import check_pretraining_overlap, split_test_patients
     from semantic_genesis.finetune.trainer import RESULT_FILE, check_config, primary_metric, run_finetune
     from semantic_genesis.utils.atomic import write_json
 
@@ -127,6 +132,13 @@ def run_protocol(
     sizes = {k: int(len(v)) for k, v in split.items()}
     log(f"{task.name}: {len(data)} samples from {len(set(data.patients))} patients; split {sizes}")
     write_json(out / "split.json", {k: [int(i) for i in v] for k, v in split.items()})
+    # every initialisation against the test patients, before any trial (an overlap is refused here)
+    tested = split_test_patients(data, split)
+    checks = [check_pretraining_overlap(spec, tested, task.name, cfg.finetune.allow_pretraining_overlap) for spec in inits]
+    for check in checks:
+        if check.message:
+            log(check.message)
+    overlaps = {check.init: check.summary() for check in checks}
 
     records: list[TrialRecord] = []
     for spec in inits:
@@ -152,7 +164,8 @@ def run_protocol(
                                        int(result["best_epoch"]), float(result["seconds"]), result.get("error")))
             summary = write_results(out, task, metric, [s.name for s in inits], records, data_info={
                 "source": data.source, "samples": len(data), "patients": len(set(data.patients)), "split": sizes,
-                **{k: v for k, v in data.info.items()}}, trials=trials, iou_definition=cfg.finetune.iou)
+                **{k: v for k, v in data.info.items()}}, trials=trials, iou_definition=cfg.finetune.iou,
+                pretraining_overlap=overlaps)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     write_json(out / "results.json", nan_to_none(summary))
     return summary

@@ -61,3 +61,21 @@ class StoreDataset(Dataset):
                 raise DataError(f"{self.root}: item {index} (split {self.split}) has no 'label' in its record")
             sample["label"] = int(record["label"])
         return sample
+
+    def patients_seen(self):
+        """The patients of this dataset's items (:class:`semantic_genesis.provenance.PatientSource`): the
+        ``patient`` of every record, else the manifest's ``split_patients`` of its split(s); ``None``
+        when the store records neither (then weights trained on it cannot be checked for leakage)."""
+        from semantic_genesis.provenance import PatientSource
+
+        attrs = self.store.manifest.get("attrs") or {}
+        rule = attrs.get("split_rule")
+        records = self.store.all_records()
+        if records and all("patient" in r for r in records):
+            return PatientSource(str(self.root), sorted({str(r["patient"]) for r in records}), rule)
+        by_split = attrs.get("split_patients")
+        if not isinstance(by_split, dict):
+            return None
+        wanted = list(by_split) if self.split is None else [self.split] if isinstance(self.split, str) else list(self.split)
+        return PatientSource(str(self.root), sorted({str(p) for s in wanted for p in by_split.get(s, [])}), rule)
+

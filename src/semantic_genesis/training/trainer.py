@@ -50,6 +50,8 @@ from semantic_genesis import config as config_mod
 from semantic_genesis.config import Config
 from semantic_genesis.errors import CheckpointError, ConfigError, DataError, TrainingError
 from semantic_genesis.methods.base import PREPARED, Method, StepContext
+from semantic_genesis.provenance import KEY as PATIENTS_KEY
+from semantic_genesis.provenance import training_record
 from semantic_genesis.training import checkpoint as ckpt
 from semantic_genesis.training import distributed as dist_mod
 from semantic_genesis.training.data import (
@@ -249,6 +251,7 @@ class _Trainer:
             # channels-last 3D convolutions: ~2x faster for the small U-Nets of the CPU configs
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.train_set, self.val_set = self.method.build_datasets()
+        self.patients = training_record(self.method.name, self.train_set, self.val_set, self.method.initial_patients)
         if len(self.train_set) == 0:
             raise DataError(f"method {self.method.name!r}: the training set is empty (data={cfg.data})")
         batches = self.method.batch_sampler(self.train_set, cfg.seed, info.rank, info.world_size)
@@ -365,6 +368,10 @@ class _Trainer:
         meta["step"] = self.progress.step
         meta["epoch"] = self.progress.epoch
         meta["config"] = config_mod.to_dict(self.cfg)
+        if self.patients is not None:
+            meta[PATIENTS_KEY] = self.patients
+        else:
+            meta.pop(PATIENTS_KEY, None)
         return meta
 
     def _write_weights(self, path: Path) -> None:
