@@ -60,7 +60,7 @@ def ncc(luna16):
     return cfg, data, split
 
 
-def test_pretraining_records_its_hashed_patients(weights, luna16, tmp_path):
+def test_pretraining_records_its_hashed_patients(weights, luna16, capsys):
     manifest = json.loads((weights["auto"].parents[2] / "cubes" / "manifest.json").read_text())
     by_split = manifest["attrs"]["split_patients"]
     record = read_metadata(weights["auto"])["patients"]
@@ -71,6 +71,10 @@ def test_pretraining_records_its_hashed_patients(weights, luna16, tmp_path):
     assert source["count"] == len(by_split["train"]) + len(by_split["validation"]) == 14  # subsets 0-6
     text = weights["auto"].read_bytes()[:200_000]
     assert not any(p.encode() in text for p in by_split["train"])  # the ids themselves are not in the file
+    from semantic_genesis.cli import main
+
+    assert main(["weights", "inspect", str(weights["auto"])]) == 0
+    assert "patients      models_genesis: train 10, validation 4 (hashed ids)" in capsys.readouterr().out
 
 
 def test_random_split_pretraining_is_refused_official_split_accepted(weights, ncc, tmp_path):
