@@ -129,3 +129,16 @@ def test_weights_without_a_record_get_a_warning(ncc, tmp_path):
     assert check.status == "unchecked"
     assert "imported.safetensors" in check.message and "cannot be checked" in check.message
     assert check_pretraining_overlap(InitSpec("scratch"), ["a"], "ncc").status == "scratch"
+
+
+def test_cli_refuses_before_writing_anything_and_the_override_is_accepted(weights, luna16, tmp_path, capsys):
+    from semantic_genesis.cli import main
+
+    out = tmp_path / "run"
+    argv = ["finetune", "--task", "ncc", "--init", f"mg={weights['random']}", "--data", str(luna16), "--out", str(out),
+            "-q", *TASK]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "test patients" in err[0] and not out.exists()
+    assert main([*argv, "--dry-run", "finetune.allow_pretraining_overlap=true"]) == 0
+    assert "allowed by finetune.allow_pretraining_overlap=true" in capsys.readouterr().err
