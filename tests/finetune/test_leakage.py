@@ -142,3 +142,15 @@ def test_cli_refuses_before_writing_anything_and_the_override_is_accepted(weight
     assert len(err) == 1 and err[0].startswith("error: ") and "test patients" in err[0] and not out.exists()
     assert main([*argv, "--dry-run", "finetune.allow_pretraining_overlap=true"]) == 0
     assert "allowed by finetune.allow_pretraining_overlap=true" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_before_writing_anything(weights, luna16, tmp_path, capsys):
+    from semantic_genesis.cli import main
+
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--task", "ncc", "--inits", f"scratch,mg={weights['random']}", "--trials", "1",
+            "--data", str(luna16), "--out", str(out), "-q", *TASK]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "init mg was pretrained on" in err[0] and not out.exists()
+    assert main([*argv[:4], f"scratch,mg={weights['auto']}", *argv[5:], "--dry-run"]) == 0

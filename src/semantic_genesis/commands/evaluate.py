@@ -37,12 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     from semantic_genesis.commands._common import check_output_folder, describe_output, dry_run_report, say
     from semantic_genesis.commands.finetune import check_init_files, load_task_config
     from semantic_genesis.errors import ConfigError
     from semantic_genesis.finetune.models import parse_inits
+    from semantic_genesis.finetune.protocol import check_inits, protocol_split
 
     if args.inits is not None:
         args.inits = [e.strip() for e in args.inits.split(",") if e.strip()]
@@ -57,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     state = check_output_folder(cfg.out)
     say(args, f"reading {task.name} data from {cfg.data}")
     data = task.load(cfg.data, cfg)
+    # refuses weights pretrained on a test patient before anything is written (the protocol checks again)
+    warned = [c.message for c in check_inits(cfg, task.name, data, protocol_split(cfg, data), inits) if c.message]
+    for message in warned:
+        print(message, file=sys.stderr, flush=True)
     if args.dry_run:
         return dry_run_report("evaluate", [
             f"data  {cfg.data}: {task.name}, {len(data)} samples from {len(set(data.patients))} patients",
@@ -68,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     from semantic_genesis.finetune.protocol import run_protocol
 
     say(args, f"evaluate {task.name}: inits {', '.join(s.name for s in inits)}; {trials} trials each")
-    run_protocol(cfg, cfg.data, inits, trials, cfg.out, log=lambda message: say(args, message), data=data)
+    run_protocol(cfg, cfg.data, inits, trials, cfg.out, data=data,
+                 log=lambda message: None if message in warned else say(args, message))
     out = Path(cfg.out)
     print()
     print((out / "results.md").read_text(encoding="utf-8"))

@@ -78,6 +78,24 @@ def align_scratch_architecture(cfg: "Config", inits: list["InitSpec"], log: Call
     return cfg
 
 
+def protocol_split(cfg: "Config", data) -> dict:
+    """The one split of the protocol (``finetune.split`` with ``finetune.split_seed``, default the root
+    seed): sample indices ``{"train", "val", "test"}`` shared by every trial of every initialisation."""
+    from semantic_genesis.finetune.data import split_by_patient
+
+    split_seed = cfg.seed if cfg.finetune.split_seed is None else cfg.finetune.split_seed
+    return split_by_patient(data, cfg.finetune.split, split_seed, cfg.finetune.label_fraction)
+
+
+def check_inits(cfg: "Config", task: str, data, split: dict, inits: list["InitSpec"]) -> list:
+    """:func:`~semantic_genesis.finetune.leakage.check_pretraining_overlap` of every initialisation
+    against the test patients of ``split`` (raises on the first refused overlap)."""
+    from semantic_genesis.finetune.leakage import check_pretraining_overlap, split_test_patients
+
+    tested = split_test_patients(data, split)
+    return [check_pretraining_overlap(spec, tested, task, cfg.finetune.allow_pretraining_overlap) for spec in inits]
+
+
 def run_protocol(
     cfg: "Config",
     data_root: str | Path,
@@ -104,17 +122,13 @@ def run_protocol(
     from semantic_genesis.config import save_config
     from semantic_genesis.errors import ConfigError
     from semantic_genesis.finetune import tasks
-    from semantic_genesis.finetune.data import split_by_patient
-    from semantic_genesis.finetune.leakage import check_pretraining_overlap, split_test_patients
     from semantic_genesis.finetune.trainer import RESULT_FILE, check_config, primary_metric, run_finetune
     from semantic_genesis.utils.atomic import write_json
 
     if trials < 1:
         raise ConfigError(f"trials must be >= 1, got {trials}")
     check_config(cfg)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    requested, out = cfg, Path(out)
     task = tasks.get(cfg.finetune.task)
     metric = primary_metric(task, cfg)
     for spec in inits:
@@ -127,18 +141,18 @@ def run_protocol(
     if data is None:
         log(f"reading {task.name} data from {data_root}")
         data = task.load(data_root, cfg)
-    split_seed = cfg.seed if cfg.finetune.split_seed is None else cfg.finetune.split_seed
-    split = split_by_patient(data, cfg.finetune.split, split_seed, cfg.finetune.label_fraction)
+    split = protocol_split(cfg, data)
     sizes = {k: int(len(v)) for k, v in split.items()}
     log(f"{task.name}: {len(data)} samples from {len(set(data.patients))} patients; split {sizes}")
-    write_json(out / "split.json", {k: [int(i) for i in v] for k, v in split.items()})
-    # every initialisation against the test patients, before any trial (an overlap is refused here)
-    tested = split_test_patients(data, split)
-    checks = [check_pretraining_overlap(spec, tested, task.name, cfg.finetune.allow_pretraining_overlap) for spec in inits]
+    # every initialisation against the test patients, before anything is written (an overlap is refused here)
+    checks = check_inits(cfg, task.name, data, split, inits)
     for check in checks:
         if check.message:
             log(check.message)
     overlaps = {check.init: check.summary() for check in checks}
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(requested, out / "config.yaml")
+    write_json(out / "split.json", {k: [int(i) for i in v] for k, v in split.items()})
 
     records: list[TrialRecord] = []
     for spec in inits:
