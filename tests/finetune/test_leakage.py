@@ -131,6 +131,21 @@ def test_weights_without_a_record_get_a_warning(ncc, tmp_path):
     assert check_pretraining_overlap(InitSpec("scratch"), ["a"], "ncc").status == "scratch"
 
 
+def test_task_data_without_patient_ids_cannot_be_checked(weights, tmp_path):
+    """The official NCS arrays are crops of LIDC-IDRI scans (LUNA16 is a subset) without patient ids."""
+    from semantic_genesis.finetune.data import TaskSamples
+
+    from .conftest import blob_task
+
+    data = blob_task("segmentation", n=12)
+    data.info["anonymous"] = True
+    split = split_by_patient(data, seed=0)
+    assert split_test_patients(data, split) is None
+    check = check_pretraining_overlap(InitSpec("mg", weights["random"]), None, "ncs")
+    assert check.status == "unchecked" and "name crops, not patients" in check.message
+    assert TaskSamples(data, split["train"]).patients_seen() is None  # fine-tuned weights get no record
+
+
 def test_cli_refuses_before_writing_anything_and_the_override_is_accepted(weights, luna16, tmp_path, capsys):
     from semantic_genesis.cli import main
 

@@ -317,6 +317,8 @@ def _tensor(array: Any) -> torch.Tensor:
 def _patient_source(data: TaskData, indices: np.ndarray):
     from semantic_genesis.provenance import PatientSource
 
+    if data.info.get("anonymous"):  # crops without patient ids: exposure unknown
+        return None
     rule = data.info.get("split_rule")
     return PatientSource(data.source, sorted({str(data.patients[int(i)]) for i in indices}),
                          None if rule is None else str(rule))

@@ -9,8 +9,9 @@ compares the **test** patients of the target task with that record:
   weights file, unless ``finetune.allow_pretraining_overlap=true`` (``status="allowed"``, recorded in
   ``result.json`` and in the ``results.json`` / ``results.md`` of the trials protocol);
 * weights without a record (official checkpoints converted by ``weights import``, files written before
-  records existed, or pretrained on data that does not name its patients): ``status="unchecked"``,
-  with a one-line warning that leakage cannot be checked;
+  records existed, or pretrained on data that does not name its patients), or task data that name
+  crops instead of patients (the official NCS arrays): ``status="unchecked"``, with a one-line
+  warning that leakage cannot be checked;
 * scratch: ``status="scratch"``.
 
 Example: a cube set cut from LUNA16 with a random patient split puts NCC test scans (LUNA16 subsets
@@ -69,13 +70,14 @@ def init_record(path) -> dict[str, Any]:
     return record_of(read_metadata(path)) if is_safetensors(path) else {}
 
 
-def check_pretraining_overlap(init: "InitSpec", test_patients: Iterable[str], task: str,
+def check_pretraining_overlap(init: "InitSpec", test_patients: Iterable[str] | None, task: str,
                               allow: bool = False) -> OverlapCheck:
     """Compare the test patients of ``task`` with the patients the weights of ``init`` have seen.
 
     Args:
         init: scratch or a weights file.
-        test_patients: patient ids of the task's test split (as the task names them).
+        test_patients: patient ids of the task's test split (as the task names them); ``None`` when
+            the task's data names no patients (then a weights file is ``unchecked``).
         task: the task's name (for messages).
         allow: ``finetune.allow_pretraining_overlap``: accept an overlap (then recorded).
 
@@ -84,10 +86,14 @@ def check_pretraining_overlap(init: "InitSpec", test_patients: Iterable[str], ta
     """
     from semantic_genesis.provenance import overlap
 
-    ids = sorted({str(p) for p in test_patients})
+    ids = [] if test_patients is None else sorted({str(p) for p in test_patients})
     if init.path is None:
         return OverlapCheck(init.name, None, "scratch", len(ids))
     where = describe_path(init.path)
+    if test_patients is None:
+        return OverlapCheck(init.name, str(init.path), "unchecked", message=(
+            f"warning: the {task} data name crops, not patients; leakage between the pretraining of {where} "
+            f"(init {init.name}) and the {task} test set cannot be checked"))
     record = init_record(init.path)
     if not record:
         return OverlapCheck(init.name, str(init.path), "unchecked", len(ids), message=(
@@ -108,6 +114,10 @@ def check_pretraining_overlap(init: "InitSpec", test_patients: Iterable[str], ta
         f"patients ({named}); allowed by finetune.allow_pretraining_overlap=true and recorded in the results"))
 
 
-def split_test_patients(data, split: dict) -> list[str]:
-    """The patient ids of the ``test`` split of ``data`` (a TaskData and its split indices)."""
+def split_test_patients(data, split: dict) -> list[str] | None:
+    """The patient ids of the ``test`` split of ``data`` (a TaskData and its split indices); ``None``
+    when the data name no patients (``info["anonymous"]``: e.g. the official NCS arrays, crops of
+    LIDC-IDRI scans, of which LUNA16 is a subset)."""
+    if data.info.get("anonymous"):
+        return None
     return sorted({str(data.patients[int(i)]) for i in split.get("test", ())})
