@@ -169,3 +169,22 @@ def test_evaluate_refuses_before_writing_anything(weights, luna16, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "init mg was pretrained on" in err[0] and not out.exists()
     assert main([*argv[:4], f"scratch,mg={weights['auto']}", *argv[5:], "--dry-run"]) == 0
+
+
+def test_a_store_tells_its_patients_from_the_manifest_and_its_records(tmp_path):
+    import numpy as np
+
+    from semantic_genesis.io.shard_dataset import StoreDataset
+    from semantic_genesis.io.shards import ShardWriter
+
+    def store(name, records, **attrs):
+        writer = ShardWriter(tmp_path / name, "patterns", (1, 8, 8, 8))
+        writer.add_unit("u", np.zeros((len(records), 1, 8, 8, 8), np.float32), records, split="train")
+        writer.finish(**attrs)
+        return StoreDataset(tmp_path / name, "train")
+
+    assert store("anonymous", [{}, {}]).patients_seen() is None  # no patient anywhere: cannot be checked
+    assert store("records", [{"patient": "b"}, {"patient": "a"}]).patients_seen().patients == ["a", "b"]
+    # a pattern set crops only some patients of its cohort; the cohort (split_patients) counts
+    both = store("cohort", [{"patient": "a"}], split_patients={"train": ["a", "c"], "validation": ["v"]}, split_rule="r")
+    assert both.patients_seen().patients == ["a", "c"] and both.patients_seen().split_rule == "r"

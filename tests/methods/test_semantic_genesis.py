@@ -159,6 +159,15 @@ def test_weights_load_into_fine_tuning_models(patterns, tmp_path):
     _, meta = load_weights(result.best_weights)
     assert meta["method"] == "semantic_genesis" and meta["num_classes"] == C
     assert meta["input_size"] == [16, 16, 16] and meta["lambda_cls"] == 0.01
+    # the discovery cohort's training and validation patients, hashed (pretraining / test leakage check)
+    import json
+
+    from semantic_genesis.provenance import patient_hash
+
+    by_split = json.loads((patterns / "manifest.json").read_text())["attrs"]["split_patients"]
+    (source,) = meta["patients"]["sources"]
+    assert source["method"] == "semantic_genesis" and source["splits"] == {
+        name: sorted(patient_hash(p) for p in by_split[name]) for name in ("train", "validation")}
     seg = create("unet3d", width=0.125)
     report = load_pretrained(seg, result.best_weights, strict=False)
     expected = {k for k in seg.state_dict()}

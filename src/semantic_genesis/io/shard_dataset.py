@@ -63,19 +63,20 @@ class StoreDataset(Dataset):
         return sample
 
     def patients_seen(self):
-        """The patients of this dataset's items (:class:`semantic_genesis.provenance.PatientSource`): the
-        ``patient`` of every record, else the manifest's ``split_patients`` of its split(s); ``None``
-        when the store records neither (then weights trained on it cannot be checked for leakage)."""
+        """The patients behind this dataset (:class:`semantic_genesis.provenance.PatientSource`): the
+        manifest's ``split_patients`` of its split(s) (the cohort the set was built from: a pattern set
+        crops only some patients, but its classes come from all of them) together with the ``patient``
+        of every record; ``None`` when the store records neither (then weights trained on it cannot be
+        checked for leakage)."""
         from semantic_genesis.provenance import PatientSource
 
         attrs = self.store.manifest.get("attrs") or {}
-        rule = attrs.get("split_rule")
-        records = self.store.all_records()
-        if records and all("patient" in r for r in records):
-            return PatientSource(str(self.root), sorted({str(r["patient"]) for r in records}), rule)
         by_split = attrs.get("split_patients")
-        if not isinstance(by_split, dict):
-            return None
-        wanted = list(by_split) if self.split is None else [self.split] if isinstance(self.split, str) else list(self.split)
-        return PatientSource(str(self.root), sorted({str(p) for s in wanted for p in by_split.get(s, [])}), rule)
-
+        from_records = [r.get("patient") for r in self.store.all_records()]
+        if not isinstance(by_split, dict) and (not from_records or None in from_records):
+            return None  # an item of unknown patient
+        patients = {str(p) for p in from_records if p is not None}
+        if isinstance(by_split, dict):
+            wanted = list(by_split) if self.split is None else [self.split] if isinstance(self.split, str) else list(self.split)
+            patients |= {str(p) for name in wanted for p in by_split.get(name, [])}
+        return PatientSource(str(self.root), sorted(patients), attrs.get("split_rule"))
