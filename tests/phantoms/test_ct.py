@@ -243,6 +243,9 @@ def test_cohorts_of_different_seeds_are_different_patients():
     assert ct_patient_id(0) == ct_patient_id(0, seed=0) == "phantom_ct_000"  # seed 0 keeps the short ids
     assert ct_patient_id(0, seed=1000) == "phantom_ct_s1000_000"
     assert len({ct_patient_id(i, s) for i in range(3) for s in (0, 1, 1000)}) == 9
+    from semantic_genesis.phantoms.mri import mri_patient_id
+
+    assert mri_patient_id(2) == "phantom_mri_002" and mri_patient_id(2, seed=7) == "phantom_mri_s7_002"
 
 
 def test_native_writer_round_trip_and_resume(tmp_path):

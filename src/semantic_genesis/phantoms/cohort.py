@@ -203,7 +203,7 @@ def write_native_mri_cohort(
     out = Path(out).expanduser()
     settings = {"modality": "mri", "seed": int(seed), "shape": list(shape_t), "spacing": list(spacing_t)}
     _check_settings(out, settings)
-    ids = [mri_patient_id(i) for i in range(n)]
+    ids = [mri_patient_id(i, seed) for i in range(n)]
     todo = _pending(out, ids)
     _run(out, todo, _write_mri_job, lambda i: (out, i, int(seed), shape_t, spacing_t), workers, progress, "phantom mri")
     write_json(
