@@ -292,6 +292,15 @@ class FinetuneConfig:
     metric: str = "auto"  # auto: the task's paper metric (auc for ncc, iou for segmentation)
     crop_size: tuple[int, int, int] = (64, 64, 32)  # (X, Y, Z) input of the network (paper: 64x64x32)
     head: Literal["mlp", "linear", "genesis"] = "mlp"  # classification head on the bottleneck (see finetune.models)
+    # batch norm of the fine-tuned network: batch = running statistics in eval (a prediction does not depend
+    # on the rest of its batch; standard practice, and what the papers' evaluation needs); batch_stats = the
+    # official ContBatchNorm3d (batch statistics also in eval: reproduces the official code's numbers);
+    # keep = as the weights file (or model.norm) says. Both batch norms share their tensors, so either
+    # loads the other's weights; instance / group norms are kept (batch-independent already).
+    norm: Literal["batch", "batch_stats", "keep"] = "batch"
+    # fine-tune weights pretrained on test patients of the task anyway (refused by default: inflated scores);
+    # the overlap is recorded in result.json / results.json / results.md
+    allow_pretraining_overlap: bool = False
     pos_weight: float | str = "auto"  # classification: auto = negatives/positives in train split; or a number; none
     balanced_sampling: bool = False  # classification: sample classes equally instead of pos_weight
     max_negatives: int = 64  # ncc: candidates (false positives) kept per scan, seeded (LUNA16 has ~750k)

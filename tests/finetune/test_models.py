@@ -160,3 +160,38 @@ def test_a_folder_or_a_pytorch_checkpoint_as_init(tmp_path):
     save_official(UNet3D(width=0.125), tmp_path / "Genesis_Chest_CT.pt")
     with pytest.raises(CheckpointError, match="convert it with `semantic-genesis weights import"):
         build_model(tasks.get("ncc"), tiny_config(), 1, InitSpec("x", tmp_path / "Genesis_Chest_CT.pt"))
+
+
+@pytest.mark.parametrize("task_name", ["ncc", "ncs"])
+def test_fine_tuned_predictions_do_not_depend_on_the_batch(tmp_path, task_name):
+    """Weights pretrained with the official ContBatchNorm3d (batch_stats) load into a running-statistics
+    network (finetune.norm=batch, the default): in eval mode a sample's prediction is the same alone and in
+    any batch. finetune.norm=batch_stats (the official code) predicts with each batch's own statistics."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    from semantic_genesis.models.norms import ContBatchNorm
+
+    net, path = _pretrained(tmp_path, norm="batch_stats")
+    task = tasks.get(task_name)
+    model, report = build_model(task, tiny_config(), 1, InitSpec("mg", path))
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    assert norms and not any(isinstance(m, ContBatchNorm) for m in norms)
+    key = "down_tr64.ops.0.bn1.running_mean"  # the pretrained running statistics are loaded
+    assert key in report.loaded and torch.equal(model.state_dict()[key], net.state_dict()[key])
+    model.train()
+    torch.manual_seed(0)
+    with torch.no_grad():  # a few training forwards move the running statistics, as fine-tuning does
+        for _ in range(3):
+            model(torch.rand(4, 1, 16, 16, 8))
+    model.eval()
+    x = torch.rand(6, 1, 16, 16, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        alone = model(x[:1])
+        for batch, row in ((x[:2], 0), (x, 0), (torch.cat([x[3:], x[:1]]), 3), (x[:1].repeat(3, 1, 1, 1, 1), 1)):
+            torch.testing.assert_close(model(batch)[row : row + 1], alone, rtol=1e-5, atol=1e-6)
+
+    official, _ = build_model(task, tiny_config("finetune.norm=batch_stats"), 1, InitSpec("mg", path))
+    assert all(isinstance(m, ContBatchNorm) for m in official.modules() if isinstance(m, _BatchNorm))
+    official.eval()
+    with torch.no_grad():
+        assert not torch.allclose(official(x)[:1], official(x[:2])[:1], atol=1e-4)

@@ -60,6 +60,7 @@ def test_ncs_npy_layout(tmp_path):
     assert data.images.shape == (10, 1, 16, 16, 8) and 0 <= data.images.min() and data.images.max() <= 1
     assert [len(data.fixed_split[k]) for k in ("train", "val", "test")] == [5, 2, 3]
     assert data.targets[:, 0, 6:10, 6:10, 3:5].all() and data.targets.sum() == 10 * 4 * 4 * 2
+    assert data.info["anonymous"]  # crops without patient ids: pretraining leakage cannot be checked
 
 
 @pytest.mark.parametrize("task,expected", [("ncc", "subset0"), ("ncs", "no NCS data"), ("lcs", "volume-"), ("bms", "flair")])

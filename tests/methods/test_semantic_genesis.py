@@ -116,6 +116,25 @@ def test_engine_warmup_leaves_the_decoder_untouched(patterns, tmp_path):
     assert all(not torch.equal(params[k].detach(), init[k]) for k in params if k.startswith(("down_tr", "clc_out")))
 
 
+def test_patience_counts_joint_epochs_only(patterns, tmp_path):
+    """Early stopping must not end a run during the classification warm-up, and the best weights must be a
+    joint model: the engine resets the best value and the patience counter at the first joint epoch."""
+    from semantic_genesis.training.logging import read_metrics
+    from semantic_genesis.training.trainer import train
+
+    # a vanishing lr never improves validation: without the reset the run stopped after epoch 1 (warm-up)
+    cfg = _cfg(patterns, f"out={tmp_path}", "train.epochs=8", "train.steps_per_epoch=1", "train.patience=1",
+               "optim.lr=1e-9", "method.options.cls_warmup_epochs=3")
+    result = train(cfg)
+    assert result.stop_reason == "early_stop"
+    assert result.epoch == 5  # 3 warm-up epochs + the first joint epoch (new best) + 1 epoch of patience
+    assert result.best_epoch == 3
+    val = read_metrics(tmp_path, "validation")
+    assert [v["bad_epochs"] for v in val] == [0, 1, 2, 0, 1]
+    assert [(e["event"], e["epoch"]) for e in read_metrics(tmp_path, "event") if e["event"] == "monitor_reset"] == [
+        ("monitor_reset", 3)]
+
+
 def test_short_training_learns_both_tasks(patterns, tmp_path):
     from semantic_genesis.training.logging import read_metrics
     from semantic_genesis.training.trainer import train
@@ -140,6 +159,15 @@ def test_weights_load_into_fine_tuning_models(patterns, tmp_path):
     _, meta = load_weights(result.best_weights)
     assert meta["method"] == "semantic_genesis" and meta["num_classes"] == C
     assert meta["input_size"] == [16, 16, 16] and meta["lambda_cls"] == 0.01
+    # the discovery cohort's training and validation patients, hashed (pretraining / test leakage check)
+    import json
+
+    from semantic_genesis.provenance import patient_hash
+
+    by_split = json.loads((patterns / "manifest.json").read_text())["attrs"]["split_patients"]
+    (source,) = meta["patients"]["sources"]
+    assert source["method"] == "semantic_genesis" and source["splits"] == {
+        name: sorted(patient_hash(p) for p in by_split[name]) for name in ("train", "validation")}
     seg = create("unet3d", width=0.125)
     report = load_pretrained(seg, result.best_weights, strict=False)
     expected = {k for k in seg.state_dict()}

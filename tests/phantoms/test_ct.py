@@ -232,7 +232,20 @@ def test_cohort_parallel_equals_serial():
     parallel = make_ct_cohort(2, seed=3, workers=2, shape=(48, 48, 32))
     for s, p in zip(serial, parallel):
         np.testing.assert_array_equal(s.hu, p.hu)
-    assert [p.patient_id for p in serial] == ["phantom_ct_000", "phantom_ct_001"]
+    assert [p.patient_id for p in serial] == ["phantom_ct_s3_000", "phantom_ct_s3_001"]  # seed in the id
+
+
+def test_cohorts_of_different_seeds_are_different_patients():
+    """Patient ids differ between cohorts (as in real datasets), so the pretraining / test leakage check
+    does not take the target-task cohort of another seed for the pretraining cohort."""
+    from semantic_genesis.phantoms.ct import ct_patient_id
+
+    assert ct_patient_id(0) == ct_patient_id(0, seed=0) == "phantom_ct_000"  # seed 0 keeps the short ids
+    assert ct_patient_id(0, seed=1000) == "phantom_ct_s1000_000"
+    assert len({ct_patient_id(i, s) for i in range(3) for s in (0, 1, 1000)}) == 9
+    from semantic_genesis.phantoms.mri import mri_patient_id
+
+    assert mri_patient_id(2) == "phantom_mri_002" and mri_patient_id(2, seed=7) == "phantom_mri_s7_002"
 
 
 def test_native_writer_round_trip_and_resume(tmp_path):
@@ -240,25 +253,25 @@ def test_native_writer_round_trip_and_resume(tmp_path):
 
     out = tmp_path / "cohort"
     ids = write_native_ct_cohort(out, 2, seed=5, shape=(48, 48, 32), progress=False)
-    assert ids == ["phantom_ct_000", "phantom_ct_001"]
+    assert ids == ["phantom_ct_s5_000", "phantom_ct_s5_001"]
     info = json.loads((out / "cohort.json").read_text())
     assert info["modality"] == "ct" and info["n"] == 2 and info["patients"] == ids
     patient = make_ct_patient(1, seed=5, shape=(48, 48, 32))
-    vol = read_volume(out / "images" / "phantom_ct_001.nii.gz")
+    vol = read_volume(out / "images" / "phantom_ct_s5_001.nii.gz")
     np.testing.assert_array_equal(vol.array, patient.hu.astype(np.float32))
     np.testing.assert_allclose(vol.spacing, patient.spacing, atol=1e-5)
     np.testing.assert_allclose(vol.origin, patient.volume.origin, atol=1e-4)
-    labels = read_volume(out / "labels" / "phantom_ct_001.nii.gz")
+    labels = read_volume(out / "labels" / "phantom_ct_s5_001.nii.gz")
     np.testing.assert_array_equal(labels.array.astype(np.uint8), patient.labels)
-    meta = json.loads((out / "meta" / "phantom_ct_001.json").read_text())
+    meta = json.loads((out / "meta" / "phantom_ct_s5_001.json").read_text())
     for rec in meta["candidates"]:
         np.testing.assert_allclose(vol.world_to_voxel(rec["center_world"]), rec["center_vox"], atol=1e-6)
     assert meta["label_names"] == CT_LABELS
     # resume: existing patients are skipped, the cohort can grow
-    stamp = (out / "images" / "phantom_ct_000.nii.gz").stat().st_mtime_ns
+    stamp = (out / "images" / "phantom_ct_s5_000.nii.gz").stat().st_mtime_ns
     ids3 = write_native_ct_cohort(out, 3, seed=5, shape=(48, 48, 32), progress=False)
-    assert len(ids3) == 3 and (out / "meta" / "phantom_ct_002.json").is_file()
-    assert (out / "images" / "phantom_ct_000.nii.gz").stat().st_mtime_ns == stamp
+    assert len(ids3) == 3 and (out / "meta" / "phantom_ct_s5_002.json").is_file()
+    assert (out / "images" / "phantom_ct_s5_000.nii.gz").stat().st_mtime_ns == stamp
     with pytest.raises(DataError, match="seed"):
         write_native_ct_cohort(out, 3, seed=6, shape=(48, 48, 32), progress=False)
 

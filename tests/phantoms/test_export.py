@@ -122,19 +122,19 @@ def test_add_liver_lesions_stays_in_liver():
 def test_native_ct_round_trip_and_resume(tmp_path, patients):
     first = export_ct_cohort(tmp_path, 1, seed=SEED, layout="native", shape=SHAPE)
     assert first.written == 1
-    mtime = (tmp_path / "images" / "phantom_ct_000.nii.gz").stat().st_mtime_ns
+    mtime = (tmp_path / "images" / "phantom_ct_s3_000.nii.gz").stat().st_mtime_ns
     again = export_ct_cohort(tmp_path, 2, seed=SEED, layout="native", shape=SHAPE)
     assert again.written == 1 and again.patients == 2  # patient 0 resumed, patient 1 added
-    assert (tmp_path / "images" / "phantom_ct_000.nii.gz").stat().st_mtime_ns == mtime
+    assert (tmp_path / "images" / "phantom_ct_s3_000.nii.gz").stat().st_mtime_ns == mtime
     cohort = NativeCohort(tmp_path)
-    assert cohort.patient_ids() == ["phantom_ct_000", "phantom_ct_001"] and cohort.modality == "ct"
+    assert cohort.patient_ids() == ["phantom_ct_s3_000", "phantom_ct_s3_001"] and cohort.modality == "ct"
     for case, patient in zip(cohort, patients):
         np.testing.assert_array_equal(case.image.array, patient.hu.astype(np.float32))
         np.testing.assert_array_equal(case.labels, patient.labels)
         assert case.label_names == patient.label_names
         assert len(case.meta["nodules"]) == len(patient.nodules)
     info = json.loads((tmp_path / "cohort.json").read_text())
-    assert info["patients"] == ["phantom_ct_000", "phantom_ct_001"]
+    assert info["patients"] == ["phantom_ct_s3_000", "phantom_ct_s3_001"]
     with pytest.raises(DataError, match=r"existing cohort has seed=3 but this run asks for 4"):
         export_ct_cohort(tmp_path, 2, seed=4, layout="native", shape=SHAPE)
     with pytest.raises(ConfigError, match="unknown CT layout 'brats'"):

@@ -61,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     from semantic_genesis.commands._common import check_output_folder, describe_output, dry_run_report, say
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from semantic_genesis.errors import ConfigError
     from semantic_genesis.finetune.models import parse_inits
     from semantic_genesis.finetune.protocol import MODE_LABELS, sweep_settings
+    from semantic_genesis.finetune.protocol import check_inits, protocol_split
 
     if args.inits is not None:
         args.inits = [e.strip() for e in args.inits.split(",") if e.strip()]
@@ -92,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
     state = check_output_folder(cfg.out)
     say(args, f"reading {task.name} data from {cfg.data}")
     data = task.load(cfg.data, cfg)
+    # refuses weights pretrained on a test patient before anything is written (the protocol checks again)
+    warned = [c.message for c in check_inits(cfg, task.name, data, protocol_split(cfg, data), inits) if c.message]
+    for message in warned:
+        print(message, file=sys.stderr, flush=True)
     if args.dry_run:
         return dry_run_report("evaluate", [
             f"data  {cfg.data}: {task.name}, {len(data)} samples from {len(set(data.patients))} patients",
@@ -113,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
             merge_results([out], out)
 
     with run_lock(cfg.out):
-        run_sweep(cfg, cfg.data, inits, trials, out, log=lambda message: say(args, message), data=data,
-                  on_setting=merged)
+        run_sweep(cfg, cfg.data, inits, trials, out, data=data, on_setting=merged,
+                  log=lambda message: None if message in warned else say(args, message))
     print()
     print((out / "results.md").read_text(encoding="utf-8"))
     written = [f for f in ("results.csv", "results.json", "results.tex", "results.png", "label_efficiency.png")

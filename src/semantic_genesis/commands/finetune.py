@@ -65,23 +65,28 @@ def load_task_config(args: argparse.Namespace, flags: dict[str, str]):
 def built_architecture(cfg, task, init, log):
     """The config with ``model.width`` / ``model.norm`` of the network that will be built.
 
-    A weights file fixes the architecture it is loaded into, whatever ``model.width`` says; the
+    A weights file fixes the architecture it is loaded into, whatever ``model.width`` says, and
+    ``finetune.norm`` its batch norm (:func:`~semantic_genesis.finetune.models.finetune_norm`); the
     run's ``config.yaml`` must record what was built, and the user is told (one line).
 
     Raises:
         CheckpointError: the weights file is unreadable or not a network this task can use.
     """
     from semantic_genesis.config import replace
+    from semantic_genesis.finetune.models import finetune_norm
     from semantic_genesis.models.loading import read_pretrained
 
     if init.path is None:
-        return cfg
+        norm = finetune_norm(cfg, cfg.model.norm)
+        return cfg if norm == cfg.model.norm else replace(cfg, **{"model.norm": norm})
     args = read_pretrained(init.path).backbone_args
-    built = {"model.width": args.get("width", cfg.model.width), "model.norm": args.get("norm", cfg.model.norm)}
+    file_norm = args.get("norm", cfg.model.norm)
+    built = {"model.width": args.get("width", cfg.model.width), "model.norm": finetune_norm(cfg, file_norm)}
     if (built["model.width"], built["model.norm"]) != (cfg.model.width, cfg.model.norm):
+        mapped = f" for its {file_norm} weights, finetune.norm" if built["model.norm"] != file_norm else ""
         log(f"init {init.name}: the network is built as its weights are (width {built['model.width']}, "
-            f"norm {built['model.norm']}), not as the config says (width {cfg.model.width}, norm {cfg.model.norm}); "
-            "config.yaml records what was built")
+            f"norm {built['model.norm']}{mapped}), not as the config says (width {cfg.model.width}, norm "
+            f"{cfg.model.norm}); config.yaml records what was built")
         cfg = replace(cfg, **built)
     return cfg
 
@@ -97,10 +102,12 @@ def check_init_files(inits) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
     from pathlib import Path
 
     from semantic_genesis.commands._common import check_output_folder, describe_output, dry_run_report, say
     from semantic_genesis.finetune.data import split_by_patient
+    from semantic_genesis.finetune.leakage import check_pretraining_overlap, split_test_patients
     from semantic_genesis.finetune.models import parse_init
 
     cfg, task = load_task_config(args, FLAGS)
@@ -115,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
     split_seed = cfg.seed if cfg.finetune.split_seed is None else cfg.finetune.split_seed
     split = split_by_patient(data, cfg.finetune.split, split_seed, cfg.finetune.label_fraction)
     sizes = ", ".join(f"{k}: {len(v)}" for k, v in split.items())
+    overlap = check_pretraining_overlap(init, split_test_patients(data, split), task.name,
+                                        cfg.finetune.allow_pretraining_overlap)  # refuses before any training
+    if overlap.message:
+        print(overlap.message, file=sys.stderr, flush=True)
     if args.dry_run:
         return dry_run_report("finetune", [
             f"data  {cfg.data}: {task.name}, {len(data)} samples from {len(set(data.patients))} patients; split {{{sizes}}}",

@@ -132,6 +132,7 @@ def _run_inspect(args: argparse.Namespace) -> int:
     import json
 
     from semantic_genesis.models.loading import describe_weights
+    from semantic_genesis.provenance import is_record
 
     info = describe_weights(args.path, trust=args.trust)
     status = 1 if info["non_finite"] else 0
@@ -145,6 +146,11 @@ def _run_inspect(args: argparse.Namespace) -> int:
         print(f"  architecture  {meta['architecture']}{inferred}  {json.dumps(meta.get('arch_args', {}))}")
     for key, value in meta.items():
         if key in ("architecture", "arch_args", "inferred"):
+            continue
+        if key == "patients" and is_record(value):  # hashed ids: counts per training stage and split
+            text = "; ".join(f"{s.get('method')}: " + ", ".join(f"{n} {len(h)}" for n, h in s["splits"].items())
+                             for s in value["sources"])
+            print(f"  {key:<13} {text} (hashed ids)")
             continue
         text = json.dumps(value, default=str)
         print(f"  {key:<13} {text if len(text) <= 100 else text[:97] + '...'}")

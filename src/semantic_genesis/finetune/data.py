@@ -314,6 +314,16 @@ def _tensor(array: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
+def _patient_source(data: TaskData, indices: np.ndarray):
+    from semantic_genesis.provenance import PatientSource
+
+    if data.info.get("anonymous"):  # crops without patient ids: exposure unknown
+        return None
+    rule = data.info.get("split_rule")
+    return PatientSource(data.source, sorted({str(data.patients[int(i)]) for i in indices}),
+                         None if rule is None else str(rule))
+
+
 class TaskSamples(Dataset):
     """The samples ``indices`` of a task, keyed by their position ``p`` in ``indices``.
 
@@ -328,6 +338,10 @@ class TaskSamples(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def patients_seen(self):
+        """The patients of these samples (:class:`semantic_genesis.provenance.PatientSource`)."""
+        return _patient_source(self.data, self.indices)
 
     def __getitem__(self, position: int) -> dict[str, Any]:
         i = int(self.indices[int(position)])
@@ -352,6 +366,10 @@ class VolumeCrops(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def patients_seen(self):
+        """The patients of these volumes (:class:`semantic_genesis.provenance.PatientSource`)."""
+        return _patient_source(self.data, self.indices)
 
     def __getitem__(self, key: tuple[int, int, int, int]) -> dict[str, Any]:
         position, *centre = (int(k) for k in key)

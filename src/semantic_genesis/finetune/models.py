@@ -16,6 +16,11 @@ classification targets; encoder and decoder for segmentation targets"):
 * **segmentation** (NCS, LCS, BMS): the whole backbone (encoder + decoder) with a **new output layer**
   (e.g. ``out_tr.final_conv`` re-initialised), producing logits ``(B, n, *spatial)``.
 
+Normalisation (``finetune.norm``, :func:`finetune_norm`): by default the fine-tuned network uses the
+standard batch norm (running statistics in eval mode), also when the weights were pretrained with the
+official ``ContBatchNorm3d`` (``batch_stats``), so predictions do not depend on the batch;
+``finetune.norm=batch_stats`` reproduces the official code.
+
 Initialisation (:class:`InitSpec`): ``scratch`` (random, seeded; the backbone named by ``model.name``)
 or a weights file of this library (safetensors + metadata; official checkpoints are converted with
 ``semantic-genesis weights import``). The network is built from the weights' own record of what they
@@ -112,8 +117,29 @@ class InitReport:
         }
 
 
+BATCH_NORMS = ("batch", "batch_stats")  # same tensors (weight, bias, running_mean/var, num_batches_tracked)
+
+
+def finetune_norm(cfg: "Config", norm: str) -> str:
+    """The normalisation of a fine-tuned network whose weights (or ``model.norm``) use ``norm``.
+
+    ``finetune.norm`` replaces either batch norm: ``"batch"`` (default) normalises with running
+    statistics in eval mode, so a sample's prediction is the same alone and in any batch;
+    ``"batch_stats"`` is the official ``ContBatchNorm3d`` (batch statistics also in eval, as the
+    official Models Genesis / Semantic Genesis code fine-tunes and predicts: a prediction depends on
+    the other samples of its batch); ``"keep"`` leaves ``norm`` as it is. Instance and group norms are
+    kept. The two batch norms hold the same tensors (the official one also updates its running
+    statistics), so a file written with one loads into the other.
+    """
+    choice = cfg.finetune.norm
+    if choice == "keep" or norm not in BATCH_NORMS:
+        return norm
+    return choice
+
+
 def _scratch_backbone(cfg: "Config", in_channels: int) -> tuple[str, dict[str, Any]]:
-    """The backbone named by ``model.name`` with the config's width and normalisation."""
+    """The backbone named by ``model.name`` with the config's width and normalisation
+    (:func:`finetune_norm` of ``model.norm``)."""
     from semantic_genesis.models.backbone import backbones
 
     name = cfg.model.name
@@ -121,7 +147,8 @@ def _scratch_backbone(cfg: "Config", in_channels: int) -> tuple[str, dict[str, A
         raise ConfigError(
             f"model.name={name!r} is not a backbone; fine-tuning from scratch builds one of {', '.join(backbones())}"
         )
-    return name, {"in_channels": in_channels, "width": cfg.model.width, "norm": cfg.model.norm, "skip_connections": True}
+    return name, {"in_channels": in_channels, "width": cfg.model.width, "norm": finetune_norm(cfg, cfg.model.norm),
+                  "skip_connections": True}
 
 
 def build_model(task: "Task", cfg: "Config", in_channels: int, init: InitSpec) -> tuple[nn.Module, InitReport]:
@@ -153,6 +180,8 @@ def build_model(task: "Task", cfg: "Config", in_channels: int, init: InitSpec) -
         pre = read_pretrained(init.path)
         report.metadata = pre.metadata
         name, args = pre.backbone, dict(pre.backbone_args)
+        if "norm" in args:
+            args["norm"] = finetune_norm(cfg, args["norm"])
     valid = model_arguments(name)
     args.update(out_channels=task.num_outputs, out_activation="none")
     backbone = create(name, **{k: v for k, v in args.items() if k in valid})

@@ -10,6 +10,10 @@ mean ± s.d. with independent two-sample t-tests of the best method against each
 * each (init, trial) runs in ``OUT/trials/<init>/trial_<k>/``; a finished trial has a
   ``result.json`` (written atomically), so an interrupted ``evaluate`` skips finished trials and an
   interrupted trial resumes from its last epoch;
+* before any trial, every initialisation's record of pretraining patients is compared with the test
+  patients (:mod:`semantic_genesis.finetune.leakage`): an overlap is refused unless
+  ``finetune.allow_pretraining_overlap=true``; allowed overlaps and weights that cannot be checked
+  are listed in ``results.json`` (``pretraining_overlap``) and under the table in ``results.md``;
 * a diverged trial (NaN / inf loss) is recorded with ``status: failed`` and a NaN metric: it is
   listed in the tables and excluded from mean, s.d. and tests, never silently dropped;
 * the outputs ``results.csv`` (one row per trial), ``results.json`` (summary + comparison),
@@ -115,16 +119,20 @@ def align_scratch_architecture(cfg: "Config", inits: list["InitSpec"], log: Call
     """Give scratch networks the width and normalisation of the first weights file being compared.
 
     A fair comparison of initialisations needs one architecture; the pretrained files fix theirs, so
-    ``model.width`` / ``model.norm`` of the config are overridden for scratch (with a log line).
+    ``model.width`` / ``model.norm`` of the config are overridden for scratch (with a log line);
+    ``model.norm`` is first mapped by ``finetune.norm`` (:func:`~semantic_genesis.finetune.models.finetune_norm`).
     """
     from semantic_genesis.config import replace
+    from semantic_genesis.finetune.models import finetune_norm
     from semantic_genesis.models.loading import read_pretrained
 
+    if finetune_norm(cfg, cfg.model.norm) != cfg.model.norm:
+        cfg = replace(cfg, **{"model.norm": finetune_norm(cfg, cfg.model.norm)})
     files = [s for s in inits if s.path is not None]
     if not files or not any(s.is_scratch for s in inits):
         return cfg
     args = read_pretrained(files[0].path).backbone_args
-    width, norm = args.get("width", cfg.model.width), args.get("norm", cfg.model.norm)
+    width, norm = args.get("width", cfg.model.width), finetune_norm(cfg, args.get("norm", cfg.model.norm))
     if (width, norm) != (cfg.model.width, cfg.model.norm):
         log(f"scratch uses the architecture of {files[0].name}: width {width}, norm {norm}")
         cfg = replace(cfg, **{"model.width": width, "model.norm": norm})
@@ -149,6 +157,24 @@ def equal_steps_config(cfg: "Config", full_train: int, kept_train: int) -> "Conf
     if cfg.train.patience > 0:
         changes["train.patience"] = max(1, round(cfg.train.patience * ratio))
     return replace(cfg, **changes)
+
+
+def protocol_split(cfg: "Config", data) -> dict:
+    """The one split of the protocol (``finetune.split`` with ``finetune.split_seed``, default the root
+    seed): sample indices ``{"train", "val", "test"}`` shared by every trial of every initialisation."""
+    from semantic_genesis.finetune.data import split_by_patient
+
+    split_seed = cfg.seed if cfg.finetune.split_seed is None else cfg.finetune.split_seed
+    return split_by_patient(data, cfg.finetune.split, split_seed, cfg.finetune.label_fraction)
+
+
+def check_inits(cfg: "Config", task: str, data, split: dict, inits: list["InitSpec"]) -> list:
+    """:func:`~semantic_genesis.finetune.leakage.check_pretraining_overlap` of every initialisation
+    against the test patients of ``split`` (raises on the first refused overlap)."""
+    from semantic_genesis.finetune.leakage import check_pretraining_overlap, split_test_patients
+
+    tested = split_test_patients(data, split)
+    return [check_pretraining_overlap(spec, tested, task, cfg.finetune.allow_pretraining_overlap) for spec in inits]
 
 
 def run_protocol(
@@ -177,16 +203,13 @@ def run_protocol(
     from semantic_genesis.config import save_config
     from semantic_genesis.errors import ConfigError
     from semantic_genesis.finetune import tasks
-    from semantic_genesis.finetune.data import split_by_patient
     from semantic_genesis.finetune.trainer import RESULT_FILE, check_config, primary_metric, run_finetune
     from semantic_genesis.utils.atomic import write_json
 
     if trials < 1:
         raise ConfigError(f"trials must be >= 1, got {trials}")
     check_config(cfg)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    requested, out = cfg, Path(out)
     task = tasks.get(cfg.finetune.task)
     metric = primary_metric(task, cfg)
     for spec in inits:
@@ -199,10 +222,11 @@ def run_protocol(
     if data is None:
         log(f"reading {task.name} data from {data_root}")
         data = task.load(data_root, cfg)
-    split_seed = cfg.seed if cfg.finetune.split_seed is None else cfg.finetune.split_seed
-    split = split_by_patient(data, cfg.finetune.split, split_seed, cfg.finetune.label_fraction)
+    split = protocol_split(cfg, data)
     if cfg.finetune.equal_steps and cfg.finetune.label_fraction < 1.0:
-        full = split_by_patient(data, cfg.finetune.split, split_seed, 1.0)
+        from semantic_genesis.config import replace
+
+        full = protocol_split(replace(cfg, **{"finetune.label_fraction": 1.0}), data)
         cfg = equal_steps_config(cfg, len(full["train"]), len(split["train"]))
         log(f"finetune.equal_steps: {len(split['train'])} of {len(full['train'])} training samples, "
             f"{cfg.train.epochs} epochs")
@@ -211,6 +235,14 @@ def run_protocol(
     train_patients = len({data.patients[int(i)] for i in split["train"]})
     log(f"{task.name}: {len(data)} samples from {len(set(data.patients))} patients; split {sizes}; "
         f"test set {test_set['patients']} patients, {test_set['positives']} positive samples")
+    # every initialisation against the test patients, before anything is written (an overlap is refused here)
+    checks = check_inits(cfg, task.name, data, split, inits)
+    for check in checks:
+        if check.message:
+            log(check.message)
+    overlaps = {check.init: check.summary() for check in checks}
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(requested, out / "config.yaml")
     write_json(out / "split.json", {k: [int(i) for i in v] for k, v in split.items()})
 
     records: list[TrialRecord] = []
@@ -240,7 +272,8 @@ def run_protocol(
                 "train_patients": train_patients, "epochs": cfg.train.epochs, "test": test_set, **{k: v for k, v in data.info.items()}},
                 trials=trials, iou_definition=cfg.finetune.iou, equal_var=cfg.finetune.ttest == "student",
                 setting={"mode": "linear_probe" if cfg.finetune.freeze_encoder else "finetune",
-                         "label_fraction": float(cfg.finetune.label_fraction)})
+                         "label_fraction": float(cfg.finetune.label_fraction)},
+                pretraining_overlap=overlaps)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     write_json(out / "results.json", nan_to_none(summary))
     return summary

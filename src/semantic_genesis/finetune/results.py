@@ -231,7 +231,23 @@ def task_markdown(summary: dict[str, Any]) -> str:
         lines += [test_set_text(summary), ""]
     if scoring_note(summary):
         lines += [scoring_note(summary), ""]
+    lines += overlap_notes(summary)
     return "\n".join(lines)
+
+
+def overlap_notes(summary: dict[str, Any]) -> list[str]:
+    """Markdown lines (each followed by a blank line) about initialisations pretrained on test patients
+    (allowed by ``finetune.allow_pretraining_overlap``) or whose pretraining patients are not recorded."""
+    lines: list[str] = []
+    for name, check in (summary.get("pretraining_overlap") or {}).items():
+        if check.get("status") == "allowed":
+            lines += [f"**Leakage**: {name} was pretrained on {len(check.get('patients', []))} of the "
+                      f"{check.get('test_patients', '?')} test patients (finetune.allow_pretraining_overlap=true); "
+                      "its scores are inflated.", ""]
+        elif check.get("status") == "unchecked":
+            lines += [f"Note: the weights of {name} record no pretraining patients; leakage into the test set "
+                      "cannot be checked.", ""]
+    return lines
 
 
 def _latex_escape(text: str) -> str:
@@ -401,13 +417,17 @@ def bar_chart(panels: list[dict[str, Any]], path: Path) -> Path:
 def write_results(out: Path, task: "Task", metric: str, init_names: Sequence[str], records: Sequence[TrialRecord],
                   data_info: dict[str, Any] | None = None, trials: int | None = None,
                   iou_definition: str | None = None, equal_var: bool = True,
-                  setting: dict[str, Any] | None = None) -> dict[str, Any]:
+                  setting: dict[str, Any] | None = None,
+                  pretraining_overlap: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Write ``results.csv``, ``results.json``, ``results.md`` and ``results.png`` for one task; returns the summary.
 
     Args:
         equal_var: Student's t-test (True, as the papers) or Welch's (False).
         setting: ``{"mode": "finetune" | "linear_probe", "label_fraction": f}`` of this evaluation,
             recorded in the summary and shown in the headings.
+        pretraining_overlap: per initialisation, the summary of its check against the test patients
+            (:class:`~semantic_genesis.finetune.leakage.OverlapCheck`); allowed overlaps and unchecked
+            weights are noted under the table.
     """
     from semantic_genesis.utils.atomic import write_json, write_text
 
@@ -430,6 +450,8 @@ def write_results(out: Path, task: "Task", metric: str, init_names: Sequence[str
     summary["data"] = data_info or {}
     if iou_definition and task.kind == "segmentation":
         summary["iou_definition"] = iou_definition  # shown in the column labels and under the table
+    if pretraining_overlap:
+        summary["pretraining_overlap"] = pretraining_overlap
     write_json(out / "results.json", nan_to_none(summary))
     note = progress_note(summary)
     title = f"# Transfer results: {task.name}" + (f" ({note})" if note else "")

@@ -68,6 +68,9 @@ class RunResult:
         seed: the run's seed.
         init: the initialisation report summary.
         error: the failure message, if any.
+        pretraining_overlap: :meth:`~semantic_genesis.finetune.leakage.OverlapCheck.summary` of the
+            initialisation against the test patients (status ``scratch``, ``clean``, ``unchecked`` or
+            ``allowed`` with the patients).
     """
 
     status: str
@@ -80,6 +83,7 @@ class RunResult:
     seed: int = 0
     init: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    pretraining_overlap: dict[str, Any] = field(default_factory=dict)
 
     @property
     def value(self) -> float:
@@ -193,6 +197,7 @@ def _setup(task: "Task", data: "TaskData", split: dict[str, np.ndarray], cfg: "C
            seed: int) -> tuple["FinetuneSetup", Any]:
     """The fine-tuning method's pieces for ``task`` (the network seeded with ``seed``) and the init report."""
     from semantic_genesis.finetune.data import FinetuneBatches, TaskSamples, VolumeCrops
+    from semantic_genesis.finetune.leakage import record_of
     from semantic_genesis.finetune.losses import build_loss
     from semantic_genesis.finetune.models import build_model, encoder_modules, encoder_parameters
     from semantic_genesis.methods.finetune import FinetuneSetup
@@ -221,6 +226,7 @@ def _setup(task: "Task", data: "TaskData", split: dict[str, np.ndarray], cfg: "C
         val_set=TaskSamples(data, split["val"]), batches=batches, scoring=scoring_for(task, cfg, data.whole_volume),
         frozen_modules=frozen,
         metadata={"task": task.name, "init": init.name, "init_path": report.path, "crop_size": list(ft.crop_size)},
+        init_patients=None if init.is_scratch else record_of(report.metadata),
     )
     return setup, report
 
@@ -257,8 +263,11 @@ def run_finetune(
     Raises:
         TrainingError: the loss became NaN or infinite (the run diverged).
         CheckpointError: the initialisation does not fit the task.
+        DataError: the initialisation was pretrained on test patients of the task (before any training;
+            ``finetune.allow_pretraining_overlap=true`` accepts it, recorded in the result).
     """
     from semantic_genesis.config import replace
+    from semantic_genesis.finetune.leakage import check_pretraining_overlap, split_test_patients
     from semantic_genesis.methods.finetune import Finetune
     from semantic_genesis.models.weights import load_weights
     from semantic_genesis.training.checkpoint import write_weights
@@ -274,6 +283,8 @@ def run_finetune(
     for name in ("train", "val", "test"):
         if len(split.get(name, ())) == 0:
             raise DataError(f"task {task.name}: the {name} split is empty ({data.source}); use more patients or change finetune.split")
+    overlap = check_pretraining_overlap(init, split_test_patients(data, split), task.name,
+                                        cfg.finetune.allow_pretraining_overlap)
     started = time.perf_counter()
     setup, report = _setup(task, data, split, cfg, init, seed)
     # the run's own config: this init, this seed (protocol-level keys do not block resuming a trial)
@@ -305,6 +316,7 @@ def run_finetune(
         best_val=math.nan if trained.best is None else float(trained.best),
         best_epoch=int(trained.best_epoch), epochs=int(trained.epoch),
         seconds=round(time.perf_counter() - started, 3), seed=int(seed), init=report.summary(),
+        pretraining_overlap=overlap.summary(),
     )
     if trained.is_main:
         weights = run_dir / "weights"

@@ -61,3 +61,22 @@ class StoreDataset(Dataset):
                 raise DataError(f"{self.root}: item {index} (split {self.split}) has no 'label' in its record")
             sample["label"] = int(record["label"])
         return sample
+
+    def patients_seen(self):
+        """The patients behind this dataset (:class:`semantic_genesis.provenance.PatientSource`): the
+        manifest's ``split_patients`` of its split(s) (the cohort the set was built from: a pattern set
+        crops only some patients, but its classes come from all of them) together with the ``patient``
+        of every record; ``None`` when the store records neither (then weights trained on it cannot be
+        checked for leakage)."""
+        from semantic_genesis.provenance import PatientSource
+
+        attrs = self.store.manifest.get("attrs") or {}
+        by_split = attrs.get("split_patients")
+        from_records = [r.get("patient") for r in self.store.all_records()]
+        if not isinstance(by_split, dict) and (not from_records or None in from_records):
+            return None  # an item of unknown patient
+        patients = {str(p) for p in from_records if p is not None}
+        if isinstance(by_split, dict):
+            wanted = list(by_split) if self.split is None else [self.split] if isinstance(self.split, str) else list(self.split)
+            patients |= {str(p) for name in wanted for p in by_split.get(name, [])}
+        return PatientSource(str(self.root), sorted(patients), attrs.get("split_rule"))

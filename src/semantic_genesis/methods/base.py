@@ -30,7 +30,9 @@ Hooks, in the order the engine calls them (every rank unless said otherwise):
 ``evaluate(net, loader, c)``      once per completed epoch when there is a validation set;
                                   ``None`` -> ``validation_step`` on each validation batch
 ``export_module(model)``          rank 0, whenever weights are written (a new best, the end)
-``weights_metadata()``            rank 0, with ``export_module``
+``weights_metadata()``            rank 0, with ``export_module`` (the engine adds ``step``,
+                                  ``epoch``, ``config`` and ``patients``: the hashed patients of
+                                  the training and validation data, :mod:`semantic_genesis.provenance`)
 ================================  ==============================================================
 
 Randomness contract (this is what makes resume exact *by construction*):
@@ -173,6 +175,15 @@ class Method(abc.ABC):
             (needed by DistributedDataParallel, e.g. during a classification-only warm-up).
         validation_batch_size: items per validation batch; ``None`` = ``train.batch_size`` (1 for
             whole scans of different sizes, evaluated by sliding windows).
+        monitor_start_epoch: the first epoch (0-based) of the training whose validation values are
+            compared for model selection, e.g. the first joint epoch after a warm-up that trains only
+            part of the network. Earlier epochs still keep the best weights so far, but early stopping
+            cannot trigger in them, and at this epoch the engine forgets their best value and resets
+            the early-stopping counter (``train.patience`` counts joint epochs only). Default 0.
+        initial_patients: the ``"patients"`` metadata record (:mod:`semantic_genesis.provenance`) of
+            the weights the network starts from; ``None`` for a random start. The engine records in
+            every weights file these sources plus the patients of its own training and validation
+            data; a start from weights without a record (``{}``) leaves the new file without one.
     """
 
     name: str = ""
@@ -181,6 +192,8 @@ class Method(abc.ABC):
     monitor_mode: str = "min"
     find_unused_parameters: bool = False
     validation_batch_size: int | None = None
+    monitor_start_epoch: int = 0
+    initial_patients: "dict[str, Any] | None" = None
 
     def __init__(self, cfg: "Config"):
         self.cfg = cfg

@@ -122,6 +122,8 @@ class FinetuneSetup:
         scoring: the task's metrics.
         frozen_modules: modules kept in eval mode during training (a frozen encoder's batch norms).
         metadata: saved with the fine-tuned weights (task, initialisation, crop size, ...).
+        init_patients: the ``"patients"`` record of the initial weights (``None``: scratch; ``{}``:
+            weights without a record), carried into the fine-tuned weights' record.
     """
 
     model: nn.Module
@@ -132,6 +134,7 @@ class FinetuneSetup:
     scoring: Scoring
     frozen_modules: Sequence[nn.Module] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    init_patients: dict[str, Any] | None = None
 
 
 class Finetune(Method):
@@ -145,6 +148,7 @@ class Finetune(Method):
     def __init__(self, cfg: "Config", setup: FinetuneSetup):
         super().__init__(cfg)
         self.setup = setup
+        self.initial_patients = setup.init_patients
         if setup.scoring.window is not None:
             self.validation_batch_size = 1  # whole scans of different sizes
 

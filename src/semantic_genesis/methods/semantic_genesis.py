@@ -18,7 +18,9 @@ official ``pytorch/train.py`` takes ``log`` of a softmax, which is unstable).
 **Classification warm-up.** The paper trains the classification branch first for 20 epochs, then the
 whole model jointly. During the first ``method.options.cls_warmup_epochs`` epochs only the encoder and
 the head are trained (CE on the transformed pattern); the decoder is not run in the loss and is listed
-by :meth:`frozen_parameters`, so it receives no gradient and no optimiser update.
+by :meth:`frozen_parameters`, so it receives no gradient and no optimiser update. Model selection
+and early stopping judge the joint model: ``monitor_start_epoch`` is the first joint epoch, where
+the engine forgets the warm-up's best value and starts counting ``train.patience``.
 ``cls_warmup_epochs=0`` reproduces the official code (joint from the start; no warm-up exists in the
 released code).
 
@@ -139,6 +141,8 @@ class SemanticAddon(Method):
         self.warmup = self.options.cls_warmup_epochs if (self.restore and self.classify) else 0
         # during the warm-up the decoder takes no part in the loss (DDP must know)
         self.find_unused_parameters = self.warmup > 0
+        # best weights and early stopping judge the joint model: train.patience counts from the first joint epoch
+        self.monitor_start_epoch = self.warmup
         check_transforms_preset(cfg, self.name, self.preset_name)
         self.monitor = "loss"
         self._preset = None

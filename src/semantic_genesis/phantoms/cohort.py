@@ -139,7 +139,7 @@ def write_native_ct_cohort(
         progress: show a tqdm bar.
 
     Returns:
-        The patient ids (``phantom_ct_000`` ...), in index order.
+        The patient ids (``phantom_ct_000`` ... for seed 0, ``phantom_ct_s<seed>_000`` ... otherwise), in index order.
     """
     from semantic_genesis.phantoms.ct import CT_LABELS, _check_grid, ct_patient_id
 
@@ -149,7 +149,7 @@ def write_native_ct_cohort(
     out = Path(out).expanduser()
     settings = {"modality": "ct", "seed": int(seed), "shape": list(shape_t), "spacing": list(spacing_t)}
     _check_settings(out, settings)
-    ids = [ct_patient_id(i) for i in range(n)]
+    ids = [ct_patient_id(i, seed) for i in range(n)]
     todo = _pending(out, ids)
     _run(out, todo, _write_ct_job, lambda i: (out, i, int(seed), shape_t, spacing_t), workers, progress, "phantom ct")
     write_json(out / "cohort.json", {**settings, "layout": "native", "n": n, "label_names": dict(CT_LABELS), "patients": ids})
@@ -203,7 +203,7 @@ def write_native_mri_cohort(
     out = Path(out).expanduser()
     settings = {"modality": "mri", "seed": int(seed), "shape": list(shape_t), "spacing": list(spacing_t)}
     _check_settings(out, settings)
-    ids = [mri_patient_id(i) for i in range(n)]
+    ids = [mri_patient_id(i, seed) for i in range(n)]
     todo = _pending(out, ids)
     _run(out, todo, _write_mri_job, lambda i: (out, i, int(seed), shape_t, spacing_t), workers, progress, "phantom mri")
     write_json(
@@ -220,6 +220,7 @@ def write_native_mri_cohort(
 def _write_xray_job(args: tuple) -> str:
     out, index, seed, ct_shape, size, finding_rate, female_fraction, ap_fraction = args
     from semantic_genesis.io.images2d import Image2D, write_image2d
+    from semantic_genesis.phantoms.ct import ct_patient_id
     from semantic_genesis.phantoms.xray import draw_xray_spec, radiograph_from_spec, xray_patient_id
 
     spec = draw_xray_spec(index, seed, finding_rate, female_fraction, ap_fraction)
@@ -231,7 +232,7 @@ def _write_xray_job(args: tuple) -> str:
     meta = {
         "patient_id": pid,
         "modality": "xray",
-        "ct_patient_id": f"phantom_ct_{index:03d}",
+        "ct_patient_id": ct_patient_id(index, seed),
         "shape": list(rg.image.shape),
         "spacing": list(rg.spacing),
         "view": rg.view,

@@ -154,7 +154,7 @@ class CTPatient:
     """One synthetic chest CT patient.
 
     Attributes:
-        patient_id: ``"phantom_ct_<index:03d>"``.
+        patient_id: :func:`ct_patient_id` (``"phantom_ct_<index:03d>"`` for seed 0).
         volume: :class:`~semantic_genesis.io.volumes.Volume` with float32 HU ``(X, Y, Z)``, spacing
             (mm), origin (mm, LPS), identity direction, metadata ``{"modality": "ct", ...}``.
         hu: int16 ``(X, Y, Z)`` HU (the volume rounded, clipped to [-1024, 3071]).
@@ -183,9 +183,12 @@ class CTPatient:
         return self.volume.spacing
 
 
-def ct_patient_id(index: int) -> str:
-    """The id of patient ``index``: ``phantom_ct_000``, ``phantom_ct_001``, ..."""
-    return f"phantom_ct_{index:03d}"
+def ct_patient_id(index: int, seed: int = 0) -> str:
+    """The id of patient ``index`` of cohort ``seed``: ``phantom_ct_000``, ``phantom_ct_001``, ... for
+    seed 0, ``phantom_ct_s1000_000`` ... for another seed. Cohorts of different seeds are different
+    people, so their ids differ, as real datasets' do (the pretraining / test leakage check compares
+    patient ids across cohorts)."""
+    return f"phantom_ct_{index:03d}" if int(seed) == 0 else f"phantom_ct_s{int(seed)}_{index:03d}"
 
 
 def default_spacing(shape: Sequence[int], fov_mm: Sequence[float] = CT_FIELD_OF_VIEW_MM) -> tuple[float, float, float]:
@@ -963,7 +966,7 @@ def make_ct_patient(
         -(shape_t[1] - 1) / 2 * spacing_t[1],
         -(shape_t[2] - 1) / 2 * spacing_t[2] + params["table_z_mm"],
     )
-    pid = ct_patient_id(index)
+    pid = ct_patient_id(index, seed)
     volume = Volume(hu_int.astype(np.float32), spacing_t, origin, metadata={"modality": "ct", "patient_id": pid, "phantom": True})
 
     nodules = [

@@ -80,7 +80,7 @@ class MRIPatient:
     """One synthetic brain MRI patient.
 
     Attributes:
-        patient_id: ``"phantom_mri_<index:03d>"``.
+        patient_id: :func:`mri_patient_id` (``"phantom_mri_<index:03d>"`` for seed 0).
         modalities: ``{"flair", "t1", "t1ce", "t2"}`` -> :class:`~semantic_genesis.io.volumes.Volume`
             (float32 ``(X, Y, Z)``, arbitrary non-negative scanner units, same geometry).
         seg: uint8 ``(X, Y, Z)`` BraTS labels (:data:`BRATS_LABELS`).
@@ -102,9 +102,10 @@ class MRIPatient:
         return self.modalities["flair"].spacing
 
 
-def mri_patient_id(index: int) -> str:
-    """The id of MRI patient ``index``: ``phantom_mri_000``, ..."""
-    return f"phantom_mri_{index:03d}"
+def mri_patient_id(index: int, seed: int = 0) -> str:
+    """The id of MRI patient ``index`` of cohort ``seed``: ``phantom_mri_000``, ... for seed 0,
+    ``phantom_mri_s<seed>_000``, ... otherwise (cohorts of different seeds are different patients)."""
+    return f"phantom_mri_{index:03d}" if int(seed) == 0 else f"phantom_mri_s{int(seed)}_{index:03d}"
 
 
 def _check_mri_grid(shape: Sequence[int], spacing: Sequence[float] | None) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
@@ -254,7 +255,7 @@ def make_mri_patient(
     head_mask = tissue > 0
     modalities: dict[str, Any] = {}
     origin = tuple(-(n - 1) / 2 * s for n, s in zip(shape_t, spacing_t))
-    pid = mri_patient_id(index)
+    pid = mri_patient_id(index, seed)
     for name in SEQUENCES:
         img = _SIGNAL[name][tissue] * (1.0 + texture)
         bias = 1.0 + 0.08 * smooth_noise(rng, shape_t, (2, 2, 2))

@@ -58,6 +58,8 @@ from semantic_genesis import config as config_mod
 from semantic_genesis.config import Config
 from semantic_genesis.errors import CheckpointError, ConfigError, DataError, RunInterrupted, TrainingError
 from semantic_genesis.methods.base import PREPARED, Method, StepContext
+from semantic_genesis.provenance import KEY as PATIENTS_KEY
+from semantic_genesis.provenance import training_record
 from semantic_genesis.training import checkpoint as ckpt
 from semantic_genesis.training import distributed as dist_mod
 from semantic_genesis.training.data import (
@@ -265,6 +267,7 @@ class _Trainer:
             # channels-last 3D convolutions: ~2x faster for the small U-Nets of the CPU configs
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.train_set, self.val_set = self.method.build_datasets()
+        self.patients = training_record(self.method.name, self.train_set, self.val_set, self.method.initial_patients)
         if len(self.train_set) == 0:
             raise DataError(f"method {self.method.name!r}: the training set is empty (data={cfg.data})")
         batches = self.method.batch_sampler(self.train_set, cfg.seed, info.rank, info.world_size)
@@ -386,6 +389,10 @@ class _Trainer:
         meta["step"] = self.progress.step
         meta["epoch"] = self.progress.epoch
         meta["config"] = config_mod.to_dict(self.cfg)
+        if self.patients is not None:
+            meta[PATIENTS_KEY] = self.patients
+        else:
+            meta.pop(PATIENTS_KEY, None)
         return meta
 
     def _write_weights(self, path: Path) -> None:
@@ -645,6 +652,10 @@ class _Trainer:
                 raise ConfigError(f"method {self.method.name!r} monitors {monitor!r}, but validation gives {', '.join(sorted(val))}")
             value = val[monitor]
             mode = self.method.monitor_mode
+            if p.epoch == self.method.monitor_start_epoch > 0:
+                # e.g. the first joint epoch after a warm-up: values before it measured another training
+                p.best, p.bad_epochs = None, 0
+                self._log({"kind": "event", "event": "monitor_reset", "step": p.step, "epoch": p.epoch})
             improved = math.isfinite(value) and (
                 p.best is None
                 or (mode == "min" and value < p.best - tc.min_delta)
@@ -664,7 +675,8 @@ class _Trainer:
         p.epoch += 1
         p.batch = 0
         p.epoch_sums = {}
-        if val is not None and tc.patience > 0 and p.bad_epochs >= tc.patience:
+        if (val is not None and tc.patience > 0 and p.bad_epochs >= tc.patience
+                and p.epoch > self.method.monitor_start_epoch):
             p.stop_reason = "early_stop"
             self._log({"kind": "event", "event": "early_stop", "step": p.step, "epoch": p.epoch,
                              "best": p.best, "patience": tc.patience})

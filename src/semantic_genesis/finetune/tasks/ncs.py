@@ -119,7 +119,8 @@ class NCS(Task):
         if not images:
             raise DataError(f"{describe_path(root)}: the NCS arrays hold no crops")
         return TaskData(self.name, "segmentation", patients, np.stack(images), np.stack(masks), fixed_split=split,
-                        source=f"NCS arrays {describe_path(root)}", info={"crops": len(images)})
+                        source=f"NCS arrays {describe_path(root)}",
+                        info={"crops": len(images), "anonymous": True})  # crops of LIDC-IDRI scans, no patient ids
 
 
 def _one(root: Path, pattern: str) -> Path:
