@@ -9,7 +9,9 @@ into the run folder ``cfg.out``:
 * data loaded by ``train.num_workers`` worker processes from the stores; the method's transforms run
   on whole batches on the training device, or (``train.transforms_on=workers``, for methods with a
   ``prepare_batch``) in the loader workers on the CPU with the same generators, which keeps the GPU
-  for the network and scales with the workers;
+  for the network and scales with the workers; ``auto`` (the default) picks the workers on a CUDA
+  device when there are loader workers and the method can, else the device
+  (:func:`resolve_transforms_on`);
 * optimiser and lr schedule from ``optim`` (:mod:`~semantic_genesis.training.optim`);
 * validation after each epoch: the method's ``evaluate`` on all predictions (AUC, whole-scan IoU) or
   the mean of its ``validation_step`` over the fixed transformed validation set; the best weights (by
