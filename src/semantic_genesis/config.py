@@ -258,8 +258,10 @@ class TrainConfig:
     nan_guard: bool = True  # stop with TrainingError on a NaN/inf loss, keeping the last good checkpoint
     channels_last: bool = False  # channels-last 3D memory format (model and batches); faster small CPU models
     # where the method's random transforms run: on the training device inside the step, or in the
-    # data-loader workers on the CPU (compiled kernels; frees the GPU, scales with num_workers)
-    transforms_on: Literal["device", "workers"] = "device"
+    # data-loader workers on the CPU (compiled kernels; frees the GPU, scales with num_workers);
+    # auto = workers on a CUDA device when the method has a prepare_batch and num_workers > 0, else
+    # device (CPU runs: device). The run's config.yaml and metrics.jsonl record the resolved choice.
+    transforms_on: Literal["auto", "device", "workers"] = "auto"
 
 
 @dataclass(frozen=True)

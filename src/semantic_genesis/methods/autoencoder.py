@@ -12,7 +12,8 @@ The U-Net keeps its skip connections by default (``model.skip_connections=true``
 transfer to segmentation as well as classification targets; the identity is then easy to learn
 through the shallowest skip, which is why this baseline transfers poorly (Table 2).
 ``model.skip_connections=false`` trains a plain convolutional autoencoder whose bottleneck must carry
-the whole cube (transferable to classification targets only).
+the whole cube (transferable to classification targets only). On a 2D patch set (items ``(1, H, W)``)
+the network is 2D (``model.name`` ``resunet2d`` or ``unet2d``).
 """
 
 from __future__ import annotations

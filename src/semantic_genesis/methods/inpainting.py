@@ -3,7 +3,8 @@
 Pathak, Krahenbuhl, Donahue, Darrell, Efros, "Context encoders: feature learning by inpainting",
 CVPR 2016; the "In-painting" row of Semantic Genesis (Haghighi et al., MICCAI 2020) Table 2 and one of
 its Fig. 2 pairs (see ``semantic_inpainting``). As in the Semantic Genesis comparison, the network is
-the Models Genesis 3D U-Net.
+the Models Genesis 3D U-Net; on a 2D patch set (items ``(1, H, W)``) a 2D network (``model.name``
+``resunet2d`` or ``unet2d``) and the same boxes in 2D.
 
 * Input: the cube ``(B, 1, X, Y, Z)`` in [0, 1] with one or more random boxes dropped
   (:mod:`semantic_genesis.transforms.context_mask`; ``transforms.overrides``: ``min_windows`` 1,

@@ -52,10 +52,14 @@ class ModelsGenesis(Method):
         if self._preset is None:
             from semantic_genesis.transforms import build_preset
 
-            dims = len(self.item_shape) - 1 if self.item_shape else len(self.cfg.cubes.cube_size)
-            self._preset = build_preset(self.cfg.transforms.preset, spatial_dims=dims,
+            self._preset = build_preset(self.cfg.transforms.preset, spatial_dims=self.spatial_dims,
                                         **dict(self.cfg.transforms.overrides))
         return self._preset
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 or 3: of the loaded set's items ``(C, *spatial)``, else of ``cubes.cube_size``."""
+        return len(self.item_shape) - 1 if self.item_shape else len(self.cfg.cubes.cube_size)
 
     def build_model(self) -> nn.Module:
         from semantic_genesis.models import create_from_config

@@ -12,7 +12,9 @@ using image context restoration", MedIA 58, 2019; the "Patch-shuffling" row of S
 * Loss: L2 (mean squared error of the sigmoid output, float32), as in Chen et al.
 
 The network is the Models Genesis 3D U-Net (Chen et al. used a 2D encoder-decoder; Semantic Genesis
-compares with the 3D extension on the same architecture as every other method).
+compares with the 3D extension on the same architecture as every other method). On a 2D patch set
+(items ``(1, H, W)``) the network is 2D (``model.name`` ``resunet2d`` or ``unet2d``) and the patches are
+squares.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ Every line of ``metrics.jsonl`` is one JSON object with a ``"kind"``:
   ``time`` (seconds since the run, or its resumed part, started);
 * ``"validation"``: ``step``, ``epoch``, ``loss`` and metrics over the fixed validation set,
   ``best`` (monitored value so far), ``improved``, ``bad_epochs``;
-* ``"event"``: ``event`` (``start``, ``resume``, ``early_stop``, ``nonfinite``, ``done``) and details.
+* ``"event"``: ``event`` (``start``, ``resume``, ``early_stop``, ``nonfinite``, ``done``) and details
+  (``start`` and ``resume`` name the resolved ``transforms_on``).
 
 On resume the lines written after the checkpoint's step are dropped (they will be produced again),
 so an interrupted-and-resumed run leaves the same training records as an uninterrupted one.

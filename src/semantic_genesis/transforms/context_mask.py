@@ -86,22 +86,27 @@ def context_mask(
 class ContextInpaintRecipe:
     """``recipe(x, generator) -> (input, target)`` with the context-encoder masking (target = original).
 
-    :meth:`sample` also returns the mask (for the masked-region loss). Arguments as :func:`context_mask`.
+    :meth:`sample` also returns the mask (for the masked-region loss). Arguments as :func:`context_mask`;
+    ``spatial_dims`` (2 or 3) lets the recipe take 2D batches ``(B, C, H, W)`` (and single samples);
+    None: 5D batches ``(B, C, X, Y, Z)`` only.
     """
 
     name = "inpainting"
     OPTIONS = {"min_windows": 1, "max_windows": 3, "size_fraction": (1 / 4, 1 / 2), "margin": 0, "fill": "mean"}
 
     def __init__(self, min_windows: int = 1, max_windows: int = 3, size_fraction: Sequence[float] = (1 / 4, 1 / 2),
-                 margin: int = 0, fill: Fill = "mean"):
+                 margin: int = 0, fill: Fill = "mean", spatial_dims: int | None = None):
         self.kwargs = {"min_windows": int(min_windows), "max_windows": int(max_windows),
                        "size_fraction": tuple(float(v) for v in size_fraction), "margin": int(margin), "fill": fill}
+        self.spatial_dims = spatial_dims
         # validate now rather than at the first batch
-        context_mask(torch.zeros(1, 1, 8, 8, 8), torch.Generator().manual_seed(0), **self.kwargs)
+        dims = spatial_dims or 3
+        context_mask(torch.zeros(1, 1, *(8,) * dims), torch.Generator().manual_seed(0), spatial_dims=dims,
+                     **self.kwargs)
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(input, target, mask)``."""
-        inputs, mask = context_mask(x, generator, **self.kwargs)
+        inputs, mask = context_mask(x, generator, spatial_dims=self.spatial_dims, **self.kwargs)
         return inputs, x.clone(), mask
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -152,18 +152,23 @@ class PatchShuffleRecipe:
 
     Args:
         swaps, patch_size, patch_fraction: as :func:`patch_swap`.
+        spatial_dims: 2 or 3: batches ``(B, C, *spatial)`` (and single samples) of that many spatial
+            axes; None: 5D batches ``(B, C, X, Y, Z)`` only.
     """
 
     name = "patch_shuffling"
     OPTIONS = {"swaps": 10, "patch_size": None, "patch_fraction": 1 / 8}
 
-    def __init__(self, swaps: int = 10, patch_size: Sequence[int] | None = None, patch_fraction: float = 1 / 8):
+    def __init__(self, swaps: int = 10, patch_size: Sequence[int] | None = None, patch_fraction: float = 1 / 8,
+                 spatial_dims: int | None = None):
         if int(swaps) < 0:
             raise ConfigError(f"patch_shuffling: swaps must be >= 0, got {swaps}")
         self.swaps = int(swaps)
         self.patch_size = None if patch_size is None else tuple(int(s) for s in patch_size)
         self.patch_fraction = float(patch_fraction)
+        self.spatial_dims = spatial_dims
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        out = patch_swap(x, generator, swaps=self.swaps, patch_size=self.patch_size, patch_fraction=self.patch_fraction)
+        out = patch_swap(x, generator, swaps=self.swaps, patch_size=self.patch_size, patch_fraction=self.patch_fraction,
+                         spatial_dims=self.spatial_dims)
         return out, x.clone()
