@@ -97,6 +97,7 @@ def check_init_files(inits) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import math
     from pathlib import Path
 
     from semantic_genesis.commands._common import check_output_folder, describe_output, dry_run_report, say
@@ -138,7 +139,13 @@ def run(args: argparse.Namespace) -> int:
         save_config(cfg, out / "config.yaml")
         say(args, f"{task.name}: {len(data)} samples, split {{{sizes}}}; init {init.name}")
         result = run_finetune(task, data, split, cfg, init, out, cfg.seed, on_epoch=show)
-    print(json.dumps({"status": result.status, "test": result.test, "best_epoch": result.best_epoch,
+    from semantic_genesis.finetune.results import nan_to_none
+
+    print(json.dumps({"status": result.status, "test": nan_to_none(result.test), "best_epoch": result.best_epoch,
                       "epochs": result.epochs}, indent=2))
+    undefined = [label for label in task.label_names if not math.isfinite(result.test.get(f"{result.metric}/{label}", math.nan))]
+    if undefined:
+        print(f"n/a (no positive or no negative in the test split, left out of the mean {result.metric}): "
+              + ", ".join(undefined))
     print(f"wrote {out / 'result.json'} and {out / 'weights' / 'best.safetensors'}")
     return 0
