@@ -169,6 +169,7 @@ def test_results_tables_report_per_label_auc_and_na(tmp_path):
     assert hernia["n"] == 0 and hernia["mean"] is None and hernia["na_trials"] == 3
     assert saved["inits"]["sg2d"]["per_label"]["Atelectasis"]["mean"] == pytest.approx(0.81)
     md = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert "## DXC (multi-label classification of 14 labels, mean AUC)" in md
     assert "| label | sg2d | scratch |" in md and "| Hernia | n/a | n/a |" in md
     assert "| Atelectasis | 81.00 ± 1.00 | 61.00 ± 1.00 |" in md and "(n/a here: Hernia)" in md
     header = (tmp_path / "results.csv").read_text(encoding="utf-8").splitlines()[0]

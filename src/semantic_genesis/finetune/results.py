@@ -207,7 +207,9 @@ def task_markdown(summary: dict[str, Any]) -> str:
             *[f"{metric_label(summary, m)} %" for m in others], "trials ok", "failed", "p vs best", "vs best"]
     note = progress_note(summary)
     where = setting_text(summary)
-    lines = [f"## {summary['task'].upper()} ({summary['kind']}, {metric_label(summary, metric)}"
+    labels = summary.get("labels")
+    kind = f"multi-label classification of {len(labels)} labels" if labels else summary["kind"]
+    lines = [f"## {summary['task'].upper()} ({kind}, {'mean ' if labels else ''}{metric_label(summary, metric)}"
              + (f"; {where}" if where else "") + ")", ""]
     if note:
         lines += [f"**{note.capitalize()}**: means, s.d. and t-tests cover the finished trials only; "
