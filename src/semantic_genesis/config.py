@@ -284,7 +284,8 @@ class FinetuneConfig:
     equal_steps: bool = False
     # auto: the official split where the layout defines one by itself (LUNA16 subsets: 0-4 / 5-6 / 7-9),
     # else random (0.6 / 0.2 / 0.2); official: the task's official lists (NCC LUNA16 subsets, LCS LiTS
-    # cases 0-99 / 100-114 / 115-129, BMS BraTS 2018 folds); random; or [train, val, test] fractions
+    # cases 0-99 / 100-114 / 115-129, BMS BraTS 2018 folds, DXC ChestX-ray14 test_list.txt and
+    # train_val_list.txt split by patient); random; or [train, val, test] fractions
     split: Literal["auto", "official", "random"] | tuple[float, float, float] = "auto"
     split_seed: int | None = None  # None = the root seed; fixed across trials so the test set is shared
     freeze_encoder: bool = False  # True: linear probe / frozen features; only head (+decoder) trained
