@@ -97,11 +97,17 @@ def nan_to_none(obj: Any) -> Any:
     return obj
 
 
+def label_names_of(task: "Task") -> tuple[str, ...]:
+    """The labels of a multi-label task (``()`` for single-output tasks and task-like objects without any)."""
+    return tuple(getattr(task, "label_names", ()) or ())
+
+
 def summarize_records(task: "Task", metric: str, init_names: Sequence[str], records: Sequence[TrialRecord],
                       alpha: float = 0.05, equal_var: bool = True) -> dict[str, Any]:
     """Statistics of the trials: per init summaries of every metric, and the t-tests on ``metric``."""
     from semantic_genesis.finetune.stats import compare_to_best, summarize
 
+    labels = label_names_of(task)
     values = {name: [r.metrics.get(metric, math.nan) if r.status == "ok" else math.nan
                      for r in records if r.init == name] for name in init_names}
     values = {k: v for k, v in values.items() if v}
@@ -117,9 +123,9 @@ def summarize_records(task: "Task", metric: str, init_names: Sequence[str], reco
         for m in task.metrics:
             s = summarize([r.metrics.get(m, math.nan) if r.status == "ok" else math.nan for r in rows])
             entry[m] = {"n": s.n, "mean": s.mean, "std": s.std}
-        if task.multilabel:  # per-label AUC: a label without both classes in the test split is n/a
+        if labels:  # per-label AUC: a label without both classes in the test split is n/a
             entry["per_label"] = {}
-            for label in task.label_names:
+            for label in labels:
                 ok = [r.metrics.get(f"{metric}/{label}", math.nan) for r in rows if r.status == "ok"]
                 s = summarize(ok)
                 entry["per_label"][label] = {"n": s.n, "mean": s.mean, "std": s.std, "na_trials": len(ok) - s.n}
@@ -135,7 +141,7 @@ def summarize_records(task: "Task", metric: str, init_names: Sequence[str], reco
         "kind": task.kind,
         "metric": metric,
         "metrics": list(task.metrics),
-        **({"labels": list(task.label_names)} if task.multilabel else {}),
+        **({"labels": list(labels)} if labels else {}),
         "best": comparison.best if comparison else None,
         "ranking": comparison.ranking if comparison else [],
         "alpha": alpha,
@@ -451,7 +457,7 @@ def write_results(out: Path, task: "Task", metric: str, init_names: Sequence[str
     from semantic_genesis.utils.atomic import write_json, write_text
 
     out = Path(out)
-    metric_names = list(task.metrics) + [f"{metric}/{label}" for label in task.label_names]
+    metric_names = list(task.metrics) + [f"{metric}/{label}" for label in label_names_of(task)]
     buffer = io.StringIO()
     fields = ["task", "init", "trial", "seed", "status", *metric_names, "epochs", "best_epoch", "seconds", "error"]
     writer = csv.DictWriter(buffer, fieldnames=fields)
