@@ -174,3 +174,22 @@ def test_results_tables_report_per_label_auc_and_na(tmp_path):
     assert "| Atelectasis | 81.00 ± 1.00 | 61.00 ± 1.00 |" in md and "(n/a here: Hernia)" in md
     header = (tmp_path / "results.csv").read_text(encoding="utf-8").splitlines()[0]
     assert header.split(",")[5:7] == ["auc", "auc/Atelectasis"] and "auc/Hernia" in header
+
+
+def test_pos_weight_auto_is_per_label_and_balanced_sampling_is_refused(cxr_root):
+    from semantic_genesis.finetune.data import FinetuneBatches
+    from semantic_genesis.finetune.losses import build_loss
+    from semantic_genesis.finetune.trainer import _pos_weight
+
+    data = tasks.get("dxc").load(cxr_root, _config("finetune.split=official"))
+    train = data.fixed_split["train"]
+    weights = _pos_weight(_config("finetune.pos_weight=auto"), data, train)
+    labels = data.targets[train]
+    for k, w in enumerate(weights):
+        pos = labels[:, k].sum()
+        assert w == pytest.approx((len(train) - pos) / pos if pos else 1.0)
+    logits, target = torch.zeros(4, 14), torch.ones(4, 14)
+    weighted = build_loss("auto", "classification", weights)(logits, target)
+    assert weighted.item() == pytest.approx(math.log(2) * float(np.mean(weights)), rel=1e-5)
+    with pytest.raises(ConfigError, match="balanced_sampling: task dxc is multi-label"):
+        FinetuneBatches(data, train, 4, 0, balanced=True)
