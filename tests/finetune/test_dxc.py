@@ -73,6 +73,8 @@ def test_official_split_is_patient_disjoint(cxr_root):
     assert len(split["train"]) + len(split["val"]) == 2 * (len(people["train"]) + len(people["val"]))  # follow-ups kept with their patient
     assert not (people["train"] & people["val"]) and not (people["train"] & people["test"]) and not (people["val"] & people["test"])
     assert sum(len(v) for v in split.values()) == len(data)
+    # patients named as the 2D patch sets name them (ChestX-ray14 patient of 00000003_001.png: 00000003)
+    assert all(data.patients[i] == data.images.paths[i].name[:8] for i in range(len(data)))
     test_list = (cxr_root / "test_list.txt").read_text(encoding="utf-8").split()
     assert sorted(data.images.paths[i].name for i in split["test"]) == sorted(test_list)
     # images: (1, 32, 32) float32 in [0, 1]; targets: the 14 labels of the CSV

@@ -29,7 +29,7 @@ import numpy as np
 
 from semantic_genesis.errors import ConfigError, DataError, describe_path
 from semantic_genesis.finetune.tasks.base import Task
-from semantic_genesis.io.datasets.chestxray14 import CHESTXRAY14_LABELS, DEFAULT_VAL_FRACTION, SPLITS
+from semantic_genesis.io.datasets.chestxray14 import CHESTXRAY14_LABELS, DEFAULT_VAL_FRACTION, SPLITS, person_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from semantic_genesis.config import Config
@@ -78,11 +78,13 @@ class DXC(Task):
         read = {p: read_chestxray14(root, p, val_fraction=val_fraction, val_seed=val_seed) for p in parts}
         keep = None
         if ft.max_patients > 0:
-            everyone = sorted({pid for part in read.values() for pid in part.patient_ids}, key=int)
+            everyone = sorted({person_of(n) for part in read.values() for n in part.image_ids})
             keep = set(everyone[: ft.max_patients])
         paths, labels, patients, owner = [], [], [], []
         for part, images in read.items():
-            for i, pid in enumerate(images.patient_ids):
+            # patients named as the 2D patch sets name them (8 digits of the file name), so that a
+            # pretraining record and this task's test set speak of the same patients
+            for i, pid in enumerate(person_of(n) for n in images.image_ids):
                 if keep is None or pid in keep:
                     paths.append(images.paths[i])
                     labels.append(images.labels[i])
