@@ -286,13 +286,15 @@ class FinetuneConfig:
     equal_steps: bool = False
     # auto: the official split where the layout defines one by itself (LUNA16 subsets: 0-4 / 5-6 / 7-9),
     # else random (0.6 / 0.2 / 0.2); official: the task's official lists (NCC LUNA16 subsets, LCS LiTS
-    # cases 0-99 / 100-114 / 115-129, BMS BraTS 2018 folds); random; or [train, val, test] fractions
+    # cases 0-99 / 100-114 / 115-129, BMS BraTS 2018 folds, DXC ChestX-ray14 test_list.txt and
+    # train_val_list.txt split by patient); random; or [train, val, test] fractions
     split: Literal["auto", "official", "random"] | tuple[float, float, float] = "auto"
     split_seed: int | None = None  # None = the root seed; fixed across trials so the test set is shared
     freeze_encoder: bool = False  # True: linear probe / frozen features; only head (+decoder) trained
     loss: str = "auto"  # auto: BCE for classification, Dice+BCE for segmentation; or bce | dice | dice_bce
     metric: str = "auto"  # auto: the task's paper metric (auc for ncc, iou for segmentation)
     crop_size: tuple[int, int, int] = (64, 64, 32)  # (X, Y, Z) input of the network (paper: 64x64x32)
+    image_size: tuple[int, int] = (224, 224)  # 2D tasks (dxc): every image resized to (H, W), a multiple of the backbone's min_divisor
     head: Literal["mlp", "linear", "genesis"] = "mlp"  # classification head on the bottleneck (see finetune.models)
     # batch norm of the fine-tuned network: batch = running statistics in eval (a prediction does not depend
     # on the rest of its batch; standard practice, and what the papers' evaluation needs); batch_stats = the

@@ -10,10 +10,13 @@ from .conftest import tiny_config
 
 
 def test_registry():
-    assert tasks.available() == ["bms", "lcs", "ncc", "ncs"]
+    assert tasks.available() == ["bms", "dxc", "lcs", "ncc", "ncs"]
     assert tasks.get("ncc").kind == "classification" and tasks.get("ncc").metric == "auc"
+    assert not tasks.get("ncc").multilabel
+    dxc = tasks.get("dxc")
+    assert dxc.multilabel and dxc.num_outputs == 14 and dxc.spatial_dims == 2 and dxc.metric == "auc"
     assert tasks.get("lcs").metrics == ("iou", "dice")
-    with pytest.raises(ConfigError, match="available: bms, lcs, ncc, ncs"):
+    with pytest.raises(ConfigError, match="available: bms, dxc, lcs, ncc, ncs"):
         tasks.get("xyz")
 
 

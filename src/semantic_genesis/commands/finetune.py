@@ -5,6 +5,8 @@ Examples::
     semantic-genesis finetune --task ncc --init runs/sg/weights/best.safetensors \\
         --data phantom_luna16 --out runs/ncc_sg train.epochs=50
     semantic-genesis finetune --config finetune_ncs --task ncs --init scratch --data DATA --out runs/ncs
+    semantic-genesis finetune --config finetune_dxc --init sg2d=runs/sg2d/weights/best.safetensors \
+        --data CHESTXRAY14 --out runs/dxc_sg2d
 
 The run folder gets config.yaml, metrics.jsonl (one record per epoch), checkpoints/last.pt
 (resume: rerun the same command, also after a kill mid-epoch), weights/best.safetensors (the
@@ -21,14 +23,14 @@ import argparse
 from semantic_genesis.commands._common import add_config_arguments
 
 NAME = "finetune"
-HELP = "fine-tune scratch / pretrained weights on a target task (ncc, ncs, lcs, bms)"
+HELP = "fine-tune scratch / pretrained weights on a target task (ncc, ncs, lcs, bms, dxc)"
 ORDER = 60
 DESCRIPTION = __doc__
 FLAGS = {"task": "finetune.task", "init": "finetune.init"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default=None, help="target task (ncc, ncs, lcs, bms); same as finetune.task=")
+    parser.add_argument("--task", default=None, help="target task (ncc, ncs, lcs, bms, dxc); same as finetune.task=")
     parser.add_argument("--init", default=None, help="scratch, a weights file, or NAME=PATH; same as finetune.init=")
     add_config_arguments(parser, data_help="task dataset folder (same as data=DIR)",
                          out_help="run folder (same as out=DIR); reruns resume")
@@ -103,6 +105,7 @@ def check_init_files(inits) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
     import sys
+    import math
     from pathlib import Path
 
     from semantic_genesis.commands._common import check_output_folder, describe_output, dry_run_report, say
@@ -149,7 +152,13 @@ def run(args: argparse.Namespace) -> int:
         save_config(cfg, out / "config.yaml")
         say(args, f"{task.name}: {len(data)} samples, split {{{sizes}}}; init {init.name}")
         result = run_finetune(task, data, split, cfg, init, out, cfg.seed, on_epoch=show)
-    print(json.dumps({"status": result.status, "test": result.test, "best_epoch": result.best_epoch,
+    from semantic_genesis.finetune.results import nan_to_none
+
+    print(json.dumps({"status": result.status, "test": nan_to_none(result.test), "best_epoch": result.best_epoch,
                       "epochs": result.epochs}, indent=2))
+    undefined = [label for label in task.label_names if not math.isfinite(result.test.get(f"{result.metric}/{label}", math.nan))]
+    if undefined:
+        print(f"n/a (no positive or no negative in the test split, left out of the mean {result.metric}): "
+              + ", ".join(undefined))
     print(f"wrote {out / 'result.json'} and {out / 'weights' / 'best.safetensors'}")
     return 0

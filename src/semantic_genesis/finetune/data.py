@@ -45,8 +45,8 @@ class TaskData:
         kind: ``"classification"`` or ``"segmentation"``.
         patients: patient id of every sample (length N).
         images: crop tasks: float32 ``(N, C, X, Y, Z)`` in [0, 1]; volume tasks: list of N float32
-            ``(C, X_i, Y_i, Z_i)`` arrays.
-        targets: classification: int64 ``(N,)`` (0/1); crop segmentation: uint8 ``(N, 1, X, Y, Z)``;
+            ``(C, X_i, Y_i, Z_i)`` arrays; 2D image tasks (DXC): :class:`ResizedImages`, read on access.
+        targets: classification: int64 ``(N,)`` (0/1), multi-label: float32 ``(N, C)`` (0/1); crop segmentation: uint8 ``(N, 1, X, Y, Z)``;
             volume segmentation: list of N uint8 ``(1, X_i, Y_i, Z_i)``.
         whole_volume: True for volume tasks.
         fixed_split: a split shipped with the data (e.g. official NCS ``x_train``/``x_test`` arrays):
@@ -75,6 +75,36 @@ class TaskData:
         """Whether sample ``index`` is positive (class 1, or a non-empty mask)."""
         t = self.targets[index]
         return bool(np.any(np.asarray(t) > 0))
+
+
+class ResizedImages:
+    """2D images read from their files on access and resized to one size: a sequence of float32
+    ``(1, H, W)`` arrays in [0, 1].
+
+    A ChestX-ray14-sized dataset (112,120 radiographs) would take ~22 GB as float32 at 224 x 224, so
+    the images stay on disk and each access reads and resizes one (bilinear with anti-aliasing, so a
+    1024 x 1024 radiograph is averaged, not subsampled).
+
+    Args:
+        paths: image files.
+        size: ``(H, W)`` of every returned image.
+        read: ``read(path) -> float32 (H0, W0)`` in [0, 1] (a dataset reader's own scaling).
+    """
+
+    def __init__(self, paths: Sequence[Any], size: Sequence[int], read: Any):
+        self.paths = list(paths)
+        self.size = (int(size[0]), int(size[1]))
+        self.read = read
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        image = torch.from_numpy(np.ascontiguousarray(self.read(self.paths[int(index)]), dtype=np.float32))
+        if tuple(image.shape) != self.size:
+            image = torch.nn.functional.interpolate(image[None, None], size=self.size, mode="bilinear",
+                                                    align_corners=False, antialias=True)[0, 0]
+        return image.clamp_(0.0, 1.0)[None].numpy()
 
 
 def split_by_patient(
@@ -347,7 +377,10 @@ class TaskSamples(Dataset):
         i = int(self.indices[int(position)])
         target = self.data.targets[i]
         sample = {"image": _tensor(np.asarray(self.data.images[i], dtype=np.float32)), "index": int(position)}
-        sample["target"] = int(target) if self.data.kind == "classification" else _tensor(target)
+        if self.data.kind == "classification" and np.ndim(target) == 0:
+            sample["target"] = int(target)
+        else:  # masks, and the (C,) 0/1 float vectors of multi-label classification
+            sample["target"] = _tensor(target)
         return sample
 
 
@@ -416,6 +449,9 @@ class FinetuneBatches:
             items = len(self.indices) * self.per_volume
         else:
             items = len(self.indices)
+            if balanced and data.kind == "classification" and np.ndim(data.targets[0]) > 0:
+                raise ConfigError(f"finetune.balanced_sampling: task {data.task} is multi-label (a sample can be "
+                                  "positive for several labels); use finetune.pos_weight")
             if balanced and data.kind == "classification":
                 labels = np.asarray(data.targets)[self.indices]
                 weights = np.where(labels == 1, 0.5 / max((labels == 1).sum(), 1), 0.5 / max((labels == 0).sum(), 1))

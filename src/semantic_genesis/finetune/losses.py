@@ -1,6 +1,7 @@
 """Which loss fine-tunes which target task (the losses themselves are in :mod:`semantic_genesis.losses`).
 
-* ``bce``: binary cross-entropy with logits, optional ``pos_weight`` for class imbalance (NCC);
+* ``bce``: binary cross-entropy with logits, optional ``pos_weight`` for class imbalance (NCC; one per label for
+  multi-label DXC, each label's own loss);
 * ``dice``: the official Models Genesis soft Dice loss (computed by MONAI ``DiceLoss``);
 * ``dice_bce``: ``dice + bce`` (the default for segmentation).
 
@@ -19,7 +20,7 @@ from semantic_genesis.losses import bce_loss, dice_bce_loss, soft_dice_loss
 LOSSES = ("bce", "dice", "dice_bce")
 
 
-def build_loss(name: str, kind: str, pos_weight: float | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def build_loss(name: str, kind: str, pos_weight: float | list[float] | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The loss ``fn(logits, target) -> scalar`` named ``name`` (``"auto"``: BCE / Dice+BCE by task kind).
 
     Raises:

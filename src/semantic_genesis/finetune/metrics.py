@@ -79,6 +79,45 @@ def roc_auc(scores, labels) -> float:
     return float(compute_roc_auc(s.cpu(), y.cpu().to(torch.int64)))
 
 
+def per_label_auc(scores, labels, names) -> dict[str, float]:
+    """ROC AUC of each label of a multi-label classifier, and their mean (``auc``).
+
+    Each label is scored over all samples (:func:`roc_auc`). A label whose samples are all of one
+    class (no positives, or no negatives, in the set) has no AUC: it is recorded as NaN (``n/a`` in
+    tables) and left out of the mean, never counted as 0.5. The mean is over the labels that have an
+    AUC, as CheXNet / the Semantic Genesis DXC task report it.
+
+    Args:
+        scores: ``(N, C)`` real scores (logits or probabilities).
+        labels: ``(N, C)`` binary labels.
+        names: the ``C`` label names.
+
+    Returns:
+        ``{"auc": mean, "auc/<name>": AUC or NaN for every label}``.
+
+    Raises:
+        DataError: shapes do not fit, or no label has both classes (the mean is undefined).
+    """
+    s = _as_tensor(scores).detach().to(torch.float64)
+    y = _as_tensor(labels).detach()
+    names = list(names)
+    if s.ndim != 2 or tuple(s.shape) != tuple(y.shape) or s.shape[1] != len(names):
+        raise DataError(f"per-label AUC: scores {tuple(s.shape)} and labels {tuple(y.shape)} must both be (N, {len(names)})")
+    result: dict[str, float] = {}
+    for k, name in enumerate(names):
+        column = y[:, k]
+        positives = int((column == 1).sum())
+        if positives == 0 or positives == column.numel():
+            result[f"auc/{name}"] = math.nan
+        else:
+            result[f"auc/{name}"] = roc_auc(s[:, k], column)
+    defined = [v for v in result.values() if not math.isnan(v)]
+    if not defined:
+        raise DataError(f"per-label AUC: none of the {len(names)} labels has both positives and negatives among "
+                        f"the {s.shape[0]} samples")
+    return {"auc": float(sum(defined) / len(defined)), **result}
+
+
 def _binarise(pred, target, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, 1, N)`` float64 binary prediction (``p >= threshold``; integer masks: non-zero) and target (``> 0.5``)."""
     pred = _as_tensor(pred).detach()

@@ -203,7 +203,11 @@ def build_model(task: "Task", cfg: "Config", in_channels: int, init: InitSpec) -
                 "the U-Net with skips"
             )
     elif backbone.spatial_dims != task.spatial_dims:
-        raise ConfigError(f"model.name={name!r} is a {backbone.spatial_dims}D network; task {task.name} needs {task.spatial_dims}D")
+        from semantic_genesis.models.backbone import backbones
+
+        fitting = [b for b in backbones() if b.endswith(f"{task.spatial_dims}d")]
+        raise ConfigError(f"model.name={name!r} is a {backbone.spatial_dims}D network; task {task.name} needs "
+                          f"{task.spatial_dims}D" + (f" (e.g. model.name={fitting[0]})" if fitting else ""))
     report.backbone, report.backbone_args = name, dict(backbone.arch_args)
     if task.kind == "classification":
         model: nn.Module = EncoderClassifier(backbone, num_classes=task.num_outputs, head=cfg.finetune.head)

@@ -97,11 +97,17 @@ def nan_to_none(obj: Any) -> Any:
     return obj
 
 
+def label_names_of(task: "Task") -> tuple[str, ...]:
+    """The labels of a multi-label task (``()`` for single-output tasks and task-like objects without any)."""
+    return tuple(getattr(task, "label_names", ()) or ())
+
+
 def summarize_records(task: "Task", metric: str, init_names: Sequence[str], records: Sequence[TrialRecord],
                       alpha: float = 0.05, equal_var: bool = True) -> dict[str, Any]:
     """Statistics of the trials: per init summaries of every metric, and the t-tests on ``metric``."""
     from semantic_genesis.finetune.stats import compare_to_best, summarize
 
+    labels = label_names_of(task)
     values = {name: [r.metrics.get(metric, math.nan) if r.status == "ok" else math.nan
                      for r in records if r.init == name] for name in init_names}
     values = {k: v for k, v in values.items() if v}
@@ -117,6 +123,12 @@ def summarize_records(task: "Task", metric: str, init_names: Sequence[str], reco
         for m in task.metrics:
             s = summarize([r.metrics.get(m, math.nan) if r.status == "ok" else math.nan for r in rows])
             entry[m] = {"n": s.n, "mean": s.mean, "std": s.std}
+        if labels:  # per-label AUC: a label without both classes in the test split is n/a
+            entry["per_label"] = {}
+            for label in labels:
+                ok = [r.metrics.get(f"{metric}/{label}", math.nan) for r in rows if r.status == "ok"]
+                s = summarize(ok)
+                entry["per_label"][label] = {"n": s.n, "mean": s.mean, "std": s.std, "na_trials": len(ok) - s.n}
         s = summarize(values[name])
         entry.update(n=s.n, failed=s.n_failed, mean=s.mean, std=s.std, values=values[name])
         if comparison is not None:
@@ -129,6 +141,7 @@ def summarize_records(task: "Task", metric: str, init_names: Sequence[str], reco
         "kind": task.kind,
         "metric": metric,
         "metrics": list(task.metrics),
+        **({"labels": list(labels)} if labels else {}),
         "best": comparison.best if comparison else None,
         "ranking": comparison.ranking if comparison else [],
         "alpha": alpha,
@@ -163,6 +176,8 @@ def test_set_text(summary: dict[str, Any]) -> str:
     if not test:
         return ""
     positive = "positive (class 1)" if summary.get("kind") == "classification" else "with foreground"
+    if summary.get("labels"):
+        positive = "positive for at least one label"
     def count(key: str, noun: str) -> str:
         n = test.get(key, "?")
         return f"{n} {noun}" + ("" if n == 1 else "s")
@@ -198,7 +213,9 @@ def task_markdown(summary: dict[str, Any]) -> str:
             *[f"{metric_label(summary, m)} %" for m in others], "trials ok", "failed", "p vs best", "vs best"]
     note = progress_note(summary)
     where = setting_text(summary)
-    lines = [f"## {summary['task'].upper()} ({summary['kind']}, {metric_label(summary, metric)}"
+    labels = summary.get("labels")
+    kind = f"multi-label classification of {len(labels)} labels" if labels else summary["kind"]
+    lines = [f"## {summary['task'].upper()} ({kind}, {'mean ' if labels else ''}{metric_label(summary, metric)}"
              + (f"; {where}" if where else "") + ")", ""]
     if note:
         lines += [f"**{note.capitalize()}**: means, s.d. and t-tests cover the finished trials only; "
@@ -227,6 +244,8 @@ def task_markdown(summary: dict[str, Any]) -> str:
             lines.append("| " + " | ".join([name, MISSING, *[MISSING for _ in others], "0", "0", MISSING, "no trial yet"]) + " |")
     lines += ["", f"{summary['test']}; α = {summary['alpha']}. **Bold**: best mean; {NOT_SIGNIFICANT_MARK}: "
               "not significantly different from the best. Failed (diverged) trials are excluded from mean and s.d.", ""]
+    if summary.get("labels"):
+        lines += per_label_markdown(summary, order)
     if test_set_text(summary):
         lines += [test_set_text(summary), ""]
     if scoring_note(summary):
@@ -247,6 +266,29 @@ def overlap_notes(summary: dict[str, Any]) -> list[str]:
         elif check.get("status") == "unchecked":
             lines += [f"Note: the weights of {name} record no pretraining patients; leakage into the test set "
                       "cannot be checked.", ""]
+def per_label_markdown(summary: dict[str, Any], order: Sequence[str]) -> list[str]:
+    """Lines of the per-label table of a multi-label summary: one row per label, one column per
+    initialisation (mean ± s.d. of the label's test AUC in %; ``n/a`` where the test split has no
+    positive, or no negative, of the label, so it has no AUC and is left out of the mean)."""
+    names = [n for n in order if "per_label" in summary["inits"].get(n, {})]
+    if not names:
+        return []
+    label = metric_label(summary, summary["metric"])
+    lines = [f"Per-label test {label} % (mean ± s.d. over trials):", "",
+             "| label | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    missing: list[str] = []
+    for disease in summary["labels"]:
+        cells = []
+        for name in names:
+            e = summary["inits"][name]["per_label"][disease]
+            cells.append(cell_text(e["mean"], e["std"]) if e["n"] else "n/a")
+        if all(c == "n/a" for c in cells):
+            missing.append(disease)
+        lines.append(f"| {disease} | " + " | ".join(cells) + " |")
+    lines.append("")
+    note = ("n/a: the test split holds no positive (or no negative) of the label, so its AUC is undefined; the mean "
+            f"{label} averages the labels that have one")
+    lines += [note + (f" (n/a here: {', '.join(missing)})." if missing else "."), ""]
     return lines
 
 
@@ -432,7 +474,7 @@ def write_results(out: Path, task: "Task", metric: str, init_names: Sequence[str
     from semantic_genesis.utils.atomic import write_json, write_text
 
     out = Path(out)
-    metric_names = list(task.metrics)
+    metric_names = list(task.metrics) + [f"{metric}/{label}" for label in label_names_of(task)]
     buffer = io.StringIO()
     fields = ["task", "init", "trial", "seed", "status", *metric_names, "epochs", "best_epoch", "seconds", "error"]
     writer = csv.DictWriter(buffer, fieldnames=fields)

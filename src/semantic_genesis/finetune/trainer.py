@@ -121,13 +121,19 @@ def primary_metric(task: "Task", cfg: "Config") -> str:
     return name
 
 
-def _pos_weight(cfg: "Config", data: "TaskData", train_idx: np.ndarray) -> float | None:
+def _pos_weight(cfg: "Config", data: "TaskData", train_idx: np.ndarray) -> float | list[float] | None:
+    """``finetune.pos_weight`` of the BCE loss: one number, or with ``auto`` the negatives / positives of
+    the training split (per label for multi-label targets; 1 for a label without positives)."""
     ft = cfg.finetune
     if data.kind != "classification" or ft.balanced_sampling:
         return None
     text = str(ft.pos_weight).strip().lower()
     if text in ("none", "null", ""):
         return None
+    if text == "auto" and np.ndim(data.targets[0]) > 0:
+        labels = np.asarray(data.targets)[train_idx]
+        pos = (labels == 1).sum(axis=0)
+        return [float((len(labels) - p) / p) if p else 1.0 for p in pos.tolist()]
     if text == "auto":
         labels = np.asarray(data.targets)[train_idx]
         pos = int((labels == 1).sum())
@@ -142,12 +148,23 @@ def _pos_weight(cfg: "Config", data: "TaskData", train_idx: np.ndarray) -> float
 
 
 def scoring_for(task: "Task", cfg: "Config", whole_volume: bool) -> "Scoring":
-    """The metrics of ``task``: ROC AUC of the logits (classification), or IoU and Dice of the sigmoid
+    """The metrics of ``task``: ROC AUC of the logits (classification; multi-label: the AUC of every label
+    as ``auc/<label>``, NaN where the split has one class only, and their mean ``auc``), or IoU and Dice of the sigmoid
     at ``finetune.threshold`` as ``finetune.iou`` defines them (segmentation; pooled over all test
     voxels by default; whole scans by sliding windows of ``finetune.crop_size``)."""
     from semantic_genesis.methods.finetune import Scoring, SlidingWindow
 
     ft = cfg.finetune
+    if task.kind == "classification" and task.multilabel:
+        names = task.label_names
+
+        def reduce_labels(records: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+            scores = torch.stack([score for score, _ in records])
+            labels = torch.stack([label for _, label in records])
+            return M.per_label_auc(scores, labels, names)
+
+        return Scoring(primary_metric(task, cfg), lambda logits, label: (logits.reshape(-1), label.reshape(-1).float()),
+                       reduce_labels)
     if task.kind == "classification":
         def reduce_auc(records: list[tuple[torch.Tensor, int]]) -> dict[str, float]:
             scores = torch.stack([score for score, _ in records])
@@ -206,6 +223,13 @@ def _setup(task: "Task", data: "TaskData", split: dict[str, np.ndarray], cfg: "C
     ft, train_idx = cfg.finetune, split["train"]
     seed_everything(seed)
     model, report = build_model(task, cfg, data.in_channels, init)
+    if not data.whole_volume:
+        shape = tuple(data.images[int(train_idx[0])].shape[1:])
+        divisor = int(getattr(model, "min_divisor", 1))
+        if any(s % divisor for s in shape):
+            what = "finetune.image_size" if len(shape) == 2 else "finetune.crop_size"
+            raise ConfigError(f"{what} {list(shape)}: every size must be a multiple of {divisor} for the "
+                              f"{report.backbone} backbone")
     frozen: list[torch.nn.Module] = []
     if ft.freeze_encoder:
         for param in encoder_parameters(model):

@@ -8,6 +8,8 @@ name      task                                          data layout       metric
                                                         or x_/m_ npy
 ``lcs``   liver segmentation (whole volumes)            LiTS              IoU, Dice
 ``bms``   brain tumour (whole tumour) segmentation      BraTS (FLAIR)     IoU, Dice
+``dxc``   14 thoracic diseases on radiographs (2D,      ChestX-ray14      mean AUC, AUC per
+          multi-label classification)                                     label
 ========  ============================================  ================  ====================
 
 ``get(name)`` returns the task object; ``available()`` lists the names; ``register(task)`` adds one.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from semantic_genesis.finetune.tasks.base import Task
 from semantic_genesis.finetune.tasks.bms import BMS
+from semantic_genesis.finetune.tasks.dxc import DXC
 from semantic_genesis.finetune.tasks.lcs import LCS
 from semantic_genesis.finetune.tasks.ncc import NCC
 from semantic_genesis.finetune.tasks.ncs import NCS
@@ -41,7 +44,7 @@ def get(name: str) -> Task:
     return TASKS.get(name)
 
 
-for _task in (NCC(), NCS(), LCS(), BMS()):
+for _task in (NCC(), NCS(), LCS(), BMS(), DXC()):
     register(_task)
 
 __all__ = ["TASKS", "Task", "available", "get", "register"]

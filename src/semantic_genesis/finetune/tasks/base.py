@@ -25,6 +25,8 @@ class Task:
         description: one line.
         layout: the expected dataset layout, quoted in errors.
         num_outputs: outputs of the new head / output layer (1 = binary, sigmoid).
+        label_names: multi-label classification tasks: the name of every output (one sigmoid and one
+            AUC per label); empty for single-output tasks.
         spatial_dims: 3 for volumes ``(C, X, Y, Z)``, 2 for images ``(C, H, W)``; the network's
             backbone must have the same.
     """
@@ -36,7 +38,13 @@ class Task:
     description: ClassVar[str] = ""
     layout: ClassVar[str] = ""
     num_outputs: ClassVar[int] = 1
+    label_names: ClassVar[tuple[str, ...]] = ()
     spatial_dims: ClassVar[int] = 3
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether the task is multi-label classification (targets ``(C,)`` 0/1, one AUC per label)."""
+        return bool(self.label_names)
 
     def load(self, root: str | Path, cfg: "Config") -> "TaskData":
         """Read the task's samples from ``root`` (crops in [0, 1], see :class:`TaskData`)."""
