@@ -266,6 +266,9 @@ def overlap_notes(summary: dict[str, Any]) -> list[str]:
         elif check.get("status") == "unchecked":
             lines += [f"Note: the weights of {name} record no pretraining patients; leakage into the test set "
                       "cannot be checked.", ""]
+    return lines
+
+
 def per_label_markdown(summary: dict[str, Any], order: Sequence[str]) -> list[str]:
     """Lines of the per-label table of a multi-label summary: one row per label, one column per
     initialisation (mean ± s.d. of the label's test AUC in %; ``n/a`` where the test split has no
