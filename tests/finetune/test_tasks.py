@@ -10,13 +10,15 @@ from .conftest import tiny_config
 
 
 def test_registry():
-    assert tasks.available() == ["bms", "dxc", "lcs", "ncc", "ncs"]
+    assert tasks.available() == ["bms", "dxc", "lcs", "ncc", "ncs", "pxs"]
     assert tasks.get("ncc").kind == "classification" and tasks.get("ncc").metric == "auc"
     assert not tasks.get("ncc").multilabel
     dxc = tasks.get("dxc")
     assert dxc.multilabel and dxc.num_outputs == 14 and dxc.spatial_dims == 2 and dxc.metric == "auc"
     assert tasks.get("lcs").metrics == ("iou", "dice")
-    with pytest.raises(ConfigError, match="available: bms, dxc, lcs, ncc, ncs"):
+    pxs = tasks.get("pxs")
+    assert pxs.kind == "segmentation" and pxs.spatial_dims == 2 and pxs.metrics == ("iou", "dice")
+    with pytest.raises(ConfigError, match="available: bms, dxc, lcs, ncc, ncs, pxs"):
         tasks.get("xyz")
 
 

@@ -45,9 +45,11 @@ class TaskData:
         kind: ``"classification"`` or ``"segmentation"``.
         patients: patient id of every sample (length N).
         images: crop tasks: float32 ``(N, C, X, Y, Z)`` in [0, 1]; volume tasks: list of N float32
-            ``(C, X_i, Y_i, Z_i)`` arrays; 2D image tasks (DXC): :class:`ResizedImages`, read on access.
+            ``(C, X_i, Y_i, Z_i)`` arrays; 2D image tasks: :class:`ResizedImages` (DXC) or the images of
+            :class:`~semantic_genesis.finetune.tasks.pxs.SiimPairs` (PXS), read on access.
         targets: classification: int64 ``(N,)`` (0/1), multi-label: float32 ``(N, C)`` (0/1); crop segmentation: uint8 ``(N, 1, X, Y, Z)``;
-            volume segmentation: list of N uint8 ``(1, X_i, Y_i, Z_i)``.
+            volume segmentation: list of N uint8 ``(1, X_i, Y_i, Z_i)``; 2D segmentation (PXS): a sequence of
+            uint8 ``(1, H, W)`` read on access.
         whole_volume: True for volume tasks.
         fixed_split: a split shipped with the data (e.g. official NCS ``x_train``/``x_test`` arrays):
             ``{"train": idx, "val": idx, "test": idx}``; ``None`` = split by patient.
@@ -72,7 +74,12 @@ class TaskData:
         return int(self.images[0].shape[0])
 
     def positive(self, index: int) -> bool:
-        """Whether sample ``index`` is positive (class 1, or a non-empty mask)."""
+        """Whether sample ``index`` is positive (class 1, or a non-empty mask).
+
+        Lazily read targets (PXS masks) answer through their own ``positive(index)``, without reading
+        the sample."""
+        if hasattr(self.targets, "positive"):
+            return bool(self.targets.positive(index))
         t = self.targets[index]
         return bool(np.any(np.asarray(t) > 0))
 

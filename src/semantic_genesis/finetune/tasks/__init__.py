@@ -10,6 +10,8 @@ name      task                                          data layout       metric
 ``bms``   brain tumour (whole tumour) segmentation      BraTS (FLAIR)     IoU, Dice
 ``dxc``   14 thoracic diseases on radiographs (2D,      ChestX-ray14      mean AUC, AUC per
           multi-label classification)                                     label
+``pxs``   pneumothorax segmentation on radiographs      SIIM-ACR          IoU, Dice (pooled or
+          (2D, empty masks included)                                      per image)
 ========  ============================================  ================  ====================
 
 ``get(name)`` returns the task object; ``available()`` lists the names; ``register(task)`` adds one.
@@ -23,6 +25,7 @@ from semantic_genesis.finetune.tasks.dxc import DXC
 from semantic_genesis.finetune.tasks.lcs import LCS
 from semantic_genesis.finetune.tasks.ncc import NCC
 from semantic_genesis.finetune.tasks.ncs import NCS
+from semantic_genesis.finetune.tasks.pxs import PXS
 from semantic_genesis.utils.registry import Registry
 
 #: The task registry (name -> :class:`Task` instance).
@@ -44,7 +47,7 @@ def get(name: str) -> Task:
     return TASKS.get(name)
 
 
-for _task in (NCC(), NCS(), LCS(), BMS(), DXC()):
+for _task in (NCC(), NCS(), LCS(), BMS(), DXC(), PXS()):
     register(_task)
 
 __all__ = ["TASKS", "Task", "available", "get", "register"]
