@@ -294,7 +294,7 @@ class FinetuneConfig:
     loss: str = "auto"  # auto: BCE for classification, Dice+BCE for segmentation; or bce | dice | dice_bce
     metric: str = "auto"  # auto: the task's paper metric (auc for ncc, iou for segmentation)
     crop_size: tuple[int, int, int] = (64, 64, 32)  # (X, Y, Z) input of the network (paper: 64x64x32)
-    image_size: tuple[int, int] = (224, 224)  # 2D tasks (dxc): every image resized to (H, W), a multiple of the backbone's min_divisor
+    image_size: tuple[int, int] = (224, 224)  # 2D tasks (dxc, pxs): every image resized to (H, W), a multiple of the backbone's min_divisor
     head: Literal["mlp", "linear", "genesis"] = "mlp"  # classification head on the bottleneck (see finetune.models)
     # batch norm of the fine-tuned network: batch = running statistics in eval (a prediction does not depend
     # on the rest of its batch; standard practice, and what the papers' evaluation needs); batch_stats = the

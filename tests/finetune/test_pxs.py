@@ -114,7 +114,7 @@ def test_pooled_and_per_image_iou_differ_and_empty_masks_score_right():
 def _finetune(root, out, *extra):
     from semantic_genesis.cli import main
 
-    code = main(["finetune", "--config", "finetune_pxs_tiny", "--data", str(root), "--out", str(out),
+    code = main(["finetune", "--config", "finetune_pxs_tiny", "--task", "pxs", "--data", str(root), "--out", str(out),
                  "finetune.image_size=[32,32]", "train.epochs=1", "train.batch_size=4", "train.device=cpu",
                  "train.num_workers=0", *extra])
     assert code == 0

@@ -41,7 +41,7 @@ FLAGS = {"task": "finetune.task", "inits": "finetune.inits", "trials": "finetune
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default=None, help="target task (ncc, ncs, lcs, bms, dxc); same as finetune.task=")
+    parser.add_argument("--task", default=None, help="target task (ncc, ncs, lcs, bms, dxc, pxs); same as finetune.task=")
     parser.add_argument(
         "--inits", default=None,
         help="comma-separated initialisations: scratch, NAME=PATH (weights file); same as finetune.inits=[...]",

@@ -7,6 +7,8 @@ Examples::
     semantic-genesis finetune --config finetune_ncs --task ncs --init scratch --data DATA --out runs/ncs
     semantic-genesis finetune --config finetune_dxc --init sg2d=runs/sg2d/weights/best.safetensors \
         --data CHESTXRAY14 --out runs/dxc_sg2d
+    semantic-genesis finetune --config finetune_pxs --init sg2d=runs/sg2d/weights/best.safetensors \
+        --data SIIM_ACR --out runs/pxs_sg2d finetune.iou=per_case
 
 The run folder gets config.yaml, metrics.jsonl (one record per epoch), checkpoints/last.pt
 (resume: rerun the same command, also after a kill mid-epoch), weights/best.safetensors (the
@@ -23,14 +25,14 @@ import argparse
 from semantic_genesis.commands._common import add_config_arguments
 
 NAME = "finetune"
-HELP = "fine-tune scratch / pretrained weights on a target task (ncc, ncs, lcs, bms, dxc)"
+HELP = "fine-tune scratch / pretrained weights on a target task (ncc, ncs, lcs, bms, dxc, pxs)"
 ORDER = 60
 DESCRIPTION = __doc__
 FLAGS = {"task": "finetune.task", "init": "finetune.init"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default=None, help="target task (ncc, ncs, lcs, bms, dxc); same as finetune.task=")
+    parser.add_argument("--task", default=None, help="target task (ncc, ncs, lcs, bms, dxc, pxs); same as finetune.task=")
     parser.add_argument("--init", default=None, help="scratch, a weights file, or NAME=PATH; same as finetune.init=")
     add_config_arguments(parser, data_help="task dataset folder (same as data=DIR)",
                          out_help="run folder (same as out=DIR); reruns resume")
