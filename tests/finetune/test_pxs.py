@@ -100,9 +100,13 @@ def test_pooled_and_per_image_iou_differ_and_empty_masks_score_right():
     per_image = score("per_case", zip(logits, masks))
     assert pooled["iou"] == pytest.approx(50 / 52) and pooled["dice"] == pytest.approx(100 / 102)
     assert per_image["iou"] == pytest.approx(2 / 3) and per_image["dice"] == pytest.approx(2 / 3)
+    # every run also reports the mean per image, whatever finetune.iou says
+    assert pooled["iou/per_image"] == per_image["iou/per_image"] == pytest.approx(2 / 3)
+    assert pooled["dice/per_image"] == pytest.approx(2 / 3)
     # the empty image adds nothing to the pooled counts, and is a perfect image per case
-    assert score("pooled", list(zip(logits, masks))[:2]) == pooled
-    assert score("per_case", list(zip(logits, masks))[:2])["iou"] == pytest.approx(1 / 2)
+    without_empty = score("pooled", list(zip(logits, masks))[:2])
+    assert (without_empty["iou"], without_empty["dice"]) == (pooled["iou"], pooled["dice"])
+    assert without_empty["iou/per_image"] == pytest.approx(1 / 2)
     # one false-positive pixel on the empty image: that image scores 0 per case
     false_positive = logits[2].clone()
     false_positive[0, 9, 9] = 9.0
@@ -127,13 +131,16 @@ def test_finetune_pxs_end_to_end_from_scratch_and_from_2d_weights(siim_root, tmp
 
     result = _finetune(siim_root, tmp_path / "scratch", "finetune.iou=per_case")
     assert result["status"] == "ok" and result["metric"] == "iou"
-    assert set(result["test"]) >= {"iou", "dice"} and all(0.0 <= result["test"][k] <= 1.0 for k in ("iou", "dice"))
+    metrics = ("iou", "dice", "iou/per_image", "dice/per_image")
+    assert set(result["test"]) == set(metrics) and all(0.0 <= result["test"][k] <= 1.0 for k in metrics)
+    assert result["test"]["iou"] == result["test"]["iou/per_image"]  # finetune.iou=per_case
 
     weights = save_weights(UNet2D(in_channels=1, width=0.125, norm="batch"), tmp_path / "mg2d.safetensors",
                            {"method": "models_genesis"})
-    result = _finetune(siim_root, tmp_path / "mg2d", "--init", f"mg2d={weights}", "model.name=unet2d")
+    result = _finetune(siim_root, tmp_path / "mg2d", "--init", f"mg2d={weights}", "model.name=unet2d",
+                       "finetune.metric=iou/per_image")
     assert result["status"] == "ok" and result["init"]["loaded"] > 0 and result["init"]["method"] == "models_genesis"
-    assert 0.0 <= result["test"]["iou"] <= 1.0
+    assert result["metric"] == "iou/per_image" and 0.0 <= result["test"]["iou/per_image"] <= 1.0
 
 
 def test_rle_that_overruns_its_image_is_a_one_line_error(siim_root, tmp_path, capfd):
@@ -155,3 +162,20 @@ def test_rle_that_overruns_its_image_is_a_one_line_error(siim_root, tmp_path, ca
     err = capfd.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "train-rle.csv" in err and "ends at pixel 2310" in err
+
+
+def test_results_tables_report_pooled_and_per_image_columns(tmp_path):
+    from semantic_genesis.finetune.results import TrialRecord, write_results
+
+    task = tasks.get("pxs")
+    records = [TrialRecord(init, k, k, "ok", {"iou": base + 0.01 * k, "dice": base + 0.1, "iou/per_image": base - 0.1,
+                                              "dice/per_image": base}, 3, 2, 1.0)
+               for init, base in (("scratch", 0.5), ("sg2d", 0.6)) for k in range(3)]
+    summary = write_results(tmp_path, task, "iou", ["scratch", "sg2d"], records, trials=3)
+    assert summary["best"] == "sg2d"
+    saved = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert saved["inits"]["sg2d"]["iou/per_image"]["mean"] == pytest.approx(0.5)
+    md = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert "IoU (per image) %" in md and "Dice (per image) %" in md
+    header = (tmp_path / "results.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert "iou/per_image" in header and "dice/per_image" in header

@@ -17,7 +17,7 @@ def test_registry():
     assert dxc.multilabel and dxc.num_outputs == 14 and dxc.spatial_dims == 2 and dxc.metric == "auc"
     assert tasks.get("lcs").metrics == ("iou", "dice")
     pxs = tasks.get("pxs")
-    assert pxs.kind == "segmentation" and pxs.spatial_dims == 2 and pxs.metrics == ("iou", "dice")
+    assert pxs.kind == "segmentation" and pxs.spatial_dims == 2 and pxs.metrics == ("iou", "dice", "iou/per_image", "dice/per_image")
     with pytest.raises(ConfigError, match="available: bms, dxc, lcs, ncc, ncs, pxs"):
         tasks.get("xyz")
 

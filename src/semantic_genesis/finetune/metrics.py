@@ -343,4 +343,4 @@ def segmentation_scores(probs, targets, definition: str = "pooled", threshold: f
 
 
 #: Whether a larger value of each metric is better (all of ours are).
-HIGHER_IS_BETTER = {"auc": True, "dice": True, "iou": True}
+HIGHER_IS_BETTER = {"auc": True, "dice": True, "iou": True, "iou/per_image": True, "dice/per_image": True}

@@ -52,7 +52,8 @@ class TrialRecord:
         }
 
 
-METRIC_LABELS = {"auc": "AUC", "iou": "IoU", "dice": "Dice"}
+METRIC_LABELS = {"auc": "AUC", "iou": "IoU", "dice": "Dice", "iou/per_image": "IoU (per image)",
+                 "dice/per_image": "Dice (per image)"}
 NOT_SIGNIFICANT_MARK = "†"
 MISSING = "—"
 

@@ -151,7 +151,8 @@ def scoring_for(task: "Task", cfg: "Config", whole_volume: bool) -> "Scoring":
     """The metrics of ``task``: ROC AUC of the logits (classification; multi-label: the AUC of every label
     as ``auc/<label>``, NaN where the split has one class only, and their mean ``auc``), or IoU and Dice of the sigmoid
     at ``finetune.threshold`` as ``finetune.iou`` defines them (segmentation; pooled over all test
-    voxels by default; whole scans by sliding windows of ``finetune.crop_size``)."""
+    voxels by default; whole scans by sliding windows of ``finetune.crop_size``); a task whose metrics
+    include ``iou/per_image`` / ``dice/per_image`` (PXS) also gets the mean of each image's IoU and Dice."""
     from semantic_genesis.methods.finetune import Scoring, SlidingWindow
 
     ft = cfg.finetune
@@ -178,8 +179,13 @@ def scoring_for(task: "Task", cfg: "Config", whole_volume: bool) -> "Scoring":
     def overlap(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return M.overlap_counts(torch.sigmoid(logits.float()), mask, threshold)
 
+    per_image = [m for m in task.metrics if m.endswith("/per_image")]
+
     def reduce_overlap(records: list[torch.Tensor]) -> dict[str, float]:
-        return M.scores_from_counts(records, definition)
+        scores = M.scores_from_counts(records, definition)
+        if per_image:  # 2D tasks report the mean per image next to finetune.iou's definition
+            scores.update({f"{k}/per_image": v for k, v in M.scores_from_counts(records, "per_case").items()})
+        return scores
 
     window = SlidingWindow(tuple(ft.crop_size), ft.sw_batch_size, ft.sw_overlap) if whole_volume else None
     return Scoring(primary_metric(task, cfg), overlap, reduce_overlap, window)

@@ -20,9 +20,11 @@ image is its SOP instance UID (the reader's image id), as the 2D patch sets of S
 that the pretraining-overlap check compares like with like; the release has one image per
 anonymised patient.
 
-Scoring (``finetune.iou``): ``pooled`` counts every test pixel together (the official IoU of the
-3D target tasks); ``per_case`` averages the IoU / Dice of each image, an empty prediction on an
-empty mask scoring 1 (the Kaggle competition's per-image Dice). Loss: Dice + BCE
+Scoring: ``iou`` and ``dice`` as ``finetune.iou`` defines them, by default ``pooled`` (every test
+pixel counted together, the official IoU of the 3D target tasks); and always ``iou/per_image`` and
+``dice/per_image``, the mean of each image's IoU / Dice, where an empty prediction on an empty mask
+scores 1 (the Kaggle competition's per-image Dice) while it adds nothing to the pooled counts.
+``finetune.metric=iou/per_image`` selects epochs and compares trials by it. Loss: Dice + BCE
 (``finetune.loss``, as NCS).
 """
 
@@ -129,7 +131,7 @@ class PXS(Task):
     name = "pxs"
     kind = "segmentation"
     metric = "iou"
-    metrics = ("iou", "dice")
+    metrics = ("iou", "dice", "iou/per_image", "dice/per_image")
     description = "pneumothorax segmentation on SIIM-ACR radiographs (2D, IoU / Dice, empty masks included)"
     layout = ("the SIIM-ACR layout: dicom-images-train/<study>/<series>/<SOP instance UID>.dcm and "
               "train-rle.csv (ImageId, EncodedPixels; -1 for no pneumothorax)")
