@@ -191,7 +191,7 @@ def _main(argv: Sequence[str]) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     _configure_output(args.verbose)
-    from semantic_genesis.errors import RunInterrupted, SemanticGenesisError
+    from semantic_genesis.errors import RunInterrupted, SemanticGenesisError, error_line
 
     try:
         return int(args._run(args) or 0)
@@ -200,7 +200,7 @@ def _main(argv: Sequence[str]) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except RunInterrupted as exc:  # SIGINT / SIGTERM during training: a checkpoint was written
         print(f"interrupted: {exc}", file=sys.stderr)

@@ -70,3 +70,19 @@ class RunInterrupted(KeyboardInterrupt):
 def describe_path(path: str | Path) -> str:
     """Return ``path`` as an absolute string for error messages."""
     return str(Path(path).expanduser().resolve())
+
+
+def error_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, for ``error: ...``.
+
+    An error raised in a ``torch.utils.data.DataLoader`` worker reaches the main process re-raised with
+    the worker's traceback in its message (``Caught DataError in DataLoader worker process 1.
+    Original Traceback ... semantic_genesis.errors.DataError: <message>``); this returns its last
+    line's ``<message>``. Other messages are returned unchanged.
+    """
+    text = str(exc)
+    if not (text.startswith("Caught ") and "Original Traceback" in text):
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    head, sep, message = last.partition(": ")
+    return message if sep and " " not in head else last

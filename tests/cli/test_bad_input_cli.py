@@ -212,3 +212,22 @@ def test_pretrain_refuses_an_interrupted_cube_set_naming_the_missing_scans(tmp_p
     from semantic_genesis.io.shards import ShardedArray
 
     assert len(ShardedArray(out, kind="cubes")) == 12
+
+
+def test_error_raised_in_a_dataloader_worker_is_reported_on_one_line():
+    from torch.utils.data import DataLoader, Dataset
+
+    from semantic_genesis.errors import DataError, error_line
+
+    class Broken(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            raise DataError(f"/data/x.csv row {index + 2}: a bad value 7")
+
+    with pytest.raises(DataError) as caught:
+        next(iter(DataLoader(Broken(), batch_size=1, num_workers=1)))
+    assert "Original Traceback" in str(caught.value)  # torch's re-raise carries the worker's traceback
+    assert error_line(caught.value) == "/data/x.csv row 2: a bad value 7"
+    assert error_line(DataError("plain: message")) == "plain: message"

@@ -156,12 +156,14 @@ def test_rle_that_overruns_its_image_is_a_one_line_error(siim_root, tmp_path, ca
     broken = data.images.pairs.image_ids.index(lines[1].split(",")[0])
     with pytest.raises(DataError, match=r"train-rle.csv.*a run ends at pixel 2310 but a 48x48 image has 2304 pixels"):
         data.targets[broken]
+    # read in DataLoader worker processes: the worker's traceback is not printed either
     code = main(["finetune", "--config", "finetune_pxs_tiny", "--data", str(root), "--out", str(tmp_path / "run"),
                  "finetune.image_size=[32,32]", "train.epochs=1", "train.batch_size=4", "train.device=cpu",
-                 "train.num_workers=0"])
+                 "train.num_workers=2"])
     err = capfd.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "train-rle.csv" in err and "ends at pixel 2310" in err
+    assert err.startswith("error: ") and "train-rle.csv row 2: run-length encoding overruns the image" in err
+    assert "ends at pixel 2310" in err
 
 
 def test_results_tables_report_pooled_and_per_image_columns(tmp_path):
