@@ -38,25 +38,11 @@ import numpy as np
 from scipy import ndimage
 
 from semantic_genesis.errors import DataError
+from semantic_genesis.io.datasets.chestxray14 import CHESTXRAY14_LABELS
 from semantic_genesis.utils.seeding import derive_seed
 
-#: The ChestX-ray14 labels (its spelling and order) the phantoms simulate: all 14.
-CHESTXRAY14_FINDINGS: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-    "Hernia",
-)
+#: The ChestX-ray14 labels (its spelling and order) the phantoms simulate: all 14, as the reader names them.
+CHESTXRAY14_FINDINGS: tuple[str, ...] = CHESTXRAY14_LABELS
 #: Every finding name, the keys of :attr:`Radiograph.labels`: the ChestX-ray14 labels, then
 #: tuberculosis (used by the Shenzhen and VinDr-CXR exports).
 FINDINGS: tuple[str, ...] = CHESTXRAY14_FINDINGS + ("Tuberculosis",)
