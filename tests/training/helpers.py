@@ -5,7 +5,9 @@ the whole engine without depending on the transform presets. ``method.options.na
 its loss NaN from that step on (NaN-guard test); ``method.options.freeze_decoder_epochs`` freezes the
 decoder in the first epochs (frozen-parameter hook test); ``method.options.poison_at_step`` sets the
 first batch-norm ``running_var`` to inf after that step (a diverged buffer the loss does not see);
-``method.options.step_delay`` sleeps that many seconds in every training step (signal tests).
+``method.options.freeze_bottleneck`` freezes the bottleneck block ``down_tr512`` (torch 2.13's CPU bf16
+weight gradient of the 3D convolutions at a 2x2x1 bottleneck is occasionally NaN, which a test cannot
+build on); ``method.options.step_delay`` sleeps that many seconds in every training step (signal tests).
 
 ``EmaTeacher`` is the PEAC / Ark pattern in miniature: a student denoiser plus a teacher that is the
 exponential moving average of the student (momentum following a cosine schedule from
@@ -67,6 +69,7 @@ class ToyOptions(MethodOptions):
 
     nan_at_step: Optional[int] = None
     freeze_decoder_epochs: int = 0
+    freeze_bottleneck: bool = False
     momentum: float = 0.9
     poison_at_step: Optional[int] = None
     step_delay: float = 0.0
@@ -93,9 +96,12 @@ class NoiseRestore(Method):
         return train, (val if len(val) else None)
 
     def frozen_parameters(self, model, epoch):
+        frozen = []
         if epoch < self.options.freeze_decoder_epochs:
-            return [n for n, _ in model.named_parameters() if not n.startswith("down_tr")]
-        return []
+            frozen += [n for n, _ in model.named_parameters() if not n.startswith("down_tr")]
+        if self.options.freeze_bottleneck:
+            frozen += [n for n, _ in model.named_parameters() if n.startswith("down_tr512")]
+        return frozen
 
     def training_step(self, model, batch, ctx):
         if self.options.step_delay > 0:

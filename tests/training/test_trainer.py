@@ -180,11 +180,11 @@ def test_early_stopping_and_bf16_autocast(store, tmp_path):
     run = tmp_path / "run"
     # a vanishing lr never improves validation by min_delta: stops after `patience` epochs
     result = train(tiny_config(store, run, "train.epochs=10", "train.patience=2", "optim.lr=1e-9", "train.amp=bf16",
-                               "train.steps_per_epoch=2"))
+                               "train.steps_per_epoch=2", "method.options.freeze_bottleneck=true"))
     assert result.stop_reason == "early_stop" and result.epoch == 3
     events = [r["event"] for r in read_metrics(run, "event")]
     assert events[-2:] == ["early_stop", "done"]
     assert all(math.isfinite(r["loss"]) for r in read_metrics(run, "train"))
     again = train(tiny_config(store, run, "train.epochs=10", "train.patience=2", "optim.lr=1e-9", "train.amp=bf16",
-                              "train.steps_per_epoch=2"))
+                              "train.steps_per_epoch=2", "method.options.freeze_bottleneck=true"))
     assert again.stop_reason == "early_stop" and again.step == result.step  # a stopped run stays stopped
