@@ -23,8 +23,9 @@ from semantic_genesis.models.backbone import (
 from tests.models.conftest import official_unet3d_keys
 
 # a tiny valid input per backbone: (B, C, *spatial), every size a multiple of min_divisor
-TINY_INPUTS = {"unet3d": (2, 1, 16, 16, 8), "unet2d": (2, 1, 32, 32), "resunet2d": (2, 1, 64, 64), "swin2d": (2, 1, 64, 64)}
-TINY_ARGS = {"swin2d": {"size": "tiny"}}  # the others: {"width": 0.125}
+TINY_INPUTS = {"unet3d": (2, 1, 16, 16, 8), "unet2d": (2, 1, 32, 32), "resunet2d": (2, 1, 64, 64), "swin2d": (2, 1, 64, 64),
+               "swin_unetr2d": (2, 1, 64, 64)}
+TINY_ARGS = {"swin2d": {"size": "tiny"}, "swin_unetr2d": {"size": "tiny"}}  # the others: {"width": 0.125}
 ENCODER_ONLY = {"swin2d"}  # backbones without a decoder (not dense)
 
 

@@ -180,3 +180,70 @@ def test_encode_computes_what_monai_swin_transformer_forward_computes(monkeypatc
     assert len(levels) == len(expected) == 5
     for a, b in zip(levels, expected):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+
+# -- swin_unetr2d: the same encoder with the SwinUNETR decoder ------------------------------------------
+def test_swin_unetr2d_is_monai_swin_unetr_in_monai_layout(monkeypatch):
+    """Four stages, final merging, patch 2: every key of MONAI's SwinUNETR(spatial_dims=2), and with its
+    weights the same output (MONAI's forward run with a stand-in for einops.rearrange)."""
+    import monai.networks.nets.swin_unetr as swin_unetr
+
+    from semantic_genesis.models import SwinUNETR2D
+
+    patterns = {"b c h w -> b h w c": (0, 2, 3, 1), "b h w c -> b c h w": (0, 3, 1, 2),
+                "n c h w -> n h w c": (0, 2, 3, 1), "n h w c -> n c h w": (0, 3, 1, 2)}
+    monkeypatch.setattr(swin_unetr, "rearrange", lambda x, pattern: x.permute(*patterns[pattern]))
+    unetr = monai_swin_unetr(feature_size=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), window_size=4).eval()
+    ours = SwinUNETR2D(out_channels=2, size="tiny", embed_dim=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8),
+                       final_merge=True, out_activation="none").eval()
+    assert list(ours.state_dict()) == list(unetr.state_dict())
+    ours.load_state_dict(unetr.state_dict())
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), unetr(x), atol=1e-5)
+
+
+def test_swin_unetr2d_contract_shapes_and_gradients():
+    from semantic_genesis.models import SwinUNETR2D
+
+    torch.manual_seed(0)
+    model = SwinUNETR2D(in_channels=1, out_channels=3, size="tiny", out_activation="softmax")
+    check_backbone(model, dense=True)
+    assert isinstance(model, DenseBackbone)
+    assert model.feature_strides == (1, 2, 4, 8) and model.feature_channels == (1, 8, 16, 32)  # the image first
+    assert model.encoder_state_dict_prefixes == ("swinViT",) and model.output_state_dict_prefixes == ("out",)
+    assert model.decoder_state_dict_prefixes == ("encoder1", "encoder2", "encoder10", "decoder3", "decoder2",
+                                                 "decoder1", "out")
+    # the encoder's keys are exactly those of swin2d
+    assert [k for k in model.state_dict() if k.startswith("swinViT.")] == list(tiny().state_dict())
+    x = torch.rand(2, 1, 64, 64)
+    out = model(x)
+    assert out.shape == (2, 3, 64, 64) and torch.allclose(out.sum(1), torch.ones(2, 64, 64), atol=1e-5)
+    model.forward_logits(x).square().mean().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
+    with pytest.raises(ConfigError, match="decoder_norm must be one of instance, batch"):
+        SwinUNETR2D(size="tiny", decoder_norm="group")
+
+
+def test_swin_unetr2d_on_swin_b_shapes_on_the_meta_device():
+    """Swin-B (no final merging: two levels at stride 32, an upsampling of factor 1 between them) at
+    448 px, shapes only (the meta device holds no memory)."""
+    with torch.device("meta"):
+        model = create("swin_unetr2d", size="swin_b", out_channels=2)
+        out = model(torch.empty(1, 1, 448, 448))
+    assert out.shape == (1, 2, 448, 448)
+    assert model.feature_strides == (1, 4, 8, 16, 32, 32)
+    assert sum(p.numel() for p in model.parameters()) == 156_878_266  # 156,878,137 with one output channel
+    assert model.decoder5.transp_conv.conv.stride == (1, 1) and model.decoder1.transp_conv.conv.stride == (4, 4)
+
+
+def test_a_meta_device_build_draws_no_random_numbers():
+    """The weight loader builds a recorded network on the meta device to find its backbone; MONAI's
+    constructor needs the CPU for that, without touching the global random state."""
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    with torch.device("meta"):
+        model = Swin2D(size="tiny")
+    assert torch.equal(torch.rand(4), expected)
+    assert {p.device.type for p in model.parameters()} == {"meta"}

@@ -144,6 +144,7 @@ class Swin2D(nn.Module):
     """
 
     ARCH_NAME = "swin2d"
+    DENSE_VARIANT = "swin_unetr2d"  # the same encoder with a decoder, for segmentation targets
     spatial_dims = 2
     encoder_state_dict_prefixes = ("swinViT",)
 
@@ -191,12 +192,23 @@ class Swin2D(nn.Module):
             "drop_path_rate": float(drop_path_rate), "patch_norm": bool(patch_norm),
             "use_checkpoint": bool(use_checkpoint), "normalize": self.normalize,
         }
-        self.swinViT = SwinTransformer(
-            in_chans=self.in_channels, embed_dim=embed_dim, window_size=(window_size, window_size),
-            patch_size=(patch_size, patch_size), depths=depths, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
-            patch_norm=patch_norm, use_checkpoint=use_checkpoint, spatial_dims=2, downsample="merging",
-        )
+        def build() -> nn.Module:
+            return SwinTransformer(
+                in_chans=self.in_channels, embed_dim=embed_dim, window_size=(window_size, window_size),
+                patch_size=(patch_size, patch_size), depths=depths, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+                drop_path_rate=drop_path_rate, patch_norm=patch_norm, use_checkpoint=use_checkpoint, spatial_dims=2,
+                downsample="merging",
+            )
+
+        if torch.empty(0).device.type == "meta":
+            # MONAI's constructor reads the drop-path rates back from a tensor (.item()), which a meta-device
+            # build cannot: build on the CPU, leaving the global random state untouched, then move.
+            with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+                self.swinViT = build()
+            self.swinViT.to("meta")
+        else:
+            self.swinViT = build()
         n = len(depths)
         if not final_merge:
             self.stages[-1].downsample = None  # the Swin of Liu et al.: no merging after the last stage
