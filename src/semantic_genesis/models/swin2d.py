@@ -79,13 +79,19 @@ SWIN2D_SIZES: dict[str, dict[str, Any]] = {
 ARCHITECTURE_ARGS = ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "final_merge")
 
 
-def resolve_swin_size(size: str, **given: Any) -> dict[str, Any]:
+def resolve_swin_size(size: str | None, **given: Any) -> dict[str, Any]:
     """The architecture arguments of named size ``size``, with every argument of ``given`` that is not
-    None taking precedence.
+    None taking precedence (``size=None``: no named size, every argument of :data:`ARCHITECTURE_ARGS`
+    must be given).
 
     Raises:
-        ConfigError: unknown size (lists the sizes).
+        ConfigError: unknown size (lists the sizes), or ``size=None`` with an architecture argument missing.
     """
+    if size is None:
+        missing = [k for k in ARCHITECTURE_ARGS if given.get(k) is None]
+        if missing:
+            raise ConfigError(f"Swin without a named size needs every architecture argument; missing: {', '.join(missing)}")
+        return {k: given[k] for k in ARCHITECTURE_ARGS}
     if size not in SWIN2D_SIZES:
         raise ConfigError(f"unknown Swin size {size!r}; sizes: {', '.join(SWIN2D_SIZES)}")
     resolved = dict(SWIN2D_SIZES[size])
@@ -117,7 +123,8 @@ class Swin2D(nn.Module):
 
     Args:
         in_channels: input channels (1 for radiographs; 3 for ImageNet-style inputs).
-        size: named architecture of :data:`SWIN2D_SIZES` (default ``"swin_b"``, Swin-B).
+        size: named architecture of :data:`SWIN2D_SIZES` (default ``"swin_b"``, Swin-B), or None (every
+            architecture argument given, e.g. for an imported checkpoint).
         embed_dim: channels of the patch embedding (MONAI's ``feature_size``); None = the size's.
         depths: Swin blocks per stage (1 to 4 stages); None = the size's.
         num_heads: attention heads per stage; None = the size's.
@@ -151,7 +158,7 @@ class Swin2D(nn.Module):
     def __init__(
         self,
         in_channels: int = 1,
-        size: str = "swin_b",
+        size: str | None = "swin_b",
         embed_dim: int | None = None,
         depths: Sequence[int] | None = None,
         num_heads: Sequence[int] | None = None,

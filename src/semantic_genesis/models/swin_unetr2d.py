@@ -58,7 +58,7 @@ class SwinUNETR2D(Swin2D):
         self,
         in_channels: int = 1,
         out_channels: int = 1,
-        size: str = "swin_b",
+        size: str | None = "swin_b",
         embed_dim: int | None = None,
         depths: Sequence[int] | None = None,
         num_heads: Sequence[int] | None = None,
