@@ -79,3 +79,10 @@ def test_2d_unets_shapes():
     assert [s.shape[-1] for s in unet.encode(torch.rand(1, 1, 32, 32)).skips] == [32, 16, 8]
     with pytest.raises(ValueError, match="4D input"):
         unet(torch.rand(1, 1, 32, 32, 8))
+
+
+def test_create_from_config_passes_model_args():
+    swin = create_from_config(ModelConfig(name="swin2d", args={"size": "tiny", "embed_dim": 12}))
+    assert swin.arch_args["size"] == "tiny" and swin.feature_channels == (12, 24, 48)
+    with pytest.raises(ConfigError, match="model.args.depth: model 'swin2d' has no such argument; valid arguments: .*depths"):
+        create_from_config(ModelConfig(name="swin2d", args={"depth": 3}))
