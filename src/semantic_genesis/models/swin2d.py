@@ -43,8 +43,8 @@ size       embed_dim  depths        num_heads       window  patch  final_merge  
 
 ``swin_t`` / ``swin_s`` / ``swin_b`` / ``swin_l`` are the four sizes of Liu et al.; ``tiny`` is a CPU
 test size (7,091 parameters at one input channel; levels of strides 2, 4, 8 with 8, 16, 32 channels;
-two merging steps) for 64-pixel crops (8 x 8 tokens). It keeps MONAI's layout (every key of a
-two-stage SwinUNETR encoder).
+two merging steps) for 64-pixel crops (8 x 8 tokens). It keeps MONAI's layout: its keys are those of
+MONAI's ``SwinTransformer`` built with the same arguments, none left out.
 
 MONAI's ``BasicLayer.forward`` needs the optional ``einops`` package; :meth:`Swin2D.encode` runs the
 same computation (the same blocks, attention masks and merging) with plain tensor permutes instead, so
