@@ -170,7 +170,8 @@ class ModelConfig:
 
     Methods that train a registered network as it is (Models Genesis, the restoration baselines) build
     ``name``; methods that put their own head on a backbone (the Semantic Genesis family, fine-tuning
-    from scratch) build the backbone ``name`` names (``unet3d``, ``unet2d``, ``resunet2d``).
+    from scratch) build the backbone ``name`` names (``unet3d``, ``unet2d``, ``resunet2d``, ``swin2d``,
+    ``swin_unetr2d``). ``args`` passes the model's other constructor arguments (unknown ones are errors).
     """
 
     name: str = "unet3d"
@@ -181,6 +182,9 @@ class ModelConfig:
     out_activation: Literal["sigmoid", "none", "softmax"] = "sigmoid"
     num_classes: int = 0  # classification head size (0 = no head / the model's default)
     skip_connections: bool = True  # False = plain conv autoencoder (no U-Net concatenations)
+    # further constructor arguments of the model (semantic_genesis.models.model_arguments(name)), e.g.
+    # swin2d / swin_unetr2d: {size: tiny} or {size: swin_b, use_checkpoint: true, drop_path_rate: 0.1}
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,15 @@ TINY_INPUTS = {
     "encoder_classifier3d": (2, 1, 16, 16, 8),
     "unet2d": (2, 1, 32, 32),
     "resunet2d": (2, 1, 64, 64),
+    "swin2d": (2, 1, 64, 64),  # a backbone without a decoder: forward gives its tokens
+    "swin_unetr2d": (2, 1, 64, 64),
     "rubiks_cube3d": (2, 1, 32, 32, 16),  # pretext network: logits only, no decoder
     "ynet": (2, 1, 32, 32),  # generic networks on a backbone, here 2D ones
     "encoder_classifier": (2, 1, 64, 64),
 }
 TINY_ARGS = {
+    "swin2d": {"size": "tiny"},
+    "swin_unetr2d": {"size": "tiny"},
     "ynet": {"backbone": "unet2d", "backbone_args": {"width": 0.125}},
     "encoder_classifier": {"backbone": "resunet2d", "backbone_args": {"width": 0.125}},
 }
@@ -75,3 +79,10 @@ def test_2d_unets_shapes():
     assert [s.shape[-1] for s in unet.encode(torch.rand(1, 1, 32, 32)).skips] == [32, 16, 8]
     with pytest.raises(ValueError, match="4D input"):
         unet(torch.rand(1, 1, 32, 32, 8))
+
+
+def test_create_from_config_passes_model_args():
+    swin = create_from_config(ModelConfig(name="swin2d", args={"size": "tiny", "embed_dim": 12}))
+    assert swin.arch_args["size"] == "tiny" and swin.feature_channels == (12, 24, 48)
+    with pytest.raises(ConfigError, match="model.args.depth: model 'swin2d' has no such argument; valid arguments: .*depths"):
+        create_from_config(ModelConfig(name="swin2d", args={"depth": 3}))

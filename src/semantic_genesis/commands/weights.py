@@ -8,6 +8,10 @@
   ``resnet18-*.pth``: the encoder of the ``resunet2d``; a segmentation_models_pytorch
   ``Unet("resnet18")``: the whole network). For grey input the first conv's RGB filters are summed
   (default) or averaged; every key used and skipped is listed.
+* ``weights import --format monai_swin IN.pt OUT.safetensors``: a 2D MONAI Swin encoder (the SwinUNETR
+  ``swinViT.*`` keys, or the self-supervised ``model_swinvit.pt`` layout under ``module.``) into a
+  ``swin2d``, a whole 2D SwinUNETR into a ``swin_unetr2d``; the architecture is read from the tensors and
+  the pre-training heads are listed as skipped.
 * ``weights export --format models_genesis IN.safetensors OUT.pt [--unet-only]``: write our weights in
   the official layout (``{'state_dict': {'module.' + key: tensor}}``) for the official code.
 * ``weights export --format state_dict IN.safetensors OUT.pt [--unet-only]``: a plain PyTorch state dict
@@ -37,11 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     imp = sub.add_parser("import", help="convert an official .pt checkpoint to .safetensors with metadata")
     imp.add_argument("--format", required=True,
-                     choices=["models_genesis", "semantic_genesis", "torchvision_resnet18", "smp_resnet18_unet"],
+                     choices=["models_genesis", "semantic_genesis", "torchvision_resnet18", "smp_resnet18_unet",
+                              "monai_swin"],
                      help="models_genesis: strict; semantic_genesis: drop projection_head/prototypes, "
                           "strip the classficationNet. prefix, report skipped keys; torchvision_resnet18: "
                           "ImageNet ResNet-18 (resnet18-*.pth) into the resunet2d encoder, fc.* skipped; "
-                          "smp_resnet18_unet: a segmentation_models_pytorch Unet('resnet18') into the resunet2d")
+                          "smp_resnet18_unet: a segmentation_models_pytorch Unet('resnet18') into the resunet2d; "
+                          "monai_swin: a 2D MONAI Swin encoder (SwinUNETR swinViT.* / self-supervised "
+                          "model_swinvit.pt key layout) into swin2d, or a whole 2D SwinUNETR into swin_unetr2d")
     imp.add_argument("input", metavar="IN", help="official checkpoint (.pt/.pth)")
     imp.add_argument("output", metavar="OUT", help="destination .safetensors (or a folder: OUT/IN-stem.safetensors)")
     imp.add_argument("--trust", action="store_true",

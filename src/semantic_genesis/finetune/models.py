@@ -13,8 +13,11 @@ classification targets; encoder and decoder for segmentation targets"):
   - ``"linear"``: GAP -> Linear(C, n) (a linear probe with ``finetune.freeze_encoder=true``);
   - ``"genesis"``: the Semantic Genesis conv head (Conv 3x3x3 C -> 2C, norm, ReLU, GAP, Linear).
 
-* **segmentation** (NCS, LCS, BMS): the whole backbone (encoder + decoder) with a **new output layer**
-  (e.g. ``out_tr.final_conv`` re-initialised), producing logits ``(B, n, *spatial)``.
+* **segmentation** (NCS, LCS, BMS, PXS): the whole backbone (encoder + decoder) with a **new output
+  layer** (e.g. ``out_tr.final_conv`` re-initialised), producing logits ``(B, n, *spatial)``. An
+  encoder-only backbone gets its dense variant
+  (:func:`~semantic_genesis.models.backbone.dense_backbone_name`): a ``swin2d`` file fine-tunes as a
+  ``swin_unetr2d`` (the same Swin keys + a SwinUNETR decoder, trained from random initialisation).
 
 Normalisation (``finetune.norm``, :func:`finetune_norm`): by default the fine-tuned network uses the
 standard batch norm (running statistics in eval mode), also when the weights were pretrained with the
@@ -139,16 +142,24 @@ def finetune_norm(cfg: "Config", norm: str) -> str:
 
 def _scratch_backbone(cfg: "Config", in_channels: int) -> tuple[str, dict[str, Any]]:
     """The backbone named by ``model.name`` with the config's width and normalisation
-    (:func:`finetune_norm` of ``model.norm``)."""
+    (:func:`finetune_norm` of ``model.norm``) and ``model.args`` (e.g. ``{size: tiny}`` for a Swin)."""
     from semantic_genesis.models.backbone import backbones
+    from semantic_genesis.models.registry import model_arguments
 
     name = cfg.model.name
     if name not in backbones():
         raise ConfigError(
             f"model.name={name!r} is not a backbone; fine-tuning from scratch builds one of {', '.join(backbones())}"
         )
-    return name, {"in_channels": in_channels, "width": cfg.model.width, "norm": finetune_norm(cfg, cfg.model.norm),
-                  "skip_connections": True}
+    args = {"in_channels": in_channels, "width": cfg.model.width, "norm": finetune_norm(cfg, cfg.model.norm),
+            "skip_connections": True}
+    extra = dict(cfg.model.args or {})
+    valid = model_arguments(name)
+    unknown = [k for k in extra if k not in valid]
+    if unknown:
+        raise ConfigError(f"model.args.{unknown[0]}: backbone {name!r} has no such argument; valid arguments: "
+                          f"{', '.join(valid)}")
+    return name, {**args, **extra}
 
 
 def build_model(task: "Task", cfg: "Config", in_channels: int, init: InitSpec) -> tuple[nn.Module, InitReport]:
@@ -167,6 +178,7 @@ def build_model(task: "Task", cfg: "Config", in_channels: int, init: InitSpec) -
         ``(model, report)``; classification models map ``(B, C, *spatial)`` to ``(B, n)`` logits,
         segmentation models to ``(B, n, *spatial)`` logits.
     """
+    from semantic_genesis.models.backbone import dense_backbone_name
     from semantic_genesis.models.classifier import EncoderClassifier
     from semantic_genesis.models.loading import read_pretrained
     from semantic_genesis.models.registry import create, model_arguments
@@ -182,6 +194,8 @@ def build_model(task: "Task", cfg: "Config", in_channels: int, init: InitSpec) -
         name, args = pre.backbone, dict(pre.backbone_args)
         if "norm" in args:
             args["norm"] = finetune_norm(cfg, args["norm"])
+    if task.kind == "segmentation":
+        name = dense_backbone_name(name)  # an encoder-only backbone gets its decoder (swin2d -> swin_unetr2d)
     valid = model_arguments(name)
     args.update(out_channels=task.num_outputs, out_activation="none")
     backbone = create(name, **{k: v for k, v in args.items() if k in valid})

@@ -115,11 +115,17 @@ def _failed_result(init: "InitSpec", task_metric: str, seed: int, error: str, se
             "best_epoch": -1, "epochs": 0, "seconds": seconds, "seed": seed, "init": {"init": init.name}, "error": error}
 
 
+# backbone arguments set by the task or the config's own fields, not by the architecture of a file
+TASK_ARGUMENTS = ("in_channels", "out_channels", "out_activation", "width", "norm", "skip_connections", "num_classes")
+
+
 def align_scratch_architecture(cfg: "Config", inits: list["InitSpec"], log: Callable[[str], None] = print) -> "Config":
     """Give scratch networks the width and normalisation of the first weights file being compared.
 
     A fair comparison of initialisations needs one architecture; the pretrained files fix theirs, so
-    ``model.width`` / ``model.norm`` of the config are overridden for scratch (with a log line);
+    ``model.width`` / ``model.norm`` of the config are overridden for scratch (with a log line), and so
+    are ``model.name`` / ``model.args`` when the file's backbone has further architecture arguments
+    (a Swin's ``size``, ``embed_dim``, ``depths`` ...);
     ``model.norm`` is first mapped by ``finetune.norm`` (:func:`~semantic_genesis.finetune.models.finetune_norm`).
     """
     from semantic_genesis.config import replace
@@ -131,11 +137,17 @@ def align_scratch_architecture(cfg: "Config", inits: list["InitSpec"], log: Call
     files = [s for s in inits if s.path is not None]
     if not files or not any(s.is_scratch for s in inits):
         return cfg
-    args = read_pretrained(files[0].path).backbone_args
+    pre = read_pretrained(files[0].path)
+    args = pre.backbone_args
     width, norm = args.get("width", cfg.model.width), finetune_norm(cfg, args.get("norm", cfg.model.norm))
     if (width, norm) != (cfg.model.width, cfg.model.norm):
         log(f"scratch uses the architecture of {files[0].name}: width {width}, norm {norm}")
         cfg = replace(cfg, **{"model.width": width, "model.norm": norm})
+    # architecture arguments beyond width / norm (a Swin's size, depths, heads ...): the same backbone
+    extra = {k: v for k, v in args.items() if k not in TASK_ARGUMENTS}
+    if extra and (pre.backbone, extra) != (cfg.model.name, dict(cfg.model.args)):
+        log(f"scratch uses the architecture of {files[0].name}: {pre.backbone} {extra}")
+        cfg = replace(cfg, **{"model.name": pre.backbone, "model.args": extra})
     return cfg
 
 

@@ -179,6 +179,24 @@ def backbones() -> list[str]:
     return [name for name, cls in MODELS.items() if is_backbone_class(cls)]
 
 
+def dense_backbone_name(name: str) -> str:
+    """The registered dense backbone (encoder + decoder) to use for backbone ``name`` on a segmentation
+    target: ``name`` itself when it has a decoder, else the class's ``DENSE_VARIANT`` (``swin2d`` ->
+    ``swin_unetr2d``: the same encoder keys with a decoder added).
+
+    Raises:
+        ConfigError: ``name`` has no decoder and names no dense variant.
+    """
+    cls = MODELS.get(name)
+    if hasattr(cls, "decode_logits") and hasattr(cls, "decode"):
+        return name
+    variant = getattr(cls, "DENSE_VARIANT", None)
+    if variant is None:
+        dense = [b for b in backbones() if hasattr(MODELS.get(b), "decode")]
+        raise ConfigError(f"backbone {name!r} has no decoder; segmentation needs a dense backbone: {', '.join(dense)}")
+    return str(variant)
+
+
 def backbone_from_config(model_cfg: Any, who: str = "this method", **extra: Any) -> nn.Module:
     """The backbone named by a ``model`` config section (``model.name``), built from its fields.
 

@@ -14,6 +14,10 @@ ImageNet ResNet-18 weights, the papers' 2D baseline, in the torchvision layout (
 as a segmentation_models_pytorch ``Unet("resnet18")``, go into our ResNet-18 U-Net (``resunet2d``);
 the key maps and the grey-input conversion of the first conv are in :mod:`.resnet18_layouts`.
 
+MONAI Swin checkpoints (``monai_swin``: the SwinUNETR encoder keys, e.g. the self-supervised
+``model_swinvit.pt`` layout, or a whole 2D SwinUNETR) go into ``swin2d`` / ``swin_unetr2d``; the key
+rules and the architecture read from the tensors are in :mod:`.swin_layouts`.
+
 Safety: ``torch.load`` is first called with ``weights_only=True`` (tensors, containers and a few
 allow-listed numpy scalar types only). A checkpoint that pickled other objects (e.g. the training
 script's ``argparse.Namespace``) is refused with a :class:`CheckpointError` that explains the
@@ -40,12 +44,13 @@ import torch
 from torch import nn
 
 from semantic_genesis.errors import CheckpointError, ConfigError
-from semantic_genesis.models import resnet18_layouts
+from semantic_genesis.models import resnet18_layouts, swin_layouts
 from semantic_genesis.models.registry import create
 from semantic_genesis.models.state import check_finite, load_state_dict_into, strip_prefix
 from semantic_genesis.models.weights import check_weights_path, load_weights, save_weights
 
-FORMATS = ("models_genesis", "semantic_genesis", resnet18_layouts.TORCHVISION, resnet18_layouts.SMP)
+FORMATS = ("models_genesis", "semantic_genesis", resnet18_layouts.TORCHVISION, resnet18_layouts.SMP,
+           swin_layouts.MONAI_SWIN)
 SG_DROP_MARKERS = ("projection_head", "prototypes")
 SG_PREFIX = "classficationNet."  # sic, as in the official README
 STATE_DICT_ENTRIES = ("state_dict", "model_state_dict", "model")
@@ -148,6 +153,8 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "ch
     Raises:
         CheckpointError: the keys are not those of a Models Genesis U-Net or a ResNet-18 layout.
     """
+    if swin_layouts.ENCODER + "patch_embed.proj.weight" in state_dict:  # a Swin (ours or an imported MONAI one)
+        return swin_layouts.infer_architecture(state_dict, source)
     layout = resnet18_layouts.detect_layout(state_dict)
     if layout is not None:  # ImageNet ResNet-18 weights: the ResNet-18 U-Net, as the file's first conv takes
         conv1 = state_dict["conv1.weight" if layout == resnet18_layouts.TORCHVISION else "encoder.conv1.weight"]
@@ -187,8 +194,9 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "ch
 
 def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
     """The ResNet-18 layout (torchvision, segmentation_models_pytorch) its marker keys show, else
-    ``"semantic_genesis"`` if any key carries the SG markers, else ``"models_genesis"``."""
-    layout = resnet18_layouts.detect_layout(state_dict)
+    ``"semantic_genesis"`` if any key carries the SG markers, else ``"models_genesis"``; ``"monai_swin"``
+    for a MONAI Swin encoder (:mod:`.swin_layouts`)."""
+    layout = resnet18_layouts.detect_layout(state_dict) or swin_layouts.detect_layout(state_dict)
     if layout is not None:
         return layout
     if any(SG_PREFIX in k or any(m in k for m in SG_DROP_MARKERS) for k in state_dict):
@@ -270,6 +278,8 @@ def import_state_dict(
         fmt = detect_format(state_dict)
     if fmt in resnet18_layouts.LAYOUTS:
         return _import_resnet18(state_dict, fmt, path, in_channels, rgb_to_grey, fold_normalisation)
+    if fmt == swin_layouts.MONAI_SWIN:
+        return _import_monai_swin(state_dict, path)
     skipped: list[str] = []
     if fmt == "semantic_genesis":
         kept = {}
@@ -327,6 +337,36 @@ def _import_resnet18(
     )
 
 
+def _import_monai_swin(state_dict: dict[str, torch.Tensor], path: Path) -> ImportResult:
+    """A MONAI Swin encoder (or a whole 2D SwinUNETR) into a ``swin2d`` (``swin_unetr2d``).
+
+    Every parameter of the Swin must come from the file with its shape (buffers such as the attention's
+    ``relative_position_index`` are rebuilt by the network when absent); decoder tensors that do not fit
+    are skipped and reported.
+    """
+    mapped, skipped = swin_layouts.map_keys(state_dict)
+    architecture, arch_args = swin_layouts.infer_architecture(mapped, str(path))
+    model = create(architecture, **arch_args)
+    report = load_state_dict_into(model, mapped, strict=False, source=str(path))
+    parameters = {name for name, _ in model.named_parameters()}
+    for key, found, wanted in report.mismatched:
+        if key.startswith(swin_layouts.ENCODER):
+            raise CheckpointError(f"{path}: tensor {key} has shape {found}, the inferred {architecture} needs {wanted}")
+    absent = [k for k in report.missing if k.startswith(swin_layouts.ENCODER) and k in parameters]
+    if absent:
+        raise CheckpointError(f"{path}: the Swin encoder lacks {len(absent)} tensor(s), e.g. {absent[0]}")
+    return ImportResult(
+        state_dict={k: mapped[k] for k in report.loaded},
+        format=swin_layouts.MONAI_SWIN,
+        architecture=architecture,
+        arch_args=dict(model.arch_args),
+        skipped=skipped + report.unexpected + [key for key, _, _ in report.mismatched],
+        missing=list(report.missing),
+        model=model,
+        path=str(path),
+    )
+
+
 def import_checkpoint(
     path: str | Path, out: str | Path, fmt: str = "models_genesis", trust: bool = False,
     metadata: Mapping[str, Any] | None = None, in_channels: int = 1, rgb_to_grey: str = "sum",
@@ -344,6 +384,8 @@ def import_checkpoint(
     if architecture == "resunet2d":
         meta.setdefault("input_size", [224, 224])
         meta.setdefault("intensity_window", {"modality": "xray", "range": [0.0, 1.0]})
+    elif architecture in ("swin2d", "swin_unetr2d"):
+        meta.setdefault("input_size", None)  # not recorded by MONAI checkpoints (any multiple of the total stride)
     else:
         meta.setdefault("input_size", [64, 64, 32] if architecture != "unet2d" else None)
         meta.setdefault("intensity_window", {"modality": "ct", "hu_min": -1000.0, "hu_max": 1000.0})

@@ -9,6 +9,8 @@ name                        network
 ``unet3d``                  Models Genesis 3D U-Net (backbone; official keys)
 ``unet2d``                  the same U-Net with 2D layers (backbone)
 ``resunet2d``               U-Net with a ResNet-18 encoder (backbone)
+``swin2d``                  2D Swin transformer, MONAI's SwinUNETR encoder (backbone; ``size=``)
+``swin_unetr2d``            the same Swin + the SwinUNETR decoder (dense backbone; ``size=``)
 ``ynet``                    any dense backbone + the Semantic Genesis head (``backbone=NAME``)
 ``ynet3d``                  the official Semantic Genesis ``YNet3D`` (``ynet`` on ``unet3d``)
 ``encoder_classifier``      any backbone's encoder + a classification head (``backbone=NAME``)
@@ -37,6 +39,8 @@ for _name, _target in (
     ("unet3d", "semantic_genesis.models.unet3d:UNet3D"),
     ("unet2d", "semantic_genesis.models.unet2d:UNet2D"),
     ("resunet2d", "semantic_genesis.models.resunet2d:ResUNet2D"),
+    ("swin2d", "semantic_genesis.models.swin2d:Swin2D"),
+    ("swin_unetr2d", "semantic_genesis.models.swin_unetr2d:SwinUNETR2D"),
     ("ynet", "semantic_genesis.models.ynet:YNet"),
     ("ynet3d", "semantic_genesis.models.ynet:YNet3D"),
     ("encoder_classifier", "semantic_genesis.models.classifier:EncoderClassifier"),
@@ -80,7 +84,11 @@ def config_arguments(model_cfg: Any, name: str | None = None) -> dict[str, Any]:
     """The arguments of model ``name`` (default ``model_cfg.name``) that a ``model`` config section sets.
 
     Fields the model does not take are left out (e.g. ``num_classes`` for ``unet3d``), as is
-    ``num_classes=0`` (meaning "no head", so the model default applies).
+    ``num_classes=0`` (meaning "no head", so the model default applies). ``model.args`` is added as it
+    is (its keys must be arguments of the model).
+
+    Raises:
+        ConfigError: a key of ``model.args`` the model does not take (lists the valid arguments).
     """
     fields = {
         "in_channels": model_cfg.in_channels,
@@ -92,8 +100,14 @@ def config_arguments(model_cfg: Any, name: str | None = None) -> dict[str, Any]:
     }
     if model_cfg.num_classes > 0:
         fields["num_classes"] = model_cfg.num_classes
-    valid = model_arguments(name or model_cfg.name)
-    return {k: v for k, v in fields.items() if k in valid}
+    name = name or model_cfg.name
+    valid = model_arguments(name)
+    chosen = {k: v for k, v in fields.items() if k in valid}
+    extra = dict(getattr(model_cfg, "args", None) or {})
+    unknown = [k for k in extra if k not in valid]
+    if unknown:
+        raise ConfigError(f"model.args.{unknown[0]}: model {name!r} has no such argument; valid arguments: {', '.join(valid)}")
+    return {**chosen, **extra}
 
 
 def create_from_config(model_cfg: Any, **extra: Any) -> nn.Module:
