@@ -12,8 +12,8 @@ the mean (or maximum) of its slices' probabilities, the nodule mask is the stack
 and IoU are then computed by the same metric code on the same test crops as the 3D rows.
 
 Which slices (``finetune.options.slices``): ``all`` or ``k``, the ``k`` central axial slices (the
-crop's centre voxel is at index ``Z // 2``; ``k`` slices from ``Z // 2 - (k - 1) // 2``). Training
-uses the chosen slices; classification aggregates them at prediction; segmentation always predicts
+crop's centre voxel is at index ``Z // 2``; ``k`` slices from ``Z // 2 - k // 2``, always inside the
+crop). Training uses the chosen slices; classification aggregates them at prediction; segmentation always predicts
 every slice (the 3D mask must be complete) and trains on the chosen ones.
 """
 
@@ -33,9 +33,10 @@ if TYPE_CHECKING:  # pragma: no cover
 def central_slices(depth: int, count: int) -> tuple[int, ...]:
     """The ``count`` central indices of ``depth`` axial slices around the crop centre ``depth // 2``.
 
-    Example: ``central_slices(8, 3) == (3, 4, 5)``; ``central_slices(8, 8) == (0, ..., 7)``.
+    Example: ``central_slices(8, 3) == (3, 4, 5)``, ``central_slices(8, 2) == (3, 4)``,
+    ``central_slices(8, 8) == (0, ..., 7)``.
     """
-    start = depth // 2 - (count - 1) // 2
+    start = depth // 2 - count // 2
     return tuple(range(start, start + count))
 
 
