@@ -254,6 +254,11 @@ def test_evaluate_3d_and_2d_then_report_results_gives_the_fig3_table(phantom_roo
         source = two if r.split(",")[3] == "2D slices" else three
         assert float(r.split(",")[5]) == pytest.approx(100 * source["inits"]["scratch"]["mean"], abs=0.006)
 
+    tex = (tmp_path / "fig3" / "results.tex").read_text()
+    best = next(r.split(",") for r in rows[1:] if r.split(",")[9] == "best")
+    assert "NCC: 3D volume-based vs 2D slice-based (ncc2d)" in tex
+    assert f"{best[3]} & scratch & \\textbf{{{best[5]} $\\pm$ {best[6]}}}" in tex
+
     # a 2D evaluation on other test units is flagged, not silently compared
     other = json.loads((tmp_path / "ncc2d" / "results.json").read_text())
     other["data"]["test"]["fingerprint"] = "0" * 16

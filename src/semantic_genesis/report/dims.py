@@ -95,6 +95,35 @@ def dims_markdown(three: dict[str, Any], two: dict[str, Any]) -> list[str]:
     return lines
 
 
+def dims_latex(three: dict[str, Any], two: dict[str, Any], label: str) -> str:
+    """One 3D-vs-2D table as booktabs LaTeX (needs ``\\usepackage{booktabs}``): dims, initialisation, mean
+    $\\pm$ s.d. (%), the best of all rows bold, a dagger for "not significantly different from it"."""
+    from semantic_genesis.finetune.results import _latex_escape, metric_label, percent_text, test_name
+
+    rows, note = dims_rows(three, two)
+    caption = (f"{_latex_escape(three['task'].upper())}: 3D volume-based vs 2D slice-based "
+               f"({_latex_escape(two['task'])}) on the same test units, mean $\\pm$ s.d. (\\%). Bold: best of all rows; "
+               f"$^\\dagger$: not significantly different from it ({test_name([three, two])} two-sample t-test, "
+               "$p \\geq 0.05$).")
+    if note:
+        caption += f" Not comparable: {_latex_escape(note)}."
+    lines = ["% written by semantic-genesis; needs \\usepackage{booktabs}", "\\begin{table}[t]", "\\centering",
+             f"\\caption{{{caption}}}", f"\\label{{{label}}}", "\\begin{tabular}{llc}", "\\toprule",
+             f"Dims & Initialisation & {_latex_escape(metric_label(three, three['metric']))} (\\%) \\\\", "\\midrule"]
+    for row in rows:
+        if not math.isfinite(row["mean"]):
+            value = "all failed" if row["failed"] else "n/a"
+        else:
+            value = percent_text(row["mean"]) + (f" $\\pm$ {percent_text(row['std'])}" if math.isfinite(row["std"]) else "")
+            if row["mark"] == "best" and not note:
+                value = f"\\textbf{{{value}}}"
+            elif row["mark"] == "ns":
+                value += "$^\\dagger$"
+        lines.append(f"{_latex_escape(row['dims'])} & {_latex_escape(row['init'])} & {value} \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(lines)
+
+
 def dims_csv_rows(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[list[str]]:
     """CSV rows (header first) of every 3D-vs-2D table: task, dims, initialisation, mean, sd, n, p, mark (%)."""
     from semantic_genesis.finetune.results import percent_text

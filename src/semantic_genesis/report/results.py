@@ -157,7 +157,7 @@ def merge_results(folders: Sequence[str | Path], out: str | Path) -> Path:
     from semantic_genesis.finetune.results import (
         MISSING, NOT_SIGNIFICANT_MARK, bar_chart, latex_table, progress_note, scoring_note, test_name, test_set_text,
     )
-    from semantic_genesis.report.dims import dims_csv_rows, dims_markdown, dims_pairs
+    from semantic_genesis.report.dims import dims_csv_rows, dims_latex, dims_markdown, dims_pairs
     from semantic_genesis.report.label_efficiency import plot_label_efficiency
     from semantic_genesis.utils.atomic import write_text
 
@@ -199,6 +199,7 @@ def merge_results(folders: Sequence[str | Path], out: str | Path) -> Path:
         panels = [s for s in group if s.get("best") is not None]
         if panels:
             tex.append(latex_table(panels, label=f"tab:transfer_{fraction:g}".replace(".", "_")))
+        tex += [dims_latex(three, two, f"tab:dims_{three['task']}_{fraction:g}".replace(".", "_")) for three, two in pairs]
     buffer = io.StringIO()
     csv.writer(buffer).writerows(csv_rows)
     write_text(out / "results.csv", buffer.getvalue())
