@@ -10,7 +10,7 @@ from .conftest import tiny_config
 
 
 def test_registry():
-    assert tasks.available() == ["bms", "dxc", "lcs", "ncc", "ncs", "pxs"]
+    assert tasks.available() == ["bms", "dxc", "lcs", "ncc", "ncc2d", "ncs", "ncs2d", "pxs"]
     assert tasks.get("ncc").kind == "classification" and tasks.get("ncc").metric == "auc"
     assert not tasks.get("ncc").multilabel
     dxc = tasks.get("dxc")
@@ -18,7 +18,11 @@ def test_registry():
     assert tasks.get("lcs").metrics == ("iou", "dice")
     pxs = tasks.get("pxs")
     assert pxs.kind == "segmentation" and pxs.spatial_dims == 2 and pxs.metrics == ("iou", "dice", "iou/per_image", "dice/per_image")
-    with pytest.raises(ConfigError, match="available: bms, dxc, lcs, ncc, ncs, pxs"):
+    for name, base, kind in (("ncc2d", "ncc", "classification"), ("ncs2d", "ncs", "segmentation")):
+        slice_task = tasks.get(name)
+        assert (slice_task.slices_of, slice_task.spatial_dims, slice_task.kind) == (base, 2, kind)
+        assert slice_task.metrics == tasks.get(base).metrics and tasks.get(base).slices_of == ""
+    with pytest.raises(ConfigError, match="available: bms, dxc, lcs, ncc, ncc2d, ncs, ncs2d, pxs"):
         tasks.get("xyz")
 
 

@@ -11,6 +11,13 @@ lives in OUT/trials/<init>/trial_<k>/. While trials are running, results.md says
 ("partial: 2/6 trials done"). Rerunning resumes: finished trials are not re-run. One command at a
 time per output folder (OUT/.lock).
 
+The 2D slice-based solutions of Semantic Genesis Fig. 3 (``ncc2d``, ``ncs2d``: 2D networks on axial
+slices, scored on the test units of ``ncc`` / ``ncs``) are evaluated like any task; ``report results``
+given both folders puts their rows next to the 3D rows (a ``dims`` column)::
+
+    semantic-genesis evaluate --config finetune_ncc2d --data LUNA16 --inits scratch,mg2d=mg2d.safetensors --out results/ncc2d
+    semantic-genesis report results results/ncc results/ncc2d --out results/fig3_ncc
+
 Label efficiency and linear probes (nested subsets of the training patients, the same for every
 initialisation; the validation and test sets never change)::
 
@@ -41,7 +48,7 @@ FLAGS = {"task": "finetune.task", "inits": "finetune.inits", "trials": "finetune
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default=None, help="target task (ncc, ncs, lcs, bms, dxc, pxs); same as finetune.task=")
+    parser.add_argument("--task", default=None, help="target task (ncc, ncs, lcs, bms, dxc, pxs; ncc2d, ncs2d: 2D on axial slices); same as finetune.task=")
     parser.add_argument(
         "--inits", default=None,
         help="comma-separated initialisations: scratch, NAME=PATH (weights file); same as finetune.inits=[...]",

@@ -25,14 +25,14 @@ import argparse
 from semantic_genesis.commands._common import add_config_arguments
 
 NAME = "finetune"
-HELP = "fine-tune scratch / pretrained weights on a target task (ncc, ncs, lcs, bms, dxc, pxs)"
+HELP = "fine-tune scratch / pretrained weights on a target task (ncc, ncs, lcs, bms, dxc, pxs, ncc2d, ncs2d)"
 ORDER = 60
 DESCRIPTION = __doc__
 FLAGS = {"task": "finetune.task", "init": "finetune.init"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default=None, help="target task (ncc, ncs, lcs, bms, dxc, pxs); same as finetune.task=")
+    parser.add_argument("--task", default=None, help="target task (ncc, ncs, lcs, bms, dxc, pxs; ncc2d, ncs2d: 2D on axial slices); same as finetune.task=")
     parser.add_argument("--init", default=None, help="scratch, a weights file, or NAME=PATH; same as finetune.init=")
     add_config_arguments(parser, data_help="task dataset folder (same as data=DIR)",
                          out_help="run folder (same as out=DIR); reruns resume")

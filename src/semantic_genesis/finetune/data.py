@@ -54,6 +54,9 @@ class TaskData:
         fixed_split: a split shipped with the data (e.g. official NCS ``x_train``/``x_test`` arrays):
             ``{"train": idx, "val": idx, "test": idx}``; ``None`` = split by patient.
         source: description of where the data came from (folder, layout), for reports.
+        split_task: the task whose patient split these samples share (a 2D slice-based task, e.g.
+            ``ncc2d``, reads the data of its 3D task ``ncc`` and must split it the same way, so both are
+            scored on the same test units); ``""`` = :attr:`task`.
     """
 
     task: str
@@ -65,6 +68,7 @@ class TaskData:
     fixed_split: dict[str, np.ndarray] | None = None
     source: str = ""
     info: dict = field(default_factory=dict)
+    split_task: str = ""
 
     def __len__(self) -> int:
         return len(self.patients)
@@ -162,7 +166,7 @@ def split_by_patient(
     for i, p in enumerate(data.patients):
         if not has_pos[p] and data.positive(i):
             has_pos[p] = True
-    rng = np.random.default_rng(derive_seed(seed, data.task, "split"))
+    rng = np.random.default_rng(derive_seed(seed, data.split_task or data.task, "split"))
     assignment: dict[str, str] = {}
     for group in ([p for p in patients if has_pos[p]], [p for p in patients if not has_pos[p]]):
         order = [group[i] for i in rng.permutation(len(group))]
@@ -223,7 +227,7 @@ def _apply_label_fraction(data: TaskData, split: dict[str, np.ndarray], seed: in
     train = split["train"]
     patients = sorted({data.patients[i] for i in train})
     positive = {data.patients[i] for i in train if data.positive(i)}
-    rng = np.random.default_rng(derive_seed(seed, data.task, "label_fraction"))
+    rng = np.random.default_rng(derive_seed(seed, data.split_task or data.task, "label_fraction"))
     keep: set[str] = set()
     for stratum in ([p for p in patients if p in positive], [p for p in patients if p not in positive]):
         order = [stratum[i] for i in rng.permutation(len(stratum))]
@@ -419,6 +423,39 @@ class VolumeCrops(Dataset):
                 "index": position}
 
 
+class AxialSlices(Dataset):
+    """Training slices of the crops ``indices`` for a 2D network (the slice-based solutions of the 3D
+    tasks), keyed ``(p, z)``: axial slice ``z`` (the last axis) of crop ``indices[p]``.
+
+    A sample is ``{"image": float32 (C, X, Y), "target": the crop's label (classification: every slice
+    carries its candidate's label) or the mask's slice uint8 (1, X, Y), "index": p}``; ``len`` is the
+    number of crops.
+    """
+
+    def __init__(self, data: TaskData, indices: Sequence[int]):
+        self.data = data
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def patients_seen(self):
+        """The patients of these crops (:class:`semantic_genesis.provenance.PatientSource`)."""
+        return _patient_source(self.data, self.indices)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        position, z = (int(k) for k in key)
+        i = int(self.indices[position])
+        image = np.asarray(self.data.images[i][..., z], dtype=np.float32)
+        target = self.data.targets[i]
+        sample = {"image": _tensor(image), "index": position}
+        if self.data.kind == "classification":
+            sample["target"] = int(target)
+        else:
+            sample["target"] = _tensor(np.asarray(target)[..., z])
+        return sample
+
+
 class FinetuneBatches:
     """The training batches of fine-tuning (the engine's ``batch_sampler`` for the task).
 
@@ -437,6 +474,9 @@ class FinetuneBatches:
         seed: the run's seed.
         balanced: class-balanced sampling (classification crop tasks).
         per_volume, foreground_fraction: crops per scan and their foreground share (volume tasks).
+        slices: slice-based tasks: the axial slices of every crop that are training items (keys
+            ``(p, z)`` of :class:`AxialSlices`, shuffled together; with ``balanced`` each slice weighs
+            its crop's class weight); ``None``: whole crops.
         rank, world_size: DDP position.
 
     Raises:
@@ -444,12 +484,16 @@ class FinetuneBatches:
     """
 
     def __init__(self, data: TaskData, indices: Sequence[int], batch_size: int, seed: int, *, balanced: bool = False,
-                 per_volume: int = 1, foreground_fraction: float = 0.5, rank: int = 0, world_size: int = 1):
+                 per_volume: int = 1, foreground_fraction: float = 0.5, slices: Sequence[int] | None = None,
+                 rank: int = 0, world_size: int = 1):
         self.indices = np.asarray(indices, dtype=np.int64)
         self.whole_volume = bool(data.whole_volume)
         self.seed, self.batch_size, self.rank, self.world_size = int(seed), int(batch_size), int(rank), int(world_size)
         self.per_volume, self.foreground_fraction = int(per_volume), float(foreground_fraction)
         self.weights = None
+        self.slices = None if slices is None else [int(z) for z in slices]
+        if self.slices is not None and (self.whole_volume or not self.slices):
+            raise ConfigError(f"task {data.task}: slice-based training needs crops and at least one slice")
         if self.whole_volume:
             self.shapes = [data.images[i].shape[1:] for i in self.indices]
             self.foreground = [ForegroundIndex(data.targets[i]) for i in self.indices]
@@ -463,6 +507,10 @@ class FinetuneBatches:
                 labels = np.asarray(data.targets)[self.indices]
                 weights = np.where(labels == 1, 0.5 / max((labels == 1).sum(), 1), 0.5 / max((labels == 0).sum(), 1))
                 self.weights = weights / weights.sum()
+            if self.slices is not None:
+                items *= len(self.slices)
+                if self.weights is not None:
+                    self.weights = np.repeat(self.weights, len(self.slices)) / len(self.slices)
         if items < self.world_size:
             raise DataError(f"task {data.task}: {items} training item(s) cannot be shared by {self.world_size} processes")
         group = self.batch_size * self.world_size
@@ -476,15 +524,21 @@ class FinetuneBatches:
         self.start = int(batch)
 
     def epoch_keys(self, epoch: int) -> list[Any]:
-        """Every key of ``epoch`` (all ranks), in order: positions in ``indices`` or ``(p, x, y, z)`` crops."""
+        """Every key of ``epoch`` (all ranks), in order: positions in ``indices``, ``(p, z)`` slices or
+        ``(p, x, y, z)`` crops."""
         rng = np.random.default_rng(derive_seed(self.seed, "finetune-epoch", epoch))
         if self.whole_volume:
             centres = draw_crop_centres(self.shapes, self.foreground, self.per_volume, self.foreground_fraction, rng)
             return [centres[k] for k in rng.permutation(len(centres))]
-        n = len(self.indices)
+        n = len(self.indices) * (1 if self.slices is None else len(self.slices))
         if self.weights is not None:
-            return rng.choice(n, size=n, replace=True, p=self.weights).tolist()
-        return rng.permutation(n).tolist()
+            order = rng.choice(n, size=n, replace=True, p=self.weights).tolist()
+        else:
+            order = rng.permutation(n).tolist()
+        if self.slices is None:
+            return order
+        per = len(self.slices)
+        return [(item // per, self.slices[item % per]) for item in order]
 
     def __iter__(self) -> Iterator[list[Any]]:
         keys = self.epoch_keys(self.epoch)

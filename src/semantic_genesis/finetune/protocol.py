@@ -94,11 +94,35 @@ def setting_dir(out: Path, mode: str, fraction: float) -> Path:
     return Path(out) / mode / f"fraction_{fraction:g}"
 
 
-def test_set_info(data, test_idx) -> dict[str, int]:
-    """Patients, samples and positive samples (class 1, or a non-empty mask) of the test split."""
+def test_set_info(data, test_idx) -> dict[str, Any]:
+    """Patients, samples and positive samples (class 1, or a non-empty mask) of the test split, and the
+    :func:`test_units_fingerprint` of its samples."""
     test = [int(i) for i in test_idx]
     return {"patients": len({data.patients[i] for i in test}), "samples": len(test),
-            "positives": sum(1 for i in test if data.positive(i))}
+            "positives": sum(1 for i in test if data.positive(i)), "fingerprint": test_units_fingerprint(data, test)}
+
+
+def test_units_fingerprint(data, test_idx) -> str:
+    """16 hex digits of SHA-256 over the test samples in split order: each sample's patient, and for
+    tasks held in memory (the crop tasks) its image and target bytes.
+
+    Two evaluations with the same fingerprint were scored on the same test units, e.g. ``ncc`` and its
+    slice-based ``ncc2d`` (same candidates, crops, labels and patients); ``report results`` checks it
+    before it puts their rows in one table. Lazily read tasks (DXC, PXS) are fingerprinted by their
+    test patients only, so that no image is read for it.
+    """
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    in_memory = isinstance(data.images, np.ndarray) and isinstance(data.targets, np.ndarray)
+    for i in (int(i) for i in test_idx):
+        digest.update(str(data.patients[i]).encode("utf-8") + b"\0")
+        if in_memory:
+            digest.update(np.ascontiguousarray(data.images[i]).tobytes())
+            digest.update(np.ascontiguousarray(data.targets[i]).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def trial_seed(seed: int, trial: int) -> int:

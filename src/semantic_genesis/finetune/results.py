@@ -140,6 +140,8 @@ def summarize_records(task: "Task", metric: str, init_names: Sequence[str], reco
     return {
         "task": task.name,
         "kind": task.kind,
+        "spatial_dims": int(getattr(task, "spatial_dims", 3)),
+        **({"slices_of": task.slices_of} if getattr(task, "slices_of", "") else {}),
         "metric": metric,
         "metrics": list(task.metrics),
         **({"labels": list(labels)} if labels else {}),
@@ -225,6 +227,9 @@ def task_markdown(summary: dict[str, Any]) -> str:
     if data:
         lines += [f"Data: {data.get('source', '')}; {data.get('samples', '?')} samples from "
                   f"{data.get('patients', '?')} patients; split {data.get('split', {})}.", ""]
+    if summary.get("slices_of"):
+        lines += [f"2D slice-based solution of {summary['slices_of'].upper()} ({data.get('slices', 'axial slices')}); "
+                  f"scored on the 3D test units of {summary['slices_of']}.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = summary.get("ranking") or list(summary["inits"])
     order = order + [n for n in summary["inits"] if n not in order]

@@ -152,10 +152,13 @@ def scoring_for(task: "Task", cfg: "Config", whole_volume: bool) -> "Scoring":
     as ``auc/<label>``, NaN where the split has one class only, and their mean ``auc``), or IoU and Dice of the sigmoid
     at ``finetune.threshold`` as ``finetune.iou`` defines them (segmentation; pooled over all test
     voxels by default; whole scans by sliding windows of ``finetune.crop_size``); a task whose metrics
-    include ``iou/per_image`` / ``dice/per_image`` (PXS) also gets the mean of each image's IoU and Dice."""
+    include ``iou/per_image`` / ``dice/per_image`` (PXS) also gets the mean of each image's IoU and Dice.
+    Slice-based tasks (``ncc2d``, ``ncs2d``) predict every crop slice by slice and score the aggregated
+    candidate / the stacked 3D mask (:class:`~semantic_genesis.methods.finetune.SliceInference`)."""
     from semantic_genesis.methods.finetune import Scoring, SlidingWindow
 
     ft = cfg.finetune
+    slices = task.slice_inference(cfg)
     if task.kind == "classification" and task.multilabel:
         names = task.label_names
 
@@ -172,7 +175,8 @@ def scoring_for(task: "Task", cfg: "Config", whole_volume: bool) -> "Scoring":
             labels = torch.as_tensor([label for _, label in records])
             return {"auc": M.roc_auc(scores, labels)}
 
-        return Scoring(primary_metric(task, cfg), lambda logits, label: (logits.reshape(-1)[0], int(label)), reduce_auc)
+        return Scoring(primary_metric(task, cfg), lambda logits, label: (logits.reshape(-1)[0], int(label)), reduce_auc,
+                       slices=slices)
 
     threshold, definition = ft.threshold, ft.iou
 
@@ -188,7 +192,7 @@ def scoring_for(task: "Task", cfg: "Config", whole_volume: bool) -> "Scoring":
         return scores
 
     window = SlidingWindow(tuple(ft.crop_size), ft.sw_batch_size, ft.sw_overlap) if whole_volume else None
-    return Scoring(primary_metric(task, cfg), overlap, reduce_overlap, window)
+    return Scoring(primary_metric(task, cfg), overlap, reduce_overlap, window, slices=slices, segmentation=True)
 
 
 def _score(task: "Task", data: "TaskData", indices: np.ndarray, model: torch.nn.Module, cfg: "Config",
@@ -219,7 +223,7 @@ def evaluate(task: "Task", data: "TaskData", indices: np.ndarray, model: torch.n
 def _setup(task: "Task", data: "TaskData", split: dict[str, np.ndarray], cfg: "Config", init: "InitSpec",
            seed: int) -> tuple["FinetuneSetup", Any]:
     """The fine-tuning method's pieces for ``task`` (the network seeded with ``seed``) and the init report."""
-    from semantic_genesis.finetune.data import FinetuneBatches, TaskSamples, VolumeCrops
+    from semantic_genesis.finetune.data import AxialSlices, FinetuneBatches, TaskSamples, VolumeCrops
     from semantic_genesis.finetune.leakage import record_of
     from semantic_genesis.finetune.losses import build_loss
     from semantic_genesis.finetune.models import build_model, encoder_modules, encoder_parameters
@@ -229,11 +233,14 @@ def _setup(task: "Task", data: "TaskData", split: dict[str, np.ndarray], cfg: "C
     ft, train_idx = cfg.finetune, split["train"]
     seed_everything(seed)
     model, report = build_model(task, cfg, data.in_channels, init)
+    slices = task.slice_inference(cfg)
     if not data.whole_volume:
         shape = tuple(data.images[int(train_idx[0])].shape[1:])
+        what = "finetune.image_size" if len(shape) == 2 else "finetune.crop_size"
+        if slices is not None:  # a 2D network on the (X, Y) axial slices of the crops
+            shape, what = shape[:2], "finetune.crop_size (its axial slices X, Y)"
         divisor = int(getattr(model, "min_divisor", 1))
         if any(s % divisor for s in shape):
-            what = "finetune.image_size" if len(shape) == 2 else "finetune.crop_size"
             raise ConfigError(f"{what} {list(shape)}: every size must be a multiple of {divisor} for the "
                               f"{report.backbone} backbone")
     frozen: list[torch.nn.Module] = []
@@ -243,19 +250,22 @@ def _setup(task: "Task", data: "TaskData", split: dict[str, np.ndarray], cfg: "C
         frozen = list(encoder_modules(model))
     if data.whole_volume:
         train_set = VolumeCrops(data, train_idx, ft.crop_size)
+    elif slices is not None:
+        train_set = AxialSlices(data, train_idx)
     else:
         train_set = TaskSamples(data, train_idx)
 
     def batches(run_seed: int, rank: int, world_size: int) -> FinetuneBatches:
         return FinetuneBatches(data, train_idx, cfg.train.batch_size, run_seed, balanced=ft.balanced_sampling,
                                per_volume=ft.samples_per_volume, foreground_fraction=ft.foreground_fraction,
-                               rank=rank, world_size=world_size)
+                               slices=None if slices is None else slices.slices, rank=rank, world_size=world_size)
 
     setup = FinetuneSetup(
         model=model, loss=build_loss(ft.loss, task.kind, _pos_weight(cfg, data, train_idx)), train_set=train_set,
         val_set=TaskSamples(data, split["val"]), batches=batches, scoring=scoring_for(task, cfg, data.whole_volume),
         frozen_modules=frozen,
-        metadata={"task": task.name, "init": init.name, "init_path": report.path, "crop_size": list(ft.crop_size)},
+        metadata={"task": task.name, "init": init.name, "init_path": report.path, "crop_size": list(ft.crop_size),
+                  **({"slices": list(slices.slices), "slice_aggregate": slices.aggregate} if slices else {})},
         init_patients=None if init.is_scratch else record_of(report.metadata),
     )
     return setup, report

@@ -56,6 +56,82 @@ class SlidingWindow:
     overlap: float = 0.25
 
 
+#: How slice predictions of a classification task become one score per volume.
+SLICE_AGGREGATIONS = ("mean", "max")
+
+
+@dataclass(frozen=True)
+class SliceInference:
+    """Slice-based prediction of volumes by a 2D network (the 2D slice-based solutions of the 3D target
+    tasks, Semantic Genesis, Haghighi et al., MICCAI 2020, Fig. 3).
+
+    A volume ``(C, X, Y, Z)`` is cut into its axial slices ``(C, X, Y)`` (the last axis), the 2D network
+    predicts each slice, and the slice predictions are put back together on the volume's grid:
+
+    * classification: the slice probabilities of :attr:`slices` are aggregated into one probability of
+      the volume (:func:`aggregate_slice_logits`: their mean, or their maximum);
+    * segmentation: the slice logits ``(n, X, Y)`` are stacked along Z into the volume ``(n, X, Y, Z)``
+      (every slice is predicted, whatever :attr:`slices` says).
+
+    Attributes:
+        slices: the axial slice indices that are predicted and aggregated (classification), in [0, Z).
+        aggregate: ``"mean"`` or ``"max"`` of the slice probabilities (classification only).
+        batch_size: slices per forward pass.
+    """
+
+    slices: tuple[int, ...]
+    aggregate: str = "mean"
+    batch_size: int = 256
+
+
+def aggregate_slice_logits(logits: torch.Tensor, how: str) -> torch.Tensor:
+    """One logit per volume from the logits of its slices.
+
+    ``mean`` is the mean of the slice **probabilities** ``p_s = sigmoid(l_s)``, returned as its logit
+    ``log(mean p) - log(mean (1 - p))``, computed from log-sigmoids in float64 (no rounding to 0 or 1 for
+    confident slices, so the ranking that the AUC sees is exact); ``max`` is the largest slice logit,
+    i.e. the logit of the largest probability.
+
+    Args:
+        logits: ``(B, S, n)`` logits of ``S`` slices of each of ``B`` volumes.
+        how: ``"mean"`` or ``"max"`` (:data:`SLICE_AGGREGATIONS`).
+
+    Returns:
+        ``(B, n)`` logits, float32; ``sigmoid`` of them is the aggregated probability.
+
+    Raises:
+        DataError: an unknown aggregation or a tensor that is not ``(B, S, n)`` with ``S >= 1``.
+    """
+    if how not in SLICE_AGGREGATIONS:
+        raise DataError(f"slice aggregation {how!r}: expected one of {', '.join(SLICE_AGGREGATIONS)}")
+    if logits.ndim != 3 or logits.shape[1] == 0:
+        raise DataError(f"slice aggregation: expected (volumes, slices >= 1, outputs) logits, got {tuple(logits.shape)}")
+    if how == "max":
+        return logits.max(dim=1).values.float()
+    x = logits.double()
+    positive = torch.logsumexp(torch.nn.functional.logsigmoid(x), dim=1)
+    negative = torch.logsumexp(torch.nn.functional.logsigmoid(-x), dim=1)
+    return (positive - negative).float()
+
+
+def predict_slices(model: nn.Module, volumes: torch.Tensor, spec: SliceInference, segmentation: bool) -> torch.Tensor:
+    """Logits of volumes ``(B, C, X, Y, Z)`` predicted slice by slice by a 2D ``model``.
+
+    Returns:
+        segmentation: ``(B, n, X, Y, Z)``, the slice logits stacked along Z; classification: ``(B, n)``,
+        the :func:`aggregate_slice_logits` of the slices ``spec.slices``.
+    """
+    b, c, x, y, z = volumes.shape
+    chosen = list(range(z)) if segmentation else list(spec.slices)
+    if not chosen or min(chosen) < 0 or max(chosen) >= z:
+        raise DataError(f"slice-based prediction: slices {chosen} do not fit volumes of {z} axial slices")
+    stack = volumes[..., chosen].permute(0, 4, 1, 2, 3).reshape(b * len(chosen), c, x, y)  # (B*S, C, X, Y)
+    out = torch.cat([model(part) for part in torch.split(stack, max(int(spec.batch_size), 1))])
+    if segmentation:  # (B*Z, n, X, Y) -> (B, n, X, Y, Z)
+        return out.reshape(b, z, *out.shape[1:]).permute(0, 2, 3, 4, 1)
+    return aggregate_slice_logits(out.reshape(b, len(chosen), -1), spec.aggregate)
+
+
 @dataclass(frozen=True)
 class Scoring:
     """How a task's predictions become metrics.
@@ -68,16 +144,24 @@ class Scoring:
         reduce: ``reduce(records) -> metrics`` over every sample's record in split order; may raise
             :class:`~semantic_genesis.errors.DataError` when a metric is undefined.
         window: sliding-window inference of whole scans, or ``None`` (one forward pass per batch).
+        slices: slice-based inference of volumes by a 2D network (:class:`SliceInference`), or ``None``.
+        segmentation: whether the logits are voxel-wise (how :attr:`slices` puts slices together).
     """
 
     metric: str
     case: Callable[[torch.Tensor, torch.Tensor], Any]
     reduce: Callable[[list[Any]], dict[str, float]]
     window: SlidingWindow | None = None
+    slices: SliceInference | None = None
+    segmentation: bool = False
 
 
-def predict(model: nn.Module, images: torch.Tensor, window: SlidingWindow | None) -> torch.Tensor:
-    """Logits of a batch ``(B, C, X, Y, Z)``: one forward pass, or sliding windows over whole scans."""
+def predict(model: nn.Module, images: torch.Tensor, scoring: Scoring) -> torch.Tensor:
+    """Logits of a batch ``(B, C, X, Y, Z)``: one forward pass, axial slices by a 2D network
+    (:func:`predict_slices`), or sliding windows over whole scans."""
+    if scoring.slices is not None:
+        return predict_slices(model, images, scoring.slices, scoring.segmentation)
+    window = scoring.window
     if window is None:
         return model(images)
     from monai.inferers import sliding_window_inference
@@ -98,7 +182,7 @@ def score_batches(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], 
     for batch in batches:
         images = batch["image"]
         with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = predict(model, images, scoring.window)
+            logits = predict(model, images, scoring)
         logits, targets = logits.float().cpu(), batch["target"].cpu()
         for row, position in enumerate(batch["index"].tolist()):
             cases.append((int(position), scoring.case(logits[row], targets[row])))

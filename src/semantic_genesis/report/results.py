@@ -13,6 +13,11 @@ An ``evaluate`` folder of a sweep (``--label-fractions`` / ``--mode``, indexed b
 contributes every setting: one table per label fraction, a linear-probe column beside each task's
 fine-tuning column, and ``label_efficiency.png`` (:mod:`semantic_genesis.report.label_efficiency`).
 Under every table: the test set's patients, samples and positives, so a reader can judge the tests.
+
+The folders of a 3D task and of its 2D slice-based solution (``ncc`` and ``ncc2d``, ``ncs`` and
+``ncs2d``) also give the Fig.-3-shaped comparison (:mod:`semantic_genesis.report.dims`): per task one
+table with a ``dims`` column (3D / 2D slices), all initialisations of both, t-tests against the best of
+all rows, written into ``results.md`` and ``dims.csv``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any, Sequence
 
 REPORT_NAME = "results"
 REPORT_HELP = "merge evaluate folders of several tasks into one Table-2-shaped table (Markdown, LaTeX, CSV, PNG)"
+DIMS_CSV = "dims.csv"  # the 3D vs 2D slice-based tables, when a 3D task and its slice-based task are merged
 
 
 # ------------------------------------------------------------------------------------------------
@@ -151,6 +157,7 @@ def merge_results(folders: Sequence[str | Path], out: str | Path) -> Path:
     from semantic_genesis.finetune.results import (
         MISSING, NOT_SIGNIFICANT_MARK, bar_chart, latex_table, progress_note, scoring_note, test_name, test_set_text,
     )
+    from semantic_genesis.report.dims import dims_csv_rows, dims_latex, dims_markdown, dims_pairs
     from semantic_genesis.report.label_efficiency import plot_label_efficiency
     from semantic_genesis.utils.atomic import write_text
 
@@ -165,6 +172,7 @@ def merge_results(folders: Sequence[str | Path], out: str | Path) -> Path:
         "two-sample t-test, two-sided, p >= 0.05).", "",
     ]
     csv_rows: list[list[str]] = []
+    dims_rows_csv: list[list[str]] = []
     tex = []
     for fraction in fractions:
         group = [s for s in summaries if float(s.get("label_fraction", 1.0)) == fraction]
@@ -182,12 +190,23 @@ def merge_results(folders: Sequence[str | Path], out: str | Path) -> Path:
                         + (f". {test_set_text(s)}" if test_set_text(s) else "")
                         + (f" {scoring_note(s)}" if scoring_note(s) else ""))
         text.append("")
+        pairs = dims_pairs(group)
+        if pairs:
+            text += ["## 3D volume-based vs 2D slice-based (Semantic Genesis Fig. 3)", ""]
+            for three, two in pairs:
+                text += dims_markdown(three, two)
+            dims_rows_csv += dims_csv_rows(pairs)[0 if not dims_rows_csv else 1:]
         panels = [s for s in group if s.get("best") is not None]
         if panels:
             tex.append(latex_table(panels, label=f"tab:transfer_{fraction:g}".replace(".", "_")))
+        tex += [dims_latex(three, two, f"tab:dims_{three['task']}_{fraction:g}".replace(".", "_")) for three, two in pairs]
     buffer = io.StringIO()
     csv.writer(buffer).writerows(csv_rows)
     write_text(out / "results.csv", buffer.getvalue())
+    if dims_rows_csv:
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(dims_rows_csv)
+        write_text(out / DIMS_CSV, buffer.getvalue())
     if len(fractions) > 1:
         plot_label_efficiency(summaries, out / "label_efficiency.png")
         text += ["![label efficiency](label_efficiency.png)", ""]
@@ -211,6 +230,8 @@ def run_report(args: argparse.Namespace) -> int:
     path = merge_results(args.folders, args.out)
     print(path.read_text(encoding="utf-8"))
     written = [path.with_suffix(s) for s in (".tex", ".csv", ".png") if path.with_suffix(s).is_file()]
+    if (path.parent / DIMS_CSV).is_file():
+        written.append(path.parent / DIMS_CSV)
     if (path.parent / "label_efficiency.png").is_file():
         written.append(path.parent / "label_efficiency.png")
     print(f"wrote {path}" + "".join(f", {p}" for p in written))

@@ -12,7 +12,14 @@ name      task                                          data layout       metric
           multi-label classification)                                     label
 ``pxs``   pneumothorax segmentation on radiographs      SIIM-ACR          IoU, Dice (pooled or
           (2D, empty masks included)                                      per image)
+``ncc2d`` NCC by a 2D network on axial slices, slice      as ``ncc``        AUC (per candidate)
+          probabilities averaged per candidate
+``ncs2d`` NCS by a 2D network on axial slices, stacked    as ``ncs``        IoU, Dice (3D masks)
+          into the 3D mask
 ========  ============================================  ================  ====================
+
+``ncc2d`` and ``ncs2d`` are the 2D slice-based solutions of Semantic Genesis Fig. 3: they share the
+data, split and test units of their 3D task (:mod:`~semantic_genesis.finetune.tasks.slices`).
 
 ``get(name)`` returns the task object; ``available()`` lists the names; ``register(task)`` adds one.
 """
@@ -24,7 +31,9 @@ from semantic_genesis.finetune.tasks.bms import BMS
 from semantic_genesis.finetune.tasks.dxc import DXC
 from semantic_genesis.finetune.tasks.lcs import LCS
 from semantic_genesis.finetune.tasks.ncc import NCC
+from semantic_genesis.finetune.tasks.ncc2d import NCC2D
 from semantic_genesis.finetune.tasks.ncs import NCS
+from semantic_genesis.finetune.tasks.ncs2d import NCS2D
 from semantic_genesis.finetune.tasks.pxs import PXS
 from semantic_genesis.utils.registry import Registry
 
@@ -47,7 +56,7 @@ def get(name: str) -> Task:
     return TASKS.get(name)
 
 
-for _task in (NCC(), NCS(), LCS(), BMS(), DXC(), PXS()):
+for _task in (NCC(), NCS(), LCS(), BMS(), DXC(), PXS(), NCC2D(), NCS2D()):
     register(_task)
 
 __all__ = ["TASKS", "Task", "available", "get", "register"]

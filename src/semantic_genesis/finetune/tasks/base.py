@@ -12,6 +12,7 @@ from semantic_genesis.errors import DatasetLayoutError, describe_path
 if TYPE_CHECKING:  # pragma: no cover
     from semantic_genesis.config import Config
     from semantic_genesis.finetune.data import TaskData
+    from semantic_genesis.methods.finetune import SliceInference
 
 
 class Task:
@@ -29,6 +30,8 @@ class Task:
             AUC per label); empty for single-output tasks.
         spatial_dims: 3 for volumes ``(C, X, Y, Z)``, 2 for images ``(C, H, W)``; the network's
             backbone must have the same.
+        slices_of: a 2D slice-based task (:mod:`~semantic_genesis.finetune.tasks.slices`): the 3D task
+            whose data, split and test units it shares (``ncc2d`` -> ``ncc``); ``""`` for the others.
     """
 
     name: ClassVar[str] = ""
@@ -40,6 +43,7 @@ class Task:
     num_outputs: ClassVar[int] = 1
     label_names: ClassVar[tuple[str, ...]] = ()
     spatial_dims: ClassVar[int] = 3
+    slices_of: ClassVar[str] = ""
 
     @property
     def multilabel(self) -> bool:
@@ -49,6 +53,11 @@ class Task:
     def load(self, root: str | Path, cfg: "Config") -> "TaskData":
         """Read the task's samples from ``root`` (crops in [0, 1], see :class:`TaskData`)."""
         raise DatasetLayoutError(f"task {self.name} defines no loader")  # pragma: no cover
+
+    def slice_inference(self, cfg: "Config") -> "SliceInference | None":
+        """How a 2D network trains on and predicts this task's volumes slice by slice; ``None`` (the
+        network takes the samples as they are) except for slice-based tasks."""
+        return None
 
     def check_root(self, root: str | Path) -> Path:
         """Return ``root`` as a Path if it is a folder, else a :class:`DatasetLayoutError` with the layout."""
