@@ -11,8 +11,8 @@ import torch
 
 from semantic_genesis.errors import ConfigError, DataError
 from semantic_genesis.transforms import build_preset
-from semantic_genesis.transforms.grid_views import (GridViewSampler, cell_id_image, overlap_masks,
-                                                     resize_and_centre_crop)
+from semantic_genesis.io.radiograph_folder import resize_and_centre_crop
+from semantic_genesis.transforms.grid_views import GridViewSampler, cell_id_image, overlap_masks
 from semantic_genesis.transforms.popar import from_patches, popar_corrupt, shuffle_patches, to_patches
 
 OFFSETS = list(itertools.product(range(5), repeat=2))

@@ -7,7 +7,8 @@ is the same pixels in both, so the token correspondence is known by construction
 official data pipeline (``utils/build_loader_global_local.py``):
 
 1. resize the shorter side to ``(k + m + 1) * g`` pixels and centre-crop a square of that size
-   (paper: 608 = 19 x 32; done by the data set, :func:`resize_and_centre_crop`);
+   (paper: 608 = 19 x 32; done by the data set,
+   :func:`semantic_genesis.io.radiograph_folder.resize_and_centre_crop`);
 2. a pixel jitter ``(jr, jc)``, each uniform in ``0 .. g - 1`` and **shared by both views**, cuts a
    ``(k + m) * g`` base image (576 px), so both views stay aligned to the same grid;
 3. four independent cell offsets ``r1, c1, r2, c2`` uniform in ``0 .. m`` give the views
@@ -28,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from semantic_genesis.errors import ConfigError, DataError
@@ -172,24 +172,3 @@ def cell_id_image(cells: int, cell: int, channels: int = 1) -> torch.Tensor:
     ids = torch.arange(cells * cells, dtype=torch.float64).reshape(cells, cells)
     image = ids.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
     return image.expand(channels, -1, -1).clone()
-
-
-def resize_and_centre_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize ``image (H, W)`` so its shorter side is ``size`` (area averaging when shrinking, bilinear
-    when enlarging), then cut the centred ``size x size`` square: the official PEAC ``KeepRatioResize``
-    (``cv2.INTER_AREA``) + ``CenterCrop``. Returns float32 ``(size, size)``."""
-    import torch.nn.functional as F
-
-    array = np.asarray(image, dtype=np.float32)
-    if array.ndim != 2 or min(array.shape) < 1:
-        raise DataError(f"expected a 2D image (H, W), got shape {array.shape}")
-    h, w = array.shape
-    scale = size / min(h, w)
-    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-    x = torch.from_numpy(array)[None, None]
-    if (new_h, new_w) != (h, w):
-        mode = "area" if scale < 1 else "bilinear"
-        kwargs = {} if mode == "area" else {"align_corners": False}
-        x = F.interpolate(x, size=(new_h, new_w), mode=mode, **kwargs)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return x[0, 0, top:top + size, left:left + size].contiguous().numpy()
