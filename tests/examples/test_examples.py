@@ -51,7 +51,7 @@ def step_losses(output: str) -> list[float]:
 def test_every_example_is_covered():
     assert {"pretrain_models_genesis.py", "pretrain_semantic_genesis.py", "pretrain_autoencoder.py",
             "pretrain_inpainting.py", "pretrain_patch_shuffling.py", "pretrain_rubiks_cube.py",
-            "pretrain_self_classification.py"} <= set(PRETRAIN)
+            "pretrain_self_classification.py", "pretrain_peac.py"} <= set(PRETRAIN)
     assert {"finetune_ncc.py", "finetune_ncs.py", "finetune_lcs.py", "finetune_bms.py"} <= set(FINETUNE)
     others = {p.name for p in EXAMPLES.glob("*.py")} - set(PRETRAIN) - set(FINETUNE)
     assert others == {"demo.py"}, f"examples not run by the tests: {sorted(others - {'demo.py'})}"
@@ -65,6 +65,12 @@ def test_pretraining_example_learns_and_saves_transferable_weights(script, tmp_p
     assert len(step_losses(out)) == 8
     before, after = (float(v) for v in re.search(rf"(?:held-out|fixed-batch) loss {FLOAT} -> {FLOAT}", out).groups())
     assert after < before, out
+    if script == "pretrain_peac.py":  # PEAC pretrains a Swin for the 2D radiograph tasks
+        from semantic_genesis.models.loading import build_model_from_weights
+
+        swin = build_model_from_weights(tmp_path / "w.safetensors")
+        assert swin.ARCH_NAME == "swin2d" and swin.arch_args["size"] == "tiny" and swin.feature_strides[-1] == 8
+        return
     pretrained = read_pretrained(tmp_path / "w.safetensors")
     assert pretrained.backbone == "unet3d" and pretrained.backbone_args["width"] == 0.125
 
