@@ -219,7 +219,9 @@ class PEAC(Method):
     def state_dict(self) -> dict[str, Any]:
         from semantic_genesis.training.ema import teacher_state
 
-        return {"teacher": teacher_state(self._teacher_on(next(self.teacher.parameters()).device))}
+        if self.teacher is None:
+            raise ConfigError("peac: the teacher is built with the model (build_model was not called)")
+        return {"teacher": teacher_state(self.teacher)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         from semantic_genesis.training.ema import load_teacher_state
