@@ -111,3 +111,18 @@ def test_paper_preset_runs_a_few_steps(tmp_path):
     assert meta["arch_args"]["size"] == "swin_b" and meta["input_size"] == [448, 448]
     rows = read_metrics(out, "train")
     assert all(np.isfinite(r["loss"]) for r in rows)
+
+
+def test_chestxray14_folder_never_reads_the_test_list(tmp_path):
+    """On the ChestX-ray14 layout the official test_list.txt patients are left out of pretraining."""
+    from semantic_genesis.io.datasets.chestxray14 import person_of
+    from semantic_genesis.io.radiograph_folder import radiograph_splits
+
+    root = tmp_path / "cxr14"
+    assert main(["phantom", "xray", "-n", "10", "--shape", "48", "48", "32", "--size", "64", "64", "--layout",
+                 "chestxray14", "--out", str(root), "-q"]) == 0
+    paths, patients, rule = radiograph_splits(root)
+    test = {person_of(n) for n in (root / "test_list.txt").read_text().split()}
+    seen = set(patients["train"]) | set(patients["validation"])
+    assert test and seen and not (test & seen) and "test_list.txt left out" in rule
+    assert len(paths["train"]) + len(paths["validation"]) + len(test) == 10
