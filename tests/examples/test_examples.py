@@ -5,7 +5,8 @@ editing this file; ``demo.py`` (the whole CLI pipeline, minutes) is run by ``mak
 Each run uses tiny sizes and one thread; the checks are what the scripts print:
 
 * pretraining: the loss on a fixed batch (held-out patient, or fixed transformed patterns) falls
-  between the start and the end of training, and ``--out`` writes weights whose backbone a target
+  between the start and the end of training (PEAC: its restoration and order terms; its consistency
+  terms first grow while the EMA teacher lags), and ``--out`` writes weights whose backbone a target
   task can be built on;
 * fine-tuning: started from a pretrained weights file (``--init``) the encoder tensors are loaded,
   the training loss falls (the last three logged steps against the first three) and the test metric
@@ -27,7 +28,7 @@ PRETRAIN = sorted(p.name for p in EXAMPLES.glob("pretrain_*.py"))
 FINETUNE = sorted(p.name for p in EXAMPLES.glob("finetune_*.py"))
 # Tiny sizes for the scripts' common options; options a script does not have are left out.
 TINY = {"--steps": "8", "--batch-size": "4", "--patients": "1", "--train-patients": "3", "--test-patients": "2",
-        "--neighbours": "3", "--classes": "3", "--ae-steps": "5", "--cls-warmup": "3"}
+        "--neighbours": "3", "--classes": "3", "--ae-steps": "5", "--cls-warmup": "3", "--radiographs": "4"}
 PATTERN_SCRIPTS = {"--patients": "4"}  # self-discovery needs patients to choose neighbours from
 FLOAT = r"([0-9]+\.[0-9]+)"
 
@@ -51,7 +52,7 @@ def step_losses(output: str) -> list[float]:
 def test_every_example_is_covered():
     assert {"pretrain_models_genesis.py", "pretrain_semantic_genesis.py", "pretrain_autoencoder.py",
             "pretrain_inpainting.py", "pretrain_patch_shuffling.py", "pretrain_rubiks_cube.py",
-            "pretrain_self_classification.py"} <= set(PRETRAIN)
+            "pretrain_self_classification.py", "pretrain_peac.py"} <= set(PRETRAIN)
     assert {"finetune_ncc.py", "finetune_ncs.py", "finetune_lcs.py", "finetune_bms.py"} <= set(FINETUNE)
     others = {p.name for p in EXAMPLES.glob("*.py")} - set(PRETRAIN) - set(FINETUNE)
     assert others == {"demo.py"}, f"examples not run by the tests: {sorted(others - {'demo.py'})}"
@@ -64,6 +65,17 @@ def test_pretraining_example_learns_and_saves_transferable_weights(script, tmp_p
     out = run(script, "--out", str(tmp_path / "w.safetensors"))
     assert len(step_losses(out)) == 8
     before, after = (float(v) for v in re.search(rf"(?:held-out|fixed-batch) loss {FLOAT} -> {FLOAT}", out).groups())
+    if script == "pretrain_peac.py":  # PEAC pretrains a Swin for the 2D radiograph tasks
+        from semantic_genesis.models.loading import build_model_from_weights
+
+        # in 8 steps the consistency terms grow (the EMA teacher barely moves) while POPAR learns
+        rest = re.search(rf"held-out restoration {FLOAT} -> {FLOAT}, order {FLOAT} -> {FLOAT}", out)
+        r0, r1, o0, o1 = (float(v) for v in rest.groups())
+        assert r1 < 0.5 * r0 and o1 < o0, out
+
+        swin = build_model_from_weights(tmp_path / "w.safetensors")
+        assert swin.ARCH_NAME == "swin2d" and swin.arch_args["size"] == "tiny" and swin.feature_strides[-1] == 8
+        return
     assert after < before, out
     pretrained = read_pretrained(tmp_path / "w.safetensors")
     assert pretrained.backbone == "unet3d" and pretrained.backbone_args["width"] == 0.125

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from semantic_genesis import methods
-from semantic_genesis.config import load_config, save_config
+from semantic_genesis.config import load_config, to_dict, save_config
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.methods.options import MethodOptions, parse_options
 
@@ -29,7 +29,8 @@ def test_every_method_types_its_options(name):
     cfg = load_config(None, [f"method.name={name}"])
     options = parse_options(cfg, options_class, name)
     assert isinstance(options, options_class)
-    assert options.as_dict() == {f.name: f.default for f in dataclasses.fields(options_class)}
+    assert options == options_class()  # every field at its default (default factories included)
+    assert options.as_dict() == to_dict(options_class())
     fields = [f.name for f in dataclasses.fields(options_class)]
     bad = load_config(None, [f"method.name={name}", "method.options.no_such_option=1"])
     expected = (f"unknown config key method.options.no_such_option; "
