@@ -106,6 +106,33 @@ def solve_t(
     return result.view(shape)
 
 
+def solve_t_unpacked(
+    value: torch.Tensor, a1: torch.Tensor, a2: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
+    check_every: int = 8,
+) -> torch.Tensor:
+    """:func:`solve_t` without dropping the converged values (the device path): every step works on all
+    values and a converged one keeps its result, so the host checks for convergence (a synchronisation
+    on a GPU) only every ``check_every`` steps instead of at every step. Same steps, same results."""
+    low, high = low.clone(), high.clone()
+    t = _secant_start(value, a1, a2, low, high)
+    result = t.clone()
+    done = torch.zeros_like(t, dtype=torch.bool)
+    for step_number in range(1, 101):
+        f = bezier_xy(t, a1, a2) - value
+        low = torch.where(f > 0, t, low)
+        high = torch.where(f > 0, high, t)
+        d = _bezier_dxy(t, a1, a2)
+        newton = t - f / torch.where(d < 0, d, torch.full_like(d, -1.0))
+        step = torch.where((d < 0) & (newton > low) & (newton < high), newton, 0.5 * (low + high))
+        now = ((f == 0) | ((step - t).abs() <= 4e-16) | (high - low <= 4e-16)) & ~done
+        result = torch.where(now, t, result)
+        done |= now
+        t = step
+        if step_number % check_every == 0 and bool(done.all()):
+            return result
+    return torch.where(done, result, t)
+
+
 def exact_values(values: torch.Tensor, controls: torch.Tensor, inverted: torch.Tensor,
                  low: torch.Tensor | None = None, high: torch.Tensor | None = None) -> torch.Tensor:
     """The exact maps ``f(v)`` of values clamped to [0, 1] (float64, elementwise).
@@ -251,7 +278,64 @@ def nonlinear(
     generator = resolve_generator(generator)
     if x.shape[0] == 0:
         return x.clone()
+    if _backend.device_draws(x):
+        maps = device_maps(generator, x.shape[0], inverted_prob, lut_size, x.device)
+        mapped, exact = map_on_device(x, maps)
+        return fix_exact_on_device(mapped, x, exact, maps)
     maps = sample_nonlinear_maps(x.shape[0], generator, inverted_prob, lut_size)
     if _backend.kernel_for(x) is not None:
         return run_plan(x, KernelPlan.for_batch(x, maps=(torch.arange(x.shape[0]), maps)))[0]
     return apply_maps(x, maps)
+
+
+def device_maps(generator: torch.Generator, n: int, inverted_prob: float, lut_size: int, device: torch.device) -> BezierMaps:
+    """:func:`sample_nonlinear_maps` (drawn and tabulated on the CPU: four numbers per map) with every
+    tensor copied to ``device`` in one copy (the device path's only host-to-device copy per call)."""
+    maps = sample_nonlinear_maps(n, generator, inverted_prob, lut_size)
+    if torch.device(device).type == "cpu":
+        return maps
+    parts = (maps.controls, maps.inverted.to(torch.float64)[:, None], maps.table, maps.slope, maps.t_grid)
+    flat = torch.cat([part.reshape(n, -1) for part in parts], dim=1).to(device)
+    controls, inverted, table, slope, t_grid = flat.split([4, 1, lut_size + 1, lut_size + 1, lut_size + 1], dim=1)
+    return BezierMaps(controls, inverted[:, 0] > 0.5, table, slope, t_grid)
+
+
+def map_on_device(x: torch.Tensor, maps: BezierMaps) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`apply_maps` without its exact evaluations (the device path): the table interpolation of
+    every value, and ``(B, N)`` bool the values that fall in a cell to be evaluated exactly
+    (:func:`fix_exact_on_device` writes them; deferred so that a preset synchronises once, at its end).
+
+    Args:
+        x: ``(B, ...)`` float batch on the maps' device.
+        maps: ``B`` maps on that device.
+    """
+    batch = x.shape[0]
+    size = maps.lut_size
+    offsets = (torch.arange(batch, device=x.device, dtype=torch.int32) * (size + 1)).view(batch, 1)
+    pos = x.clamp(0.0, 1.0).mul_(size)
+    index = (pos.to(torch.int32).view(batch, -1) + offsets).view(-1)
+    frac = pos.frac_()
+    base = maps.table.to(x.dtype).reshape(-1).index_select(0, index).view(x.shape)
+    step = maps.slope.to(x.dtype).reshape(-1).index_select(0, index).view(x.shape)
+    exact = torch.isnan(step) & ~torch.isnan(x)
+    return base.addcmul_(frac, step), exact.view(batch, -1)
+
+
+def fix_exact_on_device(out: torch.Tensor, x: torch.Tensor, exact: torch.Tensor, maps: BezierMaps) -> torch.Tensor:
+    """Write into ``out`` (in place; returned) the exact maps of the values of ``x`` where ``exact``
+    ``(B, N)`` is set: one synchronisation to find them, then :func:`solve_t_unpacked` on the device."""
+    batch = x.shape[0]
+    where = exact.nonzero()
+    if where.shape[0] == 0:
+        return out
+    rows, flat = where[:, 0], where[:, 1]
+    size = maps.lut_size
+    clamped = x.reshape(batch, -1)[rows, flat].clamp(0.0, 1.0)
+    cells = (clamped * size).to(torch.int64)  # the cell of the table look-up (same arithmetic)
+    values = clamped.to(torch.float64)
+    t_grid = maps.t_grid.reshape(-1)
+    a1, b1, a2, b2 = maps.controls[rows].unbind(1)
+    t = solve_t_unpacked(values, a1, a2, t_grid[rows * (size + 1) + cells + 1], t_grid[rows * (size + 1) + cells])
+    fixed = bezier_xy(torch.where(maps.inverted[rows], 1.0 - t, t), b1, b2)
+    out.reshape(batch, -1)[rows, flat] = fixed.to(out.dtype)
+    return out
