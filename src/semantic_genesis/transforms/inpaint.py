@@ -208,7 +208,17 @@ def paint_region_on_device(
     low, high = _window_bounds(spatial, size_fraction, size_from_end, device)
     corners, sizes = sample_windows(generator, batch, spatial, max_windows, low, high, margin)
     active = torch.arange(max_windows, device=device)[None, :] < counts[:, None]
-    return paint_union(corners, sizes, active, spatial, device)
+    # the union of all boxes at once: (B, W, *spatial) memberships, a handful of operations
+    batch_windows = (batch, max_windows)
+    inside = active.view(batch_windows + (1,) * len(spatial))
+    ends = corners + sizes
+    for axis, dim in enumerate(spatial):
+        coords = torch.arange(dim, device=device)
+        along = (coords >= corners[..., axis, None]) & (coords < ends[..., axis, None])
+        view = [1] * len(spatial)
+        view[axis] = dim
+        inside = inside & along.view(batch_windows + tuple(view))
+    return inside.any(dim=1, keepdim=True)
 
 
 def paint_fill_on_device(x: torch.Tensor, generator: torch.Generator, fill: Fill) -> torch.Tensor:
