@@ -295,23 +295,25 @@ def shuffle_on_device(
     key_dtype = torch.int32 if (num_windows + 1) << bits < 2**31 else torch.int64
     discard = batch * voxels  # the slot that takes the writes of padding and of unselected rows
     winner = torch.arange(voxels, dtype=key_dtype, device=device).repeat(batch + 1)[: discard + 1]
+    # per window, once: first destination voxel, key base (write number, then source corner), volume
+    number = torch.arange(total_windows, device=device)
+    cube = number // num_windows
+    first = cube * voxels + corner_local
+    key_base = ((number % num_windows + 1) << bits) + corner_local
+    volume = volumes[shape_of]
+    if selected is not None:  # an unselected row's windows have no voxel: all their writes are discarded
+        volume = volume * selected[cube]
     position = torch.arange(largest, device=device)
     chunk = max(1, DEVICE_CHUNK["cpu" if device.type == "cpu" else "other"] // largest)
     for start in range(0, total_windows, chunk):
         stop = min(total_windows, start + chunk)
-        number = torch.arange(start, stop, device=device)
-        cube = number // num_windows
-        shape = shape_of[start:stop]
-        window_offsets = offsets[shape]
-        valid = position < volumes[shape, None]
+        window_offsets = offsets[shape_of[start:stop]]
+        padding = position >= volume[start:stop, None]
         keys = torch.rand((stop - start, largest), generator=generator, device=device, dtype=torch.float64)
-        keys.masked_fill_(~valid, 2.0)  # padding sorts last: the first `volume` entries permute the voxels
+        keys.masked_fill_(padding, 2.0)  # padding sorts last: the first `volume` entries permute the voxels
         source = window_offsets.gather(1, keys.argsort(dim=1))
-        if selected is not None:
-            valid &= selected[cube, None]
-        local = corner_local[start:stop, None]
-        destination = torch.where(valid, (cube * voxels)[:, None] + local + window_offsets, discard)
-        key = (((number % num_windows + 1) << bits)[:, None] + local + source).to(key_dtype)
+        destination = (first[start:stop, None] + window_offsets).masked_fill_(padding, discard)
+        key = (key_base[start:stop, None] + source).to(key_dtype)
         winner.scatter_reduce_(0, destination.reshape(-1), key.reshape(-1), reduce="amax")
     index_dtype = torch.int32 if batch * voxels < 2**31 else torch.int64
     local = winner[:discard].view(batch, voxels).bitwise_and_((1 << bits) - 1).to(index_dtype)

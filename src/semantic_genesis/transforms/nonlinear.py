@@ -106,18 +106,18 @@ def solve_t(
     return result.view(shape)
 
 
-SECTIONS = 16
-"""Sub-intervals per round of :func:`section_t` (4 bits of t per round)."""
+SECTIONS = 256
+"""Sub-intervals per round of :func:`section_t` (8 bits of t per round)."""
 
 
 def section_t(value: torch.Tensor, a1: torch.Tensor, a2: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
               rounds: int) -> torch.Tensor:
-    """The t in ``[low, high]`` with ``X(t) = value`` by ``rounds`` rounds of 16-section (the device path).
+    """The t in ``[low, high]`` with ``X(t) = value`` by ``rounds`` rounds of 256-section (the device path).
 
-    Each round evaluates ``X`` (non-increasing) at 15 interior points of the bracket and keeps the
-    sub-interval where it crosses ``value``, so the bracket shrinks 16-fold per round whatever the
+    Each round evaluates ``X`` (non-increasing) at 255 interior points of the bracket and keeps the
+    sub-interval where it crosses ``value``, so the bracket shrinks 256-fold per round whatever the
     curve: a fixed number of operations with no convergence test (no host synchronisation on a GPU).
-    The result is the bracket's midpoint, within ``(high - low) / 2**(4 * rounds + 1)`` of the root.
+    The result is the bracket's midpoint, within ``(high - low) / 2**(8 * rounds + 1)`` of the root.
     Float64 ``(N,)`` arguments.
     """
     c1 = 3.0 * a2 - 3.0  # X(t) = 1 + c1 t + c2 t^2 + c3 t^3 (the Bernstein form expanded)
@@ -294,12 +294,17 @@ def nonlinear(
 
 def device_maps(generator: torch.Generator, n: int, inverted_prob: float, lut_size: int, device: torch.device) -> BezierMaps:
     """:func:`sample_nonlinear_maps` (drawn and tabulated on the CPU: four numbers per map) with every
-    tensor copied to ``device`` in one copy (the device path's only host-to-device copy per call)."""
+    tensor copied to ``device`` in one copy (the device path's only host-to-device copy per call; on
+    CUDA from page-locked memory, so that it does not wait for the work already queued)."""
     maps = sample_nonlinear_maps(n, generator, inverted_prob, lut_size)
     if torch.device(device).type == "cpu":
         return maps
     parts = (maps.controls, maps.inverted.to(torch.float64)[:, None], maps.table, maps.slope, maps.t_grid)
-    flat = torch.cat([part.reshape(n, -1) for part in parts], dim=1).to(device)
+    flat = torch.cat([part.reshape(n, -1) for part in parts], dim=1)
+    if torch.device(device).type == "cuda":  # from page-locked memory the copy does not wait for the GPU
+        flat = flat.pin_memory().to(device, non_blocking=True)
+    else:
+        flat = flat.to(device)
     controls, inverted, table, slope, t_grid = flat.split([4, 1, lut_size + 1, lut_size + 1, lut_size + 1], dim=1)
     return BezierMaps(controls, inverted[:, 0] > 0.5, table, slope, t_grid)
 
@@ -339,7 +344,7 @@ def fix_exact_on_device(out: torch.Tensor, x: torch.Tensor, exact: torch.Tensor,
     values = clamped.to(torch.float64)
     t_grid = maps.t_grid.reshape(-1)
     a1, b1, a2, b2 = maps.controls[rows].unbind(1)
-    rounds = 13 if out.dtype == torch.float64 else 8  # t to 2**-53 or 2**-33: the map to about 1e-13 or 1e-9
+    rounds = 7 if out.dtype == torch.float64 else 4  # t to 2**-57 or 2**-33: the map to about 1e-13 or 1e-9
     t = section_t(values, a1, a2, t_grid[rows * (size + 1) + cells + 1], t_grid[rows * (size + 1) + cells], rounds)
     fixed = bezier_xy(torch.where(maps.inverted[rows], 1.0 - t, t), b1, b2)
     out.reshape(batch, -1)[rows, flat] = fixed.to(out.dtype)
