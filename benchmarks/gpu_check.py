@@ -11,7 +11,9 @@ Prints, on one device:
 1. the environment (torch, device, memory);
 2. transform throughput of the ``models_genesis`` and ``semantic_genesis`` presets on the device, on
    batches of 32 cubes of 64x64x32 and of 32 images of 224x224 (goal: >= 20,000 cubes/s for
-   models_genesis at 64x64x32 on a GPU);
+   models_genesis at 64x64x32 on a GPU), of each stage alone, and of the two presets on the device
+   path (random draws on the device, the default on a GPU) against the old torch path (parameters
+   drawn on the CPU) with the aten operations and host waits per call;
 3. the paper-size pretraining step (Models Genesis: the 3D U-Net; Semantic Genesis: the Y-Net with
    44 classes; batch 16 of 64x64x32, Adam, the methods' losses) in fp32, in bf16 autocast and in bf16
    + ``torch.compile`` + channels-last: milliseconds per step and peak device memory;
@@ -153,6 +155,53 @@ def transforms(check: Check, device, sizes: Sizes) -> None:
                 rate = sizes.transform_batch * sizes.transform_calls / (time.perf_counter() - start)
                 stage = " (this stage on every sample)" if name in STAGES else ""
                 print(f"  {label} {'x'.join(map(str, shape)):>9} {name:>17}: {rate:10.0f} samples/s{stage}", flush=True)
+    print("  the device path (random draws on the device; the default on a GPU) against the old torch path "
+          "(parameters drawn on the CPU), per call: rate, aten operations, host waits")
+    for label, shape in (("3D", sizes.cube), ("2D", sizes.image)):
+        for name in ("models_genesis", "semantic_genesis"):
+            with check.guard(f"device path against the torch path {name} {label}"):
+                x = torch.rand((sizes.transform_batch, 1) + tuple(shape), device=device)
+                new = _path_figures(build_preset(name, spatial_dims=len(shape)), x, "device", sizes.transform_calls)
+                old = _path_figures(build_preset(name, spatial_dims=len(shape)), x, "torch",
+                                    max(1, sizes.transform_calls // 5))
+                print(f"  {label} {name:>17}: device path {new[0]:9.0f}/s, {new[1]:5d} ops, {new[2]:3d} waits | "
+                      f"torch path {old[0]:9.0f}/s, {old[1]:5d} ops, {old[2]:3d} waits | {new[0] / old[0]:6.1f}x",
+                      flush=True)
+
+
+#: aten operations that make the host wait for a GPU (a value or a data-dependent shape on the host).
+SYNCING = {"nonzero", "_local_scalar_dense", "is_nonzero", "item", "masked_select", "unique", "repeat_interleave"}
+
+
+def _path_figures(preset, x, backend: str, calls: int) -> tuple[float, int, int]:
+    """``(samples/s, aten operations per call, host waits per call)`` of ``preset`` on ``x`` with the
+    transforms ``backend`` forced (``"device"`` or ``"torch"``)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from semantic_genesis.transforms import use_backend
+
+    class Count(TorchDispatchMode):
+        ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    generator = torch.Generator().manual_seed(0)
+    with use_backend(backend):
+        preset(x, generator)
+        counter = Count()
+        counter.ops = []
+        with counter:
+            preset(x, generator)
+        _sync(x.device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            preset(x, generator)
+        _sync(x.device)
+    rate = x.shape[0] * calls / (time.perf_counter() - start)
+    return rate, len(counter.ops), sum(op in SYNCING for op in counter.ops)
 
 
 def _step_model(name: str, sizes: Sizes):

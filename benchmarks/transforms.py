@@ -5,6 +5,7 @@ Usage::
     python benchmarks/transforms.py --cpu-time                      # the comparison table (1 thread)
     python benchmarks/transforms.py --cpu-time --presets all --threads 1 2 --backends kernel torch
     python benchmarks/transforms.py --device cuda                   # the same on a GPU (see gpu_check.py)
+    python benchmarks/transforms.py --host-work --calls 2          # host work per call on a GPU: old vs new path
 
 For each of ``models_genesis`` and ``semantic_genesis`` on ``(32, 1, 64, 64, 32)`` cubes and
 ``(32, 1, 224, 224)`` images it prints our samples/s with one CPU thread (the compiled kernels, called
@@ -295,6 +296,67 @@ def map_accuracy(count: int) -> None:
           + f"; {100 * cells:.2f} % of the table cells are evaluated exactly")
 
 
+def host_work(shape: tuple[int, ...], batch: int, calls: int, presets: list[str]) -> None:
+    """The host's share of a call on a GPU, estimated on the CPU: the old torch path (parameters drawn
+    on the CPU) against the device path (draws on the device), both run on CPU tensors.
+
+    Per call it prints the aten operations dispatched, those that wait for a GPU (``nonzero``, ``item``,
+    ...), and the Python and dispatch time: the thread's CPU time for the calls under a dispatch hook minus
+    its CPU time inside the operations (the hook's own cost, a few microseconds per operation, stands for
+    the launch cost of a GPU operation). On a GPU the device work runs asynchronously, so the operations
+    (a few microseconds of launch each), the waits and the old path's CPU-side parameter work bound the
+    throughput. The operation and wait counts are exact; the milliseconds are rough: they also hold the
+    CPU allocator's work on the large tensors (freed outside the operations), and the old path's CPU
+    draws, argsorts and exact-map solves count as device work although a GPU leaves them on the host.
+    """
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from semantic_genesis.transforms import build_preset
+    from semantic_genesis.transforms._backend import use_backend
+
+    syncing = {"nonzero", "_local_scalar_dense", "is_nonzero", "item", "masked_select", "unique", "repeat_interleave"}
+
+    class Hook(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = self.syncs = 0
+            self.inside = 0.0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            start = time.thread_time()
+            out = func(*args, **(kwargs or {}))
+            self.inside += time.thread_time() - start
+            self.ops += 1
+            self.syncs += func.__name__.split(".")[0] in syncing
+            return out
+
+    x = torch.rand((batch, 1) + shape)
+    print(f"host work per call on a GPU, estimated on the CPU (batch {batch} x {'x'.join(map(str, shape))}, "
+          f"{calls} calls; old = torch path with CPU draws, new = device path):")
+    for name in presets:
+        preset = build_preset(name, spatial_dims=len(shape))
+        figures = {}
+        for backend in ("torch", "device"):
+            with use_backend(backend):
+                generator = torch.Generator().manual_seed(0)
+                preset(x, generator)
+                hook = Hook()
+                start = time.thread_time()  # CPU time of this thread: other jobs on the machine do not count
+                with hook:
+                    for _ in range(calls):
+                        preset(x, generator)
+                wall = (time.thread_time() - start) / calls
+                figures[backend] = (hook.ops / calls, hook.syncs / calls, wall, wall - hook.inside / calls)
+        for backend, label in (("torch", "old"), ("device", "new")):
+            ops, syncs, wall, host = figures[backend]
+            print(f"  {name:>17} {label}: {ops:7.0f} ops, {syncs:5.1f} waits, {1e3 * host:8.2f} ms Python/dispatch "
+                  f"({1e3 * wall:8.1f} ms CPU time in all)")
+        ratio = figures["torch"][3] / max(figures["device"][3], 1e-9)
+        print(f"  {name:>17} old/new: {figures['torch'][0] / figures['device'][0]:.1f}x ops, "
+              f"{figures['torch'][1] / max(figures['device'][1], 1e-9):.1f}x waits, {ratio:.1f}x Python/dispatch time")
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -317,10 +379,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="'cpu', or 'cuda' to time the presets on a GPU")
     parser.add_argument("--compile-time", action="store_true",
                         help="also time the first call with an empty numba cache (a subprocess)")
+    parser.add_argument("--host-work", action="store_true",
+                        help="only estimate the host's work per call on a GPU: old torch path against the device path")
     parser.add_argument("--map-accuracy", type=int, default=0, metavar="N",
                         help="also compare N random intensity maps with the official np.interp")
     args = parser.parse_args(argv)
     presets = available_presets() if args.presets == ["all"] else args.presets
+    if args.host_work:
+        torch.set_num_threads(1)
+        for dims in args.dims:
+            host_work(SHAPES[dims], args.batch, args.calls, [p for p in presets if p in OFFICIAL])
+        return 0
     key = "cpu" if args.cpu_time and args.device == "cpu" else "wall"
     print(f"batch {args.batch}, {args.calls} batches per run, median (range) of {args.repeats} runs, "
           f"samples/s from {'process CPU' if key == 'cpu' else 'wall'} time; {os.cpu_count()} CPUs visible")

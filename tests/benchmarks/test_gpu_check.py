@@ -25,6 +25,9 @@ def test_gpu_check_runs_every_section_on_the_cpu():
     # 4 step rows (compile skipped on the CPU), 2 fine-tuning rows, 2 data-wait rows
     assert len(re.findall(r"samples/s", out)) == 12 + 1  # + the section header
     assert len(re.findall(r"samples/s \(this stage on every sample\)", out)) == 8
+    # the device path against the old torch path: both presets, 3D and 2D
+    paths = re.findall(r"device path\s+\d+/s,\s+\d+ ops,\s+\d+ waits \| torch path\s+\d+/s,\s+\d+ ops,\s+\d+ waits \|\s+[\d.]+x", out)
+    assert len(paths) == 4
     assert len(re.findall(r"ms/step, peak", out)) == 4 + 2
     assert len(re.findall(r"skipped \(torch.compile on a CPU", out)) == 2
     assert len(re.findall(r"transforms_on=\s*(device|workers): data wait\s+[\d.]+ %", out)) == 2

@@ -1,5 +1,5 @@
 """Shared fixtures for transform tests: the port of the official per-cube loop (benchmarks/transforms.py)
-and the two implementations (compiled CPU kernels and torch) that the key tests run on."""
+and the three implementations (compiled CPU kernels, torch, device path) that the key tests run on."""
 
 from __future__ import annotations
 
@@ -28,9 +28,11 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.fixture(params=["kernel", "torch"])
+@pytest.fixture(params=["kernel", "torch", "device"])
 def backend(request):
-    """Run the test with the compiled CPU kernels and with the torch implementation."""
+    """Run the test with the compiled CPU kernels, the torch implementation (parameters drawn on the CPU)
+    and the device path (every draw from a generator on the batch's device, here the CPU: the code that
+    runs on a GPU)."""
     if request.param == "kernel" and kernels() is None:
         pytest.skip("numba is not installed: no compiled kernels")
     with use_backend(request.param):

@@ -1,7 +1,8 @@
 """Self-restoration transformations (Models Genesis / Semantic Genesis) and the presets that compose them.
 
-Every transform works on floats in [0, 1] on any device, draws its per-sample parameters from an
-explicit CPU :class:`torch.Generator`, and returns a new tensor (inputs are never modified). Facts and
+Every transform works on floats in [0, 1] on any device, takes its randomness from an explicit CPU
+:class:`torch.Generator` (on a GPU one draw of it seeds a generator on the device, which draws the rest),
+and returns a new tensor (inputs are never modified). Facts and
 deviations from the official code are documented in each module. Typical use::
 
     from semantic_genesis.transforms import build_preset
@@ -16,8 +17,9 @@ result of ``x[None]`` without the batch axis; ``spatial_dims=2`` does the same f
 guessed. For MONAI pipelines see :mod:`semantic_genesis.transforms.monai`.
 
 On float32/float64 CPU batches the transforms run as compiled numba kernels (imported on first use),
-elsewhere (CUDA, other dtypes, numba missing) as batched torch operations; ``use_backend("torch")``
-or ``SEMANTIC_GENESIS_TRANSFORMS_BACKEND=torch`` forces the torch path (see ``_backend``).
+on a GPU as batched torch operations with their random draws on the device, elsewhere (other dtypes,
+numba missing) as batched torch operations; ``use_backend("torch")`` or
+``SEMANTIC_GENESIS_TRANSFORMS_BACKEND=torch`` forces the torch path (see ``_backend``).
 """
 
 from semantic_genesis.transforms._backend import use_backend

@@ -5,12 +5,23 @@ Every transform has two implementations with the same parameter draws from the g
 * ``"kernel"``: numba kernels (:mod:`semantic_genesis.transforms._kernels`) for float32/float64 CPU
   tensors, about 10x faster than torch on a CPU core (the local-shuffle loop over 10,000 windows per
   cube, the painting and the intensity tables in one pass per sample);
-* ``"torch"``: batched torch operations, for any device (CUDA) and dtype.
+* ``"torch"``: batched torch operations, for any device and dtype, with every per-sample parameter
+  drawn on the CPU (the same draws as the kernels: the two paths paint the same boxes and build the
+  same intensity maps);
+* ``"device"``: batched torch operations with the random draws made on the batch's device (the
+  default on a GPU). One draw of the CPU generator seeds a generator on the device, which draws the
+  per-sample decisions, the shuffle windows and their permutation keys, the painting boxes and the
+  noise; only the intensity-map curves are drawn on the CPU (four numbers per sample, tabulated there
+  and copied once per call). Every stage runs on the whole batch and is blended in per sample with
+  ``torch.where``, so a call makes a fixed sequence of device operations with no per-sample Python loop
+  and no host synchronisation except the copy of the tables and the exact evaluation of the steep cells
+  of the intensity maps. Same laws as the other paths, different draws.
 
 ``"auto"`` (the default) uses the kernels when the batch is a float32/float64 CPU tensor and numba can
-be imported, else torch. The choice can be forced for a block with :func:`use_backend` or for a
-process with the environment variable ``SEMANTIC_GENESIS_TRANSFORMS_BACKEND`` (``auto``, ``kernel``,
-``torch``). numba is imported on the first CPU transform, never when the package is imported.
+be imported, the device path for a batch on a GPU (any non-CPU device), else torch. The choice can be
+forced for a block with :func:`use_backend` or for a process with the environment variable
+``SEMANTIC_GENESIS_TRANSFORMS_BACKEND`` (``auto``, ``kernel``, ``torch``, ``device``). numba is imported
+on the first CPU transform, never when the package is imported.
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import torch
 
 from semantic_genesis.errors import ConfigError
 
-BACKENDS = ("auto", "kernel", "torch")
+BACKENDS = ("auto", "kernel", "torch", "device")
 ENV_VAR = "SEMANTIC_GENESIS_TRANSFORMS_BACKEND"
 
 _forced: list[str] = []
@@ -64,7 +75,7 @@ def kernel_for(x: torch.Tensor) -> ModuleType | None:
             float32/float64 CPU tensor.
     """
     name = current_backend()
-    if name == "torch":
+    if name in ("torch", "device"):
         return None
     fits = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
     module = kernels() if fits else None
@@ -74,9 +85,17 @@ def kernel_for(x: torch.Tensor) -> ModuleType | None:
     return module
 
 
+def device_draws(x: torch.Tensor) -> bool:
+    """Whether ``x`` is transformed by the device path (random draws on ``x``'s device): the
+    ``"device"`` backend, or ``"auto"`` with ``x`` on a non-CPU device."""
+    name = current_backend()
+    return name == "device" or (name == "auto" and x.device.type != "cpu")
+
+
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Force the transforms backend (``"auto"``, ``"kernel"`` or ``"torch"``) inside a ``with`` block."""
+    """Force the transforms backend (``"auto"``, ``"kernel"``, ``"torch"`` or ``"device"``) inside a ``with``
+    block."""
     if name not in BACKENDS:
         raise ConfigError(f"transforms backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     _forced.append(name)

@@ -2,7 +2,8 @@
 
 Each transform draws its per-sample parameters from the caller's CPU generator (``_random``), packs them
 in one of these containers and applies them with its torch path or the compiled kernel
-(``_plan.run_plan``). All tensors are on the CPU.
+(``_plan.run_plan``). All tensors are on the CPU, except the device path's maps
+(``nonlinear.device_maps``), which are copied to the batch's device.
 """
 
 from __future__ import annotations

@@ -118,6 +118,9 @@ def restore_rows(x, out, target, parity, dims,
     has_target = target.shape[0] > 0
     shift = np.uint64(64 - bits)
     scale = 1.0 / float(np.uint64(1) << np.uint64(bits))
+    # steep map cells: t to 2**-32 for float32 rows (the map then errs by < 1e-9, below float32's
+    # resolution of the result; about half the solver's steps near a vertical tangent), else to 4e-16
+    tolerance = 2.0**-32 if bits <= 24 else 4e-16
     lut_scale = float(table.shape[1] - 1)
     tables = _window_tables(dims, max_size)
     lag = max_size[0] - 1  # a shuffled voxel takes its value from at most this many planes away
@@ -175,10 +178,10 @@ def restore_rows(x, out, target, parity, dims,
                         line_in = line_target if has_target else line_x
                         if mapped:
                             _shuffled_values(line_in, line_out, low, high, disp, True, lut, lut_slope, lut_scale,
-                                             lut_t, control, flipped_map)
+                                             lut_t, control, flipped_map, tolerance)
                         else:
                             _shuffled_values(line_in, line_out, low, high, disp, False, lut, lut_slope, lut_scale,
-                                             lut_t, control, flipped_map)
+                                             lut_t, control, flipped_map, tolerance)
                     else:
                         # read the (flipped) line of x once, write the target line and the kept span
                         si = size_x - 1 - plane if flip_x else plane
@@ -187,17 +190,17 @@ def restore_rows(x, out, target, parity, dims,
                         read, direction = (read + size_z - 1, -1) if flip_z else (read, 1)
                         if has_target and mapped:
                             _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
-                                           size_z, True, True, lut, lut_slope, lut_scale, lut_t, control, flipped_map)
+                                           size_z, True, True, lut, lut_slope, lut_scale, lut_t, control, flipped_map, tolerance)
                         elif has_target:
                             _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
-                                           size_z, True, False, lut, lut_slope, lut_scale, lut_t, control, flipped_map)
+                                           size_z, True, False, lut, lut_slope, lut_scale, lut_t, control, flipped_map, tolerance)
                         elif mapped:
                             _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
-                                           size_z, False, True, lut, lut_slope, lut_scale, lut_t, control, flipped_map)
+                                           size_z, False, True, lut, lut_slope, lut_scale, lut_t, control, flipped_map, tolerance)
                         else:
                             _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
                                            size_z, False, False, lut, lut_slope, lut_scale, lut_t, control,
-                                           flipped_map)
+                                           flipped_map, tolerance)
                     if outpainted:
                         _outpaint_line(line_out, start, low, high, start + size_z, keep, fill, constant, stream,
                                        shift, scale)
@@ -212,17 +215,17 @@ def restore_rows(x, out, target, parity, dims,
 
 @njit(inline="always", cache=True)
 def _shuffled_values(line_in, line_out, low, high, disp, mapped, lut, lut_slope, lut_scale, lut_t, control,
-                     flipped_map):
+                     flipped_map, tolerance):
     """``line_out[p]`` = the (mapped) value of ``line_in`` at ``p + disp[p]`` for ``p`` in ``[low, high)``
     (``mapped`` is a constant at each call site)."""
     for p in range(low, high):
         v = line_in[_u(p + disp[_u(p)])]
-        line_out[_u(p)] = _map_value(v, lut, lut_slope, lut_scale, lut_t, control, flipped_map) if mapped else v
+        line_out[_u(p)] = _map_value(v, lut, lut_slope, lut_scale, lut_t, control, flipped_map, tolerance) if mapped else v
 
 
 @njit(inline="always", cache=True)
 def _direct_values(line_x, line_target, line_out, read, direction, start, low, high, size_z, with_target, mapped,
-                   lut, lut_slope, lut_scale, lut_t, control, flipped_map):
+                   lut, lut_slope, lut_scale, lut_t, control, flipped_map, tolerance):
     """One line of a row that is not shuffled: ``line_target[start + k] = line_x[read + direction * k]``
     (the flip) for the whole line, and ``line_out`` = that value (mapped) on ``[low, high)``.
     ``with_target`` and ``mapped`` are constants at each call site."""
@@ -235,7 +238,7 @@ def _direct_values(line_x, line_target, line_out, read, direction, start, low, h
         v = line_x[_u(read + direction * (p - start))]
         if with_target:
             line_target[_u(p)] = v
-        line_out[_u(p)] = _map_value(v, lut, lut_slope, lut_scale, lut_t, control, flipped_map) if mapped else v
+        line_out[_u(p)] = _map_value(v, lut, lut_slope, lut_scale, lut_t, control, flipped_map, tolerance) if mapped else v
 
 
 @njit(inline="always", cache=True)
@@ -557,8 +560,9 @@ def _secant_start(value, a1, a2, low, high):
 
 
 @njit(inline="always", cache=True)
-def _solve_t(value, a1, a2, low, high):
-    """The t in ``[low, high]`` with ``X(t) = value``: the steps of ``nonlinear.solve_t``, one value."""
+def _solve_t(value, a1, a2, low, high, tolerance):
+    """The t in ``[low, high]`` with ``X(t) = value``: the steps of ``nonlinear.solve_t``, one value, to
+    ``tolerance`` (``nonlinear.solve_t`` uses 4e-16)."""
     t = _secant_start(value, a1, a2, low, high)
     for _ in range(100):
         u = 1.0 - t
@@ -570,7 +574,7 @@ def _solve_t(value, a1, a2, low, high):
         d = 3.0 * ((a1 - a2) * 2.0 * t * u - a1 * t * t + (a2 - 1.0) * u * u)
         newton = t - f / (d if d < 0 else -1.0)
         step = newton if (d < 0 and newton > low and newton < high) else 0.5 * (low + high)
-        if f == 0 or abs(step - t) <= 4e-16 or high - low <= 4e-16:
+        if f == 0 or abs(step - t) <= tolerance or high - low <= tolerance:
             break
         t = step
     return t
@@ -634,7 +638,7 @@ def bezier_tables(controls, inverted, samples, tolerance, table, slope, t_grid):
         # the edges of the cells evaluated exactly are solved fully (they bracket the per-voxel solves)
         for j in range(1, size):
             if worst[j - 1] > tolerance or worst[j] > tolerance:
-                t = _solve_t(j / size, a1, a2, low_t[j], high_t[j])
+                t = _solve_t(j / size, a1, a2, low_t[j], high_t[j], 4e-16)
                 t_grid[i, j] = t
                 table[i, j] = _bezier_xy(1.0 - t if inv else t, b1, b2)
         for j in range(size):
@@ -642,16 +646,17 @@ def bezier_tables(controls, inverted, samples, tolerance, table, slope, t_grid):
 
 
 @njit(cache=True, nogil=True)
-def _exact_value(c, a1, b1, a2, b2, inverted, low, high):
-    """The exact map at ``c`` in [0, 1], its t bracketed by ``[low, high]`` (a separate function: rare)."""
-    t = _solve_t(c, a1, a2, low, high)
+def _exact_value(c, a1, b1, a2, b2, inverted, low, high, tolerance):
+    """The exact map at ``c`` in [0, 1], its t bracketed by ``[low, high]`` and solved to ``tolerance`` (a
+    separate function: rare)."""
+    t = _solve_t(c, a1, a2, low, high, tolerance)
     return _bezier_xy(1.0 - t if inverted else t, b1, b2)
 
 
 @njit(inline="always", cache=True)
-def _map_value(v, table, slope, scale, t_grid, controls, inverted):
+def _map_value(v, table, slope, scale, t_grid, controls, inverted, tolerance):
     """``v`` clamped to [0, 1] through one map: linear interpolation in its table, or the exact map in
-    the cells marked by a NaN slope. NaN stays NaN. Arithmetic in float64."""
+    the cells marked by a NaN slope (t solved to ``tolerance``). NaN stays NaN. Arithmetic in float64."""
     value = np.float64(v)
     c = value if value > 0.0 else 0.0  # NaN takes 0 here (a valid index) and is returned below
     c = c if c < 1.0 else 1.0
@@ -663,7 +668,7 @@ def _map_value(v, table, slope, scale, t_grid, controls, inverted):
         if value != value:
             return value
         return _exact_value(c, controls[0], controls[1], controls[2], controls[3], inverted, t_grid[j + _u(1)],
-                            t_grid[j])
+                            t_grid[j], tolerance)
     mapped = table[j] + (position - base) * step
     return mapped if value == value else value
 

@@ -5,13 +5,14 @@ without ``spatial_dims`` only 5D batches ``(B, C, X, Y, Z)`` are accepted; with 
 batches ``(B, C, *spatial)`` and single samples ``(C, *spatial)`` (run as ``x[None]``). A 4D tensor is
 never guessed to be a 2D batch or a 3D sample.
 
-Every random transform follows the same rule (see ``docs/internals.md``): its *parameters* (window
-sizes and corners, curve control points, which samples are transformed...) are drawn on the CPU from
-an explicit :class:`torch.Generator`, then moved to the data's device. Bulk per-voxel noise (the
-uniform fill of the painting transforms, the elastic displacement noise) is drawn on the data's
-device from a generator seeded by one draw of the CPU generator, so that a CUDA batch does not have to
-ship millions of random numbers from the CPU. The same seed therefore gives identical outputs on the
-same device; across devices only the bulk noise differs.
+Every random transform follows the same rule (see ``docs/internals.md``): all randomness comes from an
+explicit CPU :class:`torch.Generator`. On the CPU paths (kernels, torch) the *parameters* (window sizes
+and corners, curve control points, which samples are transformed...) are drawn from it directly; bulk
+per-voxel noise (the uniform fill of the painting transforms, the elastic displacement noise) is drawn
+from a generator on the data's device seeded by one draw of it. The device path (the default for a
+batch on a GPU, see ``_backend``) draws the parameters from that device generator too, so that a call
+neither ships random numbers from the CPU nor waits for the device. The helpers below draw on their
+generator's device. The same seed gives identical outputs on the same device and path.
 """
 
 from __future__ import annotations
@@ -173,19 +174,19 @@ def device_generator(generator: torch.Generator, device: torch.device) -> torch.
 
 
 def uniform(generator: torch.Generator, *shape: int) -> torch.Tensor:
-    """CPU float64 uniform draws in [0, 1)."""
-    return torch.rand(shape, generator=generator, dtype=torch.float64)
+    """Float64 uniform draws in [0, 1) on the generator's device (the CPU for the transforms' parameters)."""
+    return torch.rand(shape, generator=generator, dtype=torch.float64, device=generator.device)
 
 
 def bernoulli(generator: torch.Generator, n: int, p: float) -> torch.Tensor:
-    """``n`` CPU booleans, each True with probability ``p`` (as ``random() < p`` in the reference)."""
+    """``n`` booleans on the generator's device, each True with probability ``p`` (as ``random() < p`` in the reference)."""
     return uniform(generator, n) < p
 
 
 def randint_between(generator: torch.Generator, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """Integers uniform on the inclusive range ``[low, high]`` elementwise (CPU int64).
+    """Integers uniform on the inclusive range ``[low, high]`` elementwise (int64, on the generator's device).
 
-    ``low`` and ``high`` are integer tensors of the same shape; where ``high < low`` the result is
+    ``low`` and ``high`` are integer tensors of the same shape on the generator's device; where ``high < low`` the result is
     ``low`` (a degenerate range, e.g. a window that fills the whole axis).
     """
     low = low.to(torch.int64)
@@ -202,7 +203,7 @@ def geometric_counts(generator: torch.Generator, n: int, max_count: int, p: floa
     ``P(max_count) = p**max_count``.
     """
     if max_count <= 0:
-        return torch.zeros(n, dtype=torch.int64)
+        return torch.zeros(n, dtype=torch.int64, device=generator.device)
     hits = uniform(generator, n, max_count) < p
     return torch.cumprod(hits.to(torch.int64), dim=1).sum(dim=1)
 
@@ -241,6 +242,20 @@ def box_mask(
         inside = inside.view(view)
         mask = mask & inside
     return mask.expand(corners.shape[0], *shape)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+def device_constant(values: Sequence, device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """A small constant tensor on ``device``, made once per process and device and then reused.
+
+    On CUDA every ``torch.tensor(..., device=...)`` or ``.to(device)`` of CPU data is a copy that waits
+    for the device; constants used at every call are therefore copied once. Never modify the result.
+    """
+    return _cached_constant(tuple(values), torch.device(device), dtype)
 
 
 def numel(shape: Sequence[int]) -> int:

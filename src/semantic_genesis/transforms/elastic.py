@@ -78,13 +78,19 @@ def smoothing_factor(size: int, sigma: float) -> torch.Tensor:
     return u[:, :rank] * d[:rank]
 
 
+@functools.lru_cache(maxsize=16)
+def _factor_on(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`smoothing_factor` on ``device`` in ``dtype``, copied there once (a copy waits for a GPU)."""
+    return smoothing_factor(size, sigma).to(device=device, dtype=dtype)
+
+
 def _coefficients(
     generator: torch.Generator, batch: int, spatial: tuple[int, ...], alpha: float, sigma: float,
     device: torch.device, dtype: torch.dtype,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The normal coefficients ``(2 * batch, r_0, .., r_k)`` (scaled) and the per-axis factors ``(size, r)``
     of the displacement; the draws come from a generator on ``device`` seeded by one draw of ``generator``."""
-    factors = [smoothing_factor(size, sigma).to(device=device, dtype=dtype) for size in spatial]
+    factors = [_factor_on(size, sigma, torch.device(device), dtype) for size in spatial]
     ranks = tuple(f.shape[1] for f in factors)
     dev_gen = device_generator(generator, device)
     coefficients = torch.randn((batch * 2,) + ranks, generator=dev_gen, device=device, dtype=dtype)

@@ -26,7 +26,8 @@ FlipAxes = Literal["spatial", "official"]
 def sample_flip_parity(
     generator: torch.Generator, batch: int, ndim: int, prob: float = 0.4, max_flips: int = 3, axes: FlipAxes = "spatial"
 ) -> torch.Tensor:
-    """``(batch, ndim)`` bool: True where a sample ends up flipped along a spatial axis."""
+    """``(batch, ndim)`` bool on the generator's device: True where a sample ends up flipped along a
+    spatial axis."""
     if axes not in ("spatial", "official"):
         raise ConfigError(f"flip: axes must be 'spatial' or 'official', got {axes!r}")
     go = uniform(generator, batch, max_flips) < prob
@@ -37,7 +38,7 @@ def sample_flip_parity(
     else:
         # reference: choice among (channel, first, second) axes; the channel flip is a no-op
         choice = torch.floor(uniform(generator, batch, max_flips) * 3).to(torch.int64) - 1
-    parity = torch.zeros(batch, ndim, dtype=torch.int64)
+    parity = torch.zeros(batch, ndim, dtype=torch.int64, device=generator.device)
     for axis in range(ndim):
         parity[:, axis] = ((choice == axis) & done).sum(dim=1) % 2
     return parity.bool()
@@ -53,6 +54,16 @@ def apply_flips(x: torch.Tensor, parity: torch.Tensor) -> torch.Tensor:
         rows = rows.to(x.device)
         out[rows] = out[rows].flip(axis + 2)
     return out
+
+
+def flip_where(x: torch.Tensor, parity: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_flips` with ``parity`` on ``x``'s device: each axis flips the whole batch and keeps
+    the flipped rows with ``torch.where`` (no host synchronisation; the device path). A new tensor."""
+    out = x
+    view = (x.shape[0],) + (1,) * (x.dim() - 1)
+    for axis in range(parity.shape[1]):
+        out = torch.where(parity[:, axis].view(view), out.flip(axis + 2), out)
+    return out.clone() if out is x else out
 
 
 @sample_or_batch("flip", paired=("target",))

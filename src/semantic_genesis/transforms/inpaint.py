@@ -27,6 +27,7 @@ from semantic_genesis.transforms._plan import KernelPlan, run_plan
 from semantic_genesis.transforms._random import (
     box_mask,
     check_batch,
+    device_constant,
     device_generator,
     draw_seed,
     geometric_counts,
@@ -52,13 +53,15 @@ def sample_windows(
     ``U{margin .. dim - size - margin}`` (clamped to the volume when the margin does not fit).
 
     Returns:
-        ``(corners, sizes)``, each ``(batch, windows, D)`` int64 on the CPU.
+        ``(corners, sizes)``, each ``(batch, windows, D)`` int64 on the generator's device (``size_low``
+        and ``size_high`` are on it too).
     """
-    dims = torch.tensor(spatial, dtype=torch.int64)
+    device = generator.device
+    dims = device_constant(spatial, device)
     shape = (batch, windows, len(spatial))
     sizes = randint_between(generator, size_low.expand(shape), size_high.expand(shape))
     sizes = torch.minimum(torch.clamp(sizes, min=1), dims)
-    low = torch.full(shape, margin, dtype=torch.int64)
+    low = torch.full(shape, margin, dtype=torch.int64, device=device)
     high = dims - sizes - margin
     low = torch.minimum(low, torch.clamp(dims - sizes, min=0))
     corners = randint_between(generator, low, torch.maximum(high, low))
@@ -131,21 +134,37 @@ def inpaint(
     batch = x.shape[0]
     if batch == 0 or max_windows == 0:
         return x.clone()
+    if _backend.device_draws(x):
+        return paint_on_device(x, generator, max_windows, continue_prob, 0, size_fraction, margin, fill, inside=True)
     counts = geometric_counts(generator, batch, max_windows, continue_prob)
     return _paint(x, generator, spatial, counts, max_windows, size_fraction, margin, fill, inside=True)
 
 
+def paint_on_device(
+    x: torch.Tensor, generator: torch.Generator, max_windows: int, continue_prob: float, first: int,
+    size_fraction: tuple[float, float], margin: int, fill: Fill, inside: bool,
+) -> torch.Tensor:
+    """In- (``inside``) or out-painting of every sample with the draws on ``x``'s device (the device
+    path); ``generator`` is the caller's CPU generator, which seeds the device's."""
+    device_gen = device_generator(generator, x.device)
+    spatial = tuple(int(s) for s in x.shape[2:])
+    region = paint_region_on_device(device_gen, x.shape[0], spatial, max_windows, continue_prob, first,
+                                    size_fraction, margin, size_from_end=not inside)
+    values = paint_fill_on_device(x, device_gen, fill)
+    return torch.where(region if inside else ~region, values, x)
+
+
 def _window_bounds(
-    spatial: tuple[int, ...], size_fraction: tuple[float, float], size_from_end: bool
+    spatial: tuple[int, ...], size_fraction: tuple[float, float], size_from_end: bool,
+    device: torch.device = torch.device("cpu"),
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-axis window size range ``(low, high)``, inclusive (int64)."""
-    dims = torch.tensor(spatial, dtype=torch.int64)
+    """Per-axis window size range ``(low, high)``, inclusive (int64 on ``device``, cached there)."""
     # The small epsilon makes e.g. 64 * (1/3) floor to 21 exactly like the reference's 64 // 3.
-    low = torch.tensor([int(d * size_fraction[0] + 1e-9) for d in spatial], dtype=torch.int64)
-    high = torch.tensor([int(d * size_fraction[1] + 1e-9) for d in spatial], dtype=torch.int64)
+    low = [int(d * size_fraction[0] + 1e-9) for d in spatial]
+    high = [int(d * size_fraction[1] + 1e-9) for d in spatial]
     if size_from_end:  # out-painting: size = dim - U{lo .. hi}
-        low, high = dims - high, dims - low
-    return low, high
+        low, high = [d - h for d, h in zip(spatial, high)], [d - lo for d, lo in zip(spatial, low)]
+    return device_constant(tuple(low), device), device_constant(tuple(high), device)
 
 
 def draw_paint(
@@ -168,6 +187,46 @@ def draw_paint(
     else:
         seed, constants = 0, uniform(generator, count).to(dst.dtype)
     return PaintDraw(corners, sizes, counts, fill, seed, constants)
+
+
+def paint_region_on_device(
+    generator: torch.Generator,
+    batch: int,
+    spatial: tuple[int, ...],
+    max_windows: int,
+    continue_prob: float,
+    first: int,
+    size_fraction: tuple[float, float],
+    margin: int,
+    size_from_end: bool,
+) -> torch.Tensor:
+    """The union of ``first + geometric`` random boxes per sample, drawn on the generator's device (the
+    device path): ``(B, 1, *spatial)`` bool. In-painting: ``first=0``, up to ``max_windows`` boxes;
+    out-painting: ``first=1`` and ``max_windows - 1`` further boxes, sizes from the end."""
+    device = generator.device
+    counts = first + geometric_counts(generator, batch, max_windows - first, continue_prob)
+    low, high = _window_bounds(spatial, size_fraction, size_from_end, device)
+    corners, sizes = sample_windows(generator, batch, spatial, max_windows, low, high, margin)
+    active = torch.arange(max_windows, device=device)[None, :] < counts[:, None]
+    # the union of all boxes at once: (B, W, *spatial) memberships, a handful of operations
+    batch_windows = (batch, max_windows)
+    inside = active.view(batch_windows + (1,) * len(spatial))
+    ends = corners + sizes
+    for axis, dim in enumerate(spatial):
+        coords = torch.arange(dim, device=device)
+        along = (coords >= corners[..., axis, None]) & (coords < ends[..., axis, None])
+        view = [1] * len(spatial)
+        view[axis] = dim
+        inside = inside & along.view(batch_windows + tuple(view))
+    return inside.any(dim=1, keepdim=True)
+
+
+def paint_fill_on_device(x: torch.Tensor, generator: torch.Generator, fill: Fill) -> torch.Tensor:
+    """:func:`fill_values` from a generator on ``x``'s device: noise per voxel or one constant per sample."""
+    if fill == "noise":
+        return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    constant = uniform(generator, x.shape[0]).to(x.dtype)
+    return constant.view((x.shape[0],) + (1,) * (x.dim() - 1)).expand(x.shape)
 
 
 def _paint(

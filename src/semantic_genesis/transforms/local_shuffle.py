@@ -25,6 +25,14 @@ window uses a random bank entry composed with a random cyclic shift of its voxel
 permutation is still exactly uniform, but two windows of one shape share a permutation with probability
 ``1 / (K * volume)`` instead of ``1 / volume!``.
 
+Device path (``_backend`` ``"device"``, the default for a batch on a GPU): the windows of every sample
+are drawn at once on the batch's device (shape index, corner) and processed in a few chunks of windows
+rather than per shape: each window's voxel offsets are padded to the largest window volume, its
+permutation is the argsort of float64 random keys of its voxels (keys of the padding sort last, so the
+first ``volume`` entries are an exact uniform permutation), and one ``scatter_reduce(amax)`` per chunk
+resolves "last write wins" as above. Rows that are not selected (a preset's per-sample decision, on the
+device) send their writes to a discarded slot. Same law as ``permutation_bank=0``.
+
 Compiled CPU path (float32/float64 CPU batches when numba is installed, see
 :mod:`semantic_genesis.transforms._backend` and ``_plan``): one seed per cube is drawn from the
 generator and the kernel draws that cube's windows (same size and corner laws) from a SplitMix64 stream
@@ -46,7 +54,20 @@ from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import _backend
 from semantic_genesis.transforms._draws import ShuffleDraw
 from semantic_genesis.transforms._plan import KernelPlan, kernel_fits, run_plan
-from semantic_genesis.transforms._random import check_batch, numel, resolve_generator, sample_or_batch, strides, uniform
+from semantic_genesis.transforms._random import (
+    check_batch,
+    device_generator,
+    numel,
+    resolve_generator,
+    sample_or_batch,
+    strides,
+    uniform,
+)
+
+DEVICE_CHUNK = {"cpu": 2**22, "other": 2**23}
+"""Window voxels (padded) handled by one step of the device path, on the CPU and on a GPU: bounds its
+memory (about 50 bytes each) while keeping the number of steps per call small (on a GPU 3 for Models
+Genesis at 32 x 64x64x32, 19 at 32 x 224x224)."""
 
 
 def window_shapes(shape: tuple[int, ...], size_divisor: int = 10) -> torch.Tensor:
@@ -137,6 +158,8 @@ def local_shuffle(
     batch = x.shape[0]
     if batch == 0 or num_windows == 0:
         return x.clone()
+    if _backend.device_draws(x):
+        return shuffle_on_device(x, device_generator(generator, x.device), None, num_windows, size_divisor)
     if kernel_fits(spatial, size_divisor) and _backend.kernel_for(x) is not None:
         seeds = torch.randint(0, 2**62, (batch,), generator=generator)
         draw = ShuffleDraw(torch.arange(batch), seeds, num_windows, size_divisor)
@@ -217,4 +240,85 @@ def local_shuffle(
     if channels == 1:
         return x.reshape(-1).index_select(0, source_index).view(x.shape)
     values = x.movedim(1, -1).reshape(total, channels).index_select(0, source_index)
+    return values.view((batch,) + spatial + (channels,)).movedim(-1, 1).contiguous()
+
+
+@functools.lru_cache(maxsize=32)
+def _device_window_table(
+    spatial: tuple[int, ...], size_divisor: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Window shapes on ``device`` (made once): ``(sizes (S, D), volumes (S,), offsets (S, Vmax), dims (D,))``,
+    int64; ``offsets[s, k]`` is the flat offset of voxel ``k`` of shape ``s`` for ``k < volumes[s]``, 0 after."""
+    shapes = window_shapes(spatial, size_divisor)
+    spatial_strides = tuple(strides(spatial))
+    rows = [_window_offsets(tuple(shape), spatial_strides) for shape in shapes.tolist()]
+    largest = max(row.numel() for row in rows)
+    offsets = torch.zeros(len(rows), largest, dtype=torch.int64)
+    for i, row in enumerate(rows):
+        offsets[i, : row.numel()] = row
+    volumes = torch.tensor([row.numel() for row in rows], dtype=torch.int64)
+    dims = torch.tensor(spatial, dtype=torch.int64)
+    return shapes.to(device), volumes.to(device), offsets.to(device), dims.to(device)
+
+
+def shuffle_on_device(
+    x: torch.Tensor, generator: torch.Generator, selected: torch.Tensor | None, num_windows: int, size_divisor: int
+) -> torch.Tensor:
+    """Local shuffle with every draw on ``x``'s device (the device path, see the module docstring).
+
+    Args:
+        x: ``(B, C, *spatial)`` batch, not modified.
+        generator: a generator on ``x``'s device.
+        selected: ``(B,)`` bool on the device, the rows to shuffle (others are returned unchanged), or
+            None for every row.
+        num_windows, size_divisor: as :func:`local_shuffle`.
+
+    Returns:
+        A new batch shaped like ``x``.
+    """
+    device = x.device
+    batch, channels = x.shape[:2]
+    spatial = tuple(int(s) for s in x.shape[2:])
+    voxels = numel(spatial)
+    if batch == 0 or num_windows == 0:
+        return x.clone()
+    sizes_table, volumes, offsets, dims = _device_window_table(spatial, size_divisor, device)
+    largest = offsets.shape[1]
+    total_windows = batch * num_windows
+    shape_of = torch.randint(sizes_table.shape[0], (total_windows,), generator=generator, device=device)
+    sizes = sizes_table[shape_of]
+    corner = torch.floor(uniform(generator, total_windows, len(spatial)) * (dims - sizes + 1)).to(torch.int64)
+    corner_local = corner[:, 0]
+    for axis in range(1, len(spatial)):
+        corner_local = corner_local * spatial[axis] + corner[:, axis]
+    bits = max(1, (voxels - 1).bit_length())
+    key_dtype = torch.int32 if (num_windows + 1) << bits < 2**31 else torch.int64
+    discard = batch * voxels  # the slot that takes the writes of padding and of unselected rows
+    winner = torch.arange(voxels, dtype=key_dtype, device=device).repeat(batch + 1)[: discard + 1]
+    # per window, once: first destination voxel, key base (write number, then source corner), volume
+    number = torch.arange(total_windows, device=device)
+    cube = number // num_windows
+    first = cube * voxels + corner_local
+    key_base = ((number % num_windows + 1) << bits) + corner_local
+    volume = volumes[shape_of]
+    if selected is not None:  # an unselected row's windows have no voxel: all their writes are discarded
+        volume = volume * selected[cube]
+    position = torch.arange(largest, device=device)
+    chunk = max(1, DEVICE_CHUNK["cpu" if device.type == "cpu" else "other"] // largest)
+    for start in range(0, total_windows, chunk):
+        stop = min(total_windows, start + chunk)
+        window_offsets = offsets[shape_of[start:stop]]
+        padding = position >= volume[start:stop, None]
+        keys = torch.rand((stop - start, largest), generator=generator, device=device, dtype=torch.float64)
+        keys.masked_fill_(padding, 2.0)  # padding sorts last: the first `volume` entries permute the voxels
+        source = window_offsets.gather(1, keys.argsort(dim=1))
+        destination = (first[start:stop, None] + window_offsets).masked_fill_(padding, discard)
+        key = (key_base[start:stop, None] + source).to(key_dtype)
+        winner.scatter_reduce_(0, destination.reshape(-1), key.reshape(-1), reduce="amax")
+    index_dtype = torch.int32 if batch * voxels < 2**31 else torch.int64
+    local = winner[:discard].view(batch, voxels).bitwise_and_((1 << bits) - 1).to(index_dtype)
+    source_index = (local + (torch.arange(batch, device=device, dtype=index_dtype) * voxels)[:, None]).view(-1)
+    if channels == 1:
+        return x.reshape(-1).index_select(0, source_index).view(x.shape)
+    values = x.movedim(1, -1).reshape(batch * voxels, channels).index_select(0, source_index)
     return values.view((batch,) + spatial + (channels,)).movedim(-1, 1).contiguous()

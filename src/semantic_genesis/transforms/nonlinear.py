@@ -106,6 +106,37 @@ def solve_t(
     return result.view(shape)
 
 
+SECTIONS = 256
+"""Sub-intervals per round of :func:`section_t` (8 bits of t per round)."""
+
+
+def section_t(value: torch.Tensor, a1: torch.Tensor, a2: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
+              rounds: int) -> torch.Tensor:
+    """The t in ``[low, high]`` with ``X(t) = value`` by ``rounds`` rounds of 256-section (the device path).
+
+    Each round evaluates ``X`` (non-increasing) at 255 interior points of the bracket and keeps the
+    sub-interval where it crosses ``value``, so the bracket shrinks 256-fold per round whatever the
+    curve: a fixed number of operations with no convergence test (no host synchronisation on a GPU).
+    The result is the bracket's midpoint, within ``(high - low) / 2**(8 * rounds + 1)`` of the root.
+    Float64 ``(N,)`` arguments.
+    """
+    c1 = 3.0 * a2 - 3.0  # X(t) = 1 + c1 t + c2 t^2 + c3 t^3 (the Bernstein form expanded)
+    c2 = 3.0 * a1 - 6.0 * a2 + 3.0
+    c3 = 3.0 * a2 - 3.0 * a1 - 1.0
+    coefficients = [c[:, None] for c in (c1, c2, c3)]
+    fractions = torch.arange(1, SECTIONS, device=value.device, dtype=value.dtype) / SECTIONS
+    target = value[:, None] - 1.0
+    for _ in range(rounds):
+        width = (high - low) / SECTIONS
+        points = torch.addcmul(low[:, None], high[:, None] - low[:, None], fractions)
+        x = torch.addcmul(coefficients[1], coefficients[2], points)
+        x = torch.addcmul(coefficients[0], x, points).mul_(points)
+        below = (x > target).sum(dim=1).to(value.dtype)  # sub-intervals left of the crossing
+        low = torch.addcmul(low, below, width)
+        high = low + width
+    return 0.5 * (low + high)
+
+
 def exact_values(values: torch.Tensor, controls: torch.Tensor, inverted: torch.Tensor,
                  low: torch.Tensor | None = None, high: torch.Tensor | None = None) -> torch.Tensor:
     """The exact maps ``f(v)`` of values clamped to [0, 1] (float64, elementwise).
@@ -251,7 +282,70 @@ def nonlinear(
     generator = resolve_generator(generator)
     if x.shape[0] == 0:
         return x.clone()
+    if _backend.device_draws(x):
+        maps = device_maps(generator, x.shape[0], inverted_prob, lut_size, x.device)
+        mapped, exact = map_on_device(x, maps)
+        return fix_exact_on_device(mapped, x, exact, maps)
     maps = sample_nonlinear_maps(x.shape[0], generator, inverted_prob, lut_size)
     if _backend.kernel_for(x) is not None:
         return run_plan(x, KernelPlan.for_batch(x, maps=(torch.arange(x.shape[0]), maps)))[0]
     return apply_maps(x, maps)
+
+
+def device_maps(generator: torch.Generator, n: int, inverted_prob: float, lut_size: int, device: torch.device) -> BezierMaps:
+    """:func:`sample_nonlinear_maps` (drawn and tabulated on the CPU: four numbers per map) with every
+    tensor copied to ``device`` in one copy (the device path's only host-to-device copy per call; on
+    CUDA from page-locked memory, so that it does not wait for the work already queued)."""
+    maps = sample_nonlinear_maps(n, generator, inverted_prob, lut_size)
+    if torch.device(device).type == "cpu":
+        return maps
+    parts = (maps.controls, maps.inverted.to(torch.float64)[:, None], maps.table, maps.slope, maps.t_grid)
+    flat = torch.cat([part.reshape(n, -1) for part in parts], dim=1)
+    if torch.device(device).type == "cuda":  # from page-locked memory the copy does not wait for the GPU
+        flat = flat.pin_memory().to(device, non_blocking=True)
+    else:
+        flat = flat.to(device)
+    controls, inverted, table, slope, t_grid = flat.split([4, 1, lut_size + 1, lut_size + 1, lut_size + 1], dim=1)
+    return BezierMaps(controls, inverted[:, 0] > 0.5, table, slope, t_grid)
+
+
+def map_on_device(x: torch.Tensor, maps: BezierMaps) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`apply_maps` without its exact evaluations (the device path): the table interpolation of
+    every value, and ``(B, N)`` bool the values that fall in a cell to be evaluated exactly
+    (:func:`fix_exact_on_device` writes them; deferred so that a preset synchronises once, at its end).
+
+    Args:
+        x: ``(B, ...)`` float batch on the maps' device.
+        maps: ``B`` maps on that device.
+    """
+    batch = x.shape[0]
+    size = maps.lut_size
+    offsets = (torch.arange(batch, device=x.device, dtype=torch.int32) * (size + 1)).view(batch, 1)
+    pos = x.clamp(0.0, 1.0).mul_(size)
+    index = (pos.to(torch.int32).view(batch, -1) + offsets).view(-1)
+    frac = pos.frac_()
+    base = maps.table.to(x.dtype).reshape(-1).index_select(0, index).view(x.shape)
+    step = maps.slope.to(x.dtype).reshape(-1).index_select(0, index).view(x.shape)
+    exact = torch.isnan(step) & ~torch.isnan(x)
+    return base.addcmul_(frac, step), exact.view(batch, -1)
+
+
+def fix_exact_on_device(out: torch.Tensor, x: torch.Tensor, exact: torch.Tensor, maps: BezierMaps) -> torch.Tensor:
+    """Write into ``out`` (in place; returned) the exact maps of the values of ``x`` where ``exact``
+    ``(B, N)`` is set: one synchronisation to find them, then :func:`section_t` on the device."""
+    batch = x.shape[0]
+    where = exact.nonzero()
+    if where.shape[0] == 0:
+        return out
+    rows, flat = where[:, 0], where[:, 1]
+    size = maps.lut_size
+    clamped = x.reshape(batch, -1)[rows, flat].clamp(0.0, 1.0)
+    cells = (clamped * size).to(torch.int64)  # the cell of the table look-up (same arithmetic)
+    values = clamped.to(torch.float64)
+    t_grid = maps.t_grid.reshape(-1)
+    a1, b1, a2, b2 = maps.controls[rows].unbind(1)
+    rounds = 7 if out.dtype == torch.float64 else 4  # t to 2**-57 or 2**-33: the map to about 1e-13 or 1e-9
+    t = section_t(values, a1, a2, t_grid[rows * (size + 1) + cells + 1], t_grid[rows * (size + 1) + cells], rounds)
+    fixed = bezier_xy(torch.where(maps.inverted[rows], 1.0 - t, t), b1, b2)
+    out.reshape(batch, -1)[rows, flat] = fixed.to(out.dtype)
+    return out

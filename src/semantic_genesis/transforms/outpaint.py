@@ -14,7 +14,8 @@ import torch
 
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms._random import check_batch, geometric_counts, resolve_generator, sample_or_batch
-from semantic_genesis.transforms.inpaint import Fill, _check_fill, _paint
+from semantic_genesis.transforms import _backend
+from semantic_genesis.transforms.inpaint import Fill, _check_fill, _paint, paint_on_device
 
 
 @sample_or_batch("outpaint")
@@ -52,6 +53,9 @@ def outpaint(
     batch = x.shape[0]
     if batch == 0:
         return x.clone()
+    if _backend.device_draws(x):
+        return paint_on_device(x, generator, 1 + max_extra_windows, continue_prob, 1, size_fraction, margin, fill,
+                               inside=False)
     counts = 1 + geometric_counts(generator, batch, max_extra_windows, continue_prob)
     return _paint(
         x, generator, spatial, counts, 1 + max_extra_windows, size_fraction, margin, fill,

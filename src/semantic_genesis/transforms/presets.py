@@ -46,12 +46,27 @@ from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import _backend
 from semantic_genesis.transforms._draws import ShuffleDraw
 from semantic_genesis.transforms._plan import KernelPlan, kernel_fits, run_plan
-from semantic_genesis.transforms._random import as_batch, bernoulli, geometric_counts, resolve_generator, unbatch, uniform
+from semantic_genesis.transforms._random import (
+    as_batch,
+    bernoulli,
+    device_constant,
+    device_generator,
+    geometric_counts,
+    resolve_generator,
+    unbatch,
+    uniform,
+)
 from semantic_genesis.transforms.elastic import elastic
-from semantic_genesis.transforms.flip import apply_flips, sample_flip_parity
-from semantic_genesis.transforms.inpaint import draw_paint, inpaint
-from semantic_genesis.transforms.local_shuffle import local_shuffle
-from semantic_genesis.transforms.nonlinear import nonlinear, sample_nonlinear_maps
+from semantic_genesis.transforms.flip import apply_flips, flip_where, sample_flip_parity
+from semantic_genesis.transforms.inpaint import draw_paint, inpaint, paint_fill_on_device, paint_region_on_device
+from semantic_genesis.transforms.local_shuffle import local_shuffle, shuffle_on_device
+from semantic_genesis.transforms.nonlinear import (
+    device_maps,
+    fix_exact_on_device,
+    map_on_device,
+    nonlinear,
+    sample_nonlinear_maps,
+)
 from semantic_genesis.transforms.outpaint import outpaint
 from semantic_genesis.utils.registry import Registry
 
@@ -276,6 +291,8 @@ def _outpaint(o: Mapping[str, Any], g: torch.Generator) -> Callable[[torch.Tenso
 
 
 def _run_models_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    if _backend.device_draws(x):
+        return _models_genesis_on_device(x, o, g)
     batch, ndim = x.shape[0], x.dim() - 2
     # All per-sample decisions first, in the official code's order.
     parity = sample_flip_parity(g, batch, ndim, o["flip_prob"], o["max_flips"], o["flip_axes"])
@@ -356,6 +373,8 @@ def _copy(x: torch.Tensor) -> torch.Tensor:
 
 
 def _run_semantic_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    if _backend.device_draws(x):
+        return _semantic_genesis_on_device(x, o, g)
     batch = x.shape[0]
     r = uniform(g, batch)
     edges = torch.cumsum(torch.tensor(o["choice_probs"], dtype=torch.float64), 0)
@@ -373,6 +392,63 @@ def _run_semantic_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Genera
     out = x.clone() if warped is None else warped
     for index, make in enumerate((_shuffle, _nonlinear, _inpaint, _outpaint)):
         out = _on_selected(out, choice == index, make(o, g), owned=True)
+    return out, x.clone()
+
+
+# The device path (``_backend.device_draws``): every stage on the whole batch, blended in per sample.
+def _rows_mask(selected: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool as ``(B, 1, ..., 1)`` for ``torch.where`` against ``x``."""
+    return selected.view((x.shape[0],) + (1,) * (x.dim() - 1))
+
+
+def _restore_on_device(
+    source: torch.Tensor, o: Mapping[str, Any], dg: torch.Generator, maps,
+    do_shuffle: torch.Tensor, do_nonlinear: torch.Tensor, do_inpaint: torch.Tensor, do_outpaint: torch.Tensor,
+) -> torch.Tensor:
+    """Shuffle, map and paint the rows of ``source`` selected by the four ``(B,)`` device masks."""
+    spatial = tuple(int(s) for s in source.shape[2:])
+    batch = source.shape[0]
+    out = source
+    if o["shuffle_windows"]:
+        out = shuffle_on_device(source, dg, do_shuffle, o["shuffle_windows"], o["shuffle_size_divisor"])
+    mapped, exact = map_on_device(out, maps)
+    region = torch.zeros((batch, 1) + spatial, dtype=torch.bool, device=source.device)
+    if o["inpaint_max_windows"]:
+        inside = paint_region_on_device(dg, batch, spatial, o["inpaint_max_windows"], o["inpaint_continue_prob"], 0,
+                                        o["inpaint_size_fraction"], o["paint_margin"], size_from_end=False)
+        region |= inside & _rows_mask(do_inpaint, region)
+    kept = paint_region_on_device(dg, batch, spatial, 1 + o["outpaint_max_extra_windows"], o["outpaint_continue_prob"],
+                                  1, o["outpaint_size_fraction"], o["paint_margin"], size_from_end=True)
+    region |= ~kept & _rows_mask(do_outpaint, region)
+    result = torch.where(_rows_mask(do_nonlinear, out), mapped, out)
+    result = torch.where(region, paint_fill_on_device(source, dg, o["fill"]), result)
+    # the steep cells of the maps, only where the value is kept (one synchronisation, at the end)
+    exact &= (do_nonlinear[:, None] & ~region.expand_as(source).reshape(batch, -1))
+    return fix_exact_on_device(result, out, exact, maps)
+
+
+def _models_genesis_on_device(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    batch, ndim = x.shape[0], x.dim() - 2
+    maps = device_maps(g, batch, o["inverted_prob"], o["lut_size"], x.device)  # first: the copy waits for the device
+    dg = device_generator(g, x.device)
+    parity = sample_flip_parity(dg, batch, ndim, o["flip_prob"], o["max_flips"], o["flip_axes"])
+    do_shuffle = bernoulli(dg, batch, o["shuffle_prob"])
+    do_nonlinear = bernoulli(dg, batch, o["nonlinear_prob"])
+    do_paint = bernoulli(dg, batch, o["paint_prob"])
+    do_inpaint = do_paint & bernoulli(dg, batch, o["inpaint_rate"])
+    target = flip_where(x, parity)
+    out = _restore_on_device(target, o, dg, maps, do_shuffle, do_nonlinear, do_inpaint, do_paint & ~do_inpaint)
+    return out, target
+
+
+def _semantic_genesis_on_device(x: torch.Tensor, o: Mapping[str, Any], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = x.shape[0]
+    maps = device_maps(g, batch, o["inverted_prob"], o["lut_size"], x.device)
+    dg = device_generator(g, x.device)
+    edges = torch.cumsum(device_constant(o["choice_probs"], x.device, torch.float64), 0)
+    choice = torch.bucketize(uniform(dg, batch), edges[:-1], right=False)
+    warped = elastic(x, g, alpha=o["elastic_alpha"], sigma=o["elastic_sigma"], spatial_dims=x.dim() - 2) if o["elastic"] else x
+    out = _restore_on_device(warped, o, dg, maps, choice == 0, choice == 1, choice == 2, choice == 3)
     return out, x.clone()
 
 
