@@ -23,7 +23,13 @@ from semantic_genesis.models.backbone import (
 from tests.models.conftest import official_unet3d_keys
 
 # a tiny valid input per backbone: (B, C, *spatial), every size a multiple of min_divisor
-TINY_INPUTS = {"unet3d": (2, 1, 16, 16, 8), "unet2d": (2, 1, 32, 32), "resunet2d": (2, 1, 64, 64)}
+TINY_INPUTS = {"unet3d": (2, 1, 16, 16, 8), "unet2d": (2, 1, 32, 32), "resunet2d": (2, 1, 64, 64), "swin2d": (2, 1, 64, 64)}
+TINY_ARGS = {"swin2d": {"size": "tiny"}}  # the others: {"width": 0.125}
+ENCODER_ONLY = {"swin2d"}  # backbones without a decoder (not dense)
+
+
+def tiny(name):
+    return create(name, **TINY_ARGS.get(name, {"width": 0.125}))
 
 
 def test_the_registered_backbones():
@@ -33,9 +39,10 @@ def test_the_registered_backbones():
 @pytest.mark.parametrize("name", backbones())
 def test_backbone_meets_the_contract(name):
     torch.manual_seed(0)
-    model = create(name, width=0.125)
-    check_backbone(model, dense=True)
-    assert isinstance(model, Backbone) and isinstance(model, DenseBackbone)
+    model = tiny(name)
+    dense = name not in ENCODER_ONLY
+    check_backbone(model, dense=dense)
+    assert isinstance(model, Backbone) and isinstance(model, DenseBackbone) == dense
     x = torch.rand(*TINY_INPUTS[name])
     assert model.spatial_dims == x.dim() - 2 and model.in_channels == x.shape[1]
     features = model.encode(x)
@@ -49,12 +56,13 @@ def test_backbone_meets_the_contract(name):
     assert tokens.shape == (x.shape[0], levels[-1][0, 0].numel(), model.feature_channels[-1])
     # the prefixes partition the state dict: encoder + decoder (output layer included) = everything
     top = {k.split(".")[0] for k in model.state_dict()}
-    assert top == set(model.encoder_state_dict_prefixes) | set(model.decoder_state_dict_prefixes)
-    assert set(model.output_state_dict_prefixes) <= set(model.decoder_state_dict_prefixes)
+    assert top == set(model.encoder_state_dict_prefixes) | set(getattr(model, "decoder_state_dict_prefixes", ()))
     encoder = {id(p) for p in model.encoder_parameters()}
     assert encoder == {id(p) for n, p in model.named_parameters() if n.split(".")[0] in model.encoder_state_dict_prefixes}
-    out = model.decode_logits(features)
-    assert out.shape == (x.shape[0], model.out_channels, *x.shape[2:])
+    if dense:
+        assert set(model.output_state_dict_prefixes) <= set(model.decoder_state_dict_prefixes)
+        out = model.decode_logits(features)
+        assert out.shape == (x.shape[0], model.out_channels, *x.shape[2:])
     bad = torch.rand(*x.shape[:-1], x.shape[-1] + 1)
     with pytest.raises(DataError, match=f"divisible by {model.min_divisor}"):
         model.encode(bad)
@@ -63,8 +71,16 @@ def test_backbone_meets_the_contract(name):
 @pytest.mark.parametrize("name", backbones())
 def test_ynet_and_encoder_classifier_on_every_backbone(name):
     torch.manual_seed(0)
-    backbone = create(name, width=0.125)
+    backbone = tiny(name)
     x = torch.rand(*TINY_INPUTS[name])
+    clf = EncoderClassifier(backbone, num_classes=3, head="mlp")
+    assert getattr(clf, backbone.encoder_state_dict_prefixes[0]) is getattr(backbone, backbone.encoder_state_dict_prefixes[0])
+    assert {k.split(".")[0] for k in clf.state_dict()} == {*backbone.encoder_state_dict_prefixes, "head"}
+    assert clf(x).shape == (x.shape[0], 3) and backbone_of(clf) is backbone
+    if name in ENCODER_ONLY:
+        with pytest.raises(ConfigError, match="not a dense backbone"):
+            YNet(backbone, num_classes=5)
+        return
     ynet = YNet(backbone, num_classes=5)
     out = ynet(x)
     assert out.restoration.shape == (x.shape[0], 1, *x.shape[2:]) and out.logits.shape == (x.shape[0], 5)
@@ -75,12 +91,7 @@ def test_ynet_and_encoder_classifier_on_every_backbone(name):
     assert [n for n, _ in ynet.named_parameters()] == [k for k in ynet.state_dict() if k in dict(ynet.named_parameters())]
     (out.restoration.mean() + out.logits.logsumexp(1).mean()).backward()
     assert all(p.grad is not None for p in ynet.parameters())
-
-    clf = EncoderClassifier(backbone, num_classes=3, head="mlp")
-    assert getattr(clf, backbone.encoder_state_dict_prefixes[0]) is getattr(backbone, backbone.encoder_state_dict_prefixes[0])
-    assert {k.split(".")[0] for k in clf.state_dict()} == {*backbone.encoder_state_dict_prefixes, "head"}
-    assert clf(x).shape == (x.shape[0], 3)
-    assert backbone_of(clf) is backbone and backbone_of(ynet) is backbone and backbone_of(backbone) is backbone
+    assert backbone_of(ynet) is backbone and backbone_of(backbone) is backbone
 
 
 def test_generic_ynet_on_the_3d_unet_has_the_official_keys_and_counts():

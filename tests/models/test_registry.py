@@ -15,12 +15,14 @@ TINY_INPUTS = {
     "encoder_classifier3d": (2, 1, 16, 16, 8),
     "unet2d": (2, 1, 32, 32),
     "resunet2d": (2, 1, 64, 64),
+    "swin2d": (2, 1, 64, 64),  # a backbone without a decoder: forward gives its tokens
     "rubiks_cube3d": (2, 1, 32, 32, 16),  # pretext network: logits only, no decoder
     "ynet": (2, 1, 32, 32),  # generic networks on a backbone, here 2D ones
     "encoder_classifier": (2, 1, 64, 64),
     "multi_head": (2, 1, 32, 32),  # Ark: projector + one head per dataset; forward(x) lists every head
 }
 TINY_ARGS = {
+    "swin2d": {"size": "tiny"},
     "ynet": {"backbone": "unet2d", "backbone_args": {"width": 0.125}},
     "encoder_classifier": {"backbone": "resunet2d", "backbone_args": {"width": 0.125}},
     "multi_head": {"backbone": "unet2d", "backbone_args": {"width": 0.125}, "num_classes": [3, 2, 1], "proj_dim": 8},

@@ -2,7 +2,7 @@
 
 * :mod:`~semantic_genesis.models.backbone`: the contract every backbone meets (:class:`Backbone`,
   :class:`EncoderFeatures`); backbones :class:`UNet3D` (official Models Genesis U-Net), :class:`UNet2D`,
-  :class:`ResUNet2D`.
+  :class:`ResUNet2D`, :class:`Swin2D` (a 2D Swin transformer on MONAI's SwinUNETR encoder).
 * Networks on a backbone: :class:`YNet` (Semantic Genesis: restoration + classification head; the
   official 3D network is :class:`YNet3D`), :class:`EncoderClassifier` (encoder + head;
   :class:`EncoderClassifier3D`), :class:`RubiksCubeNet3D`; heads in :mod:`~semantic_genesis.models.heads`.
@@ -27,6 +27,7 @@ _LAZY = {
     "UNet3D": "semantic_genesis.models.unet3d",
     "UNet2D": "semantic_genesis.models.unet2d",
     "ResUNet2D": "semantic_genesis.models.resunet2d",
+    "Swin2D": "semantic_genesis.models.swin2d",
     "YNet": "semantic_genesis.models.ynet",
     "YNet3D": "semantic_genesis.models.ynet",
     "YNetOutput": "semantic_genesis.models.ynet",

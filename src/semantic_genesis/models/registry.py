@@ -9,6 +9,7 @@ name                        network
 ``unet3d``                  Models Genesis 3D U-Net (backbone; official keys)
 ``unet2d``                  the same U-Net with 2D layers (backbone)
 ``resunet2d``               U-Net with a ResNet-18 encoder (backbone)
+``swin2d``                  2D Swin transformer, MONAI's SwinUNETR encoder (backbone; ``size=``)
 ``ynet``                    any dense backbone + the Semantic Genesis head (``backbone=NAME``)
 ``ynet3d``                  the official Semantic Genesis ``YNet3D`` (``ynet`` on ``unet3d``)
 ``encoder_classifier``      any backbone's encoder + a classification head (``backbone=NAME``)
@@ -38,6 +39,7 @@ for _name, _target in (
     ("unet3d", "semantic_genesis.models.unet3d:UNet3D"),
     ("unet2d", "semantic_genesis.models.unet2d:UNet2D"),
     ("resunet2d", "semantic_genesis.models.resunet2d:ResUNet2D"),
+    ("swin2d", "semantic_genesis.models.swin2d:Swin2D"),
     ("ynet", "semantic_genesis.models.ynet:YNet"),
     ("ynet3d", "semantic_genesis.models.ynet:YNet3D"),
     ("encoder_classifier", "semantic_genesis.models.classifier:EncoderClassifier"),
