@@ -39,6 +39,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "rubiks_cube",
     "self_classification",
     "semantic_addon",
+    "ark",
 )
 
 #: The method registry (name -> :class:`Method` subclass).
