@@ -448,7 +448,8 @@ class Ark(Method):
     def evaluate_split(self, model: nn.Module, split: str = "validation", batch_size: int = 32,
                        device: str | torch.device = "cpu"):
         """Score ``model`` (a :class:`MultiHeadModel` with this run's heads) on the validation images of
-        every dataset (``split="validation"``) or on the reader split ``split`` of each dataset; returns
+        every dataset (``split="validation"``), on its training images (``"training"``) or on the reader
+        split ``split`` of each dataset (e.g. ``test``); returns
         :class:`~semantic_genesis.methods.ark_eval.HeadScores` per dataset."""
         from torch.utils.data import DataLoader
 
@@ -457,8 +458,8 @@ class Ark(Method):
         from semantic_genesis.training.data import collate
 
         names = [s.name for s in self.specs]
-        if split == "validation":
-            parts = [v for _, v in self.parts()]
+        if split in ("validation", "training"):
+            parts = [v if split == "validation" else t for t, v in self.parts()]
         else:
             parts = []
             for spec in self.specs:

@@ -192,7 +192,8 @@ class CyclicBatches:
 
     Args:
         lengths: items per dataset; offsets: where each dataset starts in :class:`ArkImages`.
-        batch_size: items per batch (per rank); the last batch of a dataset may be smaller.
+        batch_size: items per batch (per rank); the last batch of a dataset may be smaller (one left-over
+            item joins the batch before it, so that batch norm never sees a batch of one).
     """
 
     def __init__(self, lengths: Sequence[int], offsets: Sequence[int], batch_size: int, seed: int,
@@ -205,10 +206,21 @@ class CyclicBatches:
         self.seed = int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
         self.shares = [n // self.world_size for n in self.lengths]
-        self.batches_per_dataset = [math.ceil(s / self.batch_size) for s in self.shares]
+        # no drop_last (official); a last batch of one item joins the batch before it (batch norm needs two)
+        self.batches_per_dataset = [self._count(s) for s in self.shares]
         self.num_batches = sum(self.batches_per_dataset)
         self.epoch = 0
         self.start = 0
+
+    def _count(self, share: int) -> int:
+        n = math.ceil(share / self.batch_size)
+        return n - 1 if n > 1 and share % self.batch_size == 1 else n
+
+    def _split(self, order: np.ndarray) -> list[list[int]]:
+        batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches[-2] += batches.pop()
+        return batches
 
     def dataset_of(self, batch: int) -> int:
         """The dataset whose pass batch ``batch`` of an epoch belongs to."""
@@ -236,7 +248,7 @@ class CyclicBatches:
                 continue
             rng = np.random.default_rng(derive_seed(self.seed, "ark", epoch, d))
             order = rng.permutation(n)[self.rank::self.world_size][:share] + self.offsets[d]
-            batches += [order[i:i + self.batch_size].tolist() for i in range(0, share, self.batch_size)]
+            batches += self._split(order)
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
