@@ -371,6 +371,13 @@ class Ark(Method):
         }
 
     # -- evaluation -------------------------------------------------------------------------------
+    def score_weights(self, weights: str | Path, split: str = "validation"):
+        """``(per-dataset HeadScores, markdown tables)`` of a weights file (``pretrain --score``)."""
+        from semantic_genesis.methods.ark_eval import results_markdown
+
+        results = evaluate_weights(self.cfg, weights, split, self.cfg.train.batch_size, _device(self.cfg))
+        return results, results_markdown(results, f"Ark evaluation of {Path(weights).name} ({split} images)")
+
     @torch.no_grad()
     def predict(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
         """Every head's logits ``[(B, C_i), ...]`` of grey images ``(B, 1, H, W)`` in [0, 1], averaged
@@ -472,6 +479,11 @@ class Ark(Method):
         loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
         batches = ({k: v.to(device) for k, v in b.items()} for b in loader)
         return self.score([self.collect(model, batches)], "student")
+
+
+def _device(cfg) -> str:
+    choice = cfg.train.device
+    return ("cuda" if torch.cuda.is_available() else "cpu") if choice == "auto" else choice
 
 
 def evaluate_weights(cfg, weights: str | Path, split: str = "validation", batch_size: int = 32,

@@ -219,7 +219,8 @@ class CyclicBatches:
     def _split(self, order: np.ndarray) -> list[list[int]]:
         batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
         if len(batches) > 1 and len(batches[-1]) == 1:
-            batches[-2] += batches.pop()
+            last = batches.pop()
+            batches[-1] += last
         return batches
 
     def dataset_of(self, batch: int) -> int:
