@@ -27,7 +27,7 @@ PRETRAIN = sorted(p.name for p in EXAMPLES.glob("pretrain_*.py"))
 FINETUNE = sorted(p.name for p in EXAMPLES.glob("finetune_*.py"))
 # Tiny sizes for the scripts' common options; options a script does not have are left out.
 TINY = {"--steps": "8", "--batch-size": "4", "--patients": "1", "--train-patients": "3", "--test-patients": "2",
-        "--neighbours": "3", "--classes": "3", "--ae-steps": "5", "--cls-warmup": "3"}
+        "--neighbours": "3", "--classes": "3", "--ae-steps": "5", "--cls-warmup": "3", "--images-per-dataset": "12"}
 PATTERN_SCRIPTS = {"--patients": "4"}  # self-discovery needs patients to choose neighbours from
 FLOAT = r"([0-9]+\.[0-9]+)"
 # The backbone (name, width) each pretraining script saves; the 3D methods share the Models Genesis U-Net.

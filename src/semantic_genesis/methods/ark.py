@@ -99,23 +99,21 @@ class ArkOptions(MethodOptions):
     eval_crops: int = 1
     eval_teacher: bool = True
 
-    def __post_init__(self) -> None:
-        if not self.datasets:
-            raise ConfigError(f"{PREFIX}.datasets: Ark needs at least one dataset (layout, root, ...)")
+    def __post_init__(self) -> None:  # messages start with the field name; the parser adds "method.options."
         names = [d.name for d in self.datasets]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
-            raise ConfigError(f"{PREFIX}.datasets: the name {repeated[0]!r} is used twice")
+            raise ConfigError(f"datasets: the name {repeated[0]!r} is used twice")
         if min(self.image_size) <= 0:
-            raise ConfigError(f"{PREFIX}.image_size must be positive, got {list(self.image_size)}")
+            raise ConfigError(f"image_size must be positive, got {list(self.image_size)}")
         if not 0.0 <= self.momentum_teacher < 1.0:
-            raise ConfigError(f"{PREFIX}.momentum_teacher must be in [0, 1), got {self.momentum_teacher}")
+            raise ConfigError(f"momentum_teacher must be in [0, 1), got {self.momentum_teacher}")
         if not 0.0 <= self.coefficient <= 1.0:
-            raise ConfigError(f"{PREFIX}.coefficient must be in [0, 1], got {self.coefficient}")
+            raise ConfigError(f"coefficient must be in [0, 1], got {self.coefficient}")
         if self.eval_crops not in (1, 10):
-            raise ConfigError(f"{PREFIX}.eval_crops must be 1 or 10, got {self.eval_crops}")
+            raise ConfigError(f"eval_crops must be 1 or 10, got {self.eval_crops}")
         if self.proj_dim < 0:
-            raise ConfigError(f"{PREFIX}.proj_dim must be >= 0, got {self.proj_dim}")
+            raise ConfigError(f"proj_dim must be >= 0, got {self.proj_dim}")
 
     @property
     def view_mode(self) -> str:
@@ -162,6 +160,8 @@ class Ark(Method):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.options: ArkOptions = parse_options(cfg, self.options_class, self.name)
+        if not self.options.datasets:
+            raise ConfigError(f"{PREFIX}.datasets: Ark needs at least one dataset (name, layout, root, ...)")
         if cfg.train.steps_per_epoch:
             raise ConfigError("ark: train.steps_per_epoch must be 0 (an Ark epoch passes over every dataset once)")
         self.views = ViewSettings(mode=self.options.view_mode, crop_scale=tuple(self.options.crop_scale))

@@ -77,7 +77,7 @@ class ArkDatasetSpec:
 
     def __post_init__(self) -> None:
         if not self.name:
-            raise ConfigError("datasets: every entry needs a name")
+            raise ConfigError("name: every dataset needs a name")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction: must be in [0, 1), got {self.val_fraction} (dataset {self.name})")
         if self.task is not None and self.task not in TASKS:
