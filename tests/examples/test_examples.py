@@ -28,9 +28,12 @@ PRETRAIN = sorted(p.name for p in EXAMPLES.glob("pretrain_*.py"))
 FINETUNE = sorted(p.name for p in EXAMPLES.glob("finetune_*.py"))
 # Tiny sizes for the scripts' common options; options a script does not have are left out.
 TINY = {"--steps": "8", "--batch-size": "4", "--patients": "1", "--train-patients": "3", "--test-patients": "2",
-        "--neighbours": "3", "--classes": "3", "--ae-steps": "5", "--cls-warmup": "3", "--radiographs": "4"}
+        "--neighbours": "3", "--classes": "3", "--ae-steps": "5", "--cls-warmup": "3", "--radiographs": "4",
+        "--images-per-dataset": "12"}
 PATTERN_SCRIPTS = {"--patients": "4"}  # self-discovery needs patients to choose neighbours from
 FLOAT = r"([0-9]+\.[0-9]+)"
+# The backbone (name, width) each pretraining script saves; the 3D methods share the Models Genesis U-Net.
+BACKBONES = {"pretrain_ark.py": ("resunet2d", 0.25)}
 
 
 def run(script: str, *extra: str) -> str:
@@ -52,7 +55,8 @@ def step_losses(output: str) -> list[float]:
 def test_every_example_is_covered():
     assert {"pretrain_models_genesis.py", "pretrain_semantic_genesis.py", "pretrain_autoencoder.py",
             "pretrain_inpainting.py", "pretrain_patch_shuffling.py", "pretrain_rubiks_cube.py",
-            "pretrain_self_classification.py", "pretrain_peac.py"} <= set(PRETRAIN)
+            "pretrain_self_classification.py", "pretrain_peac.py",
+            "pretrain_ark.py"} <= set(PRETRAIN)
     assert {"finetune_ncc.py", "finetune_ncs.py", "finetune_lcs.py", "finetune_bms.py"} <= set(FINETUNE)
     others = {p.name for p in EXAMPLES.glob("*.py")} - set(PRETRAIN) - set(FINETUNE)
     assert others == {"demo.py"}, f"examples not run by the tests: {sorted(others - {'demo.py'})}"
@@ -78,7 +82,8 @@ def test_pretraining_example_learns_and_saves_transferable_weights(script, tmp_p
         return
     assert after < before, out
     pretrained = read_pretrained(tmp_path / "w.safetensors")
-    assert pretrained.backbone == "unet3d" and pretrained.backbone_args["width"] == 0.125
+    backbone, width = BACKBONES.get(script, ("unet3d", 0.125))
+    assert pretrained.backbone == backbone and pretrained.backbone_args["width"] == width
 
 
 @pytest.fixture(scope="module")

@@ -40,9 +40,9 @@ EXTRA = {
 FACTOR = {"rubiks_cube": 0.97}
 
 
-# methods trained on their own kind of data, tested in their own files (PEAC: whole radiographs and a
-# Swin, tests/methods/test_peac*.py)
-OWN_DATA = {"peac"}
+# methods trained on their own kind of data instead of cube or pattern sets, tested in their own files
+# (PEAC: whole radiographs and a Swin, tests/methods/test_peac*.py; Ark: labelled datasets, tests/methods/test_ark.py)
+OWN_DATA = {"peac", "ark"}
 
 
 def _registry() -> list[str]:
@@ -160,11 +160,11 @@ def _run(name: str, cube_set: Path, pattern_set: Path, runs: dict, tmp_path_fact
 
 
 def test_every_paper_method_is_registered():
-    names = set(_registry())
+    names = set(_registry()) | OWN_DATA
     table2 = {"autoencoder", "inpainting", "patch_shuffling", "rubiks_cube", "models_genesis", "self_classification",
               "semantic_genesis"}
     fig2 = {"semantic_inpainting", "semantic_patch_shuffling", "semantic_models_genesis"}
-    assert table2 | fig2 | {"self_restoration_patterns"} <= names
+    assert table2 | fig2 | {"self_restoration_patterns", "ark"} <= names
     for name in names:
         cls = methods.get(name)
         assert cls.name == name and cls.description and cls.__doc__

@@ -20,12 +20,14 @@ TINY_INPUTS = {
     "rubiks_cube3d": (2, 1, 32, 32, 16),  # pretext network: logits only, no decoder
     "ynet": (2, 1, 32, 32),  # generic networks on a backbone, here 2D ones
     "encoder_classifier": (2, 1, 64, 64),
+    "multi_head": (2, 1, 32, 32),  # Ark: projector + one head per dataset; forward(x) lists every head
 }
 TINY_ARGS = {
     "swin2d": {"size": "tiny"},
     "swin_unetr2d": {"size": "tiny"},
     "ynet": {"backbone": "unet2d", "backbone_args": {"width": 0.125}},
     "encoder_classifier": {"backbone": "resunet2d", "backbone_args": {"width": 0.125}},
+    "multi_head": {"backbone": "unet2d", "backbone_args": {"width": 0.125}, "num_classes": [3, 2, 1], "proj_dim": 8},
 }
 
 
@@ -40,7 +42,7 @@ def test_forward_backward_tiny(name):
     model = create(name, **TINY_ARGS.get(name, {"width": 0.125}))
     x = torch.rand(*TINY_INPUTS[name])
     out = model(x)
-    tensors = list(out) if isinstance(out, tuple) else [out]
+    tensors = list(out) if isinstance(out, (tuple, list)) else [out]
     loss = sum(t.float().mean() for t in tensors)
     loss.backward()
     params = list(model.parameters())

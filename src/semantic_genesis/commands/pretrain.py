@@ -12,7 +12,10 @@ method.name picks the method and method.options.KEY=VALUE sets its options (see
 'semantic-genesis cubes'); Semantic Genesis methods read a pattern set (--patterns, made by
 'semantic-genesis discover'). The run folder receives config.yaml, metrics.jsonl,
 checkpoints/last.pt, weights/final.safetensors and, when validation ran, weights/best.safetensors
-(without validation data no network is called best). Rerunning the same command resumes from the
+(without validation data no network is called best). ``--score WEIGHTS`` trains nothing: it scores a
+weights file with the method's own heads (Ark: every dataset by its head; per-class and mean AUC,
+accuracy of multi-class sets; ``--split validation|training|test``) into OUT/scores.md and
+OUT/scores.json. Rerunning the same command resumes from the
 last checkpoint (raise train.epochs / train.max_steps to extend a finished run); Ctrl-C or SIGTERM
 writes a checkpoint first (exit 130 / 143). One command at a time per run folder (RUN/.lock).
 """
@@ -35,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          out_help="run folder (same as out=DIR); reruns resume")
     parser.add_argument("--patterns", "-p", default=None, metavar="DIR",
                         help="pattern set of Semantic Genesis methods (same as patterns=DIR)")
+    parser.add_argument("--score", default=None, metavar="WEIGHTS",
+                        help="do not train: score a weights file of a method with its own heads (Ark: every dataset "
+                             "by its head, per-class and mean AUC, accuracy) and write OUT/scores.md and scores.json")
+    parser.add_argument("--split", default="validation", metavar="SPLIT",
+                        help="with --score: validation (the run's validation images, default), training, or a split "
+                             "name of every dataset's reader (e.g. test)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     for key in ("data", "patterns"):
         if getattr(cfg, key):
             check_input_path(getattr(cfg, key), "folder", key)
+    if args.score is not None:
+        return _score(args, cfg)
     state = check_output_folder(cfg.out)
     method = methods.build(cfg)
     train_set, val_set = method.build_datasets()  # reads the cube / pattern set: bad data fails here
@@ -92,4 +103,31 @@ def run(args: argparse.Namespace) -> int:
         weights = (f"weights {result.final_weights} and {result.best_weights}" if result.best_weights is not None
                    else f"weights {result.final_weights} ({result.best_note})")
         print(f"{cfg.method.name}: {result.step} steps, {result.epoch} epochs ({result.stop_reason}{best}); {weights}")
+    return 0
+
+
+def _score(args: argparse.Namespace, cfg) -> int:
+    """``--score WEIGHTS``: the method's own evaluation of a weights file, tables into ``cfg.out``."""
+    import json
+    from pathlib import Path
+
+    from semantic_genesis import methods
+    from semantic_genesis.commands._common import check_input_path, say
+    from semantic_genesis.errors import ConfigError
+    from semantic_genesis.utils.atomic import write_text
+
+    check_input_path(args.score, "file", "--score")
+    method = methods.build(cfg)
+    score = getattr(method, "score_weights", None)
+    if score is None:
+        raise ConfigError(f"--score: method {cfg.method.name!r} has no heads of its own to score; it works for ark")
+    say(args, f"scoring {args.score} on the {args.split} images of every dataset")
+    results, markdown = score(args.score, args.split)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "scores.md", markdown)
+    payload = {"weights": str(args.score), "split": args.split, "datasets": [r.as_dict() for r in results]}
+    write_text(out / "scores.json", json.dumps(payload, indent=2) + "\n")
+    print(markdown)
+    print(f"wrote {out / 'scores.md'} and {out / 'scores.json'}")
     return 0

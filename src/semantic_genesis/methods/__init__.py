@@ -40,6 +40,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "self_classification",
     "semantic_addon",
     "peac",
+    "ark",
 )
 
 #: The method registry (name -> :class:`Method` subclass).

@@ -16,6 +16,7 @@ name                        network
 ``encoder_classifier``      any backbone's encoder + a classification head (``backbone=NAME``)
 ``encoder_classifier3d``    the same on the 3D U-Net, flat arguments
 ``rubiks_cube3d``           the Rubik's cube pretext network (siamese U-Net encoder)
+``multi_head``              any backbone + projector + one head per dataset (Ark, ``backbone=NAME``)
 ==========================  ==================================================================
 
 A weights file records ``(architecture, arch_args)`` = :func:`architecture_of` of the saved model, so
@@ -46,6 +47,7 @@ for _name, _target in (
     ("encoder_classifier", "semantic_genesis.models.classifier:EncoderClassifier"),
     ("encoder_classifier3d", "semantic_genesis.models.classifier:EncoderClassifier3D"),
     ("rubiks_cube3d", "semantic_genesis.models.rubiks_cube:RubiksCubeNet3D"),
+    ("multi_head", "semantic_genesis.models.multi_head:MultiHeadModel"),
 ):
     MODELS.add_lazy(_name, _target)
 
