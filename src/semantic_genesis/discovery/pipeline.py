@@ -21,6 +21,13 @@ patterns     ``RUN/patterns/`` (pattern set)        complete (resumes per class)
 
 ``discovery.ae_weights`` replaces the autoencoder stage by a given trained autoencoder (checked for
 the configured input size).
+
+**2D** (Semantic Genesis 2D): ``discovery.pattern_size`` and ``ae_input_size`` of two values ``[H, W]``
+run the same stages on 2D images (:func:`~.scans.spatial_dims`): the data folder's radiographs (any
+layout ``list_scans(..., images2d=True)`` recognises) or each CT/MRI volume's axial slice at
+``discovery.slice_position`` of its body box (:func:`~.scans.load_unit_image`), the autoencoder
+``discovery.ae_model`` (``unet2d`` / ``resunet2d``) and ``(1, H, W)`` patterns. Internally an image is
+a one-slice volume ``(H, W, 1)``, so frames, coordinates, content tests and crops are shared with 3D.
 """
 
 from __future__ import annotations
