@@ -249,11 +249,11 @@ def bench_generation_2d(args) -> None:
 
     n_val = 30
     print(f"[2D generation] C={args.gen2d_classes} classes x K neighbours x 3 resolutions of 224x224 (paper: C=100, "
-          f"K=1000), synthetic 1024x1024 radiographs, discovery.memory_mb={args.gen2d_memory_mb}, uint8 shards")
+          f"K=1000), synthetic {args.gen2d_image_size}x{args.gen2d_image_size} radiographs, discovery.memory_mb={args.gen2d_memory_mb}, uint8 shards")
     for k in args.gen2d_neighbours:
         tmp = Path(tempfile.mkdtemp(prefix="sg_patgen2d_bench_", dir=args.tmp))
         try:
-            cohort = SyntheticRadiographs(1024)
+            cohort = SyntheticRadiographs(args.gen2d_image_size)
             ids = [f"p_{i:05d}" for i in range(k + n_val)]
             splits = ["train"] * k + ["validation"] * n_val
             frames = {pid: cohort.frame(pid) for pid in ids}
@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gen2d-classes", type=int, default=100)
     parser.add_argument("--gen2d-neighbours", type=int, nargs="+", default=[125, 250, 500, 1000])
     parser.add_argument("--gen2d-memory-mb", type=int, default=2048)
+    parser.add_argument("--gen2d-image-size", type=int, default=1024, help="side of the synthetic radiographs")
     args = parser.parse_args(argv)
     if not args.skip_content:
         bench_content(args)
