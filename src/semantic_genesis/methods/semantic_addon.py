@@ -55,8 +55,8 @@ class RecipeSemanticAddon(SemanticAddon):
     def make_pair(self, patterns: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """The restoration method's ``(input, target)`` on a batch of patterns ``(B, 1, X, Y, Z)`` (or
         ``(B, 1, H, W)``: 2D patterns)."""
-        if self._recipe is None:
-            self._recipe = self.restoration.build_recipe(self.cfg, spatial_dims=self.spatial_dims)
+        if self._recipe is None:  # the batch (B, C, *spatial) says 2D or 3D
+            self._recipe = self.restoration.build_recipe(self.cfg, spatial_dims=patterns.dim() - 2)
         with torch.autocast(device_type=patterns.device.type, enabled=False):
             return self._recipe(patterns, generator)
 

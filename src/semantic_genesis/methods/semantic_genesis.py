@@ -157,26 +157,26 @@ class SemanticAddon(Method):
     def preset_name(self) -> str:
         return self.options.preset or self.restoration_preset
 
-    @property
-    def spatial_dims(self) -> int:
-        """2 or 3: of the pattern set's items ``(C, *spatial)`` (read on first use)."""
-        self._read_store()
-        return len(self.item_shape) - 1
+    def preset_for(self, spatial_dims: int):
+        """The transform preset of the recipe for batches of ``spatial_dims`` (2 or 3) spatial axes."""
+        if self._preset is None or self._preset[0] != spatial_dims:
+            from semantic_genesis.transforms import build_preset
+
+            self._preset = (spatial_dims, build_preset(self.preset_name, spatial_dims=spatial_dims,
+                                                       **dict(self.cfg.transforms.overrides)))
+        return self._preset[1]
 
     @property
     def preset(self):
-        if self._preset is None:
-            from semantic_genesis.transforms import build_preset
-
-            self._preset = build_preset(self.preset_name, spatial_dims=self.spatial_dims,
-                                        **dict(self.cfg.transforms.overrides))
-        return self._preset
+        """The recipe's transform preset for the pattern set's dimensionality (read on first use)."""
+        self._read_store()
+        return self.preset_for(len(self.item_shape) - 1)
 
     def make_pair(self, patterns: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``(input, target)`` from a batch of patterns ``(B, 1, X, Y, Z)`` or ``(B, 1, H, W)`` in [0, 1]
         (the recipe)."""
         with torch.autocast(device_type=patterns.device.type, enabled=False):
-            return self.preset(patterns, generator=generator)
+            return self.preset_for(patterns.dim() - 2)(patterns, generator=generator)
 
     # -- model and data ----------------------------------------------------------------------------
     def _read_store(self) -> None:
