@@ -60,7 +60,7 @@ demo-readme: install
 bench: install
 	$(PY) benchmarks/transforms.py
 	$(PY) benchmarks/pretrain.py
-	$(PY) benchmarks/patterns.py
+	$(PY) benchmarks/patterns.py --gen2d-classes 12  # 2D generation memory: 12 of the paper's 100 classes (two chunks; the peak does not grow with C)
 	$(PY) benchmarks/content_test.py
 	$(PY) benchmarks/phantoms.py
 

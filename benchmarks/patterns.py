@@ -4,6 +4,7 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/patterns.py [--classes 44 --neighbours 200 --resolutions 3]
         [--batches 400 --batch-size 16 --workers 2] [--skip-memory] [--skip-generation] [--skip-content]
+        [--skip-generation-2d --gen2d-classes 100 --gen2d-neighbours 125 250 500 1000 --gen2d-memory-mb 2048]
 
 Prints three figures:
 
@@ -18,6 +19,14 @@ Prints three figures:
    are read with ``pread``, not memory-mapped, so this stays close to the private memory).
 2. **Pattern generation throughput**: the discovery pattern writer on phantom patients (64x64x32
    patterns, 3 resolutions), in neighbour scans read and cropped per second and patterns per second.
+4. **2D generation memory** (Semantic Genesis 2D, paper size: C=100 classes x K=1000 neighbours x 3
+   resolutions of 224x224 patches = 300,000 patches, 15 GB as uint8): the discovery plan and pattern
+   writer (``make_plan`` + ``write_pattern_set``, ``discovery.memory_mb``) on a synthetic cohort of
+   1024x1024 radiographs streamed from a generator (one image per neighbour read, nothing on disk but
+   the pattern set), for several K, with the peak resident memory of the process (``VmRSS``, sampled
+   from ``/proc``). Crops are held one chunk of classes at a time, so the peak follows
+   ``discovery.memory_mb``, not C x K x resolutions; ``--gen2d-classes`` lowers C to save disk and time
+   (the chunks are written one after the other, so the peak does not depend on C once C exceeds one chunk).
 3. **Content test**: scoring candidate positions of one reference with the coordinate sampler's
    vectorised test (summed-area tables, table build included) against a straightforward loop that
    evaluates each candidate window with NumPy, and against the official pure-Python loop (timed on
@@ -194,6 +203,87 @@ def bench_generation(args) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# 4. 2D generation memory (Semantic Genesis 2D, paper size)
+# ----------------------------------------------------------------------------------------------
+class SyntheticRadiographs:
+    """A streamed cohort of ``size x size`` chest-radiograph-like images (bright body, two dark lungs,
+    noise), a different position per patient; ``cohort(pid)`` is the one-slice volume
+    ``(H, W, 1)`` in [0, 1] and ``frame(pid)`` its body box, known from the generator."""
+
+    def __init__(self, size: int = 1024):
+        self.size = size
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+        r = 0.38  # the template patient, centred; each patient is it shifted (cheap to stream)
+        body = ((xx - 0.5) / r) ** 2 + ((yy - 0.5) / (1.1 * r)) ** 2 <= 1.0
+        lungs = (((xx - 0.5 + 0.4 * r) / (0.3 * r)) ** 2 + ((yy - 0.5) / (0.7 * r)) ** 2 <= 1.0) | (
+            ((xx - 0.5 - 0.4 * r) / (0.3 * r)) ** 2 + ((yy - 0.5) / (0.7 * r)) ** 2 <= 1.0)
+        self._template = (0.05 + 0.75 * body - 0.45 * lungs).astype(np.float32)
+        self._r = r
+        self.loads = 0
+
+    def _shift(self, pid: str) -> tuple[int, int]:
+        rng = np.random.default_rng(int(pid.split("_")[-1]))
+        return int(rng.integers(-50, 51)), int(rng.integers(-50, 51))
+
+    def __call__(self, pid: str) -> np.ndarray:
+        dy, dx = self._shift(pid)
+        noise = np.random.default_rng(int(pid.split("_")[-1]) + 1).random((self.size // 16, self.size // 16),
+                                                                           dtype=np.float32)
+        image = np.roll(self._template, (dy, dx), axis=(0, 1)) + 0.1 * np.repeat(np.repeat(noise, 16, 0), 16, 1)
+        self.loads += 1
+        return np.clip(image, 0, 1).T[:, :, None]  # (X = column, Y = row, 1): the one-slice grid
+
+    def frame(self, pid: str):
+        from semantic_genesis.discovery.coordinates import Frame
+
+        dy, dx = self._shift(pid)
+        s, r = self.size, self._r
+        x0, y0 = (0.5 - r) * s + dx, (0.5 - 1.1 * r) * s + dy
+        return Frame((s, s, 1), (float(np.floor(x0)), float(np.floor(y0)), 0.0), (float(2 * r * s), float(2.2 * r * s), 1.0))
+
+
+def bench_generation_2d(args) -> None:
+    from semantic_genesis.config import DiscoveryConfig
+    from semantic_genesis.discovery.patterns import write_pattern_set
+    from semantic_genesis.discovery.plan import make_plan
+
+    n_val = 30
+    print(f"[2D generation] C={args.gen2d_classes} classes x K neighbours x 3 resolutions of 224x224 (paper: C=100, "
+          f"K=1000), synthetic {args.gen2d_image_size}x{args.gen2d_image_size} radiographs, discovery.memory_mb={args.gen2d_memory_mb}, uint8 shards")
+    for k in args.gen2d_neighbours:
+        tmp = Path(tempfile.mkdtemp(prefix="sg_patgen2d_bench_", dir=args.tmp))
+        try:
+            cohort = SyntheticRadiographs(args.gen2d_image_size)
+            ids = [f"p_{i:05d}" for i in range(k + n_val)]
+            splits = ["train"] * k + ["validation"] * n_val
+            frames = {pid: cohort.frame(pid) for pid in ids}
+            features = np.random.default_rng(0).normal(size=(len(ids), 64)).astype(np.float32)
+            dcfg = DiscoveryConfig(
+                ae_model="unet2d", ae_input_size=(256, 256), num_neighbours=k, num_val_neighbours=n_val,
+                num_classes=args.gen2d_classes, classes_per_reference=args.gen2d_classes, pattern_size=(224, 224),
+                num_resolutions=3, multires_size_range=(175, 276), multires_jitter=35, min_distance=16,
+                border_fraction=(0.05, 0.05, 0.0), content_test="body", body_min_fraction=0.5, dtype="uint8",
+                memory_mb=args.gen2d_memory_mb, progress=False)
+            groups = make_plan(ids, splits, features, frames, cohort, dcfg, 0, log=lambda s: None)
+            cohort.loads = 0
+            sampler = MemorySampler(0.02)
+            before = _proc_status(os.getpid()).get("VmRSS", 0)
+            sampler.start()
+            t, cpu = time.perf_counter(), time.process_time()
+            write_pattern_set(groups, frames, cohort, tmp / "patterns", dcfg, 0, {}, log=lambda s: None)
+            elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
+            peak = sampler.stop()
+            patches = args.gen2d_classes * (k * 3 + n_val)
+            disk = sum(p.stat().st_size for p in (tmp / "patterns").glob("*.npy")) / 1e9
+            print(f"[2D generation] K={k:5d}: {patches:7d} patches ({disk:.2f} GB on disk) in {elapsed:.0f} s ({cpu:.0f} s CPU), "
+                  f"{cohort.loads} image reads; peak VmRSS {peak['VmRSS'] / 2**30:.2f} GiB "
+                  f"(before: {before / 2**30:.2f} GiB; all crops at once would be {patches * 224 * 224 * 2 / 2**30:.1f} GiB "
+                  f"float16)")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
 # 3. content test
 # ----------------------------------------------------------------------------------------------
 def loop_lung(unit, corners, size, threshold=0.425, look_ahead=3, max_score=0.15) -> np.ndarray:
@@ -284,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--skip-content", action="store_true")
+    parser.add_argument("--skip-generation-2d", action="store_true")
+    parser.add_argument("--gen2d-classes", type=int, default=100)
+    parser.add_argument("--gen2d-neighbours", type=int, nargs="+", default=[125, 250, 500, 1000])
+    parser.add_argument("--gen2d-memory-mb", type=int, default=2048)
+    parser.add_argument("--gen2d-image-size", type=int, default=1024, help="side of the synthetic radiographs")
     args = parser.parse_args(argv)
     if not args.skip_content:
         bench_content(args)
@@ -291,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_generation(args)
     if not args.skip_memory:
         bench_memory(args)
+    if not args.skip_generation_2d:
+        bench_generation_2d(args)
     return 0
 
 

@@ -11,14 +11,14 @@ themselves. Sizes come from the ``*_tiny`` presets, so it finishes in minutes on
 numbers show that the pipeline works, not how the methods compare on real data.
 
 Reproducible numbers: every stage runs with one CPU thread (``OMP_NUM_THREADS=1`` and friends, as
-``make test`` does), so another machine prints the same table. The README shows that table; at the
-end the demo compares its table with the README's and exits with status 1 and a diff when they
-differ (``--update-readme`` writes the new table into the README instead). The check runs only with
-the default settings, which are the README's.
+``make test`` does), so another machine prints the same tables. The README shows them; at the end
+the demo compares its tables (3D and 2D, each between its own markers) with the README's and exits
+with status 1 and a diff when they differ (``--update-readme`` writes the new tables into the README
+instead). The check runs only with the default settings, which are the README's.
 
 Usage::
 
-    python examples/demo.py --out demo_out [--trials 3] [--seed 0] [--update-readme]
+    python examples/demo.py --out demo_out [--trials 3] [--seed 0] [--parts 3d,2d] [--update-readme]
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ README = ROOT / "README.md"
 PINNED_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 TABLE_BEGIN = "<!-- demo-table:begin"
 TABLE_END = "<!-- demo-table:end -->"
-DEFAULTS = {"seed": 0, "patients": 24, "task_patients": 48, "trials": 3}
+TABLE_2D_BEGIN = "<!-- demo-table-2d:begin"
+TABLE_2D_END = "<!-- demo-table-2d:end -->"
+DEFAULTS = {"seed": 0, "patients": 24, "task_patients": 48, "trials": 3, "parts": "3d,2d"}
 
 
 class Demo:
@@ -77,32 +79,34 @@ def table_lines(markdown: str) -> list[str]:
     return lines[start:end]
 
 
-def readme_table(readme_text: str) -> list[str]:
-    """The table between the README's demo-table markers.
+def readme_table(readme_text: str, markers: tuple[str, str] = (TABLE_BEGIN, TABLE_END)) -> list[str]:
+    """The table between the README's demo-table markers (``markers``: the 3D table's by default,
+    ``(TABLE_2D_BEGIN, TABLE_2D_END)`` for the 2D one).
 
     Raises:
         ValueError: the markers are missing.
     """
-    begin = readme_text.find(TABLE_BEGIN)
-    end = readme_text.find(TABLE_END)
+    begin = readme_text.find(markers[0])
+    end = readme_text.find(markers[1])
     if begin < 0 or end < begin:
-        raise ValueError(f"the README has no '{TABLE_BEGIN} ... -->' / '{TABLE_END}' block")
+        raise ValueError(f"the README has no '{markers[0]} ... -->' / '{markers[1]}' block")
     return table_lines(readme_text[begin:end])
 
 
-def compare_tables(readme_text: str, demo_table: list[str]) -> str:
+def compare_tables(readme_text: str, demo_table: list[str], markers: tuple[str, str] = (TABLE_BEGIN, TABLE_END),
+                   source: str = "results/results.md") -> str:
     """A unified diff from the README's table to the demo's (empty when they are the same)."""
-    diff = difflib.unified_diff(readme_table(readme_text), demo_table, "README.md (demo table)",
-                                "this run (results/results.md)", lineterm="")
+    diff = difflib.unified_diff(readme_table(readme_text, markers), demo_table, "README.md (demo table)",
+                                f"this run ({source})", lineterm="")
     return "\n".join(diff)
 
 
-def with_table(readme_text: str, demo_table: list[str]) -> str:
+def with_table(readme_text: str, demo_table: list[str], markers: tuple[str, str] = (TABLE_BEGIN, TABLE_END)) -> str:
     """``readme_text`` with the demo table between its markers replaced by ``demo_table``."""
-    begin = readme_text.find(TABLE_BEGIN)
-    end = readme_text.find(TABLE_END)
+    begin = readme_text.find(markers[0])
+    end = readme_text.find(markers[1])
     if begin < 0 or end < begin:
-        raise ValueError(f"the README has no '{TABLE_BEGIN} ... -->' / '{TABLE_END}' block")
+        raise ValueError(f"the README has no '{markers[0]} ... -->' / '{markers[1]}' block")
     head_end = readme_text.index("-->", begin) + len("-->")
     return readme_text[:head_end] + "\n" + "\n".join(demo_table) + "\n" + readme_text[end:]
 
@@ -159,15 +163,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=24, help="patients in the pretraining cohort")
     parser.add_argument("--task-patients", type=int, default=48, help="patients in the target-task cohort")
     parser.add_argument("--trials", type=int, default=3, help="fine-tuning trials per initialisation")
+    parser.add_argument("--parts", default="3d,2d", help="which parts to run: 3d, 2d or 3d,2d (default)")
     parser.add_argument("--update-readme", action="store_true",
-                        help="write this run's transfer table into README.md instead of failing when they differ")
+                        help="write this run's transfer tables into README.md instead of failing when they differ")
     args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if not parts or set(parts) - {"3d", "2d"}:
+        parser.error(f"--parts must name 3d and/or 2d, got {args.parts!r}")
 
     out = Path(args.out).resolve()
-    data, runs, figs, evals = out / "data", out / "runs", out / "figures", out / "evaluate"
-    seed, task_seed = str(args.seed), str(args.seed + 1000)
     demo = Demo(out)
     start = time.perf_counter()
+    figures: dict[str, Path] = {}
+    tables: dict[str, Path] = {}
+    if "3d" in parts:
+        part_3d(demo, out, args, figures, tables)
+    if "2d" in parts:
+        part_2d(demo, out, args, figures, tables)
+    total = time.perf_counter() - start
+    report = write_report(out, demo, figures, tables, total)
+    print(f"\nDemo finished in {total / 60:.1f} min. Outputs are in {out}")
+    print(f"Report: {report}")
+    status = 0
+    if "3d" in parts:
+        status |= check_readme(out / "results" / "results.md", args)
+    if "2d" in parts:
+        status |= check_readme(out / "results_2d" / "results.md", args, (TABLE_2D_BEGIN, TABLE_2D_END))
+    return status
+
+
+def part_3d(demo: Demo, out: Path, args: argparse.Namespace, figures: dict[str, Path], tables: dict[str, Path]) -> None:
+    """CT: Models Genesis 3D and Semantic Genesis 3D against scratch on phantom NCC and NCS."""
+    data, runs, figs, evals = out / "data", out / "runs", out / "figures", out / "evaluate"
+    seed, task_seed = str(args.seed), str(args.seed + 1000)
 
     # 1. Data: a pretraining cohort and, from other patients, the target-task data in public layouts.
     demo.run("pretraining cohort (native layout)", "phantom", "ct", "--patients", str(args.patients), "--seed", seed, "--out", str(data / "ct"), "-q")
@@ -215,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     demo.run("results table (Table-2 shape)", "report", "results", str(evals / "ncc"), str(evals / "ncs"), "--out", str(out / "results"))
 
-    total = time.perf_counter() - start
-    figures = {
+    figures.update({
         "Phantom chest CT (three orthogonal mid-slices)": figs / "anatomy_ct.png",
         "Phantom radiograph": figs / "anatomy_xray.png",
         "Self-restoration transformations": figs / "transforms.png",
@@ -226,34 +253,74 @@ def main(argv: list[str] | None = None) -> int:
         "Pretraining curves (Models Genesis and Semantic Genesis)": figs / "curves.png",
         "NCC results": evals / "ncc" / "results.png",
         "NCS results": evals / "ncs" / "results.png",
-    }
-    tables = {
-        "All tasks": out / "results" / "results.md",
+    })
+    tables.update({
+        "All 3D tasks": out / "results" / "results.md",
         "NCC (nodule false-positive reduction, AUC)": evals / "ncc" / "results.md",
         "NCS (nodule segmentation, IoU)": evals / "ncs" / "results.md",
-    }
-    report = write_report(out, demo, figures, tables, total)
-    print(f"\nDemo finished in {total / 60:.1f} min. Outputs are in {out}")
-    print(f"Report: {report}")
-    return check_readme(out / "results" / "results.md", args)
+    })
 
 
-def check_readme(results_md: Path, args: argparse.Namespace) -> int:
-    """Compare the transfer table with the README's (or write it there with ``--update-readme``)."""
+def part_2d(demo: Demo, out: Path, args: argparse.Namespace, figures: dict[str, Path], tables: dict[str, Path]) -> None:
+    """Radiographs: Models Genesis 2D and Semantic Genesis 2D against scratch on phantom DXC and PXS."""
+    data, runs, figs, evals = out / "data", out / "runs_2d", out / "figures_2d", out / "evaluate_2d"
+    seed, task_seed = str(args.seed), str(args.seed + 1000)
+    demo.run("2D pretraining cohort: phantom radiographs (native layout)", "phantom", "xray", "--patients", str(args.patients), "--seed", seed, "--out", str(data / "xray_pretrain"), "-q")
+    demo.run("2D target-task cohort, ChestX-ray14 layout (DXC)", "phantom", "xray", "--patients", str(args.task_patients), "--seed", task_seed, "--out", str(data / "cxr14"), "--layout", "chestxray14", "-q")
+    demo.run("2D target-task cohort, SIIM-ACR layout (PXS)", "phantom", "xray", "--patients", str(args.task_patients), "--seed", task_seed, "--out", str(data / "siim"), "--layout", "siim", "-q")
+
+    mg_cfg = "models_genesis_2d_tiny"
+    demo.run("2D patch set", "cubes", "--config", mg_cfg, "--data", str(data / "xray_pretrain"), "--out", str(data / "patches_2d"), "-q", f"seed={seed}")
+    demo.run("Models Genesis 2D pretraining (tiny)", "pretrain", "--config", mg_cfg, f"data={data / 'patches_2d'}", f"out={runs / 'models_genesis_2d'}", f"seed={seed}", "train.progress=false")
+
+    sg_cfg = "semantic_genesis_2d_tiny"
+    demo.run("2D self-discovery (autoencoder on whole radiographs, neighbours, coordinates, pattern set)", "discover", "--config", sg_cfg, f"data={data / 'xray_pretrain'}", f"out={runs / 'discovery_2d'}", f"seed={seed}")
+    demo.run("2D patterns figure", "report", "patterns", str(runs / "discovery_2d"), "--out", str(figs))
+    demo.run("Semantic Genesis 2D pretraining (tiny)", "pretrain", "--config", sg_cfg, f"patterns={runs / 'discovery_2d' / 'patterns'}", f"out={runs / 'semantic_genesis_2d'}", f"seed={seed}", "train.progress=false")
+
+    inits = ",".join([
+        "scratch",
+        f"models_genesis_2d={runs / 'models_genesis_2d' / 'weights' / 'best.safetensors'}",
+        f"semantic_genesis_2d={runs / 'semantic_genesis_2d' / 'weights' / 'best.safetensors'}",
+    ])
+    for task, task_data, ft_cfg in (("dxc", data / "cxr14", "finetune_dxc_tiny"), ("pxs", data / "siim", "finetune_pxs_tiny")):
+        demo.run(
+            f"evaluate {task.upper()}: {args.trials} trials per initialisation",
+            "evaluate", "--config", ft_cfg, "--task", task, "--data", str(task_data), "--inits", inits,
+            "--trials", str(args.trials), "--out", str(evals / task), f"seed={seed}",
+        )
+    demo.run("2D results table", "report", "results", str(evals / "dxc"), str(evals / "pxs"), "--out", str(out / "results_2d"))
+    figures.update({
+        "2D self-discovered patterns (one class per row: the same coordinate across neighbour radiographs)": figs / "patterns_grid.png",
+        "The reference radiograph with its pattern coordinates": figs / "patterns_reference.png",
+        "DXC results": evals / "dxc" / "results.png",
+        "PXS results": evals / "pxs" / "results.png",
+    })
+    tables.update({
+        "All 2D tasks": out / "results_2d" / "results.md",
+        "DXC (14-label chest X-ray classification, mean AUC)": evals / "dxc" / "results.md",
+        "PXS (pneumothorax segmentation, IoU)": evals / "pxs" / "results.md",
+    })
+
+
+def check_readme(results_md: Path, args: argparse.Namespace, markers: tuple[str, str] = (TABLE_BEGIN, TABLE_END)) -> int:
+    """Compare a transfer table with the README's between ``markers`` (or write it there with
+    ``--update-readme``)."""
     table = table_lines(results_md.read_text(encoding="utf-8"))
-    print("\nTransfer table of this run:\n" + "\n".join(table))
-    settings = {"seed": args.seed, "patients": args.patients, "task_patients": args.task_patients, "trials": args.trials}
+    print(f"\nTransfer table of this run ({results_md.parent.name}):\n" + "\n".join(table))
+    settings = {"seed": args.seed, "patients": args.patients, "task_patients": args.task_patients, "trials": args.trials,
+                "parts": getattr(args, "parts", DEFAULTS["parts"])}
     if settings != DEFAULTS:
-        print(f"README check skipped: the README's table is for the default settings {DEFAULTS}")
+        print(f"README check skipped: the README's tables are for the default settings {DEFAULTS}")
         return 0
     readme = README.read_text(encoding="utf-8")
     if args.update_readme:
         from semantic_genesis.utils.atomic import write_text
 
-        write_text(README, with_table(readme, table))
+        write_text(README, with_table(readme, table, markers))
         print(f"wrote the table into {README}")
         return 0
-    diff = compare_tables(readme, table)
+    diff = compare_tables(readme, table, markers, _rel(results_md, results_md.parents[1]))
     if diff:
         print(f"\nERROR: the transfer table differs from the one in {README}:\n{diff}\n"
               "If the change is intended (new defaults, new code), run 'python examples/demo.py --update-readme' "

@@ -117,7 +117,8 @@ _ADAM_FIRST_STEP = 10.0  # 1 / (1 - 0.9): Adam's first step with the default bet
 class DiscoveryConfig:
     """Self-discovery (Semantic Genesis): autoencoder, neighbours, coordinates, pattern set."""
 
-    ae_input_size: tuple[int, int, int] = (128, 128, 64)  # whole scans are resized to this (X, Y, Z)
+    ae_input_size: tuple[int, ...] = (128, 128, 64)  # whole scans resized to this: (X, Y, Z), or (H, W) in 2D
+    ae_model: Literal["unet3d", "unet2d", "resunet2d"] = "unet3d"  # the autoencoder's network (2D: unet2d/resunet2d)
     ae_skip_connections: bool = False  # U-Net skips let the bottleneck carry little (official 2020 code: skip-less "Vnet")
     ae_width: float = 1.0
     ae_epochs: int = 100
@@ -133,7 +134,8 @@ class DiscoveryConfig:
     num_val_neighbours: int = 30  # validation neighbours per reference
     num_classes: int = 44  # C
     classes_per_reference: int = 44  # paper strategy: coordinates drawn per reference
-    pattern_size: tuple[int, int, int] = (64, 64, 32)
+    pattern_size: tuple[int, ...] = (64, 64, 32)  # (X, Y, Z) cubes, or (H, W): 2D patterns (Semantic Genesis 2D)
+    slice_position: float = 0.5  # 2D discovery on CT/MRI volumes: the axial slice at this height of the body box
     num_resolutions: int = 3  # 1 = base crop only; 2 and 3 add multi-resolution crops
     multires_size_range: tuple[int, int] = (50, 79)  # in-plane crop size (inclusive), resized to pattern
     multires_jitter: int = 10  # +- in-plane shift of multi-resolution crops

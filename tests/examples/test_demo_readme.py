@@ -107,3 +107,31 @@ def test_demo_pins_one_thread_per_stage(demo):
     assert demo.PINNED_THREADS["OMP_NUM_THREADS"] == "1" and len(demo.PINNED_THREADS) >= 3
     makefile = (REPO / "Makefile").read_text()
     assert "OMP_NUM_THREADS=1" in makefile.split("\ndemo:")[0]  # PIN_THREADS, used by the demo target
+
+
+README_BOTH = README.replace("More text.", """More text.
+
+<!-- demo-table-2d:begin (written by make demo) -->
+| initialisation | DXC AUC% |
+|---|---|
+| scratch | 60.00 ± 1.00 |
+<!-- demo-table-2d:end -->
+""")
+
+
+def test_the_2d_table_has_its_own_markers(demo):
+    markers = (demo.TABLE_2D_BEGIN, demo.TABLE_2D_END)
+    assert demo.readme_table(README_BOTH, markers) == ["| initialisation | DXC AUC% |", "|---|---|", "| scratch | 60.00 ± 1.00 |"]
+    new = ["| initialisation | DXC AUC% |", "|---|---|", "| scratch | 61.00 ± 2.00 |"]
+    updated = demo.with_table(README_BOTH, new, markers)
+    assert demo.readme_table(updated, markers) == new
+    assert demo.readme_table(updated) == demo.readme_table(README_BOTH)  # the 3D table is untouched
+    assert "-| scratch | 60.00 ± 1.00 |" in demo.compare_tables(README_BOTH, new, markers)
+    with pytest.raises(ValueError, match="demo-table-2d"):
+        demo.readme_table(README, markers)
+
+
+def test_the_real_readme_has_the_2d_demo_table(demo):
+    table = demo.readme_table((REPO / "README.md").read_text(encoding="utf-8"), (demo.TABLE_2D_BEGIN, demo.TABLE_2D_END))
+    assert table[0].startswith("| initialisation | DXC AUC% | PXS IoU (pooled)% |")
+    assert {line.split("|")[1].strip() for line in table[2:]} == {"scratch", "models_genesis_2d", "semantic_genesis_2d"}

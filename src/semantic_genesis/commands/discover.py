@@ -46,11 +46,12 @@ def run(args: argparse.Namespace) -> int:
     state = check_output_folder(cfg.out)
     from semantic_genesis.discovery.patterns import check_multires
     from semantic_genesis.discovery.plan import check_counts
-    from semantic_genesis.discovery.scans import split_patients
+    from semantic_genesis.discovery.scans import spatial_dims, split_patients
     from semantic_genesis.io.datasets import list_scans
 
     check_multires(cfg.discovery)
-    patients = split_patients(list_scans(cfg.data), cfg.discovery.val_fraction, cfg.seed)
+    dims = spatial_dims(cfg.discovery)  # also checks that the 2D / 3D settings agree
+    patients = split_patients(list_scans(cfg.data, images2d=dims == 2), cfg.discovery.val_fraction, cfg.seed)
     n_train = sum(p.split == "train" for p in patients)
     check_counts(cfg.discovery, n_train, len(patients) - n_train)
     if args.dry_run:

@@ -13,5 +13,8 @@ The pipeline, one module per step:
   sharded pattern set whose labels are the coordinate indices;
 * :mod:`.pipeline` -- the resumable ``semantic-genesis discover`` stages.
 
+Two values in ``discovery.pattern_size`` (``[H, W]``) make every step 2D (Semantic Genesis 2D: whole
+radiographs or axial CT slices, 2D patterns; see :func:`.scans.spatial_dims`).
+
 Importing this package is cheap; the submodules import torch where they need it.
 """

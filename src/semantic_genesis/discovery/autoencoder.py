@@ -1,4 +1,4 @@
-"""The self-discovery autoencoder: a 3D U-Net trained to reproduce whole scans (identity mapping).
+"""The self-discovery autoencoder: a U-Net trained to reproduce whole scans (identity mapping).
 
 Semantic Genesis (Haghighi et al., MICCAI 2020, §2 "self-discovery") describes each patient by the
 latent vector of an autoencoder trained on whole scans. Following the official code
@@ -8,7 +8,9 @@ epochs without validation improvement (floor ``ae_min_lr``), early stopping afte
 epochs, best-validation weights kept. The network is the Models Genesis U-Net **without skip
 connections** by default (``ae_skip_connections=False``): with skips the decoder can copy the input
 through them and the bottleneck, whose average is the patient feature, carries little (the
-original 2020 code used a skip-less "Vnet" for the same reason).
+original 2020 code used a skip-less "Vnet" for the same reason). In 2D (Semantic Genesis 2D:
+whole radiographs or axial CT slices resized to ``ae_input_size`` ``[H, W]``) the network is
+``discovery.ae_model`` = ``unet2d`` or ``resunet2d`` (the ResNet-18 U-Net), likewise skip-less.
 
 It trains on the training engine (:func:`semantic_genesis.training.trainer.train`) with
 :class:`ScanAutoencoder`, the ``autoencoder`` method on the scan store: the engine's ``plateau``
@@ -35,20 +37,24 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def ae_fingerprint(dcfg) -> dict[str, Any]:
     """The settings a trained autoencoder is tied to (a checkpoint with others cannot be reused)."""
-    return {
+    found = {
         "input_size": [int(s) for s in dcfg.ae_input_size],
         "width": float(dcfg.ae_width),
         "norm": dcfg.ae_norm,
         "skip_connections": bool(dcfg.ae_skip_connections),
     }
+    if dcfg.ae_model != "unet3d":  # 3D fingerprints predate the choice of network and stay as they were
+        found["model"] = dcfg.ae_model
+    return found
 
 
 def ae_model_config(dcfg) -> "ModelConfig":
-    """The ``model`` section of the autoencoder: ``unet3d``, one channel in and out, sigmoid output,
-    width / norm / skip connections from ``discovery.ae_*``."""
+    """The ``model`` section of the autoencoder: ``discovery.ae_model`` (``unet3d``; in 2D ``unet2d`` or
+    the ResNet-18 U-Net ``resunet2d``), one channel in and out, sigmoid output, width / norm / skip
+    connections from ``discovery.ae_*``."""
     from semantic_genesis.config import ModelConfig
 
-    return ModelConfig(name="unet3d", in_channels=1, out_channels=1, width=float(dcfg.ae_width), norm=dcfg.ae_norm,
+    return ModelConfig(name=dcfg.ae_model, in_channels=1, out_channels=1, width=float(dcfg.ae_width), norm=dcfg.ae_norm,
                        out_activation="sigmoid", skip_connections=bool(dcfg.ae_skip_connections))
 
 

@@ -22,6 +22,11 @@ per class, one unit ``class_NNNNN`` (train split) and one ``class_NNNNN_val`` (v
 interrupted generation resumes at the first unfinished class. Items are ``(1, X, Y, Z)`` float16 (or
 uint8) in [0, 1]; records carry ``label``, ``patient``, ``reference``, ``coordinate`` (relative centre),
 ``corner`` (voxels in that patient), ``scale`` (in-plane crop size), ``resolution`` and ``rank``.
+
+**2D** (Semantic Genesis 2D, ``pattern_size`` ``[H, W]``; paper: 224x224 patches of ChestX-ray14
+radiographs): the same crops in one-slice volumes, stored as ``(1, H, W)`` items; ``coordinate`` and
+``corner`` have two values. The paper gives no 2D multi-resolution range and no 2D code was released;
+the 2D presets scale the 3D range with the pattern (50..79 of 64 -> 175..276 of 224).
 """
 
 from __future__ import annotations
@@ -77,11 +82,15 @@ def crop_patterns(
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Crop every coordinate of one patient at every resolution.
 
+    2D patterns (Semantic Genesis 2D): ``size`` ``(h, w)`` with a 2D image ``(H, W)`` or a one-slice
+    volume ``(H, W, 1)``; coordinates may then be ``(n, 2)``. The multi-resolution crops are in-plane
+    squares as in 3D (resized bilinearly), items are ``(1, h, w)`` and ``corner`` has two values.
+
     Args:
-        unit: the patient's scan ``(X, Y, Z)`` in [0, 1].
-        frame: its coordinate frame.
-        coordinates: ``(n, 3)`` relative crop centres.
-        size: pattern size ``(x, y, z)``.
+        unit: the patient's scan ``(X, Y, Z)`` in [0, 1] (2D: ``(H, W)`` or ``(H, W, 1)``).
+        frame: its coordinate frame (of the one-slice volume in 2D).
+        coordinates: ``(n, 3)`` relative crop centres (2D: ``(n, 2)`` or ``(n, 3)``).
+        size: pattern size ``(x, y, z)``, or ``(h, w)``.
         num_resolutions: crops per coordinate (1 = base crop only).
         size_range: inclusive in-plane side range of the multi-resolution crops.
         jitter: maximum in-plane shift (voxels) of the multi-resolution crops.
@@ -92,12 +101,20 @@ def crop_patterns(
         (all resolutions of coordinate 0 first), and one dict per item with ``index`` (coordinate
         row), ``resolution``, ``corner`` and ``scale``.
     """
+    flat = len(size) == 2
+    if flat:
+        unit = unit[:, :, None] if unit.ndim == 2 else unit
+        coordinates = np.atleast_2d(np.asarray(coordinates, dtype=np.float64))
+        if coordinates.shape[1] == 2:
+            coordinates = np.concatenate([coordinates, np.full((len(coordinates), 1), 0.5)], axis=1)
+        size = (int(size[0]), int(size[1]), 1)
     size = tuple(int(s) for s in size)
     rng = rng if rng is not None else np.random.default_rng(0)
     corners = relative_to_corner(coordinates, frame, size)
     shape = np.asarray(unit.shape)
     if np.any(shape < np.asarray(size)):
-        raise DataError(f"scan of shape {tuple(unit.shape)} is smaller than the pattern size {size}")
+        shown = (tuple(unit.shape[:2]), size[:2]) if flat else (tuple(unit.shape), size)
+        raise DataError(f"{'image' if flat else 'scan'} of shape {shown[0]} is smaller than the pattern size {shown[1]}")
     items = np.empty((len(corners) * num_resolutions, 1, *size), dtype=np.float32)
     meta: list[dict[str, Any]] = []
     k = 0
@@ -119,6 +136,10 @@ def crop_patterns(
             meta.append({"index": i, "resolution": r, "corner": [ox, oy, z], "scale": [sx, sy]})
             k += 1
     np.clip(items, 0.0, 1.0, out=items)
+    if flat:
+        for m in meta:
+            m["corner"] = m["corner"][:2]
+        return items[..., 0], meta
     return items, meta
 
 
@@ -162,7 +183,7 @@ def write_pattern_set(
     from semantic_genesis.io.shards import ShardWriter
 
     check_multires(dcfg)
-    size = tuple(int(s) for s in dcfg.pattern_size)
+    size = tuple(int(s) for s in dcfg.pattern_size)  # (X, Y, Z), or (H, W) in 2D
     item_shape = (1, *size)
     writer = ShardWriter(out, KIND, item_shape, dcfg.dtype, attrs=attrs)
     done = writer.completed_units()
@@ -221,6 +242,7 @@ def write_pattern_set(
 
 
 def _record(label: int, pid: str, group: Group, coordinate: np.ndarray, meta: dict, rank: int) -> dict[str, Any]:
+    coordinate = coordinate[: len(meta["corner"])]  # 2D: the in-plane (x, y) of the one-slice grid
     return {
         "label": int(label),
         "patient": pid,

@@ -21,6 +21,13 @@ patterns     ``RUN/patterns/`` (pattern set)        complete (resumes per class)
 
 ``discovery.ae_weights`` replaces the autoencoder stage by a given trained autoencoder (checked for
 the configured input size).
+
+**2D** (Semantic Genesis 2D): ``discovery.pattern_size`` and ``ae_input_size`` of two values ``[H, W]``
+run the same stages on 2D images (:func:`~.scans.spatial_dims`): the data folder's radiographs (any
+layout ``list_scans(..., images2d=True)`` recognises) or each CT/MRI volume's axial slice at
+``discovery.slice_position`` of its body box (:func:`~.scans.load_unit_image`), the autoencoder
+``discovery.ae_model`` (``unet2d`` / ``resunet2d``) and ``(1, H, W)`` patterns. Internally an image is
+a one-slice volume ``(H, W, 1)``, so frames, coordinates, content tests and crops are shared with 3D.
 """
 
 from __future__ import annotations
@@ -69,10 +76,20 @@ def _file_digest(path: Path) -> str:
 
 
 class UnitCache:
-    """Scans in [0, 1] by patient id, with a small least-recently-used cache (bytes-bounded)."""
+    """Scans in [0, 1] by patient id, with a small least-recently-used cache (bytes-bounded).
 
-    def __init__(self, paths: dict[str, str], intensity, max_bytes: int = 512 * 2**20):
+    Args:
+        paths: patient id -> scan path.
+        intensity: the ``intensity`` config section (used by the default loader).
+        max_bytes: cache bound (0: no caching, every call reads).
+        loader: ``path -> unit`` (default :func:`~.scans.load_unit_scan`; 2D discovery passes
+            :func:`~.scans.unit_loader`'s one-slice loader).
+    """
+
+    def __init__(self, paths: dict[str, str], intensity, max_bytes: int = 512 * 2**20,
+                 loader: Callable[[str], np.ndarray] | None = None):
         self.paths, self.intensity, self.max_bytes = paths, intensity, max_bytes
+        self.loader = loader
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.loads = 0
 
@@ -82,7 +99,8 @@ class UnitCache:
         if pid in self._cache:
             self._cache.move_to_end(pid)
             return self._cache[pid]
-        unit = load_unit_scan(self.paths[pid], self.intensity)
+        path = self.paths[pid]
+        unit = self.loader(path) if self.loader is not None else load_unit_scan(path, self.intensity)
         self.loads += 1
         self._cache[pid] = unit
         while sum(a.nbytes for a in self._cache.values()) > self.max_bytes and len(self._cache) > 1:
@@ -117,19 +135,27 @@ def _stage_scans(cfg, plan, root: Path, log, warn) -> tuple[Any, dict[str, str]]
     """
     from tqdm.auto import tqdm
 
-    from semantic_genesis.discovery.scans import assign_splits, load_unit_scan
+    from semantic_genesis.discovery.scans import assign_splits, sampling_size, spatial_dims, unit_loader
     from semantic_genesis.errors import SemanticGenesisError
     from semantic_genesis.io.shards import ShardedArray, ShardWriter, read_manifest
     from semantic_genesis.preprocess import resize
 
     dcfg = cfg.discovery
     size = tuple(int(s) for s in dcfg.ae_input_size)
-    if any(s % 8 for s in size):
-        raise ConfigError(f"discovery.ae_input_size must be divisible by 8 (three poolings), got {list(size)}")
+    dims = spatial_dims(dcfg)
+    divisor = 32 if dcfg.ae_model == "resunet2d" else 8
+    if any(s % divisor for s in size):
+        raise ConfigError(f"discovery.ae_input_size must be divisible by {divisor} (the downsamplings of "
+                          f"discovery.ae_model={dcfg.ae_model}), got {list(size)}")
     from semantic_genesis.config import to_dict
+
+    load = unit_loader(dcfg, cfg.intensity, {str(r.path): str(getattr(r, "modality", "unknown")) for r in plan.candidates})
+    crop = sampling_size(dcfg)
+    what = "image" if dims == 2 else "scan"
 
     # patient ids and split settings, not paths: a moved data folder does not invalidate the run
     fingerprint = _digest({"size": size, "intensity": to_dict(cfg.intensity), "resize": "linear+antialias",
+                           **({"slice_position": dcfg.slice_position} if dims == 2 else {}),
                            "patients": [str(r.patient_id) for r in plan.candidates], "split": plan.description,
                            "val_fraction": dcfg.val_fraction, "seed": cfg.seed})
     if (root / "manifest.json").is_file():
@@ -151,21 +177,23 @@ def _stage_scans(cfg, plan, root: Path, log, warn) -> tuple[Any, dict[str, str]]
     for ref in tqdm(todo, disable=not dcfg.progress, desc="scans", unit="scan", leave=False):
         pid, path = str(ref.patient_id), str(ref.path)
         try:
-            unit = load_unit_scan(path, cfg.intensity)
-            for axis, (s, need) in enumerate(zip(unit.shape, dcfg.pattern_size)):
+            unit = load(path)
+            for axis, (s, need) in enumerate(zip(unit.shape, crop)):
                 if s < need:
+                    shown = unit.shape[:2] if dims == 2 else unit.shape
                     raise DataError(
-                        f"{path}: scan of shape {unit.shape} is smaller than discovery.pattern_size "
-                        f"{list(dcfg.pattern_size)} along axis {'XYZ'[axis]}"
+                        f"{path}: {what} of shape {shown} is smaller than discovery.pattern_size "
+                        f"{list(dcfg.pattern_size)} along axis {('HW' if dims == 2 else 'XYZ')[axis]}"
                     )
         except SemanticGenesisError as exc:
             skipped[pid] = str(exc)
-            warn(f"skipping scan {path}: {exc}")
+            warn(f"skipping {what} {path}: {exc}")
             writer.manifest["attrs"]["skipped"] = skipped
             writer.add_unit(pid, np.zeros((0, 1, *size), np.float32), [], split=PENDING)
             continue
-        small = resize(unit, size, order=1, anti_aliasing=True)
-        record = {"patient": pid, "path": path, "shape": list(unit.shape), "body_frame": body_frame(unit).to_dict()}
+        small = resize(unit[:, :, 0] if dims == 2 else unit, size, order=1, anti_aliasing=True)
+        record = {"patient": pid, "path": path, "shape": list(unit.shape), "body_frame": body_frame(unit).to_dict(),
+                  "modality": str(getattr(ref, "modality", "unknown"))}
         writer.add_unit(pid, np.clip(small, 0, 1)[None, None], [record], split=PENDING)
     readable = [(r["patient"], r["path"]) for r in ShardedArray(root, require_complete=False).all_records()]
     if not readable:
@@ -211,7 +239,7 @@ def run_discovery(
     from semantic_genesis.discovery.plan import make_plan
     from semantic_genesis.discovery.patterns import check_multires, write_pattern_set
     from semantic_genesis.discovery.plan import check_counts
-    from semantic_genesis.discovery.scans import plan_cohort
+    from semantic_genesis.discovery.scans import plan_cohort, spatial_dims, unit_loader
     from semantic_genesis.io.datasets import detect_layout, list_scans
     from semantic_genesis.io.shards import ShardedArray, read_manifest
     from semantic_genesis.training.distributed import resolve_device
@@ -219,9 +247,10 @@ def run_discovery(
     stop_after = stop_after or {}
     dcfg = cfg.discovery
     check_multires(dcfg)
+    dims = spatial_dims(dcfg)
     warn = warn or (lambda text: print(f"warning: {text}", file=sys.stderr))
     data = Path(data)
-    refs = list_scans(data)
+    refs = list_scans(data, images2d=dims == 2)
     layout = detect_layout(data) if data.is_dir() else "generic"
     plan = plan_cohort(refs, dcfg, layout, cfg.seed, warn)
     _check_counts_before_reading(dcfg, plan, cfg.seed)  # fail before any expensive stage
@@ -229,7 +258,7 @@ def run_discovery(
     disc = run / "discovery"
     disc.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / "config.yaml")
-    log(f"discovery: {len(plan.candidates)} scans, split {plan.description}"
+    log(f"discovery ({dims}D): {len(plan.candidates)} {'images' if dims == 2 else 'scans'}, split {plan.description}"
         + (f"; {len(plan.left_out)} patients left out" if plan.left_out else ""))
 
     # 1. scans resized for the autoencoder (+ shapes and body frames), then the split
@@ -277,12 +306,15 @@ def run_discovery(
 
     # 4. plan: references, neighbours, coordinates
     paths = {r["patient"]: r["path"] for r in records}
-    load_unit = UnitCache(paths, cfg.intensity)
+    modalities = {r["path"]: r.get("modality", "unknown") for r in records}
+    load_unit = UnitCache(paths, cfg.intensity, loader=unit_loader(dcfg, cfg.intensity, modalities))
     plan_path = disc / "plan.json"
     keys = ("strategy", "num_neighbours", "num_val_neighbours", "num_classes", "classes_per_reference",
             "pattern_size", "min_distance", "border_rule", "border_fraction", "border_voxels", "content_test",
             "content_threshold", "content_max", "look_ahead", "body_min_fraction", "coordinate_frame",
             "max_coordinate_trials")
+    if dims == 2:
+        keys += ("slice_position",)
     plan_fp = _digest({"features": feat_fp, "seed": cfg.seed, **{k: getattr(dcfg, k) for k in keys}})
     groups = None
     if plan_path.is_file():
@@ -314,6 +346,7 @@ def run_discovery(
         "strategy": dcfg.strategy,
         "num_classes": int(dcfg.num_classes),
         "pattern_size": [int(s) for s in dcfg.pattern_size],
+        "spatial_dims": dims,
         "num_resolutions": int(dcfg.num_resolutions),
         "coordinate_frame": dcfg.coordinate_frame,
         "references": [g.reference for g in groups],

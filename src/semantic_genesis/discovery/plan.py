@@ -26,6 +26,7 @@ import numpy as np
 
 from semantic_genesis.discovery.coordinates import Borders, ContentTest, CoordinateError, Frame, sample_coordinates
 from semantic_genesis.discovery.neighbours import nearest
+from semantic_genesis.discovery.scans import sampling_size
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.utils.seeding import derive_seed
 
@@ -144,7 +145,7 @@ def make_plan(
     check_counts(dcfg, len(train), len(val))
     per_ref = classes_per_reference(dcfg)
     order = np.random.default_rng(derive_seed(seed, "discovery-references")).permutation(train)
-    size = tuple(int(s) for s in dcfg.pattern_size)
+    size = sampling_size(dcfg)  # the crop window; (H, W, 1) in the one-slice grid of 2D discovery
     groups: list[Group] = []
     next_label, cursor = 0, 0
     last_error: CoordinateError | None = None

@@ -160,3 +160,104 @@ def load_unit_scan(path: str | Path, intensity) -> np.ndarray:
         volume = resample(volume, tuple(intensity.spacing), False)
     unit = to_unit(volume, intensity)
     return np.ascontiguousarray(np.asarray(unit.array, dtype=np.float32))
+
+
+# ------------------------------------------------------------------------------------------------
+# 2D self-discovery (Semantic Genesis 2D)
+# ------------------------------------------------------------------------------------------------
+def spatial_dims(dcfg) -> int:
+    """2 for 2D self-discovery (``discovery.pattern_size`` ``[H, W]``), 3 for cubes ``[X, Y, Z]``.
+
+    In 2D every patient is one image ``(H, W)`` (a radiograph, or one axial slice of a CT/MRI volume,
+    :func:`load_unit_image`) handled internally as a one-slice volume ``(H, W, 1)``, so frames,
+    coordinates, content tests and crops are those of 3D with a single slice (as 2D patch sets are
+    cut by ``cubes``); stored scans and patterns are ``(1, H, W)``.
+
+    Raises:
+        ConfigError: sizes of 2 or 3 positive ints that disagree, or an autoencoder network of the
+            other dimensionality.
+    """
+    from semantic_genesis.errors import ConfigError
+
+    pattern, ae_size = list(dcfg.pattern_size), list(dcfg.ae_input_size)
+    for key, size in (("pattern_size", pattern), ("ae_input_size", ae_size)):
+        if len(size) not in (2, 3) or any(int(v) != v or v <= 0 for v in size):
+            raise ConfigError(f"discovery.{key} must be [X, Y, Z] (3D) or [H, W] (2D) of positive ints, got {size}")
+    if len(pattern) != len(ae_size):
+        raise ConfigError(
+            f"discovery.pattern_size {pattern} and discovery.ae_input_size {ae_size} must both be 3D [X, Y, Z] "
+            "or both 2D [H, W]"
+        )
+    dims = len(pattern)
+    wanted = ("unet3d",) if dims == 3 else ("unet2d", "resunet2d")
+    if dcfg.ae_model not in wanted:
+        raise ConfigError(
+            f"discovery.ae_model={dcfg.ae_model!r} does not fit {dims}D discovery (discovery.pattern_size {pattern}); "
+            f"use {' or '.join(wanted)}"
+        )
+    if dims == 2 and dcfg.border_rule == "official":
+        raise ConfigError("discovery.border_rule=official is the 3D LUNA16 rule (100/100/30 voxels); 2D discovery "
+                          "needs border_rule=relative")
+    if dims == 2 and not 0.0 <= dcfg.slice_position <= 1.0:
+        raise ConfigError(f"discovery.slice_position must be in [0, 1], got {dcfg.slice_position}")
+    return dims
+
+
+def sampling_size(dcfg) -> tuple[int, int, int]:
+    """The crop window in the internal one-slice-volume grid: ``pattern_size``, or ``(H, W, 1)`` in 2D."""
+    size = tuple(int(s) for s in dcfg.pattern_size)
+    return (size[0], size[1], 1) if len(size) == 2 else (size[0], size[1], size[2])
+
+
+def is_image2d(path: str | Path, modality: str = "unknown") -> bool:
+    """A radiograph (an X-ray ref, or a PNG / JPEG / single DICOM file) rather than a volume."""
+    name = Path(path).name.lower()
+    return modality == "xray" or (Path(path).is_file() and name.endswith((".png", ".jpg", ".jpeg", ".dcm", ".dicom")))
+
+
+def load_unit_image(path: str | Path, intensity, modality: str = "unknown", slice_position: float = 0.5) -> np.ndarray:
+    """One patient's 2D image in [0, 1] as a one-slice volume ``(H, W, 1)`` float32 (2D self-discovery).
+
+    * a radiograph (PNG / JPEG / DICOM, X-ray refs) is read with
+      :func:`~semantic_genesis.io.images2d.read_image2d` and mapped like the 2D patch sets (X-ray:
+      percentiles; a 2D DICOM slice of a CT: the HU window), unless ``intensity.modality`` is set;
+    * a CT / MRI volume gives its axial slice at ``slice_position`` of the body's extent along Z
+      (0.5: the middle of the body box), after the same intensity mapping as in 3D.
+
+    Raises:
+        ImageReadError / DataError: unreadable file, a multi-frame file where a 2D image is expected,
+            or an image whose pixels all have one value.
+    """
+    import dataclasses
+
+    from semantic_genesis.preprocess import body_mask, check_contrast, to_unit
+
+    if is_image2d(path, modality):
+        from semantic_genesis.io.images2d import read_image2d
+
+        image = read_image2d(path)
+        try:
+            check_contrast(image.array)
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from None
+        mod = modality if modality in ("ct", "mri", "xray") else (image.modality or "xray")
+        image = dataclasses.replace(image, metadata={**image.metadata, "modality": mod})
+        unit = np.asarray(to_unit(image, intensity).array, dtype=np.float32)
+        if unit.ndim != 2:
+            raise DataError(f"{path}: expected a 2D image, got an array of shape {unit.shape}")
+        return np.ascontiguousarray(unit[:, :, None])
+    volume = load_unit_scan(path, intensity)
+    rows = np.flatnonzero(body_mask(volume).any(axis=(0, 1)))
+    lo, hi = (int(rows[0]), int(rows[-1])) if rows.size else (0, volume.shape[2] - 1)
+    z = int(round(lo + slice_position * (hi - lo)))
+    return np.ascontiguousarray(volume[:, :, z : z + 1])
+
+
+def unit_loader(dcfg, intensity, modalities: dict[str, str] | None = None):
+    """``path -> unit`` for the discovery's dimensionality: :func:`load_unit_scan` (3D) or
+    :func:`load_unit_image` (2D; ``modalities`` maps a path to its ref's modality)."""
+    if spatial_dims(dcfg) == 3:
+        return lambda path: load_unit_scan(path, intensity)
+    modalities = modalities or {}
+    position = float(dcfg.slice_position)
+    return lambda path: load_unit_image(path, intensity, modalities.get(str(path), "unknown"), position)

@@ -41,10 +41,19 @@ MANIFEST = "manifest.json"
 _DTYPES = ("float16", "uint8")
 
 
+_BLOCK = 256  # items encoded / checked at a time: temporaries of one block, not of a whole unit
+
+
 def _encode(items: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "float16":
-        return items.astype(np.float16)
-    return np.clip(np.rint(items * 255.0), 0, 255).astype(np.uint8)
+    out = np.empty(items.shape, np.float16 if dtype == "float16" else np.uint8)
+    for start in range(0, len(items), _BLOCK):
+        block = items[start : start + _BLOCK]
+        out[start : start + _BLOCK] = block if dtype == "float16" else np.clip(np.rint(block * 255.0), 0, 255)
+    return out
+
+
+def _all_finite(items: np.ndarray) -> bool:
+    return all(bool(np.isfinite(items[s : s + _BLOCK]).all()) for s in range(0, len(items), _BLOCK))
 
 
 def _decode(items: np.ndarray, dtype: str) -> np.ndarray:
@@ -132,7 +141,7 @@ class ShardWriter:
             )
         if len(records) != len(items):
             raise DataError(f"{self.root}: {len(items)} items but {len(records)} records for unit {unit!r}")
-        if len(items) and not np.all(np.isfinite(items)):
+        if len(items) and not _all_finite(items):
             raise DataError(f"{self.root}: unit {unit!r} has NaN or infinite values")
         if len(items):
             index = len(self.manifest["shards"])

@@ -45,14 +45,18 @@ class RecipeSemanticAddon(SemanticAddon):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self._recipe = self.restoration.build_recipe(cfg)  # checks transforms.overrides now
+        self.restoration.build_recipe(cfg)  # checks transforms.overrides now
+        self._recipe = None
 
     @property
     def preset_name(self) -> str:
         return self.restoration.recipe_class.name
 
     def make_pair(self, patterns: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """The restoration method's ``(input, target)`` on a batch of patterns ``(B, 1, X, Y, Z)``."""
+        """The restoration method's ``(input, target)`` on a batch of patterns ``(B, 1, X, Y, Z)`` (or
+        ``(B, 1, H, W)``: 2D patterns)."""
+        if self._recipe is None:  # the batch (B, C, *spatial) says 2D or 3D
+            self._recipe = self.restoration.build_recipe(self.cfg, spatial_dims=patterns.dim() - 2)
         with torch.autocast(device_type=patterns.device.type, enabled=False):
             return self._recipe(patterns, generator)
 

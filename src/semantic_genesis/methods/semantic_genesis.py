@@ -40,7 +40,10 @@ recipe can also be changed per run with ``method.options.preset=NAME``; ``transf
 are passed to the preset.
 
 Data: a pattern set (``patterns=RUN/patterns``, or ``data=``; a discovery run folder also works),
-splits ``train`` and ``validation``. Validation logs ``mse`` (restoration), ``ce`` and ``accuracy``.
+splits ``train`` and ``validation``. **2D** (Semantic Genesis 2D): a pattern set of ``(1, H, W)``
+items (``discovery.pattern_size`` ``[H, W]``) trains a 2D backbone (``model.name`` ``resunet2d``, the
+ResNet-18 U-Net, or ``unet2d``) with the same head, losses, warm-up and recipe (in 2D); the
+network's dimensionality must match the patterns'. Validation logs ``mse`` (restoration), ``ce`` and ``accuracy``.
 """
 
 from __future__ import annotations
@@ -154,18 +157,26 @@ class SemanticAddon(Method):
     def preset_name(self) -> str:
         return self.options.preset or self.restoration_preset
 
-    @property
-    def preset(self):
-        if self._preset is None:
+    def preset_for(self, spatial_dims: int):
+        """The transform preset of the recipe for batches of ``spatial_dims`` (2 or 3) spatial axes."""
+        if self._preset is None or self._preset[0] != spatial_dims:
             from semantic_genesis.transforms import build_preset
 
-            self._preset = build_preset(self.preset_name, **dict(self.cfg.transforms.overrides))
-        return self._preset
+            self._preset = (spatial_dims, build_preset(self.preset_name, spatial_dims=spatial_dims,
+                                                       **dict(self.cfg.transforms.overrides)))
+        return self._preset[1]
+
+    @property
+    def preset(self):
+        """The recipe's transform preset for the pattern set's dimensionality (read on first use)."""
+        self._read_store()
+        return self.preset_for(len(self.item_shape) - 1)
 
     def make_pair(self, patterns: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(input, target)`` from a batch of patterns ``(B, 1, X, Y, Z)`` in [0, 1] (the recipe)."""
+        """``(input, target)`` from a batch of patterns ``(B, 1, X, Y, Z)`` or ``(B, 1, H, W)`` in [0, 1]
+        (the recipe)."""
         with torch.autocast(device_type=patterns.device.type, enabled=False):
-            return self.preset(patterns, generator=generator)
+            return self.preset_for(patterns.dim() - 2)(patterns, generator=generator)
 
     # -- model and data ----------------------------------------------------------------------------
     def _read_store(self) -> None:
@@ -205,6 +216,14 @@ class SemanticAddon(Method):
             if m.out_activation != "sigmoid":
                 raise ConfigError(f"{self.name} needs model.out_activation=sigmoid, got {m.out_activation!r}")
         backbone = backbone_from_config(m, f"method {self.name!r}")
+        spatial = len(self.item_shape) - 1
+        if backbone.spatial_dims != spatial:
+            kind = "2D patterns" if spatial == 2 else "3D patterns"
+            fits = "resunet2d or unet2d" if spatial == 2 else "unet3d"
+            raise ConfigError(
+                f"{pattern_root(self.cfg)}: {kind} (items {tuple(self.item_shape)}) cannot train model.name="
+                f"{m.name} ({backbone.spatial_dims}D); use model.name={fits}"
+            )
         if self.restore and self.classify:
             return YNet(backbone, num_classes=self.num_classes)
         if self.restore:

@@ -6,7 +6,8 @@ Two figures, after the Semantic Genesis paper's Fig. 1a (and TransVW's Fig. 4):
   the same coordinate in several neighbours (columns, nearest first; column 0 is the reference), so
   one can see that a class is one anatomical pattern across patients;
 * ``patterns_reference.png``: the reference patient of the first group(s), an axial and a coronal
-  slice through it with every coordinate's crop drawn as a labelled box.
+  slice through it with every coordinate's crop drawn as a labelled box (2D discovery: the reference
+  radiograph or CT slice with every patch boxed).
 
 Slices are drawn as ``semantic-genesis inspect`` draws them (radiological view: anterior up, the
 patient's left on the right; coronal: head up), with the physical aspect of the voxels and a colour
@@ -106,8 +107,10 @@ def draw_grid(store, out, classes: int, neighbours: int):
             ax.set_xlabel(str(pids[c]), fontsize=6)
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.7, label=unit_label(intensity))
+    flat = len(attrs.get("pattern_size", ())) == 2
+    what = "the base-resolution 2D patch" if flat else f"mid axial slice of the base-resolution crop; {VIEW_NOTE}"
     fig.suptitle("Discovered patterns: each row is one coordinate in the reference and its nearest patients\n"
-                 f"(mid axial slice of the base-resolution crop; {VIEW_NOTE})", fontsize=9)
+                 f"({what})", fontsize=9)
     path = out / "patterns_grid.png"
     _save(fig, path)
     plt.close(fig)
@@ -131,6 +134,8 @@ def draw_reference(store, out, group_index: int):
     groups = attrs.get("groups", [])
     if group_index >= len(groups):
         return None
+    if len(attrs.get("pattern_size", ())) == 2:
+        return draw_reference_2d(store, out, group_index)
     group = groups[group_index]
     ref = group["reference"]
     path = attrs.get("paths", {}).get(ref)
@@ -173,6 +178,48 @@ def draw_reference(store, out, group_index: int):
     _save(fig, path)
     plt.close(fig)
     return path
+
+
+def draw_reference_2d(store, out, group_index: int):
+    """2D discovery: the reference image (radiograph or axial CT slice) with every coordinate's patch boxed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    from semantic_genesis.config import DiscoveryConfig, from_dict
+    from semantic_genesis.discovery.scans import load_unit_image
+    from semantic_genesis.report._views import show_slice, unit_label
+
+    attrs = store.manifest.get("attrs", {})
+    group = attrs["groups"][group_index]
+    ref = group["reference"]
+    path = attrs.get("paths", {}).get(ref)
+    intensity = _intensity(attrs)
+    dcfg = from_dict(DiscoveryConfig, attrs.get("config", {}).get("discovery", {}))
+    unit = load_unit_image(path, intensity, slice_position=dcfg.slice_position)[:, :, 0]
+    size = attrs["pattern_size"]
+    corners = np.asarray(group["reference_corners"]).reshape(-1, 3)
+    fig, ax = plt.subplots(figsize=(6.5, 6.2), constrained_layout=True)
+    image = show_slice(ax, unit)
+    colours = plt.get_cmap("tab20")
+    for k, (corner, lab) in enumerate(zip(corners, group["labels"])):
+        colour = colours(k % 20)
+        row, col = int(corner[0]), int(corner[1])
+        ax.add_patch(Rectangle((col - 0.5, row - 0.5), size[1], size[0], fill=False, ec=colour, lw=1.4))
+        ax.text(col + 2, row + 2, str(lab), color=colour, fontsize=8, va="top", fontweight="bold")
+    ax.set_xlabel("column (pixels)", fontsize=8)
+    ax.set_ylabel("row (pixels)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=unit_label(intensity))
+    fig.suptitle(f"Reference {ref}: the {len(corners)} coordinates of group {group_index}\n"
+                 f"(labels = pattern classes, boxes = {size[0]}x{size[1]} patches; image as stored)", fontsize=9)
+    path_out = out / ("patterns_reference.png" if group_index == 0 else f"patterns_reference_{group_index}.png")
+    _save(fig, path_out)
+    plt.close(fig)
+    return path_out
 
 
 def run_report(args: argparse.Namespace) -> int:
