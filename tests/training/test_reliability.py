@@ -178,14 +178,19 @@ def test_a_signal_before_the_first_checkpoint_writes_one_and_the_rerun_resumes_e
 def test_stop_signals_record_the_first_signal_and_let_a_second_one_through():
     from semantic_genesis.training.signals import StopSignals
 
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    with StopSignals() as signals:
-        assert signals.active and signals.received is None
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.01)  # Python runs handlers between bytecodes
-        assert signals.received == signal.SIGTERM and signals.name == "SIGTERM"
-        with pytest.raises(KeyboardInterrupt):  # the second one: what SIGINT does without us
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.01)
-        assert not signals.active
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    # Python's own SIGINT handler, whatever the test runner installed (an xdist worker may ignore SIGINT);
+    # signal.raise_signal delivers to this thread, so the handler runs before the next line (os.kill
+    # may be taken by another thread, and the handler then runs late: a flake under load)
+    runner_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        with StopSignals() as signals:
+            assert signals.active and signals.received is None
+            signal.raise_signal(signal.SIGTERM)
+            assert signals.received == signal.SIGTERM and signals.name == "SIGTERM"
+            with pytest.raises(KeyboardInterrupt):  # the second one: what SIGINT does without us
+                signal.raise_signal(signal.SIGINT)
+            assert not signals.active
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    finally:
+        signal.signal(signal.SIGINT, runner_sigint)
