@@ -34,7 +34,7 @@ import torch
 from semantic_genesis.config import load_config
 from semantic_genesis.finetune import tasks
 from semantic_genesis.finetune.data import sample_volume_crops
-from semantic_genesis.finetune.metrics import segmentation_scores
+from semantic_genesis.metrics import segmentation_scores
 from semantic_genesis.finetune.models import build_model, parse_init
 from semantic_genesis.losses import dice_bce_loss
 from semantic_genesis.phantoms import CT_LABELS, make_ct_patient

@@ -30,7 +30,7 @@ import torch
 from semantic_genesis.config import load_config
 from semantic_genesis.finetune import tasks
 from semantic_genesis.finetune.data import extract_crop
-from semantic_genesis.finetune.metrics import roc_auc
+from semantic_genesis.metrics import roc_auc
 from semantic_genesis.finetune.models import build_model, parse_init
 from semantic_genesis.losses import bce_loss
 from semantic_genesis.phantoms import make_ct_patient

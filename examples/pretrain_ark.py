@@ -38,7 +38,7 @@ from semantic_genesis.methods.ark_eval import head_probabilities, score_head
 from semantic_genesis.models import save_weights
 from semantic_genesis.models.multi_head import MultiHeadModel
 from semantic_genesis.phantoms.export import export_xray_cohort
-from semantic_genesis.training.ema import cosine_schedule, ema_update, make_teacher
+from semantic_genesis.models.ema import cosine_schedule, ema_update, make_teacher
 
 SIZE = 32
 DATASETS = (  # (layout, reader options, labels kept, cohort seed, finding rate)

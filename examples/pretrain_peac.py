@@ -36,7 +36,7 @@ from semantic_genesis.losses.peac import peac_loss
 from semantic_genesis.models import create, save_weights
 from semantic_genesis.models.peac import PEACModel
 from semantic_genesis.phantoms.xray import make_xray_cohort
-from semantic_genesis.training.ema import cosine_schedule, ema_update, make_teacher
+from semantic_genesis.models.ema import cosine_schedule, ema_update, make_teacher
 from semantic_genesis.transforms import build_preset
 from semantic_genesis.transforms.grid_views import GridViewSampler, overlap_masks
 from semantic_genesis.transforms.popar import popar_corrupt

@@ -13,7 +13,7 @@ import torch
 
 from semantic_genesis.errors import ConfigError, DataError
 from semantic_genesis.finetune import tasks
-from semantic_genesis.finetune.metrics import per_label_auc
+from semantic_genesis.metrics import per_label_auc
 from semantic_genesis.io.datasets.chestxray14 import CHESTXRAY14_LABELS
 
 from .conftest import tiny_config

@@ -7,7 +7,7 @@ from monai.metrics import compute_dice, compute_iou
 from sklearn.metrics import roc_auc_score
 
 from semantic_genesis.errors import DataError
-from semantic_genesis.finetune import metrics
+from semantic_genesis import metrics
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -157,7 +157,7 @@ def test_cyclic_batches_serve_datasets_in_turn_each_item_once_and_resume():
 
 @pytest.mark.parametrize("mode", ["epoch", "iteration"])
 def test_the_engine_trains_dataset_by_dataset_and_moves_the_teacher_as_documented(ark_data, tmp_path, monkeypatch, mode):
-    import semantic_genesis.training.ema as ema
+    import semantic_genesis.models.ema as ema
     from semantic_genesis.training.trainer import train
 
     cfg = ark_config(ark_data, tmp_path / "run", f"method.options.ema_mode={mode}", "method.options.eval_teacher=false")

@@ -69,7 +69,7 @@ def metric_label(summary: dict[str, Any], metric: str) -> str:
 
 def scoring_note(summary: dict[str, Any]) -> str:
     """One sentence saying which IoU a segmentation summary reports (``""`` for classification)."""
-    from semantic_genesis.finetune.metrics import IOU_DEFINITIONS
+    from semantic_genesis.metrics import IOU_DEFINITIONS
 
     definition = summary.get("iou_definition")
     return f"{METRIC_LABELS['iou']} definition `{definition}`: {IOU_DEFINITIONS.get(definition, definition)}." if definition else ""

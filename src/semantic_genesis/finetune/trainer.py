@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from semantic_genesis.errors import ConfigError, DataError, TrainingError
-from semantic_genesis.finetune import metrics as M
+from semantic_genesis import metrics as M
 
 if TYPE_CHECKING:  # pragma: no cover
     from semantic_genesis.config import Config

@@ -5,7 +5,7 @@ Ark trains one shared backbone and projector with one classification head per da
 (official ``engine.py``): an epoch serves every batch of the first dataset, then of the second, ...,
 each batch from one dataset and scored only by that dataset's head
 (:class:`~semantic_genesis.methods.ark_data.CyclicBatches`). A teacher, the exponential moving average
-of the student (:mod:`semantic_genesis.training.ema`), sees a second view of the batch; the student's
+of the student (:mod:`semantic_genesis.models.ema`), sees a second view of the batch; the student's
 projection must match the teacher's (mean squared error between the unnormalised projector outputs,
 teacher under ``no_grad``). The loss of a batch of dataset ``i``::
 
@@ -15,7 +15,7 @@ teacher under ``no_grad``). The loss of a batch of dataset ``i``::
 miccai``; the one-hot rows of a multi-class set included), cross-entropy for multi-class datasets in
 Ark+ (``variant: plus``). Unknown labels (NaN) are left out of the loss.
 
-Schedules (DINO's cosine, :func:`~semantic_genesis.training.ema.cosine_schedule`): the teacher
+Schedules (DINO's cosine, :func:`~semantic_genesis.models.ema.cosine_schedule`): the teacher
 momentum ``m`` rises from ``momentum_teacher`` (0.9) to 1 and the consistency coefficient ``c`` from 0
 to ``coefficient`` (0.5); Ark+ derives ``c = (m - 0.9) * 5`` from the momentum (generally
 ``(m - m0) / (1 - m0) * coefficient``), the same end points. ``ema_mode: epoch`` (the official
@@ -213,7 +213,7 @@ class Ark(Method):
     def build_model(self) -> nn.Module:
         from semantic_genesis.models.backbone import backbone_from_config
         from semantic_genesis.models.multi_head import MultiHeadModel
-        from semantic_genesis.training.ema import make_teacher
+        from semantic_genesis.models.ema import make_teacher
 
         backbone = backbone_from_config(self.cfg.model, who="ark")
         if backbone.spatial_dims != 2:
@@ -255,7 +255,7 @@ class Ark(Method):
     def schedules(self, steps_per_epoch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(momentum, coefficient)``, float64, one value per dataset pass (epoch mode) or per step."""
         if self._schedules is None:
-            from semantic_genesis.training.ema import cosine_schedule
+            from semantic_genesis.models.ema import cosine_schedule
 
             o = self.options
             n = self.schedule_length(steps_per_epoch)
@@ -313,7 +313,7 @@ class Ark(Method):
 
     def after_step(self, model: nn.Module, ctx: StepContext) -> None:
         """The teacher's EMA: after the last batch of each dataset pass (epoch mode) or every step."""
-        from semantic_genesis.training.ema import ema_update
+        from semantic_genesis.models.ema import ema_update
 
         if self.options.ema_mode == "epoch":
             if self.sampler is None:
@@ -331,14 +331,14 @@ class Ark(Method):
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        from semantic_genesis.training.ema import teacher_state
+        from semantic_genesis.models.ema import teacher_state
 
         if self.teacher is None:
             return {}
         return {"teacher": teacher_state(self.teacher), "ema_updates": int(self.ema_updates)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from semantic_genesis.training.ema import load_teacher_state
+        from semantic_genesis.models.ema import load_teacher_state
 
         if "teacher" not in state:
             raise CheckpointError("ark: the checkpoint holds no teacher")
@@ -455,11 +455,10 @@ class Ark(Method):
         every dataset (``split="validation"``), on its training images (``"training"``) or on the reader
         split ``split`` of each dataset (e.g. ``test``); returns
         :class:`~semantic_genesis.methods.ark_eval.HeadScores` per dataset."""
-        from torch.utils.data import DataLoader
+        from torch.utils.data import DataLoader, default_collate
 
         from semantic_genesis.io.datasets.cxr import read_labelled_images
         from semantic_genesis.methods.ark_data import ArkImages, resolve_root
-        from semantic_genesis.training.data import collate
 
         names = [s.name for s in self.specs]
         if split in ("validation", "training"):
@@ -473,7 +472,7 @@ class Ark(Method):
         if len(data) == 0:
             raise DataError(f"ark: no images in split {split!r} of any dataset")
         model = model.to(device).eval()
-        loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=default_collate)
         batches = ({k: v.to(device) for k, v in b.items()} for b in loader)
         return self.score([self.collect(model, batches)], "student")
 

@@ -3,7 +3,7 @@
 As the official ``engine.py`` / ``trainer.py`` (``test_classification``, ``metric_AUROC``): for
 dataset ``i``, head ``i``'s logits go through a sigmoid (multi-label, binary) or a softmax
 (multi-class), optionally averaged over test crops (TenCrop), and are scored per class by ROC AUC
-(:func:`semantic_genesis.finetune.metrics.roc_auc`); the dataset's score is the mean over its classes.
+(:func:`semantic_genesis.metrics.roc_auc`); the dataset's score is the mean over its classes.
 A class without positives (or without negatives) in the set has no AUC: it is listed as skipped and
 left out of the mean (Ark+'s ``metric_AUROC``), never counted as 0.5. Multi-class datasets also get
 the accuracy of the argmax. Unknown labels (NaN) are left out of their class; soft labels (CheXpert's
@@ -74,7 +74,7 @@ def score_head(dataset: str, task: str, names: Sequence[str], scores, targets,
     Raises:
         DataError: shapes that do not fit, or an unknown ``eval_labels`` name.
     """
-    from semantic_genesis.finetune.metrics import roc_auc
+    from semantic_genesis.metrics import roc_auc
 
     s = torch.as_tensor(scores).detach().double().cpu()
     y = torch.as_tensor(targets).detach().double().cpu()

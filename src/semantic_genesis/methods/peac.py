@@ -118,7 +118,7 @@ class PEAC(Method):
     def build_model(self) -> nn.Module:
         from semantic_genesis.models.backbone import backbone_from_config
         from semantic_genesis.models.peac import PEACModel
-        from semantic_genesis.training.ema import make_teacher
+        from semantic_genesis.models.ema import make_teacher
 
         o = self.options
         backbone = backbone_from_config(self.cfg.model, who="peac")
@@ -199,7 +199,7 @@ class PEAC(Method):
     def momentum(self, step: int, total_steps: int) -> float:
         """The teacher momentum after optimiser step ``step`` of ``total_steps``: the DINO cosine
         schedule from ``teacher_momentum`` to 1 (one value per step)."""
-        from semantic_genesis.training.ema import cosine_schedule
+        from semantic_genesis.models.ema import cosine_schedule
 
         total = max(int(total_steps), 1)
         if self._momentum is None or self._momentum[0] != total:
@@ -209,20 +209,20 @@ class PEAC(Method):
 
     def after_step(self, model: nn.Module, ctx: StepContext) -> None:
         from semantic_genesis.models.registry import unwrap_model
-        from semantic_genesis.training.ema import ema_update
+        from semantic_genesis.models.ema import ema_update
 
         student = unwrap_model(model)
         ema_update(student, self._teacher_on(next(student.parameters()).device), self.momentum(ctx.step, ctx.total_steps))
 
     def state_dict(self) -> dict[str, Any]:
-        from semantic_genesis.training.ema import teacher_state
+        from semantic_genesis.models.ema import teacher_state
 
         if self.teacher is None:
             raise ConfigError("peac: the teacher is built with the model (build_model was not called)")
         return {"teacher": teacher_state(self.teacher)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from semantic_genesis.training.ema import load_teacher_state
+        from semantic_genesis.models.ema import load_teacher_state
 
         if "teacher" not in state:
             raise CheckpointError("the checkpoint holds no PEAC teacher (method state without 'teacher')")

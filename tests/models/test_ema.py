@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from semantic_genesis.errors import CheckpointError, ConfigError
-from semantic_genesis.training.ema import cosine_schedule, ema_update, load_teacher_state, make_teacher, teacher_state
+from semantic_genesis.models.ema import cosine_schedule, ema_update, load_teacher_state, make_teacher, teacher_state
 
 
 def test_peac_momentum_schedule_starts_at_base_rises_and_stays_below_one():
