@@ -97,18 +97,13 @@ def file_architecture(
 def backbone_architecture(name: str, args: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """``(registry name, arguments)`` of the backbone of network ``name`` (itself for a backbone).
 
-    The network is built on the ``meta`` device (no memory, no computation, no random numbers drawn);
-    a network whose constructor reads tensor values (MONAI's Swin computes its drop-path rates with
-    ``.item()``, which a meta tensor refuses) is built on the CPU instead, with the global random state
-    restored afterwards.
+    The network is built on the ``meta`` device (no memory, no computation, no random numbers drawn;
+    every registered network builds there, the Swin backbones included: ``models.swin2d`` builds MONAI's
+    Swin on the CPU itself).
     """
     try:
-        try:
-            with torch.device("meta"):
-                model = create(name, **dict(args))
-        except (RuntimeError, NotImplementedError):
-            with torch.random.fork_rng(devices=[]):
-                model = create(name, **dict(args))
+        with torch.device("meta"):
+            model = create(name, **dict(args))
     except ConfigError as exc:
         raise CheckpointError(f"the recorded network {name} {dict(args)} cannot be built: {exc}") from None
     return architecture_of(backbone_of(model))
