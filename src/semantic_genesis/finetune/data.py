@@ -423,7 +423,7 @@ class VolumeCrops(Dataset):
                 "index": position}
 
 
-class AxialSlices(Dataset):
+class AxialSlices(TaskSamples):
     """Training slices of the crops ``indices`` for a 2D network (the slice-based solutions of the 3D
     tasks), keyed ``(p, z)``: axial slice ``z`` (the last axis) of crop ``indices[p]``.
 
@@ -431,17 +431,6 @@ class AxialSlices(Dataset):
     carries its candidate's label) or the mask's slice uint8 (1, X, Y), "index": p}``; ``len`` is the
     number of crops.
     """
-
-    def __init__(self, data: TaskData, indices: Sequence[int]):
-        self.data = data
-        self.indices = np.asarray(indices, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def patients_seen(self):
-        """The patients of these crops (:class:`semantic_genesis.provenance.PatientSource`)."""
-        return _patient_source(self.data, self.indices)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         position, z = (int(k) for k in key)

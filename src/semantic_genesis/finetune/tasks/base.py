@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import numpy as np
 
-from semantic_genesis.errors import DatasetLayoutError, describe_path
+from semantic_genesis.errors import ConfigError, DatasetLayoutError, describe_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from semantic_genesis.config import Config
@@ -58,6 +58,14 @@ class Task:
         """How a 2D network trains on and predicts this task's volumes slice by slice; ``None`` (the
         network takes the samples as they are) except for slice-based tasks."""
         return None
+
+    @staticmethod
+    def image_size_2d(cfg: "Config") -> tuple[int, int]:
+        """``finetune.image_size`` of a 2D task as ``(H, W)``; :class:`ConfigError` unless two positive sizes."""
+        size = tuple(int(s) for s in cfg.finetune.image_size)
+        if len(size) != 2 or min(size) <= 0:
+            raise ConfigError(f"finetune.image_size must be [H, W] with positive sizes, got {list(cfg.finetune.image_size)}")
+        return size
 
     def check_root(self, root: str | Path) -> Path:
         """Return ``root`` as a Path if it is a folder, else a :class:`DatasetLayoutError` with the layout."""

@@ -65,9 +65,7 @@ class DXC(Task):
 
         root = self.check_root(root)
         ft = cfg.finetune
-        size = tuple(int(s) for s in ft.image_size)
-        if len(size) != 2 or min(size) <= 0:
-            raise ConfigError(f"finetune.image_size must be [H, W] with positive sizes, got {list(ft.image_size)}")
+        size = self.image_size_2d(cfg)
         val_fraction = float(ft.options.get("val_fraction", DEFAULT_VAL_FRACTION))
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"finetune.options.val_fraction must be in (0, 1), got {val_fraction}")

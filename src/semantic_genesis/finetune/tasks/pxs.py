@@ -143,9 +143,7 @@ class PXS(Task):
 
         root = self.check_root(root)
         ft = cfg.finetune
-        size = tuple(int(s) for s in ft.image_size)
-        if len(size) != 2 or min(size) <= 0:
-            raise ConfigError(f"finetune.image_size must be [H, W] with positive sizes, got {list(ft.image_size)}")
+        size = self.image_size_2d(cfg)
         if ft.split == "official":
             raise ConfigError("finetune.split=official: SIIM-ACR's public training set has no official test list; "
                               "use finetune.split=random (a random split by patient) or [train, val, test] shares")
