@@ -70,12 +70,14 @@ ALL_METHODS = ("models_genesis", "semantic_genesis", "autoencoder", "inpainting"
 
 
 class Bench:
-    """The benchmark's state: preset, output folder, the commands it ran and how long each stage took."""
+    """The benchmark's state: preset, output folder, the commands it ran and how long each job took."""
 
-    def __init__(self, preset: dict, out: Path, threads: int):
+    def __init__(self, preset: dict, out: Path, threads: int, lanes: int = 1):
         self.preset = preset
         self.out = out
-        self.timings: list[tuple[str, float]] = []
+        self.lanes = max(1, lanes)
+        self.started = time.perf_counter()
+        self.timings: list[tuple[str, float, float]] = []  # (job, start in s since the benchmark began, seconds)
         self.commands: list[str] = []
         self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                     "OPENBLAS_NUM_THREADS": str(threads)}
@@ -87,22 +89,81 @@ class Bench:
         print(f"$ {line}", flush=True)
         proc = subprocess.run([sys.executable, "-m", "semantic_genesis", *map(str, args)], cwd=ROOT, env=self.env)
         if proc.returncode:
-            raise SystemExit(f"transfer_bench: the command above failed (exit {proc.returncode}); rerun to resume")
+            raise SystemExit(f"transfer_bench: `{line}` failed (exit {proc.returncode}); rerun to resume")
 
-    def stage(self, title: str):
-        bench = self
+    def run(self, jobs: list["Job"]) -> None:
+        """Run ``jobs`` on ``self.lanes`` lanes (one command per lane at a time), each once its
+        dependencies are done, the job with the longest chain of estimated work behind it first (so the
+        critical path, e.g. the longest pretraining, starts early). After a failure no new job starts;
+        the running ones finish and the first failure is raised."""
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-        class _Stage:
-            def __enter__(self):
-                print(f"\n==> {title}", flush=True)
-                self.t0 = time.perf_counter()
+        by_name = {job.name: job for job in jobs}
+        for job in jobs:
+            missing = [d for d in job.deps if d not in by_name]
+            if missing:
+                raise ValueError(f"job {job.name!r} depends on unknown jobs {missing}")
+        rank = _upward_rank(jobs)
+        done: set[str] = set()
+        running: dict = {}
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=self.lanes) as pool:
+            while True:
+                if failure is None:
+                    ready = sorted((j for j in jobs if j.name not in done and j.name not in running.values()
+                                    and all(d in done for d in j.deps)), key=lambda j: -rank[j.name])
+                    for job in ready[: self.lanes - len(running)]:
+                        running[pool.submit(self._timed, job)] = job.name
+                if not running:
+                    break
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    name = running.pop(future)
+                    if future.exception() is not None and failure is None:
+                        failure = future.exception()
+                    done.add(name)
+        if failure is not None:
+            raise failure
+        left = [j.name for j in jobs if j.name not in done]
+        if left:
+            raise ValueError(f"jobs never became ready (a dependency cycle?): {left}")
 
-            def __exit__(self, *exc):
-                seconds = time.perf_counter() - self.t0
-                bench.timings.append((title, seconds))
-                print(f"    [{title}: {seconds:.0f} s]", flush=True)
+    def _timed(self, job: "Job") -> None:
+        start = time.perf_counter()
+        print(f"\n==> {job.name}", flush=True)
+        job.fn()
+        seconds = time.perf_counter() - start
+        self.timings.append((job.name, start - self.started, seconds))
+        print(f"    [{job.name}: {seconds:.0f} s]", flush=True)
 
-        return _Stage()
+
+class Job:
+    """One step of the benchmark: ``fn`` runs its commands; it starts after the jobs named in ``deps``.
+
+    ``cost`` is a rough estimate of its run time (any unit), used only to order ready jobs."""
+
+    def __init__(self, name: str, fn, deps: tuple[str, ...] | list[str] = (), cost: float = 1.0):
+        self.name, self.fn, self.deps, self.cost = name, fn, tuple(deps), float(cost)
+
+
+def _upward_rank(jobs: list[Job]) -> dict[str, float]:
+    """Each job's cost plus the largest rank among the jobs that wait for it (its critical path)."""
+    dependents: dict[str, list[Job]] = {j.name: [] for j in jobs}
+    for job in jobs:
+        for d in job.deps:
+            dependents[d].append(job)
+    rank: dict[str, float] = {}
+
+    def visit(job: Job, trail: tuple[str, ...] = ()) -> float:
+        if job.name in trail:
+            raise ValueError(f"dependency cycle through {job.name!r}")
+        if job.name not in rank:
+            rank[job.name] = job.cost + max((visit(d, trail + (job.name,)) for d in dependents[job.name]), default=0.0)
+        return rank[job.name]
+
+    for job in jobs:
+        visit(job)
+    return rank
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,8 +195,9 @@ def load_preset(name_or_path: str, settings: list[str]) -> dict:
 # ------------------------------------------------------------------------------------------------
 # 1. data
 # ------------------------------------------------------------------------------------------------
-def make_data(bench: Bench, overrides: dict[str, str]) -> dict[str, Path]:
-    """Folders of the pretraining cohort and of each task (phantoms made once; ``data.paths`` / ``--data`` as given)."""
+def data_jobs(bench: Bench, overrides: dict[str, str]) -> tuple[dict[str, Path], list[Job]]:
+    """Folders of the pretraining cohort and of each task, and the jobs that make the missing ones
+    (phantoms, one ``phantom ct`` per folder; ``data.paths`` / ``--data`` folders are used as given)."""
     d = bench.preset["data"]
     given = {**(d.get("paths") or {}), **overrides}
     paths = {key: Path(value).expanduser().resolve() for key, value in given.items()}
@@ -146,21 +208,29 @@ def make_data(bench: Bench, overrides: dict[str, str]) -> dict[str, Path]:
     if bench.preset.get("positive_control"):
         layouts["control_ncc"] = ("luna16", d.get("pretrain_patients"), d.get("pretrain_seed", 0))
         layouts["control_ncs"] = layouts["pretrain"]
+    jobs: list[Job] = []
     for key, (layout, patients, seed) in layouts.items():
         if key in paths:
             continue
         if not patients:
             raise SystemExit(f"transfer_bench: no data for {key}: give --data {key}=DIR or data.paths.{key} in the preset")
         if key == "control_ncs" and "pretrain" not in given:
-            paths[key] = paths["pretrain"]  # the native phantom pretraining cohort holds the nodule masks
+            paths[key] = paths.get("pretrain", bench.out / "data" / "pretrain")  # the native pretraining cohort has the nodule masks
             continue
-        folder = bench.out / "data" / key
-        done = folder / ".bench_done"
-        if not done.is_file():
-            bench.sh("phantom", "ct", "--patients", patients, "--seed", seed, "--layout", layout, "--out", folder, "-q", *shape)
-            done.write_text("ok\n")
-        paths[key] = folder
-    return paths
+        folder = paths[key] = bench.out / "data" / key
+
+        def make(folder=folder, layout=layout, patients=patients, seed=seed) -> None:
+            if not (folder / ".bench_done").is_file():
+                bench.sh("phantom", "ct", "--patients", patients, "--seed", seed, "--layout", layout, "--out", folder,
+                         "-q", *shape)
+                (folder / ".bench_done").write_text("ok\n")
+
+        jobs.append(Job(data_job(key), make, cost=patients))
+    return paths, jobs
+
+
+def data_job(key: str) -> str:
+    return f"data {key}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -178,8 +248,10 @@ def method_config(configs: dict, method: str, family: str) -> str:
     return own if own and preset_path(own) is not None else configs[family]
 
 
-def pretrain(bench: Bench, method: str, data: dict[str, Path], budgets: list[int]) -> dict[int, Path]:
-    """Pretrain ``method`` budget by budget (one run, extended); returns ``{budget: weights file}``."""
+def pretrain_jobs(bench: Bench, method: str, budgets: list[int]) -> tuple[dict[int, Path], list[Job]]:
+    """``{budget: weights file}`` of ``method`` and the jobs that make them: its input set (the cube set
+    or the discovered patterns, shared by its family, ``input_job``) and one job per budget, each
+    extending the same run (``train.max_steps`` grows and the run resumes)."""
     p = bench.preset["pretrain"]
     pattern = method in PATTERN_METHODS
     family = "pattern" if pattern else "cube"
@@ -187,28 +259,54 @@ def pretrain(bench: Bench, method: str, data: dict[str, Path], budgets: list[int
     run = bench.out / "pretrain" / method
     common = ["--config", config, f"method.name={method}", "train.progress=false", f"seed={p.get('seed', 0)}",
               *p.get("overrides", {}).get(family, []), *p.get("overrides", {}).get(method, [])]
-    if pattern:
-        discovery = bench.out / "pretrain" / "discovery"
-        if not (discovery / "patterns" / "manifest.json").is_file():
-            bench.sh("discover", "--config", p["configs"]["discovery"], f"data={data['pretrain']}", f"out={discovery}",
-                     "discovery.progress=false", *p.get("discovery_overrides", []))
-        common.append(f"patterns={discovery / 'patterns'}")
-    else:
-        cubes = bench.out / "pretrain" / "cubes"
+    common.append(f"patterns={bench.out / 'pretrain' / 'discovery' / 'patterns'}" if pattern
+                  else f"data={bench.out / 'pretrain' / 'cubes'}")
+    step_cost = 0.5 if pattern else 1.0  # relative cost of a step, only to order ready jobs
+    snapshots: dict[int, Path] = {}
+    jobs: list[Job] = []
+    previous, done_steps = input_job(family), 0
+    for budget in budgets:
+        target = snapshots[budget] = run / "snapshots" / f"step_{budget}.safetensors"
+
+        def extend(budget=budget, target=target) -> None:
+            if not target.is_file():
+                bench.sh("pretrain", *common, f"out={run}", f"train.max_steps={budget}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _copy(run / "weights" / "final.safetensors", target)
+                bench.commands.append(f"cp {run / 'weights' / 'final.safetensors'} {target}")
+
+        name = pretrain_job(method, budget)
+        jobs.append(Job(name, extend, deps=[previous], cost=step_cost * (budget - done_steps)))
+        previous, done_steps = name, budget
+    return snapshots, jobs
+
+
+def input_jobs(bench: Bench, families: set[str], data: dict[str, Path], data_deps: list[str]) -> list[Job]:
+    """The jobs that make the shared pretraining inputs: the cube set (``cubes``) and the discovered
+    pattern set (``discover``), for the families in ``families``."""
+    p = bench.preset["pretrain"]
+    cubes, discovery = bench.out / "pretrain" / "cubes", bench.out / "pretrain" / "discovery"
+
+    def make_cubes() -> None:
         if not (cubes / "manifest.json").is_file():
             bench.sh("cubes", "--config", p["configs"]["cubes"], "--data", data["pretrain"], "--out", cubes, "-q",
                      *p.get("cubes_overrides", []))
-        common.append(f"data={cubes}")
-    snapshots: dict[int, Path] = {}
-    for budget in budgets:
-        target = run / "snapshots" / f"step_{budget}.safetensors"
-        if not target.is_file():
-            bench.sh("pretrain", *common, f"out={run}", f"train.max_steps={budget}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _copy(run / "weights" / "final.safetensors", target)
-            bench.commands.append(f"cp {run / 'weights' / 'final.safetensors'} {target}")
-        snapshots[budget] = target
-    return snapshots
+
+    def make_patterns() -> None:
+        if not (discovery / "patterns" / "manifest.json").is_file():
+            bench.sh("discover", "--config", p["configs"]["discovery"], f"data={data['pretrain']}", f"out={discovery}",
+                     "discovery.progress=false", *p.get("discovery_overrides", []))
+
+    makers = {"cube": make_cubes, "pattern": make_patterns}
+    return [Job(input_job(f), makers[f], deps=data_deps, cost=60) for f in sorted(families)]
+
+
+def input_job(family: str) -> str:
+    return {"cube": "cube set", "pattern": "pattern discovery"}[family]
+
+
+def pretrain_job(method: str, budget: int) -> str:
+    return f"pretrain {method} to {budget} steps"
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -327,7 +425,7 @@ def _sd(values: list[float]) -> float:
 
 
 def write_report(bench: Bench, methods: list[str], tasks: list[str], budget_panels: dict, fraction: float,
-                 total: float, threads: int) -> Path:
+                 total: float, threads: int, lanes: int = 1) -> Path:
     from semantic_genesis.utils.atomic import write_text
 
     out = bench.out
@@ -338,7 +436,8 @@ def write_report(bench: Bench, methods: list[str], tasks: list[str], budget_pane
              f"{f['trials']} trials per initialisation and setting."
              + (f" `{CONTROL}`: positive control, a network fine-tuned on the pretraining cohort's own labels "
                 "of the task (supervised pretraining on other patients)." if bench.preset.get("positive_control") else ""),
-             f"Machine: {platform.platform()}, {os.cpu_count()} CPUs visible, {threads} thread(s) per command; "
+             f"Machine: {platform.platform()}, {os.cpu_count()} CPUs visible, {threads} thread(s) per command, "
+             f"{lanes} command(s) at a time; "
              f"total {total / 60:.1f} min (this invocation; stages finished by an earlier one are skipped).", "",
              "## Pretraining curves (`report curves`)", "", "![pretraining curves](report/curves.png)", "",
              "## Label efficiency and linear probes (`report results`)", "",
@@ -350,8 +449,10 @@ def write_report(bench: Bench, methods: list[str], tasks: list[str], budget_pane
              "![budget](report/budget.png)", ""]
     for task, (metric, values) in budget_panels.items():
         lines += [budget_table(task, metric, values, fraction), ""]
-    lines += ["## Stages", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {t} | {s:.0f} |" for t, s in bench.timings] + [f"| **total** | **{total:.0f}** |", ""]
+    lines += ["## Jobs", "", f"Wall-clock; with {lanes} lane(s) jobs overlap, so the total is not their sum.", "",
+              "| job | started at (min) | seconds |", "|---|---|---|"]
+    lines += [f"| {t} | {start / 60:.1f} | {s:.0f} |" for t, start, s in sorted(bench.timings, key=lambda x: x[1])]
+    lines += [f"| **total** | | **{total:.0f}** |", ""]
     lines += ["## Commands", "", "```", *bench.commands, "```", ""]
     report = out / "report.md"
     write_text(report, "\n".join(lines))
@@ -379,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default=None, help="finetune,linear_probe (default: the preset's)")
     ap.add_argument("--ttest", choices=("student", "welch"), default="student")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per command (default: the preset's)")
+    ap.add_argument("--lanes", type=int, default=None,
+                    help="commands run at the same time when their inputs are ready (default: the preset's lanes)")
     ap.add_argument("--data", nargs="*", default=[], metavar="KEY=DIR", help="existing data: pretrain=, ncc=, ncs=")
     ap.add_argument("--no-positive-control", action="store_true", help="skip the supervised positive control")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="preset entries, e.g. data.task_patients=16")
@@ -404,41 +507,50 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or int(preset.get("threads", 2))
     data_overrides = dict(item.split("=", 1) for item in args.data)
     out = (args.out or ROOT / preset.get("out", "bench/transfer")).resolve()
-    bench = Bench(preset, out, threads)
-    started = time.perf_counter()
+    lanes = args.lanes or int(preset.get("lanes", 1))
+    bench = Bench(preset, out, threads, lanes)
+    started = bench.started
 
-    with bench.stage("data"):
-        data = make_data(bench, data_overrides)
+    data, jobs = data_jobs(bench, data_overrides)
+    made = {job.name for job in jobs}
+    pretrain_data = [data_job("pretrain")] if data_job("pretrain") in made else []
+    jobs += input_jobs(bench, {"pattern" if m in PATTERN_METHODS else "cube" for m in methods}, data, pretrain_data)
     snapshots = {}
     for method in methods:
-        with bench.stage(f"pretrain {method}"):
-            snapshots[method] = pretrain(bench, method, data, budgets)
-    with bench.stage("pretraining curves"):
-        bench.sh("report", "curves", *[out / "pretrain" / m for m in methods], "--out", out / "report")
+        snapshots[method], method_jobs = pretrain_jobs(bench, method, budgets)
+        jobs += method_jobs
     finals = {m: s[budgets[-1]] for m, s in snapshots.items()}
-    controls = {}
+    final_jobs = [pretrain_job(m, budgets[-1]) for m in methods]
+    jobs.append(Job("pretraining curves", lambda: bench.sh("report", "curves", *[out / "pretrain" / m for m in methods],
+                                                           "--out", out / "report"), deps=final_jobs, cost=1))
+    controls: dict[str, dict[str, Path]] = {}
     if preset.get("positive_control"):
         for task in tasks:
-            with bench.stage(f"positive control {task}"):
-                controls[task] = {CONTROL: positive_control(bench, task, data)}
-    sweeps = {}
+            key = f"control_{task}" if data_job(f"control_{task}") in made else "pretrain"
+            controls[task] = {CONTROL: bench.out / "control" / task / "weights" / "best.safetensors"}
+            jobs.append(Job(f"positive control {task}", lambda task=task: positive_control(bench, task, data),
+                            deps=[data_job(key)] if data_job(key) in made else [], cost=200))
+    sweeps = {task: out / "evaluate" / task for task in tasks}
     for task in tasks:
-        with bench.stage(f"evaluate {task}: label fractions x modes"):
-            sweeps[task] = out / "evaluate" / task
-            evaluate(bench, task, data[task], sweeps[task], {"scratch": None, **finals, **controls.get(task, {})},
-                     fractions, modes, args.ttest)
-    budget_panels = {}
-    for task in tasks:
-        folder = out / "evaluate" / f"{task}_budget"
+        task_data = [data_job(task)] if data_job(task) in made else []
+        control = [f"positive control {task}"] if task in controls else []
+        jobs.append(Job(f"evaluate {task}: label fractions x modes",
+                        lambda task=task: evaluate(bench, task, data[task], sweeps[task],
+                                                   {"scratch": None, **finals, **controls.get(task, {})},
+                                                   fractions, modes, args.ttest),
+                        deps=task_data + final_jobs + control, cost=3000 if task == "ncc" else 1500))
         if len(budgets) > 1:
-            with bench.stage(f"evaluate {task}: pretraining budgets"):
-                inits = {budget_name(m, b): snapshots[m][b] for m in methods for b in budgets[:-1]}
-                evaluate(bench, task, data[task], folder, inits, [fraction], ["finetune"], args.ttest)
-        budget_panels[task] = budget_values(sweeps[task], folder, methods, budgets, fraction)
-    with bench.stage("report"):
-        bench.sh("report", "results", *[sweeps[t] for t in tasks], "--out", out / "report")
-        plot_budgets(budget_panels, out / "report" / "budget.png")
-    report = write_report(bench, methods, tasks, budget_panels, fraction, time.perf_counter() - started, threads)
+            inits = {budget_name(m, b): snapshots[m][b] for m in methods for b in budgets[:-1]}
+            jobs.append(Job(f"evaluate {task}: pretraining budgets",
+                            lambda task=task, inits=inits: evaluate(bench, task, data[task], out / "evaluate" / f"{task}_budget",
+                                                                    inits, [fraction], ["finetune"], args.ttest),
+                            deps=task_data + [pretrain_job(m, b) for m in methods for b in budgets[:-1]], cost=600))
+    bench.run(jobs)
+    budget_panels = {task: budget_values(sweeps[task], out / "evaluate" / f"{task}_budget", methods, budgets, fraction)
+                     for task in tasks}
+    bench.run([Job("report", lambda: (bench.sh("report", "results", *[sweeps[t] for t in tasks], "--out", out / "report"),
+                                      plot_budgets(budget_panels, out / "report" / "budget.png")))])
+    report = write_report(bench, methods, tasks, budget_panels, fraction, time.perf_counter() - started, threads, lanes)
     print(report.read_text(encoding="utf-8"))
     print(f"\nreport: {report}")
     return 0
