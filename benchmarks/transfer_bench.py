@@ -28,10 +28,13 @@ listed in the report, so any number in the report is reproduced by running its c
    curve, the pretraining curves, the machine, the time of every stage and every command.
 
 Rerunning the same command resumes every stage (finished data, snapshots and trials are kept).
+The stages are jobs with dependencies, run ``lanes`` at a time (the CPU preset: 2 lanes of one
+thread; the GPU preset: 1), each as soon as its inputs exist, the job with the longest chain of
+estimated work behind it first; ``OUT/report.md`` lists when each started and how long it took.
 
 Usage::
 
-    make bench-transfer                                     # CPU preset (sized for 2 cores, <= 90 minutes)
+    make bench-transfer                                     # CPU preset (2 cores: measured 60 minutes)
     python benchmarks/transfer_bench.py --preset cpu --out bench/transfer
     python benchmarks/transfer_bench.py --preset cpu --all-methods     # every Table-2 / Fig.-2 method
     python benchmarks/transfer_bench.py --preset gpu --data pretrain=LUNA16 ncc=LUNA16 ncs=NCS_DATA
