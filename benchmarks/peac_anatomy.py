@@ -16,7 +16,9 @@ Usage::
 
 Prints one JSON line per network: the randomly initialised backbone of the same architecture (seed 0)
 and each weights file given: the mean number of best-buddy pairs per pair of patients, the mean
-agreement and the mean chance level.
+agreement, the mean chance level and ``token_spread``, the collapse monitor of the training log
+(:func:`semantic_genesis.losses.peac.embedding_spread`) over every token of the held-out images: near 0
+when the network gives every cell of every radiograph the same embedding.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 
 
 def measure(backbone, images, labels) -> dict:
+    from semantic_genesis.losses.peac import embedding_spread
     from semantic_genesis.report._embeddings import cell_labels, label_agreement, token_embeddings
 
     emb = token_embeddings(backbone, images)
@@ -37,7 +40,8 @@ def measure(backbone, images, labels) -> dict:
     cells = [cell_labels(lab, grid) for lab in labels]
     rows = [label_agreement(emb[a], emb[b], cells[a], cells[b]) for a, b in itertools.combinations(range(len(labels)), 2)]
     return {"patient_pairs": len(rows), "grid": list(grid), "best_buddies": float(np.mean([r["pairs"] for r in rows])),
-            "agreement": float(np.mean([r["agreement"] for r in rows])), "chance": float(np.mean([r["chance"] for r in rows]))}
+            "agreement": float(np.mean([r["agreement"] for r in rows])), "chance": float(np.mean([r["chance"] for r in rows])),
+            "token_spread": float(embedding_spread(emb))}
 
 
 def main(argv: list[str] | None = None) -> None:

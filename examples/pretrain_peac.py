@@ -109,8 +109,9 @@ def main(argv: list[str] | None = None) -> None:
         ema_update(model, teacher, float(momentum[i - 1]))
         window.append(terms["loss"].item())
         if i % log_every == 0 or i == args.steps:
+            # token spread near 0: every cell gets the same embedding (the collapse the README describes)
             print(f"step {i:4d}/{args.steps}  loss {np.mean(window):.5f}  order accuracy "
-                  f"{terms['order_accuracy'].item():.3f}")
+                  f"{terms['order_accuracy'].item():.3f}  token spread {terms['token_spread'].item():.4f}")
             window = []
     after = held_out_losses()
     # the total is not monotone in short runs: the consistency terms first grow while the student moves

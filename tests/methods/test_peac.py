@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from semantic_genesis import methods
 from semantic_genesis.config import load_config
 from semantic_genesis.errors import CheckpointError, ConfigError
-from semantic_genesis.losses.peac import PEACLossWeights, global_consistency, local_consistency, peac_loss
+from semantic_genesis.losses.peac import (PEACLossWeights, embedding_spread, global_consistency, local_consistency,
+                                          peac_loss)
 from semantic_genesis.methods.base import StepContext
 from semantic_genesis.models.peac import PEACModel, PEACOutput
 from semantic_genesis.training.data import collate
@@ -139,6 +140,38 @@ def test_losses_vanish_for_identical_networks_and_views():
     assert kept["restoration"].item() == pytest.approx(restoration.item(), rel=1e-6)
     order = F.cross_entropy(out.order_logits.reshape(-1, 64), perm.reshape(-1))
     assert kept["order"].item() == pytest.approx(order.item(), rel=1e-6)
+
+
+def test_embedding_spread_tells_collapse_from_spread_vectors():
+    """The collapse monitor: ~1 for random directions, 0 for one repeated vector, scale-free."""
+    g = torch.Generator().manual_seed(0)
+    spread = embedding_spread(torch.randn(4096, 64, generator=g))
+    assert spread.item() == pytest.approx(1.0, abs=0.02)
+    one = torch.randn(1, 64, generator=g)
+    assert embedding_spread(one.repeat(32, 1) * torch.rand(32, 1, generator=g) * 10).item() == pytest.approx(0.0, abs=1e-5)
+    nearly = one + 0.01 * torch.randn(32, 64, generator=g)  # what a random tiny Swin gives different radiographs
+    assert 0 < embedding_spread(nearly).item() < 0.05
+    tokens = torch.randn(2, 16, 8, generator=g)  # (B, N, C): every token is a row
+    assert embedding_spread(tokens).item() == pytest.approx(embedding_spread(tokens.reshape(32, 8)).item())
+    assert embedding_spread(torch.randn(1, 8)).item() == 0.0
+
+
+def test_loss_reports_the_spread_of_the_student():
+    """peac_loss logs the spread of the student's global embeddings (2B rows) and tokens, not the teacher's."""
+    model = _model()
+    with torch.no_grad():
+        out = model(torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(1)))
+    mask1, mask2 = overlap_masks(torch.zeros(4, 2, dtype=torch.long), torch.zeros(4, 2, dtype=torch.long), 8)
+    perm, none = torch.arange(64).repeat(4, 1), torch.zeros(4, dtype=torch.bool)
+    collapsed = out._replace(global_embedding=out.global_embedding[:1].repeat(4, 1),
+                             tokens=out.tokens[:1, :1].repeat(4, 64, 1))
+    terms = peac_loss(collapsed, collapsed, out, out, perm, torch.rand(4, 1, 64, 64), mask1, mask2, none)
+    assert terms["global_spread"].item() == pytest.approx(0.0, abs=1e-5)
+    assert terms["token_spread"].item() == pytest.approx(0.0, abs=1e-5)
+    healthy = peac_loss(out, out, collapsed, collapsed, perm, torch.rand(4, 1, 64, 64), mask1, mask2, none)
+    expected = embedding_spread(torch.cat([out.global_embedding, out.global_embedding]))
+    assert healthy["global_spread"].item() == pytest.approx(expected.item()) and expected.item() > 0
+    assert healthy["token_spread"].item() > 0
 
 
 def test_local_term_pairs_matched_tokens_and_skips_shuffled_samples():

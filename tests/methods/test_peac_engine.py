@@ -33,7 +33,8 @@ def test_tiny_preset_pretrains_end_to_end_on_the_cli(radiographs, tmp_path):
     out = tmp_path / "run"
     assert main(["pretrain", "--config", "peac_2d_tiny", f"data={radiographs}", f"out={out}", *QUIET, "-q"]) == 0
     rows = read_metrics(out, "train")
-    assert rows[-1]["step"] == 30 and {"order", "restoration", "global", "local", "order_accuracy"} <= set(rows[-1])
+    assert rows[-1]["step"] == 30 and {"order", "restoration", "global", "local", "order_accuracy", "global_spread",
+                                          "token_spread"} <= set(rows[-1])
     assert read_metrics(out, "validation")
     meta = read_metadata(out / "weights" / "final.safetensors")
     assert meta["architecture"] == "swin2d" and meta["method"] == "peac" and meta["network"] == "student"

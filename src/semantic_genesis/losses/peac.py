@@ -15,6 +15,11 @@ corrupted), and minimises::
 With unit vectors of ``D`` dimensions, ``MSE = (2 - 2 cos) / D`` per sample, so the global term is a
 symmetric cosine loss (no predictor). Teacher outputs are targets (detached here; the official code
 freezes the teacher instead, which gives the same gradients).
+
+Such a loss is minimised by a constant output (collapse): nothing in it keeps different radiographs
+apart but the POPAR terms (BYOL, Grill et al., NeurIPS 2020, needs its predictor for that; without
+one it collapses). :func:`embedding_spread` is the collapse monitor of SimSiam (Chen and He, CVPR
+2021), logged with the loss terms for the student's global embeddings and backbone tokens.
 """
 
 from __future__ import annotations
@@ -65,6 +70,20 @@ def local_consistency(student1: torch.Tensor, student2: torch.Tensor, teacher1: 
     return 0.5 * (F.mse_loss(s1, t2) + F.mse_loss(t1, s2))
 
 
+def embedding_spread(x: torch.Tensor) -> torch.Tensor:
+    """How far apart the rows of ``x (M, D)`` are: the standard deviation over the rows of the
+    L2-normalised vectors, averaged over the ``D`` channels and multiplied by ``sqrt(D)``.
+
+    About 1 for vectors spread like random directions, 0 when every row is the same vector (collapse;
+    the monitor of SimSiam, Chen and He, CVPR 2021, without their ``1 / sqrt(D)``). Returns a detached
+    float32 scalar (0 for fewer than two rows).
+    """
+    x = x.detach().float().reshape(-1, x.shape[-1])
+    if len(x) < 2:
+        return x.new_zeros(())
+    return F.normalize(x, dim=1).std(dim=0).mean() * x.shape[1] ** 0.5
+
+
 def peac_loss(student1, student2, teacher1, teacher2, perm: torch.Tensor, restoration_target: torch.Tensor,
               mask1: torch.Tensor, mask2: torch.Tensor, shuffled: torch.Tensor,
               weights: PEACLossWeights = PEACLossWeights()) -> dict[str, torch.Tensor]:
@@ -80,8 +99,11 @@ def peac_loss(student1, student2, teacher1, teacher2, perm: torch.Tensor, restor
         weights: the term weights.
 
     Returns:
-        ``{"loss", "order", "restoration", "global", "local", "order_accuracy"}``: float32 scalars;
-        ``"loss"`` is the weighted sum, the others unweighted (``order_accuracy`` detached, in [0, 1]).
+        ``{"loss", "order", "restoration", "global", "local", "order_accuracy", "global_spread",
+        "token_spread"}``: float32 scalars; ``"loss"`` is the weighted sum, the next four the unweighted
+        terms; the last three are detached measurements: the order accuracy in [0, 1] and the
+        :func:`embedding_spread` of the student's global embeddings (both views, ``2B`` rows) and of its
+        backbone tokens (every token of both views), near 0 when the student has collapsed.
     """
     logits = student1.order_logits.float()
     order = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), perm.reshape(-1))
@@ -94,4 +116,6 @@ def peac_loss(student1, student2, teacher1, teacher2, perm: torch.Tensor, restor
              + weights.local * local)
     accuracy = (logits.detach().argmax(dim=-1) == perm).float().mean()
     return {"loss": total, "order": order, "restoration": restoration, "global": glob, "local": local,
-            "order_accuracy": accuracy}
+            "order_accuracy": accuracy,
+            "global_spread": embedding_spread(torch.cat([student1.global_embedding, student2.global_embedding])),
+            "token_spread": embedding_spread(torch.cat([student1.tokens, student2.tokens]))}

@@ -14,6 +14,10 @@ Per batch of whole radiographs (``(B, 1, S, S)``, ``S = (k + m + 1) * g``; 608 p
    gradients (the official ``global_local_popar_swin_ddp.py`` also batches the views);
 4. :func:`~semantic_genesis.losses.peac.peac_loss`: order CE + restoration MSE + 1e5 x symmetric global
    MSE of L2-normalised embeddings + local MSE of matched tokens of the un-shuffled samples.
+   The step also logs the order accuracy and the collapse monitor ``global_spread`` / ``token_spread``
+   (:func:`~semantic_genesis.losses.peac.embedding_spread` of the student's global embeddings and
+   tokens: near 0 when every radiograph and cell get the same embedding, which the consistency terms,
+   having no predictor, allow).
 
 After every optimiser step (:meth:`PEAC.after_step`) the teacher moves towards the student with the
 momentum of the DINO cosine schedule 0.999 -> 1 over the run's steps (official ``TEACHER_M`` and
