@@ -175,3 +175,43 @@ def test_equal_steps_keeps_the_frozen_share_of_the_run():
     scaled = equal_steps_config(cfg, full_train=40, kept_train=10)
     assert (scaled.train.epochs, scaled.finetune.freeze_encoder_epochs) == (40, 12)
     assert math.isclose(scaled.finetune.freeze_encoder_epochs / scaled.train.epochs, 0.3)
+
+
+def test_recalibrated_norms_normalise_the_training_crops(tmp_path, blobs):
+    data, split = blobs
+    path = _weights(tmp_path)  # running statistics far from the crops' (see _weights)
+    cfg = tiny_config("finetune.freeze_encoder=true", "finetune.head=linear", "finetune.recalibrate_norm=true")
+    setup, _ = _setup(tasks.get("ncc"), data, split, cfg, InitSpec("mg", path), 0)
+    plain, _ = _setup(tasks.get("ncc"), data, split, replace(cfg, **{"finetune.recalibrate_norm": False}),
+                      InitSpec("mg", path), 0)
+    assert setup.metadata["recalibrated_norms"] == 8 and plain.metadata["recalibrated_norms"] == 0
+    keys = [k for batch in setup.batches(0, 0, 1) for k in batch]  # the crops of epoch 0
+    images = torch.stack([setup.train_set[k]["image"] for k in keys])
+    seen = {}
+
+    def normalised(model):
+        bn = model.down_tr64.ops[0].bn1
+        hook = bn.register_forward_hook(lambda m, i, o: seen.update(x=(i[0] - m.running_mean[:, None, None, None])
+                                                                     / (m.running_var[:, None, None, None] + m.eps).sqrt()))
+        model.eval()
+        with torch.no_grad():
+            model(images)
+        hook.remove()
+        x = seen["x"].transpose(0, 1).reshape(bn.num_features, -1)
+        return x.mean(dim=1), x.var(dim=1)
+
+    mean, var = normalised(setup.model)
+    assert mean.abs().max() < 1e-3 and (var - 1).abs().max() < 0.02  # the crops' own statistics
+    mean, var = normalised(plain.model)
+    assert mean.abs().max() > 0.1  # the pretrained ones do not fit them
+    state, before = setup.model.state_dict(), plain.model.state_dict()
+    changed = {k for k in state if not torch.equal(state[k], before[k])}
+    assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
+    assert all(m.momentum == 0.1 for m in setup.model.modules() if isinstance(m, torch.nn.BatchNorm3d))
+
+
+def test_recalibration_is_ignored_without_a_frozen_encoder(tmp_path, blobs):
+    cfg = tiny_config("finetune.recalibrate_norm=true", "finetune.freeze_encoder_epochs=1")
+    scratch, _ = _setup(tasks.get("ncc"), *blobs, cfg, InitSpec("scratch"), 0)  # scratch: nothing frozen
+    pre, _ = _setup(tasks.get("ncc"), *blobs, cfg, InitSpec("mg", _weights(tmp_path)), 0)
+    assert scratch.metadata["recalibrated_norms"] == 0 and pre.metadata["recalibrated_norms"] == 8

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -299,6 +300,18 @@ def _setup(task: "Task", data: "TaskData", split: dict[str, np.ndarray], cfg: "C
                                per_volume=ft.samples_per_volume, foreground_fraction=ft.foreground_fraction,
                                slices=None if slices is None else slices.slices, rank=rank, world_size=world_size)
 
+    recalibrated = 0
+    if ft.recalibrate_norm and (ft.freeze_encoder or schedule.frozen_epochs > 0):
+        from semantic_genesis.finetune.models import recalibrate_norms
+        from semantic_genesis.training.data import collate
+
+        from semantic_genesis.training.distributed import resolve_device
+
+        # every key of epoch 0 on every rank (the same statistics everywhere), on the run's device
+        device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))))
+        images = (collate([train_set[key] for key in keys])["image"].to(device) for keys in batches(seed, 0, 1))
+        recalibrated = recalibrate_norms(model.to(device), encoder_modules(model), images)
+        model.cpu()
     setup = FinetuneSetup(
         model=model, loss=build_loss(ft.loss, task.kind, _pos_weight(cfg, data, train_idx)), train_set=train_set,
         val_set=TaskSamples(data, split["val"]), batches=batches, scoring=scoring_for(task, cfg, data.whole_volume),
@@ -307,6 +320,7 @@ def _setup(task: "Task", data: "TaskData", split: dict[str, np.ndarray], cfg: "C
         encoder_lr_scale=schedule.lr_scale, freeze_encoder_epochs=schedule.frozen_epochs,
         metadata={"task": task.name, "init": init.name, "init_path": report.path, "crop_size": list(ft.crop_size),
                   "encoder_lr_scale": schedule.lr_scale, "freeze_encoder_epochs": schedule.frozen_epochs,
+                  "recalibrated_norms": recalibrated,
                   **({"slices": list(slices.slices), "slice_aggregate": slices.aggregate} if slices else {})},
         init_patients=None if init.is_scratch else record_of(report.metadata),
     )
