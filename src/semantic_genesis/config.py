@@ -297,6 +297,16 @@ class FinetuneConfig:
     split: Literal["auto", "official", "random"] | tuple[float, float, float] = "auto"
     split_seed: int | None = None  # None = the root seed; fixed across trials so the test set is shared
     freeze_encoder: bool = False  # True: linear probe / frozen features; only head (+decoder) trained
+    # fine-tuning from a weights file (not scratch, whose encoder is random; not with freeze_encoder):
+    # the encoder's learning rate is optim.lr x encoder_lr_scale (> 0), the new head / decoder get optim.lr
+    encoder_lr_scale: float = 1.0
+    # fine-tuning from a weights file: the encoder is frozen for the first N epochs (not updated, its batch
+    # norms in eval mode with the pretrained statistics; the head / decoder train), then trained; < train.epochs
+    freeze_encoder_epochs: int = 0
+    # a frozen encoder (freeze_encoder, or the first freeze_encoder_epochs): its batch norms' running statistics
+    # are re-estimated on the first epoch's training batches before training (AdaBN; no labels used), instead
+    # of the statistics of the pretraining inputs; ignored while nothing is frozen
+    recalibrate_norm: bool = False
     loss: str = "auto"  # auto: BCE for classification, Dice+BCE for segmentation; or bce | dice | dice_bce
     metric: str = "auto"  # auto: the task's paper metric (auc for ncc, iou for segmentation)
     crop_size: tuple[int, int, int] = (64, 64, 32)  # (X, Y, Z) input of the network (paper: 64x64x32)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -252,3 +252,45 @@ def encoder_modules(model: nn.Module) -> list[nn.Module]:
 
     model = unwrap_model(model)
     return modules_named(model, model.encoder_state_dict_prefixes)
+
+
+def recalibrate_norms(model: nn.Module, modules: Sequence[nn.Module], batches: Iterable[torch.Tensor]) -> int:
+    """Re-estimate the running statistics of the batch norms inside ``modules`` from ``batches``.
+
+    AdaBN (Li et al., "Revisiting batch normalization for practical domain adaptation", ICLR workshop
+    2017): a frozen pretrained encoder normalises with the statistics of its pretraining inputs, which
+    can be far from those of the target's crops (another crop size, other content): measured on the
+    phantom NCC crops, the bottleneck's running variance of a Models Genesis encoder pretrained on
+    32x32x16 cubes was 37 times the crops' own, so a fifth of its channels never passed the ReLU. Here
+    every batch norm of ``modules`` is reset and fed ``batches`` (``model(images)`` under ``no_grad``,
+    the rest of the network in eval mode); its running mean and variance become the averages of the
+    batch statistics (PyTorch's cumulative average, ``momentum=None``). Weights and affine parameters
+    are untouched; labels are not used.
+
+    Args:
+        model: the network, whose forward pass reaches ``modules``.
+        modules: the (frozen) blocks whose batch norms are re-estimated.
+        batches: input images ``(B, C, *spatial)`` as the network takes them (e.g. float32 in [0, 1]).
+
+    Returns:
+        The number of batch norms re-estimated (0 when ``modules`` hold none).
+    """
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    norms = [m for block in modules for m in block.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+        norm.train()
+    with torch.no_grad():
+        for images in batches:
+            model(images)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
+    return len(norms)

@@ -86,6 +86,9 @@ def sweep_settings(cfg: "Config") -> list[tuple[str, float]]:
             raise ConfigError(f"finetune.{name}: {values} repeats an entry")
     for mode in modes:
         mode_changes(mode, "classification")
+    if "linear_probe" in modes and (ft.freeze_encoder_epochs or ft.encoder_lr_scale != 1.0):
+        raise ConfigError("finetune.freeze_encoder_epochs / finetune.encoder_lr_scale apply to fine-tuning only, and "
+                          "the linear_probe mode freezes the encoder for the whole run: evaluate the probe without them")
     return [(mode, f) for mode in modes for f in sorted(fractions)]
 
 
@@ -182,16 +185,20 @@ def equal_steps_config(cfg: "Config", full_train: int, kept_train: int) -> "Conf
     With a fixed number of epochs a run on 10% of the labels takes a tenth of the optimiser steps,
     so a label-efficiency curve would also measure how fast a network starts to learn. Scaling the
     epochs by the ratio of training samples gives every fraction about the steps of the full set
-    (the epoch with the best validation metric is still the one scored).
+    (the epoch with the best validation metric is still the one scored). ``finetune.freeze_encoder_epochs``
+    is scaled alike, so the encoder stays frozen for the same share of the run.
     """
     from semantic_genesis.config import replace
 
     if not cfg.finetune.equal_steps or kept_train >= full_train or kept_train == 0:
         return cfg
     ratio = full_train / kept_train
-    changes = {"train.epochs": max(1, round(cfg.train.epochs * ratio))}
+    changes: dict[str, Any] = {"train.epochs": max(1, round(cfg.train.epochs * ratio))}
     if cfg.train.patience > 0:
         changes["train.patience"] = max(1, round(cfg.train.patience * ratio))
+    if cfg.finetune.freeze_encoder_epochs > 0:  # the same share of the run
+        changes["finetune.freeze_encoder_epochs"] = min(round(cfg.finetune.freeze_encoder_epochs * ratio),
+                                                        changes["train.epochs"] - 1)
     return replace(cfg, **changes)
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,6 +110,42 @@ def check_config(cfg: "Config") -> None:
         raise ConfigError(f"train.epochs must be >= 1, got {cfg.train.epochs}")
     if not 0.0 <= ft.foreground_fraction <= 1.0:
         raise ConfigError(f"finetune.foreground_fraction must be in [0, 1], got {ft.foreground_fraction}")
+    if not (math.isfinite(ft.encoder_lr_scale) and ft.encoder_lr_scale > 0):
+        raise ConfigError(f"finetune.encoder_lr_scale must be a number > 0, got {ft.encoder_lr_scale}")
+    if not 0 <= ft.freeze_encoder_epochs < cfg.train.epochs:
+        raise ConfigError(f"finetune.freeze_encoder_epochs must be in [0, train.epochs) = [0, {cfg.train.epochs}), "
+                          f"got {ft.freeze_encoder_epochs}")
+    if ft.freeze_encoder and (ft.freeze_encoder_epochs or ft.encoder_lr_scale != 1.0):
+        raise ConfigError("finetune.freeze_encoder=true (the linear probe) freezes the encoder for the whole run; "
+                          "finetune.freeze_encoder_epochs and finetune.encoder_lr_scale apply to fine-tuning only")
+
+
+@dataclass(frozen=True)
+class EncoderSchedule:
+    """How the pretrained encoder of one fine-tuning run is trained (:func:`encoder_schedule`).
+
+    Attributes:
+        lr_scale: the encoder's learning rate is ``optim.lr * lr_scale``; the rest of the network gets ``optim.lr``.
+        frozen_epochs: the encoder is not updated in epochs ``0 .. frozen_epochs - 1`` (its batch norms in
+            eval mode), then trained.
+    """
+
+    lr_scale: float = 1.0
+    frozen_epochs: int = 0
+
+
+def encoder_schedule(cfg: "Config", init: "InitSpec") -> EncoderSchedule:
+    """``finetune.encoder_lr_scale`` and ``finetune.freeze_encoder_epochs`` as they apply to ``init``.
+
+    They protect a *pretrained* encoder from the first, large updates of a randomly initialised head
+    (discriminative learning rates; freezing, then unfreezing, as in ULMFiT, Howard & Ruder, ACL 2018).
+    A scratch encoder is random, so it has nothing to protect: scratch runs ignore both settings and stay
+    the same baseline as without them. A linear probe (``finetune.freeze_encoder``) freezes the whole run.
+    """
+    ft = cfg.finetune
+    if init.is_scratch or ft.freeze_encoder:
+        return EncoderSchedule()
+    return EncoderSchedule(float(ft.encoder_lr_scale), int(ft.freeze_encoder_epochs))
 
 
 def primary_metric(task: "Task", cfg: "Config") -> str:
@@ -248,6 +285,9 @@ def _setup(task: "Task", data: "TaskData", split: dict[str, np.ndarray], cfg: "C
         for param in encoder_parameters(model):
             param.requires_grad_(False)
         frozen = list(encoder_modules(model))
+    schedule = encoder_schedule(cfg, init)
+    encoder_ids = {id(p) for p in encoder_parameters(model)}
+    encoder_names = tuple(name for name, p in model.named_parameters() if id(p) in encoder_ids)
     if data.whole_volume:
         train_set = VolumeCrops(data, train_idx, ft.crop_size)
     elif slices is not None:
@@ -260,11 +300,27 @@ def _setup(task: "Task", data: "TaskData", split: dict[str, np.ndarray], cfg: "C
                                per_volume=ft.samples_per_volume, foreground_fraction=ft.foreground_fraction,
                                slices=None if slices is None else slices.slices, rank=rank, world_size=world_size)
 
+    recalibrated = 0
+    if ft.recalibrate_norm and (ft.freeze_encoder or schedule.frozen_epochs > 0):
+        from semantic_genesis.finetune.models import recalibrate_norms
+        from semantic_genesis.training.data import collate
+
+        from semantic_genesis.training.distributed import resolve_device
+
+        # every key of epoch 0 on every rank (the same statistics everywhere), on the run's device
+        device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))))
+        images = (collate([train_set[key] for key in keys])["image"].to(device) for keys in batches(seed, 0, 1))
+        recalibrated = recalibrate_norms(model.to(device), encoder_modules(model), images)
+        model.cpu()
     setup = FinetuneSetup(
         model=model, loss=build_loss(ft.loss, task.kind, _pos_weight(cfg, data, train_idx)), train_set=train_set,
         val_set=TaskSamples(data, split["val"]), batches=batches, scoring=scoring_for(task, cfg, data.whole_volume),
         frozen_modules=frozen,
+        encoder_modules=tuple(encoder_modules(model)), encoder_parameters=encoder_names,
+        encoder_lr_scale=schedule.lr_scale, freeze_encoder_epochs=schedule.frozen_epochs,
         metadata={"task": task.name, "init": init.name, "init_path": report.path, "crop_size": list(ft.crop_size),
+                  "encoder_lr_scale": schedule.lr_scale, "freeze_encoder_epochs": schedule.frozen_epochs,
+                  "recalibrated_norms": recalibrated,
                   **({"slices": list(slices.slices), "slice_aggregate": slices.aggregate} if slices else {})},
         init_patients=None if init.is_scratch else record_of(report.metadata),
     )

@@ -14,8 +14,9 @@ which builds them from the task: the network, the loss, the datasets of dict sam
 "index": position in the split}``, the training batch order and the :class:`Scoring`.
 
 Hooks used: ``batch_sampler`` (the task's crop / balanced sampling, a function of ``(seed, epoch)``),
-``evaluate`` (predictions of every validation sample, gathered over ranks, then scored), ``on_epoch_start``
-and ``param_groups`` (a frozen encoder: not optimised, its batch norms in eval mode).
+``evaluate`` (predictions of every validation sample, gathered over ranks, then scored), ``on_epoch_start``,
+``param_groups`` and ``frozen_parameters`` (a frozen encoder: not optimised, its batch norms in eval mode; a
+pretrained encoder at a lower learning rate or frozen for the first epochs).
 
 Validation records (``metrics.jsonl``): the task's metrics (``auc`` or ``iou``, ``dice``) and
 ``monitor``, the value that selects epochs: the primary metric, or minus the epoch's mean training
@@ -205,6 +206,11 @@ class FinetuneSetup:
         batches: ``batches(seed, rank, world_size)`` -> the training batch sampler.
         scoring: the task's metrics.
         frozen_modules: modules kept in eval mode during training (a frozen encoder's batch norms).
+        encoder_modules: the encoder blocks of :attr:`model` (put in eval mode while the encoder is frozen
+            for the first :attr:`freeze_encoder_epochs`).
+        encoder_parameters: names (as in ``model.named_parameters()``) of the encoder's parameters.
+        encoder_lr_scale: the encoder's learning rate is ``optim.lr`` times this; the rest gets ``optim.lr``.
+        freeze_encoder_epochs: the encoder is not updated in the first this many epochs.
         metadata: saved with the fine-tuned weights (task, initialisation, crop size, ...).
         init_patients: the ``"patients"`` record of the initial weights (``None``: scratch; ``{}``:
             weights without a record), carried into the fine-tuned weights' record.
@@ -217,6 +223,10 @@ class FinetuneSetup:
     batches: Callable[[int, int, int], EpochBatchSampler]
     scoring: Scoring
     frozen_modules: Sequence[nn.Module] = ()
+    encoder_modules: Sequence[nn.Module] = ()
+    encoder_parameters: Sequence[str] = ()
+    encoder_lr_scale: float = 1.0
+    freeze_encoder_epochs: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
     init_patients: dict[str, Any] | None = None
 
@@ -246,14 +256,31 @@ class Finetune(Method):
         return self.setup.batches(seed, rank, world_size)
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]] | None:
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        if len(trainable) == len(list(model.parameters())):
+        """One group of the trainable parameters; with an ``encoder_lr_scale`` other than 1, two: the rest
+        of the network at ``optim.lr`` (first, so the logged lr is ``optim.lr``), then the encoder at
+        ``optim.lr * encoder_lr_scale``."""
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        scale = self.setup.encoder_lr_scale
+        if scale != 1.0:
+            encoder = set(self.setup.encoder_parameters)
+            return [{"params": [p for n, p in named if n not in encoder]},
+                    {"params": [p for n, p in named if n in encoder], "lr": self.cfg.optim.lr * scale}]
+        if len(named) == len(list(model.parameters())):
             return None
-        return [{"params": trainable}]
+        return [{"params": [p for _, p in named]}]
+
+    def frozen_parameters(self, model: nn.Module, epoch: int) -> Sequence[str]:
+        """The encoder's parameters in the first ``freeze_encoder_epochs`` epochs (the engine drops their
+        gradients, so neither Adam's moments nor weight decay move them; ``requires_grad`` stays on, which
+        keeps the DistributedDataParallel buckets of the run unchanged)."""
+        return self.setup.encoder_parameters if epoch < self.setup.freeze_encoder_epochs else ()
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
         for module in self.setup.frozen_modules:
             module.eval()
+        if epoch < self.setup.freeze_encoder_epochs:  # frozen: the pretrained batch-norm statistics, not updated
+            for module in self.setup.encoder_modules:
+                module.eval()
 
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor], ctx: StepContext) -> StepOutput:
         target = batch["target"].float()
