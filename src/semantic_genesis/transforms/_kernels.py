@@ -51,25 +51,72 @@ def _stream(seed, index):
     return _mix(np.uint64(seed) + _GAMMA * np.uint64(index + 1))
 
 
-@njit(inline="always", cache=True)
-def _draw16(state, pool, left, n):
-    """Uniform integer on ``0 .. n - 1`` (``1 <= n <= 2**16``) from 16-bit chunks of the stream.
+STREAM_WORDS = 512
+"""64-bit outputs of a stream computed at a time by :func:`_refill` (4 KiB, 2,048 16-bit chunks)."""
 
-    ``pool`` holds ``left`` unused 16-bit chunks of the last 64-bit output. Lemire's multiply-shift with
-    rejection (probability below ``n / 2**16``) makes the law exact. Returns ``(state, pool, left, r)``.
+
+@njit(inline="always", cache=True)
+def _refill(words, state):
+    """The next ``len(words)`` outputs ``mix(state + i * gamma)``, ``i = 1, 2, ..``, of the stream whose
+    last consumed counter is ``state``; returns the new last counter. A function of ``i`` alone, so the
+    loop vectorises (several SplitMix64 outputs per instruction where the CPU has 64-bit vector
+    multiplies), unlike drawing one output at a time."""
+    for i in range(words.shape[0]):
+        words[_u(i)] = _mix(state + _GAMMA * np.uint64(i + 1))
+    return state + _GAMMA * np.uint64(words.shape[0])
+
+
+@njit(inline="always", cache=True)
+def _draw16(words, chunks, position, state, n):
+    """Uniform integer on ``0 .. n - 1`` (``1 <= n <= 2**16``) from the next 16-bit chunk of a stream.
+
+    ``chunks`` is ``words`` (filled by :func:`_refill`) viewed as uint16, so the chunks of one 64-bit
+    output come from its low bits up; ``position`` is the next unused chunk (``len(chunks)``: none
+    left). Lemire's multiply-shift with rejection (probability below ``n / 2**16``) makes the law
+    exact. Returns ``(position, state, r)``.
     """
     n = np.uint64(n)
     while True:
-        if left == 0:
-            state = state + _GAMMA
-            pool = _mix(state)
-            left = 4
-        m = (pool & np.uint64(0xFFFF)) * n
-        pool = pool >> np.uint64(16)
-        left -= 1
+        if position == chunks.shape[0]:
+            state = _refill(words, state)
+            position = 0
+        m = np.uint64(chunks[_u(position)]) * n
+        position += 1
         low = m & np.uint64(0xFFFF)
         if low >= n or low >= (np.uint64(0x10000) - n) % n:
-            return state, pool, left, np.int64(m >> np.uint64(16))
+            return position, state, np.int64(m >> np.uint64(16))
+
+
+@njit(inline="always", cache=True)
+def _reserve16(words, chunks, position, state, needed):
+    """Make at least ``needed`` (``<= len(chunks) - 4``) unused chunks available from ``position`` on:
+    the unread words move to the front and the stream fills the rest, so the chunk sequence is
+    unchanged. Returns ``(position, state)``."""
+    if chunks.shape[0] - position < needed:
+        word = position >> 2
+        keep = words.shape[0] - word
+        for i in range(keep):
+            words[_u(i)] = words[_u(word + i)]
+        state = _refill(words[keep:], state)
+        position &= 3
+    return position, state
+
+
+@njit(cache=True, nogil=True)
+def _redraw16(words, chunks, position, state, n, m, needed):
+    """The rare end of a fast draw ``m = chunk * n`` (see the Fisher-Yates loop of :func:`_shuffle_sources`)
+    whose low 16 bits fell below ``n``: ``m`` itself if Lemire's test accepts it, else the product of the
+    next accepted chunk, as :func:`_draw16`. The rejected chunks are taken from the draws reserved for
+    later, so ``needed`` chunks are reserved again afterwards. Returns ``(position, state, m)``."""
+    n = np.uint64(n)
+    while (m & np.uint64(0xFFFF)) < (np.uint64(0x10000) - n) % n:
+        if position == chunks.shape[0]:
+            state = _refill(words, state)
+            position = 0
+        m = np.uint64(chunks[_u(position)]) * n
+        position += 1
+    position, state = _reserve16(words, chunks, position, state, needed)
+    return position, state, m
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,40 +438,44 @@ def _shuffle_sources(stamp, mark, cov, disp, seed, num_windows, dims, tables, ke
     elif keep_j >= 0:
         stamp[:] = mark
         _mark_boxes(stamp, np.uint8(0), keep_j, corners, sizes, counts, dims)
-    shape_of = np.empty(num_windows, np.int64)
-    corner_xyz = np.empty((num_windows, 3), np.int64)
-    source = np.empty(largest, np.int32)
-    target = np.empty(largest, np.int64)
-    fresh = np.empty(2 * shape_x[num_shapes - 1] * shape_y[num_shapes - 1], np.uint64)
+    # the windows, in write order (the stream's first 4 * num_windows chunks, rejections aside)
+    words = np.empty(max(STREAM_WORDS, largest // 4 + 2), np.uint64)  # room for a window's draws
+    chunks = words.view(np.uint16)
+    position = chunks.shape[0]
     state = _stream(seed, 0)
-    pool = np.uint64(0)
-    left = 0
-    for w in range(num_windows):
-        state, pool, left, k = _draw16(state, pool, left, num_shapes)
-        state, pool, left, cx = _draw16(state, pool, left, dims[0] - shape_x[k] + 1)
-        state, pool, left, cy = _draw16(state, pool, left, dims[1] - shape_y[k] + 1)
-        state, pool, left, cz = _draw16(state, pool, left, dims[2] - shape_z[k] + 1)
-        shape_of[w] = k
-        corner_xyz[w, 0] = cx
-        corner_xyz[w, 1] = cy
-        corner_xyz[w, 2] = cz
+    first = np.empty(num_windows, np.int64)  # flat index of the corner
+    shape_of = np.empty(num_windows, np.int64)
+    corner_xyz = np.empty((num_windows if num_boxes > 0 or by_lines else 0, 3), np.int64)
     stride0 = dims[1] * dims[2]
+    for w in range(num_windows):
+        position, state, k = _draw16(words, chunks, position, state, num_shapes)
+        position, state, cx = _draw16(words, chunks, position, state, dims[0] - shape_x[k] + 1)
+        position, state, cy = _draw16(words, chunks, position, state, dims[1] - shape_y[k] + 1)
+        position, state, cz = _draw16(words, chunks, position, state, dims[2] - shape_z[k] + 1)
+        shape_of[_u(w)] = k
+        first[_u(w)] = cx * stride0 + cy * dims[2] + cz
+        if corner_xyz.shape[0] > 0:
+            corner_xyz[_u(w), 0] = cx
+            corner_xyz[_u(w), 1] = cy
+            corner_xyz[_u(w), 2] = cz
+    source = np.empty(largest, np.int64)  # Fisher-Yates: voxels of the window not yet drawn from
+    target = np.empty(largest, np.int64)  # the voxels the window keeps, in its row-major order
+    fresh = np.empty(2 * shape_x[num_shapes - 1] * shape_y[num_shapes - 1], np.uint64)
     for w in range(num_windows - 1, -1, -1):
-        k = _u(shape_of[w])
-        low = corner_xyz[w]
-        if num_boxes > 0 and not _overlaps_any(low, shape_x[k], shape_y[k], shape_z[k], box_low, box_high,
-                                               num_boxes):
+        k = _u(shape_of[_u(w)])
+        if num_boxes > 0 and not _overlaps_any(corner_xyz[_u(w)], shape_x[k], shape_y[k], shape_z[k], box_low,
+                                               box_high, num_boxes):
             continue
-        n = shape_x[k] * shape_y[k] * shape_z[k]
-        base = low[0] * stride0 + low[1] * dims[2] + low[2]
-        window = offsets[starts[k]:starts[k + _u(1)]]
+        window = starts[k]
+        n = starts[k + _u(1)] - window
+        base = first[_u(w)]
         if by_lines:
-            kept = _kept_by_lines(cov, dims, low, shape_x[k], shape_y[k], shape_z[k], fresh, target)
+            kept = _kept_by_lines(cov, dims, corner_xyz[_u(w)], shape_x[k], shape_y[k], shape_z[k], fresh, target)
         else:
             kept = 0
             for q in range(n):
-                p = base + window[_u(q)]
-                source[_u(q)] = q
+                p = base + offsets[_u(window + q)]
+                source[_u(q)] = p
                 target[_u(kept)] = p
                 kept += stamp[_u(p)] != mark
                 stamp[_u(p)] = mark
@@ -432,14 +483,20 @@ def _shuffle_sources(stamp, mark, cov, disp, seed, num_windows, dims, tables, ke
             continue  # a one-voxel window keeps its value (and hides earlier windows)
         if by_lines:
             for q in range(n):
-                source[_u(q)] = q
+                source[_u(q)] = base + offsets[_u(window + q)]
+        # the first `kept` steps of a Fisher-Yates shuffle; each takes one chunk unless rejected (rare)
+        position, state = _reserve16(words, chunks, position, state, kept)
         for t in range(kept):
-            state, pool, left, r = _draw16(state, pool, left, n - t)
-            r += t
-            s = source[_u(r)]
-            source[_u(r)] = source[_u(t)]  # position t is final: only its value s is needed
+            size = np.uint64(n - t)
+            m = np.uint64(chunks[_u(position)]) * size
+            position += 1
+            if (m & np.uint64(0xFFFF)) < size:
+                position, state, m = _redraw16(words, chunks, position, state, size, m, kept - t - 1)
+            r = _u(t) + (m >> np.uint64(16))
+            s = source[r]
+            source[r] = source[_u(t)]  # position t is final: only its value s is needed
             d = target[_u(t)]
-            disp[_u(d)] = base + window[_u(s)] - d
+            disp[_u(d)] = s - d
 
 
 @njit(inline="always", cache=True)
