@@ -739,15 +739,26 @@ def _counter_uniform(stream, p, shift, scale):
 
 
 @njit(inline="always", cache=True)
-def _reflect_clip(position, size):
-    """``grid_sample(padding_mode="reflection", align_corners=False)`` on one unnormalised coordinate:
-    reflected about the borders half a voxel outside the edge voxels (scipy's ``"reflect"``), then
-    clipped to ``[0, size - 1]``."""
+def _reflect_into(position, size, inverse, high):
+    """One unnormalised coordinate as ``grid_sample(padding_mode="reflection", align_corners=False)`` uses it:
+    ``position`` itself if it lies in ``[0, high]`` (``high = size - 1``), else reflected about the borders
+    half a voxel outside the edge voxels (scipy's ``"reflect"``) and clipped to ``[0, high]``.
+
+    Without a branch, so that a loop over positions vectorises; ``inverse = 1 / size``. Where the product
+    with the inverse rounds across an integer, the reflection lands within half a voxel outside the plane
+    and the clip gives the position that the division would give.
+    """
     shifted = abs(position + 0.5)
-    flips = np.floor(shifted / size)
+    flips = np.floor(shifted * inverse)
     extra = shifted - flips * size
-    reflected = extra - 0.5 if flips % 2 == 0 else size - extra - 0.5
-    return min(max(reflected, 0.0), size - 1.0)
+    odd = flips - 2.0 * np.floor(0.5 * flips)
+    reflected = min(max(extra - 0.5 + odd * (size - 2.0 * extra), 0.0), high)
+    return position if (position >= 0.0) & (position <= high) else reflected
+
+
+WARP_CHUNK = 512
+"""Voxels of a first-axis plane that :func:`warp_inplane` displaces at a time (the displacement, positions
+and weights of a block of planes stay in the L1 cache)."""
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -759,58 +770,81 @@ def warp_inplane(src, dst, partial, first, dims):
         dst: same shape, written; no shared memory with ``src``.
         partial: ``(B, 2, R, Y * Z)`` and ``first`` ``(X, R)``, in the batch's dtype: the displacement
             (voxels along X and Y; Z is not displaced) of the voxels with first index ``i`` is
-            ``first[i] @ partial[b, axis]``, computed here for a few ``i`` at a time (in cache) rather
-            than stored for the whole batch.
+            ``first[i] @ partial[b, axis]``, computed here for a few planes and voxels at a time (in
+            cache) rather than stored for the whole batch.
         dims: ``(3,)`` int64 spatial shape ``(X, Y, Z)``.
 
     The same arithmetic as ``elastic.warp`` (``grid_sample`` bilinear, reflection padding,
-    ``align_corners=False``) without building the normalised grid: one pass over the voxels, with the
-    reflection computed only for the few positions that leave the plane.
+    ``align_corners=False``) without building the normalised grid, in three vectorised or tight passes
+    per block of 4 planes and :data:`WARP_CHUNK` voxels: the displacement (multiply-adds over the rank),
+    the positions (reflected without a branch, :func:`_reflect_into`) with their weights and first source
+    voxel, and the interpolation. Positions are float64 whatever the batch's dtype.
     """
     size_x, size_y, size_z = dims[0], dims[1], dims[2]
     plane = size_y * size_z
     rank = first.shape[1]
-    block = 4  # planes whose displacement is computed together: each row of `partial` is read once per block
-    shift = np.empty((block, 2, plane), partial.dtype)
+    chunk = min(plane, WARP_CHUNK)
+    block = 4
+    shift = np.empty((block, 2, chunk), partial.dtype)
+    index = np.empty((block, chunk), np.int64)
+    weight_x = np.empty((block, chunk), partial.dtype)
+    weight_y = np.empty((block, chunk), partial.dtype)
+    col = np.empty(plane, np.float64)  # second index of voxel q of a plane
+    lane = np.empty(plane, np.int64)  # its third index
+    for q in range(plane):
+        col[q] = q // size_z
+        lane[q] = q % size_z
+    high_x, high_y = size_x - 1.0, size_y - 1.0
+    float_x, float_y = np.float64(size_x), np.float64(size_y)
+    inverse_x, inverse_y = 1.0 / float_x, 1.0 / float_y
+    # a voxel on the last row (column) is read as weight 1 of the row before it, so that all four
+    # neighbours lie inside the sample (a single row: both are the row itself)
+    last_x, last_y = max(size_x - 2, 0), max(size_y - 2, 0)
+    step_x = plane if size_x > 1 else 0
+    step_y = size_z if size_y > 1 else 0
     for b in range(src.shape[0]):
         for i0 in range(0, size_x, block):
             rows = min(block, size_x - i0)
-            shift[:] = 0
-            for axis in range(2):
-                for r in range(rank):
-                    row = partial[b, axis, r]
+            for q0 in range(0, plane, chunk):
+                width = min(plane, q0 + chunk) - q0
+                for axis in range(2):  # displacement of planes i0 .. i0 + rows - 1, voxels q0 .. q0 + width - 1
+                    row = partial[b, axis, 0]
                     for di in range(rows):
-                        weight = first[i0 + di, r]
                         target = shift[di, axis]
-                        for q in range(plane):
-                            target[_u(q)] += weight * row[_u(q)]
-            for di in range(rows):
+                        weight = first[i0 + di, 0]
+                        for q in range(width):
+                            target[_u(q)] = weight * row[_u(q0 + q)]
+                    for r in range(1, rank):
+                        row = partial[b, axis, r]
+                        for di in range(rows):
+                            target = shift[di, axis]
+                            weight = first[i0 + di, r]
+                            for q in range(width):
+                                target[_u(q)] += weight * row[_u(q0 + q)]
+                for di in range(rows):  # positions, weights, first source voxel
+                    i = i0 + di
+                    shift_x, shift_y = shift[di, 0], shift[di, 1]
+                    first_source, wx, wy = index[di], weight_x[di], weight_y[di]
+                    for q in range(width):
+                        r = _reflect_into(i + np.float64(shift_x[_u(q)]), float_x, inverse_x, high_x)
+                        c = _reflect_into(col[_u(q0 + q)] + np.float64(shift_y[_u(q)]), float_y, inverse_y, high_y)
+                        r0 = min(np.int64(r), last_x)
+                        c0 = min(np.int64(c), last_y)
+                        wx[_u(q)] = r - r0
+                        wy[_u(q)] = c - c0
+                        first_source[_u(q)] = r0 * plane + c0 * size_z + lane[_u(q0 + q)]
                 for ch in range(src.shape[1]):
-                    _warp_plane(src[b, ch], dst[b, ch], shift[di], i0 + di, size_x, size_y, size_z)
-
-
-@njit(inline="always", cache=True, fastmath={"contract"})
-def _warp_plane(line, out, shift, i, size_x, size_y, size_z):
-    """Plane ``i`` of one channel of :func:`warp_inplane`; ``shift`` ``(2, Y * Z)`` its displacement."""
-    high_x = size_x - 1.0
-    high_y = size_y - 1.0
-    plane = size_y * size_z
-    for j in range(size_y):
-        for k in range(size_z):
-            q = j * size_z + k
-            r = i + np.float64(shift[0, _u(q)])
-            c = j + np.float64(shift[1, _u(q)])
-            if not (0.0 <= r <= high_x):
-                r = _reflect_clip(r, size_x)
-            if not (0.0 <= c <= high_y):
-                c = _reflect_clip(c, size_y)
-            r0 = int(r)
-            c0 = int(c)
-            fr = r - r0
-            fc = c - c0
-            step_r = plane if r0 < size_x - 1 else 0
-            step_c = size_z if c0 < size_y - 1 else 0
-            source = r0 * plane + c0 * size_z + k
-            top = line[_u(source)] * (1.0 - fc) + line[_u(source + step_c)] * fc
-            bottom = line[_u(source + step_r)] * (1.0 - fc) + line[_u(source + step_r + step_c)] * fc
-            out[_u(i * plane + q)] = top * (1.0 - fr) + bottom * fr
+                    line = src[b, ch]
+                    out = dst[b, ch]
+                    for di in range(rows):
+                        first_source, wx, wy = index[di], weight_x[di], weight_y[di]
+                        start = (i0 + di) * plane + q0
+                        for q in range(width):
+                            s = first_source[_u(q)]
+                            a = line[_u(s)]
+                            c = line[_u(s + step_y)]
+                            top = a + (c - a) * wy[_u(q)]
+                            a = line[_u(s + step_x)]
+                            c = line[_u(s + step_x + step_y)]
+                            bottom = a + (c - a) * wy[_u(q)]
+                            out[_u(start + q)] = top + (bottom - top) * wx[_u(q)]
