@@ -51,25 +51,72 @@ def _stream(seed, index):
     return _mix(np.uint64(seed) + _GAMMA * np.uint64(index + 1))
 
 
-@njit(inline="always", cache=True)
-def _draw16(state, pool, left, n):
-    """Uniform integer on ``0 .. n - 1`` (``1 <= n <= 2**16``) from 16-bit chunks of the stream.
+STREAM_WORDS = 512
+"""64-bit outputs of a stream computed at a time by :func:`_refill` (4 KiB, 2,048 16-bit chunks)."""
 
-    ``pool`` holds ``left`` unused 16-bit chunks of the last 64-bit output. Lemire's multiply-shift with
-    rejection (probability below ``n / 2**16``) makes the law exact. Returns ``(state, pool, left, r)``.
+
+@njit(inline="always", cache=True)
+def _refill(words, state):
+    """The next ``len(words)`` outputs ``mix(state + i * gamma)``, ``i = 1, 2, ..``, of the stream whose
+    last consumed counter is ``state``; returns the new last counter. A function of ``i`` alone, so the
+    loop vectorises (several SplitMix64 outputs per instruction where the CPU has 64-bit vector
+    multiplies), unlike drawing one output at a time."""
+    for i in range(words.shape[0]):
+        words[_u(i)] = _mix(state + _GAMMA * np.uint64(i + 1))
+    return state + _GAMMA * np.uint64(words.shape[0])
+
+
+@njit(inline="always", cache=True)
+def _draw16(words, chunks, position, state, n):
+    """Uniform integer on ``0 .. n - 1`` (``1 <= n <= 2**16``) from the next 16-bit chunk of a stream.
+
+    ``chunks`` is ``words`` (filled by :func:`_refill`) viewed as uint16, so the chunks of one 64-bit
+    output come from its low bits up; ``position`` is the next unused chunk (``len(chunks)``: none
+    left). Lemire's multiply-shift with rejection (probability below ``n / 2**16``) makes the law
+    exact. Returns ``(position, state, r)``.
     """
     n = np.uint64(n)
     while True:
-        if left == 0:
-            state = state + _GAMMA
-            pool = _mix(state)
-            left = 4
-        m = (pool & np.uint64(0xFFFF)) * n
-        pool = pool >> np.uint64(16)
-        left -= 1
+        if position == chunks.shape[0]:
+            state = _refill(words, state)
+            position = 0
+        m = np.uint64(chunks[_u(position)]) * n
+        position += 1
         low = m & np.uint64(0xFFFF)
         if low >= n or low >= (np.uint64(0x10000) - n) % n:
-            return state, pool, left, np.int64(m >> np.uint64(16))
+            return position, state, np.int64(m >> np.uint64(16))
+
+
+@njit(inline="always", cache=True)
+def _reserve16(words, chunks, position, state, needed):
+    """Make at least ``needed`` (``<= len(chunks) - 4``) unused chunks available from ``position`` on:
+    the unread words move to the front and the stream fills the rest, so the chunk sequence is
+    unchanged. Returns ``(position, state)``."""
+    if chunks.shape[0] - position < needed:
+        word = position >> 2
+        keep = words.shape[0] - word
+        for i in range(keep):
+            words[_u(i)] = words[_u(word + i)]
+        state = _refill(words[keep:], state)
+        position &= 3
+    return position, state
+
+
+@njit(cache=True, nogil=True)
+def _redraw16(words, chunks, position, state, n, m, needed):
+    """The rare end of a fast draw ``m = chunk * n`` (see the Fisher-Yates loop of :func:`_shuffle_sources`)
+    whose low 16 bits fell below ``n``: ``m`` itself if Lemire's test accepts it, else the product of the
+    next accepted chunk, as :func:`_draw16`. The rejected chunks are taken from the draws reserved for
+    later, so ``needed`` chunks are reserved again afterwards. Returns ``(position, state, m)``."""
+    n = np.uint64(n)
+    while (m & np.uint64(0xFFFF)) < (np.uint64(0x10000) - n) % n:
+        if position == chunks.shape[0]:
+            state = _refill(words, state)
+            position = 0
+        m = np.uint64(chunks[_u(position)]) * n
+        position += 1
+    position, state = _reserve16(words, chunks, position, state, needed)
+    return position, state, m
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,40 +438,44 @@ def _shuffle_sources(stamp, mark, cov, disp, seed, num_windows, dims, tables, ke
     elif keep_j >= 0:
         stamp[:] = mark
         _mark_boxes(stamp, np.uint8(0), keep_j, corners, sizes, counts, dims)
-    shape_of = np.empty(num_windows, np.int64)
-    corner_xyz = np.empty((num_windows, 3), np.int64)
-    source = np.empty(largest, np.int32)
-    target = np.empty(largest, np.int64)
-    fresh = np.empty(2 * shape_x[num_shapes - 1] * shape_y[num_shapes - 1], np.uint64)
+    # the windows, in write order (the stream's first 4 * num_windows chunks, rejections aside)
+    words = np.empty(max(STREAM_WORDS, largest // 4 + 2), np.uint64)  # room for a window's draws
+    chunks = words.view(np.uint16)
+    position = chunks.shape[0]
     state = _stream(seed, 0)
-    pool = np.uint64(0)
-    left = 0
-    for w in range(num_windows):
-        state, pool, left, k = _draw16(state, pool, left, num_shapes)
-        state, pool, left, cx = _draw16(state, pool, left, dims[0] - shape_x[k] + 1)
-        state, pool, left, cy = _draw16(state, pool, left, dims[1] - shape_y[k] + 1)
-        state, pool, left, cz = _draw16(state, pool, left, dims[2] - shape_z[k] + 1)
-        shape_of[w] = k
-        corner_xyz[w, 0] = cx
-        corner_xyz[w, 1] = cy
-        corner_xyz[w, 2] = cz
+    first = np.empty(num_windows, np.int64)  # flat index of the corner
+    shape_of = np.empty(num_windows, np.int64)
+    corner_xyz = np.empty((num_windows if num_boxes > 0 or by_lines else 0, 3), np.int64)
     stride0 = dims[1] * dims[2]
+    for w in range(num_windows):
+        position, state, k = _draw16(words, chunks, position, state, num_shapes)
+        position, state, cx = _draw16(words, chunks, position, state, dims[0] - shape_x[k] + 1)
+        position, state, cy = _draw16(words, chunks, position, state, dims[1] - shape_y[k] + 1)
+        position, state, cz = _draw16(words, chunks, position, state, dims[2] - shape_z[k] + 1)
+        shape_of[_u(w)] = k
+        first[_u(w)] = cx * stride0 + cy * dims[2] + cz
+        if corner_xyz.shape[0] > 0:
+            corner_xyz[_u(w), 0] = cx
+            corner_xyz[_u(w), 1] = cy
+            corner_xyz[_u(w), 2] = cz
+    source = np.empty(largest, np.int64)  # Fisher-Yates: voxels of the window not yet drawn from
+    target = np.empty(largest, np.int64)  # the voxels the window keeps, in its row-major order
+    fresh = np.empty(2 * shape_x[num_shapes - 1] * shape_y[num_shapes - 1], np.uint64)
     for w in range(num_windows - 1, -1, -1):
-        k = _u(shape_of[w])
-        low = corner_xyz[w]
-        if num_boxes > 0 and not _overlaps_any(low, shape_x[k], shape_y[k], shape_z[k], box_low, box_high,
-                                               num_boxes):
+        k = _u(shape_of[_u(w)])
+        if num_boxes > 0 and not _overlaps_any(corner_xyz[_u(w)], shape_x[k], shape_y[k], shape_z[k], box_low,
+                                               box_high, num_boxes):
             continue
-        n = shape_x[k] * shape_y[k] * shape_z[k]
-        base = low[0] * stride0 + low[1] * dims[2] + low[2]
-        window = offsets[starts[k]:starts[k + _u(1)]]
+        window = starts[k]
+        n = starts[k + _u(1)] - window
+        base = first[_u(w)]
         if by_lines:
-            kept = _kept_by_lines(cov, dims, low, shape_x[k], shape_y[k], shape_z[k], fresh, target)
+            kept = _kept_by_lines(cov, dims, corner_xyz[_u(w)], shape_x[k], shape_y[k], shape_z[k], fresh, target)
         else:
             kept = 0
             for q in range(n):
-                p = base + window[_u(q)]
-                source[_u(q)] = q
+                p = base + offsets[_u(window + q)]
+                source[_u(q)] = p
                 target[_u(kept)] = p
                 kept += stamp[_u(p)] != mark
                 stamp[_u(p)] = mark
@@ -432,14 +483,20 @@ def _shuffle_sources(stamp, mark, cov, disp, seed, num_windows, dims, tables, ke
             continue  # a one-voxel window keeps its value (and hides earlier windows)
         if by_lines:
             for q in range(n):
-                source[_u(q)] = q
+                source[_u(q)] = base + offsets[_u(window + q)]
+        # the first `kept` steps of a Fisher-Yates shuffle; each takes one chunk unless rejected (rare)
+        position, state = _reserve16(words, chunks, position, state, kept)
         for t in range(kept):
-            state, pool, left, r = _draw16(state, pool, left, n - t)
-            r += t
-            s = source[_u(r)]
-            source[_u(r)] = source[_u(t)]  # position t is final: only its value s is needed
+            size = np.uint64(n - t)
+            m = np.uint64(chunks[_u(position)]) * size
+            position += 1
+            if (m & np.uint64(0xFFFF)) < size:
+                position, state, m = _redraw16(words, chunks, position, state, size, m, kept - t - 1)
+            r = _u(t) + (m >> np.uint64(16))
+            s = source[r]
+            source[r] = source[_u(t)]  # position t is final: only its value s is needed
             d = target[_u(t)]
-            disp[_u(d)] = base + window[_u(s)] - d
+            disp[_u(d)] = s - d
 
 
 @njit(inline="always", cache=True)
@@ -682,15 +739,26 @@ def _counter_uniform(stream, p, shift, scale):
 
 
 @njit(inline="always", cache=True)
-def _reflect_clip(position, size):
-    """``grid_sample(padding_mode="reflection", align_corners=False)`` on one unnormalised coordinate:
-    reflected about the borders half a voxel outside the edge voxels (scipy's ``"reflect"``), then
-    clipped to ``[0, size - 1]``."""
+def _reflect_into(position, size, inverse, high):
+    """One unnormalised coordinate as ``grid_sample(padding_mode="reflection", align_corners=False)`` uses it:
+    ``position`` itself if it lies in ``[0, high]`` (``high = size - 1``), else reflected about the borders
+    half a voxel outside the edge voxels (scipy's ``"reflect"``) and clipped to ``[0, high]``.
+
+    Without a branch, so that a loop over positions vectorises; ``inverse = 1 / size``. Where the product
+    with the inverse rounds across an integer, the reflection lands within half a voxel outside the plane
+    and the clip gives the position that the division would give.
+    """
     shifted = abs(position + 0.5)
-    flips = np.floor(shifted / size)
+    flips = np.floor(shifted * inverse)
     extra = shifted - flips * size
-    reflected = extra - 0.5 if flips % 2 == 0 else size - extra - 0.5
-    return min(max(reflected, 0.0), size - 1.0)
+    odd = flips - 2.0 * np.floor(0.5 * flips)
+    reflected = min(max(extra - 0.5 + odd * (size - 2.0 * extra), 0.0), high)
+    return position if (position >= 0.0) & (position <= high) else reflected
+
+
+WARP_CHUNK = 512
+"""Voxels of a first-axis plane that :func:`warp_inplane` displaces at a time (the displacement, positions
+and weights of a block of planes stay in the L1 cache)."""
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -702,58 +770,81 @@ def warp_inplane(src, dst, partial, first, dims):
         dst: same shape, written; no shared memory with ``src``.
         partial: ``(B, 2, R, Y * Z)`` and ``first`` ``(X, R)``, in the batch's dtype: the displacement
             (voxels along X and Y; Z is not displaced) of the voxels with first index ``i`` is
-            ``first[i] @ partial[b, axis]``, computed here for a few ``i`` at a time (in cache) rather
-            than stored for the whole batch.
+            ``first[i] @ partial[b, axis]``, computed here for a few planes and voxels at a time (in
+            cache) rather than stored for the whole batch.
         dims: ``(3,)`` int64 spatial shape ``(X, Y, Z)``.
 
     The same arithmetic as ``elastic.warp`` (``grid_sample`` bilinear, reflection padding,
-    ``align_corners=False``) without building the normalised grid: one pass over the voxels, with the
-    reflection computed only for the few positions that leave the plane.
+    ``align_corners=False``) without building the normalised grid, in three vectorised or tight passes
+    per block of 4 planes and :data:`WARP_CHUNK` voxels: the displacement (multiply-adds over the rank),
+    the positions (reflected without a branch, :func:`_reflect_into`) with their weights and first source
+    voxel, and the interpolation. Positions are float64 whatever the batch's dtype.
     """
     size_x, size_y, size_z = dims[0], dims[1], dims[2]
     plane = size_y * size_z
     rank = first.shape[1]
-    block = 4  # planes whose displacement is computed together: each row of `partial` is read once per block
-    shift = np.empty((block, 2, plane), partial.dtype)
+    chunk = min(plane, WARP_CHUNK)
+    block = 4
+    shift = np.empty((block, 2, chunk), partial.dtype)
+    index = np.empty((block, chunk), np.int64)
+    weight_x = np.empty((block, chunk), partial.dtype)
+    weight_y = np.empty((block, chunk), partial.dtype)
+    col = np.empty(plane, np.float64)  # second index of voxel q of a plane
+    lane = np.empty(plane, np.int64)  # its third index
+    for q in range(plane):
+        col[q] = q // size_z
+        lane[q] = q % size_z
+    high_x, high_y = size_x - 1.0, size_y - 1.0
+    float_x, float_y = np.float64(size_x), np.float64(size_y)
+    inverse_x, inverse_y = 1.0 / float_x, 1.0 / float_y
+    # a voxel on the last row (column) is read as weight 1 of the row before it, so that all four
+    # neighbours lie inside the sample (a single row: both are the row itself)
+    last_x, last_y = max(size_x - 2, 0), max(size_y - 2, 0)
+    step_x = plane if size_x > 1 else 0
+    step_y = size_z if size_y > 1 else 0
     for b in range(src.shape[0]):
         for i0 in range(0, size_x, block):
             rows = min(block, size_x - i0)
-            shift[:] = 0
-            for axis in range(2):
-                for r in range(rank):
-                    row = partial[b, axis, r]
+            for q0 in range(0, plane, chunk):
+                width = min(plane, q0 + chunk) - q0
+                for axis in range(2):  # displacement of planes i0 .. i0 + rows - 1, voxels q0 .. q0 + width - 1
+                    row = partial[b, axis, 0]
                     for di in range(rows):
-                        weight = first[i0 + di, r]
                         target = shift[di, axis]
-                        for q in range(plane):
-                            target[_u(q)] += weight * row[_u(q)]
-            for di in range(rows):
+                        weight = first[i0 + di, 0]
+                        for q in range(width):
+                            target[_u(q)] = weight * row[_u(q0 + q)]
+                    for r in range(1, rank):
+                        row = partial[b, axis, r]
+                        for di in range(rows):
+                            target = shift[di, axis]
+                            weight = first[i0 + di, r]
+                            for q in range(width):
+                                target[_u(q)] += weight * row[_u(q0 + q)]
+                for di in range(rows):  # positions, weights, first source voxel
+                    i = i0 + di
+                    shift_x, shift_y = shift[di, 0], shift[di, 1]
+                    first_source, wx, wy = index[di], weight_x[di], weight_y[di]
+                    for q in range(width):
+                        r = _reflect_into(i + np.float64(shift_x[_u(q)]), float_x, inverse_x, high_x)
+                        c = _reflect_into(col[_u(q0 + q)] + np.float64(shift_y[_u(q)]), float_y, inverse_y, high_y)
+                        r0 = min(np.int64(r), last_x)
+                        c0 = min(np.int64(c), last_y)
+                        wx[_u(q)] = r - r0
+                        wy[_u(q)] = c - c0
+                        first_source[_u(q)] = r0 * plane + c0 * size_z + lane[_u(q0 + q)]
                 for ch in range(src.shape[1]):
-                    _warp_plane(src[b, ch], dst[b, ch], shift[di], i0 + di, size_x, size_y, size_z)
-
-
-@njit(inline="always", cache=True, fastmath={"contract"})
-def _warp_plane(line, out, shift, i, size_x, size_y, size_z):
-    """Plane ``i`` of one channel of :func:`warp_inplane`; ``shift`` ``(2, Y * Z)`` its displacement."""
-    high_x = size_x - 1.0
-    high_y = size_y - 1.0
-    plane = size_y * size_z
-    for j in range(size_y):
-        for k in range(size_z):
-            q = j * size_z + k
-            r = i + np.float64(shift[0, _u(q)])
-            c = j + np.float64(shift[1, _u(q)])
-            if not (0.0 <= r <= high_x):
-                r = _reflect_clip(r, size_x)
-            if not (0.0 <= c <= high_y):
-                c = _reflect_clip(c, size_y)
-            r0 = int(r)
-            c0 = int(c)
-            fr = r - r0
-            fc = c - c0
-            step_r = plane if r0 < size_x - 1 else 0
-            step_c = size_z if c0 < size_y - 1 else 0
-            source = r0 * plane + c0 * size_z + k
-            top = line[_u(source)] * (1.0 - fc) + line[_u(source + step_c)] * fc
-            bottom = line[_u(source + step_r)] * (1.0 - fc) + line[_u(source + step_r + step_c)] * fc
-            out[_u(i * plane + q)] = top * (1.0 - fr) + bottom * fr
+                    line = src[b, ch]
+                    out = dst[b, ch]
+                    for di in range(rows):
+                        first_source, wx, wy = index[di], weight_x[di], weight_y[di]
+                        start = (i0 + di) * plane + q0
+                        for q in range(width):
+                            s = first_source[_u(q)]
+                            a = line[_u(s)]
+                            c = line[_u(s + step_y)]
+                            top = a + (c - a) * wy[_u(q)]
+                            a = line[_u(s + step_x)]
+                            c = line[_u(s + step_x + step_y)]
+                            bottom = a + (c - a) * wy[_u(q)]
+                            out[_u(start + q)] = top + (bottom - top) * wx[_u(q)]
