@@ -411,7 +411,7 @@ def bar_chart(panels: list[dict[str, Any]], path: Path) -> Path:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    from semantic_genesis.utils.atomic import atomic_path
+    from semantic_genesis.utils.atomic import write_figure
 
     names: list[str] = []
     for summary in panels:
@@ -459,9 +459,7 @@ def bar_chart(panels: list[dict[str, Any]], path: Path) -> Path:
     rows = math.ceil(len(handles) / columns)
     fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
     fig.tight_layout(rect=(0, 0.045 * rows + 0.02, 1, 1))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150, format="png")
-    plt.close(fig)
+    write_figure(path, fig, dpi=150)
     return path
 
 

@@ -51,7 +51,7 @@ def run_report(args: argparse.Namespace) -> int:
     from semantic_genesis.io.images2d import read_image2d
     from semantic_genesis.models.loading import build_model_from_weights
     from semantic_genesis.report._embeddings import prepare_images
-    from semantic_genesis.utils.atomic import atomic_path, write_json
+    from semantic_genesis.utils.atomic import write_figure, write_json
 
     if args.pairs < 1:
         raise ConfigError(f"--pairs must be >= 1, got {args.pairs}")
@@ -76,9 +76,7 @@ def run_report(args: argparse.Namespace) -> int:
     fig.suptitle(f"{len(result['pairs'])} best-buddy pairs, {len(shown)} most similar shown", fontsize=10)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "correspondences.png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    write_figure(out / "correspondences.png", fig, dpi=120)
     write_json(out / "correspondences.json", {"weights": str(args.weights), "images": [args.image_a, args.image_b],
                                                 "size": args.size, **result})
     print(f"{len(result['pairs'])} best-buddy pairs; figure {out / 'correspondences.png'}")

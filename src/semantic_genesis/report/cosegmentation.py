@@ -47,7 +47,7 @@ def run_report(args: argparse.Namespace) -> int:
     from semantic_genesis.io.images2d import read_image2d
     from semantic_genesis.models.loading import build_model_from_weights
     from semantic_genesis.report._embeddings import prepare_images
-    from semantic_genesis.utils.atomic import atomic_path, write_json
+    from semantic_genesis.utils.atomic import write_figure, write_json
 
     if len(args.images) < 2:
         raise ConfigError("report cosegmentation needs two or more images")
@@ -66,9 +66,7 @@ def run_report(args: argparse.Namespace) -> int:
     fig.suptitle(f"k-means of patch embeddings, {args.clusters} clusters (same colour = same cluster)", fontsize=10)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "cosegmentation.png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    write_figure(out / "cosegmentation.png", fig, dpi=120)
     write_json(out / "cosegmentation.json", {"weights": str(args.weights), "images": list(args.images), "size": args.size,
                                                "clusters": args.clusters, "maps": maps.tolist()})
     print(f"{len(images)} images, {args.clusters} clusters; figure {out / 'cosegmentation.png'}")

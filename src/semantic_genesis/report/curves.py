@@ -124,7 +124,7 @@ def draw(runs: Sequence[str | Path], out: str | Path, x: str = "step", log_loss:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from semantic_genesis.utils.atomic import atomic_path
+    from semantic_genesis.utils.atomic import write_figure
 
     runs = [Path(r) for r in runs]
     per_run = [curves(read_records(r), x) for r in runs]
@@ -164,9 +164,7 @@ def draw(runs: Sequence[str | Path], out: str | Path, x: str = "step", log_loss:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "curves.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130)
-    plt.close(fig)
+    write_figure(path, fig, dpi=130)
     return path
 
 

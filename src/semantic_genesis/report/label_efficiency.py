@@ -58,7 +58,7 @@ def plot_label_efficiency(summaries: Sequence[dict[str, Any]], path: str | Path)
 
     from semantic_genesis.finetune.protocol import MODE_LABELS
     from semantic_genesis.finetune.results import metric_label
-    from semantic_genesis.utils.atomic import atomic_path
+    from semantic_genesis.utils.atomic import write_figure
 
     panels = curve_points(summaries)
     example = {_panel_key(s): s for s in summaries}
@@ -90,7 +90,5 @@ def plot_label_efficiency(summaries: Sequence[dict[str, Any]], path: str | Path)
         ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, format="png")
-    plt.close(fig)
+    write_figure(path, fig, dpi=130)
     return path

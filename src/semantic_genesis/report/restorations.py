@@ -107,7 +107,7 @@ def run_report(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
 
     from semantic_genesis.report._views import VIEW_NOTE, show_slice, spacing_text, unit_label
-    from semantic_genesis.utils.atomic import atomic_path, write_json
+    from semantic_genesis.utils.atomic import write_figure, write_json
 
     examples, spacings, cfg = restoration_examples(args.run_dir, args.weights, args.count, args.data)
     order = [k for k in ("input", "output", "target") if k in examples] + sorted(k for k in examples if k not in ("input", "output", "target"))
@@ -149,9 +149,7 @@ def run_report(args: argparse.Namespace) -> int:
     fig.suptitle(f"{cfg.method.name} restorations ({Path(args.run_dir).name}, {args.weights} weights): {what}"
                  f"\n{note}; {spacing_text(known[0] if known else None)}", fontsize=9)
     figure = out / "restorations.png"
-    with atomic_path(figure) as tmp:
-        fig.savefig(tmp, dpi=130)
-    plt.close(fig)
+    write_figure(figure, fig, dpi=130)
     write_json(out / "restorations.json", {"run": str(args.run_dir), "weights": args.weights, "cubes": scores,
                                            "spacing_mm": [list(s) if s else None for s in spacings]})
     print(f"wrote {figure.resolve()}")

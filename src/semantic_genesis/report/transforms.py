@@ -164,7 +164,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     from semantic_genesis.errors import ConfigError
     from semantic_genesis.report._views import VIEW_NOTE, show_slice, spacing_text, unit_label
-    from semantic_genesis.utils.atomic import atomic_path, write_json
+    from semantic_genesis.utils.atomic import write_figure, write_json
 
     if args.count < 1:
         raise ConfigError(f"--count must be >= 1, got {args.count}")
@@ -206,9 +206,7 @@ def run_report(args: argparse.Namespace) -> int:
     fig.suptitle(f"Self-restoration transformations: mid axial slices of {'x'.join(map(str, size))} cubes "
                  f"({spacing_text(spacings[0])})\n{VIEW_NOTE}", fontsize=9)
     figure = out / "transforms.png"
-    with atomic_path(figure) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    write_figure(figure, fig, dpi=120)
     write_json(out / "transforms.json", {"data": args.data, "seed": args.seed, "columns": list(COLUMNS), "cubes": sources})
     print(f"wrote {figure.resolve()}")
     return 0

@@ -110,6 +110,16 @@ def write_json(path: str | Path, obj: Any, indent: int = 2) -> None:
     write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
 
 
+def write_figure(path: str | Path, fig: Any, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG to ``path`` atomically, then close it (frees its memory)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
