@@ -21,7 +21,8 @@ The official loops are ports written from the official code's logic (below): Mod
 ``gaussian_filter`` and ``map_coordinates``, then exactly one of the four transforms). No 2D code was
 released, so the 2D loops apply the same functions to ``(1, H, W)`` images (the official 2D Models
 Genesis took ~20 s per batch of 128 images, Models Genesis issue #24). ``--presets all`` adds the
-single-transform presets (ours only), ``--backends torch`` the batched torch path that CUDA uses.
+single-transform presets (ours only), ``--backends torch`` the batched torch path with CPU draws and
+``--backends device`` the device path that a GPU runs (every draw on the batch's device), both on the CPU.
 
 Each timed run transforms ``--calls`` batches: the presets' random decisions make single batches uneven
 (with ``shuffle_prob=0.5`` a batch of 32 shuffles 16 +- 3 cubes, and shuffling is the costliest stage).
@@ -371,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--calls", type=int, default=8, help="batches transformed per timed run")
     parser.add_argument("--threads", type=int, nargs="*", default=[1], help="CPU thread counts for torch ops")
-    parser.add_argument("--backends", nargs="*", default=["kernel"], choices=["kernel", "torch"],
-                        help="CPU implementations (kernel: compiled numba kernels; torch: batched torch ops)")
+    parser.add_argument("--backends", nargs="*", default=["kernel"], choices=["kernel", "torch", "device"],
+                        help="CPU implementations (kernel: compiled numba kernels; torch: batched torch ops with "
+                             "CPU draws; device: the device path that a GPU runs, here on the CPU)")
     parser.add_argument("--official-samples", type=int, default=6, help="samples per run of an official loop")
     parser.add_argument("--cpu-time", action="store_true",
                         help="figures from process CPU time instead of wall time (shared machines)")

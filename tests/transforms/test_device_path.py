@@ -2,11 +2,15 @@
 
 Every test that takes the ``backend`` fixture already runs on it (window permutation law, painting
 counts and noise, maps against the official ``np.interp``, preset rates). These tests compare its
-per-sample frequencies with the compiled kernels' (the reference path) over many seeded draws, and check
-that a call is a fixed sequence of operations: no per-sample work or host synchronisation.
+per-sample frequencies with the compiled kernels' (the reference path) over many seeded draws, check
+that a call is a fixed sequence of operations with a few host synchronisations (no per-sample work), and
+run the local shuffle's two passes in many small chunks.
 """
 
 from __future__ import annotations
+
+import importlib
+import itertools
 
 import pytest
 import torch
@@ -92,8 +96,9 @@ def test_device_path_is_deterministic_given_the_seed_and_varies_with_it():
 def test_a_call_is_a_fixed_sequence_of_operations_whatever_the_batch(name):
     """The same aten operations for 4 and for 24 samples up to the exact evaluation of the maps' steep
     cells (no per-sample loop), and at most a few host synchronisations per call: the seed of the device
-    generator (a CPU value), finding the values in the steep cells, and the solver's convergence checks
-    (every 8 steps; their number depends on the values found)."""
+    generator (a CPU value), the local shuffle's window totals and kept windows (its ``nonzero`` comes
+    first), finding the values in the steep cells, and the solver's convergence checks (every 8 steps;
+    their number depends on the values found)."""
     preset = build_preset(name, shuffle_windows=50)
     sequences = []
     for batch in (4, 24):
@@ -105,3 +110,34 @@ def test_a_call_is_a_fixed_sequence_of_operations_whatever_the_batch(name):
         assert "nonzero" in counter.ops and counter.syncs() <= 6, counter.ops
         sequences.append(counter.ops[: counter.ops.index("nonzero")])
     assert sequences[0] == sequences[1]
+
+
+def test_device_shuffle_in_many_small_chunks_keeps_the_exact_law(monkeypatch):
+    """Windows handled a few voxels at a time (both passes split into many chunks, and a window larger
+    than a chunk alone in one): one window on a 2x2 image still follows the reference law (the 24
+    permutations, see ``test_window_permutation_law_exact``), and with many windows every value still
+    comes from the voxel itself or a neighbour within the window reach."""
+    shuffle_module = importlib.import_module("semantic_genesis.transforms.local_shuffle")
+    monkeypatch.setitem(shuffle_module.DEVICE_CHUNK, "cpu", 3)
+    n = 6000
+    x = torch.arange(4, dtype=torch.float32).view(1, 1, 2, 2).expand(n, 1, 2, 2).contiguous()
+    with use_backend("device"):
+        y = local_shuffle(x, gen(40), num_windows=1, size_divisor=1, spatial_dims=2)
+    codes = y.view(n, 4).long()
+    assert torch.equal(codes.sort(1).values, torch.arange(4).expand(n, 4))
+    counts = torch.bincount((codes * torch.tensor([64, 16, 4, 1])).sum(1), minlength=256)
+    expected = {p: 1 / 96 for p in itertools.permutations(range(4))}
+    expected[(0, 1, 2, 3)] += 0.5
+    for swap in ((1, 0, 2, 3), (0, 1, 3, 2), (2, 1, 0, 3), (0, 3, 2, 1)):
+        expected[swap] += 1 / 16
+    chi2 = sum((counts[p[0] * 64 + p[1] * 16 + p[2] * 4 + p[3]].item() - n * q) ** 2 / (n * q) for p, q in expected.items())
+    assert chi2 < 49.7  # chi-square, 23 degrees of freedom, p = 0.001
+
+    values = torch.arange(2 * 30 * 30, dtype=torch.float32).view(2, 1, 30, 30)
+    with use_backend("device"):
+        moved = local_shuffle(values, gen(41), num_windows=400, spatial_dims=2).long().view(2, 30, 30)
+    rows, cols = torch.meshgrid(torch.arange(30), torch.arange(30), indexing="ij")
+    source = moved - torch.arange(2).view(2, 1, 1) * 900  # each image keeps its own values
+    assert ((source >= 0) & (source < 900)).all()
+    assert ((source // 30 - rows).abs().max() <= 2) and ((source % 30 - cols).abs().max() <= 2)
+    assert (source != rows * 30 + cols).double().mean() > 0.5

@@ -13,9 +13,9 @@ Every transform has two implementations with the same parameter draws from the g
   per-sample decisions, the shuffle windows and their permutation keys, the painting boxes and the
   noise; only the intensity-map curves are drawn on the CPU (four numbers per sample, tabulated there
   and copied once per call). Every stage runs on the whole batch and is blended in per sample with
-  ``torch.where``, so a call makes a fixed sequence of device operations with no per-sample Python loop
-  and no host synchronisation except the copy of the tables and the exact evaluation of the steep cells
-  of the intensity maps. Same laws as the other paths, different draws.
+  ``torch.where``, so a call has no per-sample Python loop and synchronises with the host only for the
+  copy of the tables, the local shuffle's chunk sizes and kept windows, and the exact evaluation of the
+  steep cells of the intensity maps. Same laws as the other paths, different draws.
 
 ``"auto"`` (the default) uses the kernels when the batch is a float32/float64 CPU tensor and numba can
 be imported, the device path for a batch on a GPU (any non-CPU device), else torch. The choice can be

@@ -26,12 +26,16 @@ permutation is still exactly uniform, but two windows of one shape share a permu
 ``1 / (K * volume)`` instead of ``1 / volume!``.
 
 Device path (``_backend`` ``"device"``, the default for a batch on a GPU): the windows of every sample
-are drawn at once on the batch's device (shape index, corner) and processed in a few chunks of windows
-rather than per shape: each window's voxel offsets are padded to the largest window volume, its
-permutation is the argsort of float64 random keys of its voxels (keys of the padding sort last, so the
-first ``volume`` entries are an exact uniform permutation), and one ``scatter_reduce(amax)`` per chunk
-resolves "last write wins" as above. Rows that are not selected (a preset's per-sample decision, on the
-device) send their writes to a discarded slot. Same law as ``permutation_bank=0``.
+are drawn at once on the batch's device (shape index, corner), and two passes over the windows' voxels
+replace the loop. The first finds the last window that covers each voxel (one ``scatter_reduce(amax)``
+of the window numbers); a window that keeps no voxel needs no permutation, which at Models Genesis
+strength skips most of them in 2D (10,000 windows cover a 224x224 image about 26 times). The second
+gives each remaining window a uniform permutation with one sort of all their voxels by the key
+``(window, random bits)`` and sends each voxel the source its last window's permutation gives it. Rows
+that are not selected (a preset's per-sample decision, on the device) have windows of no voxels. Same
+law as ``permutation_bank=0`` (up to ties of the random keys, below 2e-9 per window). The passes work
+on ``DEVICE_CHUNK`` voxels at a time and read three values on the host (the running totals of the
+window volumes, twice, and the list of windows kept).
 
 Compiled CPU path (float32/float64 CPU batches when numba is installed, see
 :mod:`semantic_genesis.transforms._backend` and ``_plan``): one seed per cube is drawn from the
@@ -45,6 +49,7 @@ seed gives different (equally distributed) outputs on the two paths.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 
@@ -65,9 +70,9 @@ from semantic_genesis.transforms._random import (
 )
 
 DEVICE_CHUNK = {"cpu": 2**22, "other": 2**23}
-"""Window voxels (padded) handled by one step of the device path, on the CPU and on a GPU: bounds its
-memory (about 50 bytes each) while keeping the number of steps per call small (on a GPU 3 for Models
-Genesis at 32 x 64x64x32, 19 at 32 x 224x224)."""
+"""Window voxels handled by one step of either pass of the device path, on the CPU and on a GPU: bounds
+its memory (about 50 bytes each) while keeping the number of steps per call small (on a GPU one or two
+per pass for Models Genesis at 32 x 64x64x32, three in the first pass at 32 x 224x224)."""
 
 
 def window_shapes(shape: tuple[int, ...], size_divisor: int = 10) -> torch.Tensor:
@@ -283,7 +288,6 @@ def shuffle_on_device(
     if batch == 0 or num_windows == 0:
         return x.clone()
     sizes_table, volumes, offsets, dims = _device_window_table(spatial, size_divisor, device)
-    largest = offsets.shape[1]
     total_windows = batch * num_windows
     shape_of = torch.randint(sizes_table.shape[0], (total_windows,), generator=generator, device=device)
     sizes = sizes_table[shape_of]
@@ -291,34 +295,81 @@ def shuffle_on_device(
     corner_local = corner[:, 0]
     for axis in range(1, len(spatial)):
         corner_local = corner_local * spatial[axis] + corner[:, axis]
-    bits = max(1, (voxels - 1).bit_length())
-    key_dtype = torch.int32 if (num_windows + 1) << bits < 2**31 else torch.int64
-    discard = batch * voxels  # the slot that takes the writes of padding and of unselected rows
-    winner = torch.arange(voxels, dtype=key_dtype, device=device).repeat(batch + 1)[: discard + 1]
-    # per window, once: first destination voxel, key base (write number, then source corner), volume
     number = torch.arange(total_windows, device=device)
-    cube = number // num_windows
-    first = cube * voxels + corner_local
-    key_base = ((number % num_windows + 1) << bits) + corner_local
+    first = (number // num_windows) * voxels + corner_local
     volume = volumes[shape_of]
-    if selected is not None:  # an unselected row's windows have no voxel: all their writes are discarded
-        volume = volume * selected[cube]
-    position = torch.arange(largest, device=device)
-    chunk = max(1, DEVICE_CHUNK["cpu" if device.type == "cpu" else "other"] // largest)
-    for start in range(0, total_windows, chunk):
-        stop = min(total_windows, start + chunk)
-        window_offsets = offsets[shape_of[start:stop]]
-        padding = position >= volume[start:stop, None]
-        keys = torch.rand((stop - start, largest), generator=generator, device=device, dtype=torch.float64)
-        keys.masked_fill_(padding, 2.0)  # padding sorts last: the first `volume` entries permute the voxels
-        source = window_offsets.gather(1, keys.argsort(dim=1))
-        destination = (first[start:stop, None] + window_offsets).masked_fill_(padding, discard)
-        key = (key_base[start:stop, None] + source).to(key_dtype)
-        winner.scatter_reduce_(0, destination.reshape(-1), key.reshape(-1), reduce="amax")
-    index_dtype = torch.int32 if batch * voxels < 2**31 else torch.int64
-    local = winner[:discard].view(batch, voxels).bitwise_and_((1 << bits) - 1).to(index_dtype)
-    source_index = (local + (torch.arange(batch, device=device, dtype=index_dtype) * voxels)[:, None]).view(-1)
+    if selected is not None:  # an unselected row's windows have no voxel
+        volume = volume * selected[:, None].expand(batch, num_windows).reshape(-1)
+    limit = DEVICE_CHUNK["cpu" if device.type == "cpu" else "other"]
+
+    # 1. The last window that covers each voxel (-1: none), without permutations.
+    last = torch.full((batch * voxels,), -1, dtype=torch.int64, device=device)
+    for begin, end, size in _window_chunks(volume, limit, total_windows):
+        owner, voxel = _window_voxels(number[begin:end], volume[begin:end], size, first, shape_of, offsets)
+        last.scatter_reduce_(0, voxel, owner, reduce="amax")
+
+    # 2. Permutations only for the windows that keep a voxel; each voxel takes its source from the
+    # permutation of its last window.
+    alive = torch.zeros(total_windows + 1, dtype=torch.bool, device=device)
+    alive[last + 1] = True  # slot 0 takes the voxels no window covers
+    live = torch.nonzero(alive[1:]).flatten()
+    live_volume = volume[live]
+    discard = batch * voxels
+    source_of = torch.arange(discard + 1, device=device)
+    for begin, end, size in _window_chunks(live_volume, limit, 1 << (62 - PERMUTATION_KEY_BITS)):
+        owner, voxel = _window_voxels(live[begin:end], live_volume[begin:end], size, first, shape_of, offsets)
+        # key = (window within the chunk, random bits): one sort orders each window's voxels at random
+        group, _ = _window_voxels(torch.arange(end - begin, device=device), live_volume[begin:end], size)
+        noise = torch.randint(0, 1 << PERMUTATION_KEY_BITS, (size,), generator=generator, device=device)
+        order = torch.sort((group << PERMUTATION_KEY_BITS) | noise).indices
+        destination = torch.where(last[voxel] == owner, voxel, discard)
+        source_of.scatter_(0, destination, voxel[order])
+    source_index = source_of[:discard]
     if channels == 1:
         return x.reshape(-1).index_select(0, source_index).view(x.shape)
     values = x.movedim(1, -1).reshape(batch * voxels, channels).index_select(0, source_index)
     return values.view((batch,) + spatial + (channels,)).movedim(-1, 1).contiguous()
+
+
+PERMUTATION_KEY_BITS = 46
+"""Random bits of a voxel's sort key in the device path: two voxels of a window of ``n`` tie (and keep
+their order) with probability about ``n^2 / 2^47``, below 2e-9 for the largest 22x22 window of a 224x224
+image."""
+
+
+def _window_chunks(volume: torch.Tensor, limit: int, max_windows: int) -> list[tuple[int, int, int]]:
+    """Consecutive ranges ``[begin, end)`` of windows with at most ``limit`` voxels (or one window) and
+    ``max_windows`` windows each, with their voxel count; empty ranges are left out. One host
+    synchronisation (the running total of ``volume``)."""
+    ends = torch.cumsum(volume, 0).tolist()
+    chunks = []
+    begin, done = 0, 0
+    while begin < len(ends):
+        end = bisect.bisect_right(ends, done + limit, lo=begin + 1)
+        end = min(max(end, begin + 1), begin + max_windows, len(ends))
+        if ends[end - 1] > done:
+            chunks.append((begin, end, int(ends[end - 1] - done)))
+        done = ends[end - 1]
+        begin = end
+    return chunks
+
+
+def _window_voxels(
+    ids: torch.Tensor, volume: torch.Tensor, size: int, first: torch.Tensor | None = None,
+    shape_of: torch.Tensor | None = None, offsets: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every voxel of the windows ``ids`` (``volume[i]`` voxels each, ``size`` in all), window by window in
+    row-major order: ``(owner, voxel)``, the window of each and, with ``first``/``shape_of``/``offsets``,
+    its flat index in the batch (``first[w] + offsets[shape_of[w], k]``). Without a host synchronisation:
+    a window's voxels start where the running total of the volumes before it ends."""
+    device = ids.device
+    starts = torch.cumsum(volume, 0) - volume
+    marks = torch.zeros(size + 1, dtype=torch.int64, device=device)
+    marks.index_add_(0, starts, torch.ones_like(starts))  # windows of volume 0 share the next one's start
+    slot = torch.cumsum(marks[:size], 0) - 1
+    owner = ids[slot]
+    if first is None:
+        return owner, None
+    k = torch.arange(size, device=device) - starts[slot]
+    voxel = first[owner] + offsets[shape_of[owner], k]
+    return owner, voxel
