@@ -144,6 +144,58 @@ def test_warp_kernel_matches_grid_sample_on_random_fields(shape, factored):
     assert (ours - warp(x, full)).abs().max().item() < 5e-5
 
 
+@pytest.mark.skipif(kernels() is None, reason="numba is not installed")
+@pytest.mark.parametrize("shape, options", [
+    ((12, 2, 30, 26, 18), {}),
+    ((12, 1, 40, 36), {}),
+    ((12, 1, 24, 20, 10), {"strength": "models_genesis", "fill": "constant"}),  # several kept boxes
+    ((8, 1, 20, 22, 8), {"elastic_alpha": 4000.0}),  # far reflections
+])
+def test_preset_warps_each_sample_inside_the_kernel_as_the_separate_warp(shape, options):
+    """The Semantic Genesis preset's compiled path warps each sample inside the restoration kernel (only
+    the kept boxes' planes and lines of an out-painted sample): bit for bit what warping the whole batch
+    first (``elastic``) and restoring the warped batch gives, with the generator consumed alike."""
+    from semantic_genesis.transforms import build_preset
+    from semantic_genesis.transforms._plan import KernelPlan, run_plan
+
+    presets = importlib.import_module("semantic_genesis.transforms.presets")
+    x = torch.rand(shape, generator=gen(50))
+    preset = build_preset("semantic_genesis", spatial_dims=len(shape) - 2, **options)
+    o = preset.options
+    with use_backend("kernel"):
+        out, target = preset(x, gen(51))
+        g = gen(51)  # the preset's draws, replayed: choice, warp, then the stages
+        r = presets.uniform(g, shape[0])
+        edges = torch.cumsum(torch.tensor(o["choice_probs"], dtype=torch.float64), 0)
+        choice = torch.bucketize(r, edges[:-1], right=False)
+        warped = elastic(x, g, alpha=o["elastic_alpha"], sigma=o["elastic_sigma"], spatial_dims=len(shape) - 2)
+        plan = KernelPlan(shape[0], shuffle=presets._draw_shuffle(g, choice == 0, o),
+                          maps=presets._draw_maps(g, choice == 1, o),
+                          inpaint=presets._draw_inpaint(g, x, choice == 2, o),
+                          outpaint=presets._draw_outpaint(g, x, choice == 3, o))
+        separate = run_plan(warped, plan)[0]
+    assert (choice == 3).sum() >= 2 and (choice == 0).sum() >= 1
+    assert torch.equal(out, separate) and torch.equal(target, x)
+
+
+@pytest.mark.skipif(kernels() is None, reason="numba is not installed")
+def test_warp_sample_writes_only_its_box():
+    """``warp_sample`` restricted to planes ``[2, 7)`` and lines ``[3, 9)`` writes exactly those voxels,
+    with the values of the whole-sample warp."""
+    x = torch.rand(1, 1, 10, 12, 5, generator=gen(52))
+    partial, first = elastic_module.kernel_warp(x, gen(53), 991.0, 8.0)
+    full = elastic_module._warp_kernel(x, partial, first)
+    src = x[0].reshape(1, -1).numpy()
+    dst = np.full_like(src, -1.0)
+    dims = np.array([10, 12, 5])
+    module = kernels()
+    module.warp_sample(src, dst, partial[0], first, dims, 2, 7, 3 * 5, 9 * 5, module.warp_workspace(partial, dims))
+    box = np.zeros((10, 12, 5), bool)
+    box[2:7, 3:9] = True
+    dst = dst.reshape(10, 12, 5)
+    assert np.array_equal(dst[box], full[0, 0].numpy()[box]) and (dst[~box] == -1.0).all()
+
+
 def test_elastic_displacement_size_and_2d(backend):
     disp = sample_displacement(gen(8), 24, (64, 64, 32), 991.0, 8.0, torch.device("cpu"))
     # expected mean |d| per axis for this filter on 64x64x32 (zero padding) is 2.58 voxels;

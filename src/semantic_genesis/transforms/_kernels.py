@@ -9,12 +9,13 @@ windows and permutations of a shuffled sample and the per-voxel painting noise c
 streams seeded by one draw of the generator, exactly as the torch path seeds a device
 generator for its bulk noise. The same generator seed therefore gives the same output on every call.
 
-:func:`restore_rows` runs every restoration stage of a batch (flip, local shuffle, intensity map,
-in-/out-painting; ``_plan.run_plan`` prepares its arguments), :func:`bezier_tables` builds the intensity
-maps, :func:`warp_inplane` resamples for the elastic deformation. They work on
-``(B, C, V)`` views of contiguous batches (V = voxels of a sample); ``restore_rows`` uses the spatial
-layout ``(X, Y, Z)`` with Z contiguous (2D images as ``(1, H, W)``), ``warp_inplane`` displaces the first
-two axes (2D images as ``(H, W, 1)``). Array indices in hot loops are unsigned (:func:`_u`). Compiled
+:func:`restore_rows` runs every restoration stage of a batch (elastic warp, flip, local shuffle,
+intensity map, in-/out-painting; ``_plan.run_plan`` prepares its arguments), :func:`bezier_tables` builds
+the intensity maps, :func:`warp_inplane` resamples a whole batch for the elastic deformation
+(:func:`warp_sample` one sample, also inside ``restore_rows``). They work on ``(B, C, V)`` views of
+contiguous batches (V = voxels of a sample); ``restore_rows`` uses the spatial layout ``(X, Y, Z)`` with
+Z contiguous (2D images as ``(1, H, W)``), the warp displaces the first two axes (2D images as ``(H, W,
+1)``). Array indices in hot loops are unsigned (:func:`_u`). Compiled
 functions are cached on disk (``cache=True``); the first call in a fresh environment compiles them
 (tens of seconds on a slow machine).
 """
@@ -127,8 +128,8 @@ def restore_rows(x, out, target, parity, dims,
                  shuffle_of, shuffle_seeds, num_windows, max_size, disp,
                  map_of, table, slope, t_grid, controls, inverted,
                  paint_of, paint_inside, corners, sizes, counts, constants, use_constant, noise_seed, noise_index,
-                 bits):
-    """Write ``out[b]`` (and ``target[b]``) for every row ``b``: flip, shuffle, map, paint, in that order.
+                 bits, warp_partial, warp_first, warp_dims, warp_axis):
+    """Write ``out[b]`` (and ``target[b]``) for every row ``b``: warp, flip, shuffle, map, paint, in that order.
 
     Args:
         x: ``(B, C, V)`` read-only view of the contiguous batch; spatial layout ``dims = (X, Y, Z)``
@@ -151,6 +152,14 @@ def restore_rows(x, out, target, parity, dims,
         constants, use_constant: ``(P,)`` the fill value of painting ``j`` when ``use_constant[j]``, else
             uniform noise: voxel ``p`` of channel ``ch`` gets the top ``bits`` bits (24 for float32, 53
             for float64) of ``mix(stream(noise_seed[j], noise_index[j] * C + ch) + (p + 1) * gamma)``.
+        warp_partial, warp_first, warp_dims: the elastic warp of every row before the other stages
+            (:func:`warp_sample`'s ``partial`` per row ``(B, 2, R, P)``, ``first`` and ``dims``), or a
+            ``warp_partial`` of 0 rows: no warp. ``warp_axis`` is the axis of ``dims`` that is the warp's
+            first axis (0 for a 3D sample, 1 for a 2D image, whose warp layout is ``(H, W, 1)``).
+
+    A warped row is resampled into a scratch sample that stays in cache for the stages that follow; on
+    an out-painted row without a target only the planes and lines of the kept boxes are resampled (the
+    fill replaces the rest).
 
     Per row: the flip writes ``target`` in one pass. The shuffle draws its windows and, from the last
     window to the first, gives every voxel that no later window covered a source inside its window
@@ -179,12 +188,23 @@ def restore_rows(x, out, target, parity, dims,
     keep = np.zeros(voxels if paint_of.shape[0] > 0 else 0, np.uint8)
     span_low = np.zeros(lines, np.int64)
     span_high = np.full(lines, size_z, np.int64)
+    warping = warp_partial.shape[0] > 0
+    scratch = np.empty((channels if warping else 0, voxels), x.dtype)
+    work = warp_workspace(warp_partial, warp_dims)
     mark = 0
     for b in range(batch):
         painting = paint_of[b]
         outpainted = painting >= 0 and not paint_inside[painting]
         if outpainted:
             _keep_spans(painting, corners, sizes, counts, dims, keep, span_low, span_high)
+        source = x[b]
+        if warping:
+            box = np.array((0, warp_dims[0], 0, warp_dims[1]), np.int64)
+            if outpainted and not has_target:
+                _bounding_box(painting, corners, sizes, counts, warp_axis, box)
+            warp_sample(x[b], scratch, warp_partial[b], warp_first, warp_dims, box[0], box[1],
+                        box[2] * warp_dims[2], box[3] * warp_dims[2], work)
+            source = scratch
         shuffled = shuffle_of[b] >= 0 and num_windows > 0
         if shuffled:
             if mark == 255:
@@ -198,7 +218,7 @@ def restore_rows(x, out, target, parity, dims,
         lut, lut_slope, lut_t, control, flipped_map = table[m], slope[m], t_grid[m], controls[m], inverted[m]
         flip_x, flip_y, flip_z = parity[b, 0] != 0, parity[b, 1] != 0, parity[b, 2] != 0
         for ch in range(channels):
-            line_x = x[b, ch]
+            line_x = source[ch]
             line_out = out[b, ch]
             line_target = target[b, ch] if has_target else line_out  # (unused without a target)
             stream = np.uint64(0)
@@ -583,6 +603,18 @@ def _overlaps_any(low, size_x, size_y, size_z, box_low, box_high, num_boxes):
 
 
 @njit(cache=True, nogil=True)
+def _bounding_box(j, corners, sizes, counts, axis, box):
+    """``box = (low_0, high_0, low_1, high_1)``: the extent of painting ``j``'s boxes along ``axis`` and
+    ``axis + 1``."""
+    box[0], box[1], box[2], box[3] = 2**62, 0, 2**62, 0
+    for w in range(counts[j]):
+        box[0] = min(box[0], corners[j, w, axis])
+        box[1] = max(box[1], corners[j, w, axis] + sizes[j, w, axis])
+        box[2] = min(box[2], corners[j, w, axis + 1])
+        box[3] = max(box[3], corners[j, w, axis + 1] + sizes[j, w, axis + 1])
+
+
+@njit(cache=True, nogil=True)
 def _mark_boxes(stamp, value, i, corners, sizes, counts, dims):
     """``stamp[p] = value`` inside the first ``counts[i]`` boxes ``corners[i]``, ``sizes[i]``."""
     stride0 = dims[1] * dims[2]
@@ -757,8 +789,27 @@ def _reflect_into(position, size, inverse, high):
 
 
 WARP_CHUNK = 512
-"""Voxels of a first-axis plane that :func:`warp_inplane` displaces at a time (the displacement, positions
+"""Voxels of a first-axis plane that :func:`warp_sample` displaces at a time (the displacement, positions
 and weights of a block of planes stay in the L1 cache)."""
+
+WARP_BLOCK = 4
+"""First-axis planes that :func:`warp_sample` displaces at a time."""
+
+
+@njit(cache=True, nogil=True)
+def warp_workspace(partial, dims):
+    """Scratch arrays of :func:`warp_sample` for one shape and dtype (made once per batch)."""
+    size_y, size_z = dims[1], dims[2]
+    plane = size_y * size_z
+    chunk = min(plane, WARP_CHUNK)
+    col = np.empty(plane, np.int32)  # second index of voxel q of a plane
+    lane = np.empty(plane, np.int32)  # its third index
+    for q in range(plane):
+        col[q] = q // size_z
+        lane[q] = q % size_z
+    return (np.empty((WARP_BLOCK, 2, chunk), partial.dtype), np.empty((WARP_BLOCK, chunk), np.int32),
+            np.empty((WARP_BLOCK, chunk), partial.dtype), np.empty((WARP_BLOCK, chunk), partial.dtype),
+            np.empty(chunk, np.uint8), col, lane)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -770,81 +821,122 @@ def warp_inplane(src, dst, partial, first, dims):
         dst: same shape, written; no shared memory with ``src``.
         partial: ``(B, 2, R, Y * Z)`` and ``first`` ``(X, R)``, in the batch's dtype: the displacement
             (voxels along X and Y; Z is not displaced) of the voxels with first index ``i`` is
-            ``first[i] @ partial[b, axis]``, computed here for a few planes and voxels at a time (in
-            cache) rather than stored for the whole batch.
+            ``first[i] @ partial[b, axis]`` (see :func:`warp_sample`).
         dims: ``(3,)`` int64 spatial shape ``(X, Y, Z)``.
+    """
+    work = warp_workspace(partial, dims)
+    for b in range(src.shape[0]):
+        warp_sample(src[b], dst[b], partial[b], first, dims, 0, dims[0], 0, dims[1] * dims[2], work)
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def warp_sample(src, dst, partial, first, dims, low_x, high_x, low_q, high_q, work):
+    """:func:`warp_inplane` for one sample, on the first-axis planes ``[low_x, high_x)`` and the voxels
+    ``[low_q, high_q)`` of each plane (flat ``y * Z + z``; the rest of ``dst`` is not written).
+
+    Args:
+        src, dst: ``(C, V)`` the sample and its output (no shared memory).
+        partial: ``(2, R, Y * Z)``; ``first`` ``(X, R)``; ``dims`` ``(X, Y, Z)``; ``work`` from
+            :func:`warp_workspace`.
 
     The same arithmetic as ``elastic.warp`` (``grid_sample`` bilinear, reflection padding,
     ``align_corners=False``) without building the normalised grid, in three vectorised or tight passes
-    per block of 4 planes and :data:`WARP_CHUNK` voxels: the displacement (multiply-adds over the rank),
-    the positions (reflected without a branch, :func:`_reflect_into`) with their weights and first source
-    voxel, and the interpolation. Positions are float64 whatever the batch's dtype.
+    per block of :data:`WARP_BLOCK` planes and :data:`WARP_CHUNK` voxels:
+
+    1. the displacement ``first[i] @ partial[axis]``, four rank terms per pass over the block's values
+       (each added in the same order as one term at a time, so the result does not depend on the
+       blocking);
+    2. the positions: ``i + d`` splits exactly into the integer ``i + floor(d)`` and the weight
+       ``d - floor(d)`` in the batch's dtype, which equals the float64 position's fraction; positions
+       whose four neighbours are not all inside the plane are then reflected (scipy's ``"reflect"``,
+       :func:`_reflect_into`, in float64) one by one;
+    3. the interpolation of every channel from the four neighbours.
     """
+    shift, index, weight_x, weight_y, outside, col, lane = work
     size_x, size_y, size_z = dims[0], dims[1], dims[2]
     plane = size_y * size_z
     rank = first.shape[1]
-    chunk = min(plane, WARP_CHUNK)
-    block = 4
-    shift = np.empty((block, 2, chunk), partial.dtype)
-    index = np.empty((block, chunk), np.int64)
-    weight_x = np.empty((block, chunk), partial.dtype)
-    weight_y = np.empty((block, chunk), partial.dtype)
-    col = np.empty(plane, np.float64)  # second index of voxel q of a plane
-    lane = np.empty(plane, np.int64)  # its third index
-    for q in range(plane):
-        col[q] = q // size_z
-        lane[q] = q % size_z
-    high_x, high_y = size_x - 1.0, size_y - 1.0
+    chunk = shift.shape[2]
+    blocked = 1 + ((rank - 1) // 4) * 4  # rank terms 1 .. blocked - 1 go four at a time
+    high_x_f, high_y_f = size_x - 1.0, size_y - 1.0
     float_x, float_y = np.float64(size_x), np.float64(size_y)
     inverse_x, inverse_y = 1.0 / float_x, 1.0 / float_y
     # a voxel on the last row (column) is read as weight 1 of the row before it, so that all four
     # neighbours lie inside the sample (a single row: both are the row itself)
-    last_x, last_y = max(size_x - 2, 0), max(size_y - 2, 0)
+    last_x, last_y = np.int32(max(size_x - 2, 0)), np.int32(max(size_y - 2, 0))
     step_x = plane if size_x > 1 else 0
     step_y = size_z if size_y > 1 else 0
-    for b in range(src.shape[0]):
-        for i0 in range(0, size_x, block):
-            rows = min(block, size_x - i0)
-            for q0 in range(0, plane, chunk):
-                width = min(plane, q0 + chunk) - q0
-                for axis in range(2):  # displacement of planes i0 .. i0 + rows - 1, voxels q0 .. q0 + width - 1
-                    row = partial[b, axis, 0]
-                    for di in range(rows):
-                        target = shift[di, axis]
-                        weight = first[i0 + di, 0]
-                        for q in range(width):
-                            target[_u(q)] = weight * row[_u(q0 + q)]
-                    for r in range(1, rank):
-                        row = partial[b, axis, r]
-                        for di in range(rows):
-                            target = shift[di, axis]
-                            weight = first[i0 + di, r]
-                            for q in range(width):
-                                target[_u(q)] += weight * row[_u(q0 + q)]
-                for di in range(rows):  # positions, weights, first source voxel
-                    i = i0 + di
-                    shift_x, shift_y = shift[di, 0], shift[di, 1]
-                    first_source, wx, wy = index[di], weight_x[di], weight_y[di]
+    plane32, size_z32 = np.int32(plane), np.int32(size_z)
+    for i0 in range(low_x, high_x, WARP_BLOCK):
+        rows = min(WARP_BLOCK, high_x - i0)
+        for q0 in range(low_q, high_q, chunk):
+            width = min(high_q, q0 + chunk) - q0
+            for axis in range(2):  # 1. displacement of planes i0 .. i0 + rows - 1, voxels q0 .. q0 + width - 1
+                terms = partial[axis]
+                for di in range(rows):
+                    target = shift[di, axis]
+                    weights = first[i0 + di]
+                    w = weights[0]
+                    row = terms[0]
                     for q in range(width):
-                        r = _reflect_into(i + np.float64(shift_x[_u(q)]), float_x, inverse_x, high_x)
-                        c = _reflect_into(col[_u(q0 + q)] + np.float64(shift_y[_u(q)]), float_y, inverse_y, high_y)
-                        r0 = min(np.int64(r), last_x)
-                        c0 = min(np.int64(c), last_y)
-                        wx[_u(q)] = r - r0
-                        wy[_u(q)] = c - c0
-                        first_source[_u(q)] = r0 * plane + c0 * size_z + lane[_u(q0 + q)]
-                for ch in range(src.shape[1]):
-                    line = src[b, ch]
-                    out = dst[b, ch]
-                    for di in range(rows):
-                        first_source, wx, wy = index[di], weight_x[di], weight_y[di]
-                        start = (i0 + di) * plane + q0
+                        target[_u(q)] = w * row[_u(q0 + q)]
+                    for r in range(1, blocked, 4):
+                        w0, w1, w2, w3 = weights[r], weights[r + 1], weights[r + 2], weights[r + 3]
+                        t0, t1, t2, t3 = terms[r], terms[r + 1], terms[r + 2], terms[r + 3]
                         for q in range(width):
-                            s = first_source[_u(q)]
-                            a = line[_u(s)]
-                            c = line[_u(s + step_y)]
-                            top = a + (c - a) * wy[_u(q)]
-                            a = line[_u(s + step_x)]
-                            c = line[_u(s + step_x + step_y)]
-                            bottom = a + (c - a) * wy[_u(q)]
-                            out[_u(start + q)] = top + (bottom - top) * wx[_u(q)]
+                            p = _u(q0 + q)
+                            value = target[_u(q)]
+                            value += w0 * t0[p]
+                            value += w1 * t1[p]
+                            value += w2 * t2[p]
+                            value += w3 * t3[p]
+                            target[_u(q)] = value
+                    for r in range(blocked, rank):
+                        w = weights[r]
+                        row = terms[r]
+                        for q in range(width):
+                            target[_u(q)] += w * row[_u(q0 + q)]
+            for di in range(rows):  # 2. positions, weights, first source voxel
+                i = np.int32(i0 + di)
+                shift_x, shift_y = shift[di, 0], shift[di, 1]
+                first_source, wx, wy = index[di], weight_x[di], weight_y[di]
+                any_outside = False
+                for q in range(width):
+                    dx = shift_x[_u(q)]
+                    dy = shift_y[_u(q)]
+                    floor_x = np.floor(dx)
+                    floor_y = np.floor(dy)
+                    r0 = i + np.int32(floor_x)
+                    c0 = col[_u(q0 + q)] + np.int32(floor_y)
+                    wx[_u(q)] = dx - floor_x
+                    wy[_u(q)] = dy - floor_y
+                    first_source[_u(q)] = r0 * plane32 + c0 * size_z32 + lane[_u(q0 + q)]
+                    out = (r0 < 0) | (r0 > last_x) | (c0 < 0) | (c0 > last_y)
+                    outside[_u(q)] = out
+                    any_outside |= out
+                if any_outside:
+                    for q in range(width):
+                        if outside[_u(q)]:
+                            r = _reflect_into(i + np.float64(shift_x[_u(q)]), float_x, inverse_x, high_x_f)
+                            c = _reflect_into(np.float64(col[_u(q0 + q)]) + np.float64(shift_y[_u(q)]), float_y,
+                                              inverse_y, high_y_f)
+                            r0 = min(np.int32(r), last_x)
+                            c0 = min(np.int32(c), last_y)
+                            wx[_u(q)] = r - r0
+                            wy[_u(q)] = c - c0
+                            first_source[_u(q)] = r0 * plane32 + c0 * size_z32 + lane[_u(q0 + q)]
+            for ch in range(src.shape[0]):  # 3. interpolation
+                line = src[ch]
+                out_line = dst[ch]
+                for di in range(rows):
+                    first_source, wx, wy = index[di], weight_x[di], weight_y[di]
+                    start = (i0 + di) * plane + q0
+                    for q in range(width):
+                        s = first_source[_u(q)]
+                        a = line[_u(s)]
+                        c = line[_u(s + step_y)]
+                        top = a + (c - a) * wy[_u(q)]
+                        a = line[_u(s + step_x)]
+                        c = line[_u(s + step_x + step_y)]
+                        bottom = a + (c - a) * wy[_u(q)]
+                        out_line[_u(start + q)] = top + (bottom - top) * wx[_u(q)]

@@ -61,8 +61,17 @@ class KernelPlan:
         return cls(batch=int(x.shape[0]), **stages)
 
 
-def run_plan(x: torch.Tensor, plan: KernelPlan) -> tuple[torch.Tensor, torch.Tensor | None]:
+def run_plan(
+    x: torch.Tensor, plan: KernelPlan, warp: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run ``plan`` on the float32/float64 CPU batch ``x`` (not modified).
+
+    Args:
+        x: the batch.
+        plan: the drawn stages.
+        warp: the elastic warp of every row before the stages, as ``elastic.kernel_warp`` returns it
+            (``partial (B, 2, R, P)``, ``first (X, R)``), or None. The kernel resamples one row at a time
+            into a scratch sample that the stages then read while it is in cache.
 
     Returns:
         ``(out, target)``: new contiguous tensors shaped like ``x``; ``target`` is the flipped batch
@@ -105,8 +114,19 @@ def run_plan(x: torch.Tensor, plan: KernelPlan) -> tuple[torch.Tensor, torch.Ten
         _backend.rows_view(target) if target is not None else np.empty((0,) + source.shape[1:], source.dtype),
         parity, dims, shuffle_of, seeds, num_windows, max_size, disp, map_of, *tables, *paint,
         24 if x.dtype == torch.float32 else 53,
+        *_warp_arrays(warp, spatial, x),
     )
     return out, target
+
+
+def _warp_arrays(warp: tuple[np.ndarray, np.ndarray] | None, spatial: tuple[int, ...], x: torch.Tensor) -> tuple:
+    """The kernel's warp arguments: the warp's own layout (``_backend.dims_3d``: a 2D image as ``(H, W,
+    1)``) and the axis of the kernel layout that is its first axis."""
+    if warp is None:
+        dtype = np.float32 if x.dtype == torch.float32 else np.float64
+        return np.zeros((0, 2, 1, 1), dtype), np.zeros((1, 1), dtype), np.ones(3, dtype=np.int64), 0
+    partial, first = warp
+    return partial, first, _backend.dims_3d(spatial), 3 - len(spatial)
 
 
 def _dims(spatial: tuple[int, ...]) -> np.ndarray:

@@ -180,36 +180,56 @@ def elastic(
         A new batch of the same shape, dtype and device.
     """
     spatial = check_batch(x, "elastic")
-    if not (sigma > 0 and math.isfinite(sigma) and math.isfinite(alpha)):
-        raise ConfigError(f"elastic: sigma must be > 0 and alpha finite, got sigma={sigma}, alpha={alpha}")
+    check_elastic(alpha, sigma)
     generator = resolve_generator(generator)
     if x.shape[0] == 0:
         return x.clone()
     if _backend.kernel_for(x) is None:
         return warp(x, sample_displacement(generator, x.shape[0], spatial, alpha, sigma, x.device))
-    coefficients, factors = _coefficients(generator, x.shape[0], spatial, alpha, sigma, x.device, x.dtype)
-    # the kernel applies the first axis's factor plane by plane: the full field is never stored
-    return _warp_kernel(x, _expand(coefficients, factors, 1), factors[0])
+    return _warp_kernel(x, *kernel_warp(x, generator, alpha, sigma))
 
 
-def _warp_kernel(x: torch.Tensor, partial: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+def check_elastic(alpha: float, sigma: float) -> None:
+    """Raise :class:`ConfigError` unless ``sigma > 0`` and both are finite."""
+    if not (sigma > 0 and math.isfinite(sigma) and math.isfinite(alpha)):
+        raise ConfigError(f"elastic: sigma must be > 0 and alpha finite, got sigma={sigma}, alpha={alpha}")
+
+
+def kernel_warp(x: torch.Tensor, generator: torch.Generator, alpha: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the warp of the non-empty float32/float64 CPU batch ``x`` for the compiled kernels, consuming
+    ``generator`` as :func:`elastic` does: ``(partial, first)`` as ``_kernels.warp_sample`` takes them, in
+    ``x``'s dtype, ``partial (B, 2, R, P)`` (``P`` the voxels of a first-axis plane), ``first (X, R)``. The
+    kernel applies the first axis's factor plane by plane: the full field is never stored."""
+    check_elastic(alpha, sigma)
+    coefficients, factors = _coefficients(generator, x.shape[0], tuple(x.shape[2:]), alpha, sigma, x.device, x.dtype)
+    return _kernel_arrays(x, _expand(coefficients, factors, 1), factors[0])
+
+
+def _kernel_arrays(x: torch.Tensor, partial: torch.Tensor, first: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+    """``partial`` ``(2 * B, R, P)`` (or the full displacement ``(B, 2, *spatial)`` when ``first`` is None:
+    the identity factor) and ``first`` as contiguous numpy arrays in ``x``'s dtype."""
+    if first is None:
+        first = torch.eye(x.shape[2], dtype=x.dtype)
+    partial = partial.to(x.dtype).reshape(x.shape[0], 2, first.shape[1], -1)
+    return np.ascontiguousarray(partial.numpy()), np.ascontiguousarray(first.to(x.dtype).numpy())
+
+
+def _warp_kernel(x: torch.Tensor, partial: torch.Tensor | np.ndarray, first: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
     """:func:`warp` by the compiled kernel ``_kernels.warp_inplane`` (float32/float64 CPU batches), with the
     displacement of the first-axis plane ``i`` given as ``first[i] @ partial[b, axis]``.
 
     Args:
         x: the batch.
-        partial: ``(2 * B, R, P)`` (``P`` the voxels of a first-axis plane), or the full displacement
-            ``(B, 2, *spatial)`` when ``first`` is None.
+        partial: as :func:`kernel_warp` returns it, or a tensor ``(2 * B, R, P)`` (``P`` the voxels of a
+            first-axis plane), or the full displacement ``(B, 2, *spatial)`` when ``first`` is None.
         first: ``(X, R)`` factor of the first axis, or None (identity).
     """
     src = x.contiguous()
-    batch, size_x = x.shape[0], x.shape[2]
-    if first is None:
-        first = torch.eye(size_x, dtype=x.dtype)
-    partial = partial.to(x.dtype).reshape(batch, 2, first.shape[1], -1)
+    if isinstance(partial, torch.Tensor):
+        partial, first = _kernel_arrays(x, partial, first)
     out = _backend.new_batch_like(src)
     _backend.kernels().warp_inplane(
-        _backend.rows_view(src), _backend.rows_view(out), np.ascontiguousarray(partial.numpy()),
-        np.ascontiguousarray(first.to(x.dtype).numpy()), _backend.dims_3d(tuple(int(s) for s in x.shape[2:])),
+        _backend.rows_view(src), _backend.rows_view(out), partial, first,
+        _backend.dims_3d(tuple(int(s) for s in x.shape[2:])),
     )
     return out

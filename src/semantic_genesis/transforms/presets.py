@@ -32,7 +32,8 @@ Samples that a stage does not select are not touched by it; each stage runs once
 sub-batch. On float32/float64 CPU batches the presets draw every parameter first (in the order of
 the stage-by-stage torch path) and run all stages in one compiled kernel call (``_plan.run_plan``,
 see :mod:`semantic_genesis.transforms._backend`), which skips the voxels that out-painting
-overwrites.
+overwrites; ``semantic_genesis`` warps each sample inside that call, just before its stage (while it is
+in cache, and on out-painted samples only the kept boxes' extent).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from semantic_genesis.transforms._random import (
     unbatch,
     uniform,
 )
-from semantic_genesis.transforms.elastic import elastic
+from semantic_genesis.transforms.elastic import elastic, kernel_warp
 from semantic_genesis.transforms.flip import apply_flips, flip_where, sample_flip_parity
 from semantic_genesis.transforms.inpaint import draw_paint, inpaint, paint_fill_on_device, paint_region_on_device
 from semantic_genesis.transforms.local_shuffle import local_shuffle, shuffle_on_device
@@ -379,8 +380,9 @@ def _run_semantic_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Genera
     r = uniform(g, batch)
     edges = torch.cumsum(torch.tensor(o["choice_probs"], dtype=torch.float64), 0)
     choice = torch.bucketize(r, edges[:-1], right=False)  # official luna_loader: r <= .25 shuffle, <= .5 nonlinear ...
-    warped = elastic(x, g, alpha=o["elastic_alpha"], sigma=o["elastic_sigma"], spatial_dims=x.dim() - 2) if o["elastic"] else None
     if _compiled(x, o):
+        # the kernel warps each sample just before its stage (the same draws, in the same order)
+        warp = kernel_warp(x, g, o["elastic_alpha"], o["elastic_sigma"]) if o["elastic"] and batch else None
         plan = KernelPlan(
             batch,
             shuffle=_draw_shuffle(g, choice == 0, o),
@@ -388,7 +390,8 @@ def _run_semantic_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Genera
             inpaint=_draw_inpaint(g, x, choice == 2, o),
             outpaint=_draw_outpaint(g, x, choice == 3, o),
         )
-        return run_plan(x if warped is None else warped, plan)[0], _copy(x)
+        return run_plan(x, plan, warp)[0], _copy(x)
+    warped = elastic(x, g, alpha=o["elastic_alpha"], sigma=o["elastic_sigma"], spatial_dims=x.dim() - 2) if o["elastic"] else None
     out = x.clone() if warped is None else warped
     for index, make in enumerate((_shuffle, _nonlinear, _inpaint, _outpaint)):
         out = _on_selected(out, choice == index, make(o, g), owned=True)
