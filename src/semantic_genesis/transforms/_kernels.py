@@ -228,9 +228,25 @@ def restore_rows(x, out, target, parity, dims,
                 stream = _stream(noise_seed[painting], noise_index[painting] * channels + ch)
                 fill = constants[painting]
                 constant = use_constant[painting]
-            # Plane by plane. A shuffled row reads the flipped row at p + disp[p], up to `lag` planes
+            # A row that is only copied or mapped (no flip, shuffle or out-painting) is one contiguous
+            # pass: per 3D line (32 voxels) the loop's set-up would cost as much as the copy.
+            whole = not (shuffled or outpainted or flip_x or flip_y or flip_z)
+            if whole and has_target and mapped:
+                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, True, True, lut, lut_slope,
+                               lut_scale, lut_t, control, flipped_map, tolerance)
+            elif whole and has_target:
+                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, True, False, lut, lut_slope,
+                               lut_scale, lut_t, control, flipped_map, tolerance)
+            elif whole and mapped:
+                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, False, True, lut, lut_slope,
+                               lut_scale, lut_t, control, flipped_map, tolerance)
+            elif whole:
+                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, False, False, lut, lut_slope,
+                               lut_scale, lut_t, control, flipped_map, tolerance)
+            # Else plane by plane. A shuffled row reads the flipped row at p + disp[p], up to `lag` planes
             # ahead, so its target planes are written `lag` planes before they are read (still in cache).
-            for step in range(size_x + (lag if shuffled else 0)):
+            run_start, run_end = 0, 0  # fill of consecutive out-painted lines that keep nothing
+            for step in range(0 if whole else size_x + (lag if shuffled else 0)):
                 if shuffled and has_target and step < size_x:
                     _flip_plane(line_x, line_target, step, flip_x, flip_y, flip_z, size_x, size_y, size_z)
                 plane = step - lag if shuffled else step
@@ -241,6 +257,20 @@ def restore_rows(x, out, target, parity, dims,
                     start = line * size_z
                     low = start + span_low[line]
                     high = start + span_high[line]
+                    if outpainted and low == high:  # keeps nothing: its fill joins a run of such lines
+                        if has_target and not shuffled:
+                            si = size_x - 1 - plane if flip_x else plane
+                            sj = size_y - 1 - j if flip_y else j
+                            read = (si * size_y + sj) * size_z
+                            read, direction = (read + size_z - 1, -1) if flip_z else (read, 1)
+                            _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
+                                           size_z, True, False, lut, lut_slope, lut_scale, lut_t, control,
+                                           flipped_map, tolerance)
+                        if run_end != start:
+                            _fill_range(line_out, run_start, run_end, fill, constant, stream, shift, scale)
+                            run_start = start
+                        run_end = start + size_z
+                        continue
                     if shuffled:
                         line_in = line_target if has_target else line_x
                         if mapped:
@@ -271,6 +301,7 @@ def restore_rows(x, out, target, parity, dims,
                     if outpainted:
                         _outpaint_line(line_out, start, low, high, start + size_z, keep, fill, constant, stream,
                                        shift, scale)
+            _fill_range(line_out, run_start, run_end, fill, constant, stream, shift, scale)
             if painting >= 0 and paint_inside[painting]:
                 _fill_boxes(line_out, painting, corners, sizes, counts, dims, fill, constant, stream, shift, scale)
         if outpainted:
@@ -301,6 +332,14 @@ def _direct_values(line_x, line_target, line_out, read, direction, start, low, h
             line_target[_u(p)] = line_x[_u(read + direction * (p - start))]
         for p in range(high, start + size_z):
             line_target[_u(p)] = line_x[_u(read + direction * (p - start))]
+    if direction == 1 and not mapped:  # a contiguous copy, which vectorises (a short 3D line is 32 voxels)
+        offset = read - start
+        for p in range(low, high):
+            v = line_x[_u(p + offset)]
+            if with_target:
+                line_target[_u(p)] = v
+            line_out[_u(p)] = v
+        return
     for p in range(low, high):
         v = line_x[_u(read + direction * (p - start))]
         if with_target:
@@ -312,20 +351,25 @@ def _direct_values(line_x, line_target, line_out, read, direction, start, low, h
 def _outpaint_line(line_out, start, low, high, end, keep, fill, constant, stream, shift, scale):
     """Out-painting of one line whose kept boxes lie within ``[low, high)``: the fill outside the span
     and on the voxels of the span between two boxes (``keep[p] == 0``)."""
+    _fill_range(line_out, start, low, fill, constant, stream, shift, scale)
     if constant:
-        for p in range(start, low):
-            line_out[_u(p)] = fill
         for p in range(low, high):
             line_out[_u(p)] = line_out[_u(p)] if keep[_u(p)] else fill
-        for p in range(high, end):
-            line_out[_u(p)] = fill
     else:
-        for p in range(start, low):
-            line_out[_u(p)] = _counter_uniform(stream, p, shift, scale)
         for p in range(low, high):
             noise = _counter_uniform(stream, p, shift, scale)
             line_out[_u(p)] = line_out[_u(p)] if keep[_u(p)] else noise
-        for p in range(high, end):
+    _fill_range(line_out, high, end, fill, constant, stream, shift, scale)
+
+
+@njit(inline="always", cache=True)
+def _fill_range(line_out, start, end, fill, constant, stream, shift, scale):
+    """The painting's fill on ``[start, end)``: the constant, or voxel ``p``'s value of the noise stream."""
+    if constant:
+        for p in range(start, end):
+            line_out[_u(p)] = fill
+    else:
+        for p in range(start, end):
             line_out[_u(p)] = _counter_uniform(stream, p, shift, scale)
 
 
