@@ -846,14 +846,14 @@ def warp_workspace(partial, dims):
     size_y, size_z = dims[1], dims[2]
     plane = size_y * size_z
     chunk = min(plane, WARP_CHUNK)
-    col = np.empty(plane, np.int32)  # second index of voxel q of a plane
-    lane = np.empty(plane, np.int32)  # its third index
+    col = np.empty(plane, np.float64)  # second index of voxel q of a plane
+    lane = np.empty(plane, np.float64)  # its third index
     for q in range(plane):
         col[q] = q // size_z
         lane[q] = q % size_z
     return (np.empty((WARP_BLOCK, 2, chunk), partial.dtype), np.empty((WARP_BLOCK, chunk), np.int32),
             np.empty((WARP_BLOCK, chunk), partial.dtype), np.empty((WARP_BLOCK, chunk), partial.dtype),
-            np.empty(chunk, np.uint8), col, lane)
+            col, lane)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -890,13 +890,14 @@ def warp_sample(src, dst, partial, first, dims, low_x, high_x, low_q, high_q, wo
     1. the displacement ``first[i] @ partial[axis]``, four rank terms per pass over the block's values
        (each added in the same order as one term at a time, so the result does not depend on the
        blocking);
-    2. the positions: ``i + d`` splits exactly into the integer ``i + floor(d)`` and the weight
-       ``d - floor(d)`` in the batch's dtype, which equals the float64 position's fraction; positions
-       whose four neighbours are not all inside the plane are then reflected (scipy's ``"reflect"``,
-       :func:`_reflect_into`, in float64) one by one;
+    2. the positions ``i + d`` in float64, reflected without a branch (scipy's ``"reflect"``) by the
+       one-reflection formula ``-1 - p`` below the plane and ``2 size - 1 - p`` above it, which gives
+       exactly what the general :func:`_reflect_into` gives there; a block that holds a position further
+       away takes the general formula. Each position gives its weights and first source voxel (an
+       int32 flat index: a sample holds fewer than 2**31 voxels);
     3. the interpolation of every channel from the four neighbours.
     """
-    shift, index, weight_x, weight_y, outside, col, lane = work
+    shift, index, weight_x, weight_y, col, lane = work
     size_x, size_y, size_z = dims[0], dims[1], dims[2]
     plane = size_y * size_z
     rank = first.shape[1]
@@ -905,12 +906,16 @@ def warp_sample(src, dst, partial, first, dims, low_x, high_x, low_q, high_q, wo
     high_x_f, high_y_f = size_x - 1.0, size_y - 1.0
     float_x, float_y = np.float64(size_x), np.float64(size_y)
     inverse_x, inverse_y = 1.0 / float_x, 1.0 / float_y
+    top_x, top_y = 2.0 * float_x - 1.0, 2.0 * float_y - 1.0  # reflection above the last row: top - p
+    # positions further than one reflection away take the general formula
+    low_x_far, high_x_far = -float_x - 0.5, 2.0 * float_x - 0.5
+    low_y_far, high_y_far = -float_y - 0.5, 2.0 * float_y - 0.5
     # a voxel on the last row (column) is read as weight 1 of the row before it, so that all four
     # neighbours lie inside the sample (a single row: both are the row itself)
     last_x, last_y = np.int32(max(size_x - 2, 0)), np.int32(max(size_y - 2, 0))
     step_x = plane if size_x > 1 else 0
     step_y = size_z if size_y > 1 else 0
-    plane32, size_z32 = np.int32(plane), np.int32(size_z)
+    plane_f, size_z_f = np.float64(plane), np.float64(size_z)
     for i0 in range(low_x, high_x, WARP_BLOCK):
         rows = min(WARP_BLOCK, high_x - i0)
         for q0 in range(low_q, high_q, chunk):
@@ -940,35 +945,35 @@ def warp_sample(src, dst, partial, first, dims, low_x, high_x, low_q, high_q, wo
                         row = terms[r]
                         for q in range(width):
                             target[_u(q)] += w * row[_u(q0 + q)]
-            for di in range(rows):  # 2. positions, weights, first source voxel
-                i = np.int32(i0 + di)
+            for di in range(rows):  # 2. positions
+                i64 = np.float64(i0 + di)
                 shift_x, shift_y = shift[di, 0], shift[di, 1]
                 first_source, wx, wy = index[di], weight_x[di], weight_y[di]
-                any_outside = False
+                far = 0
                 for q in range(width):
-                    dx = shift_x[_u(q)]
-                    dy = shift_y[_u(q)]
-                    floor_x = np.floor(dx)
-                    floor_y = np.floor(dy)
-                    r0 = i + np.int32(floor_x)
-                    c0 = col[_u(q0 + q)] + np.int32(floor_y)
-                    wx[_u(q)] = dx - floor_x
-                    wy[_u(q)] = dy - floor_y
-                    first_source[_u(q)] = r0 * plane32 + c0 * size_z32 + lane[_u(q0 + q)]
-                    out = (r0 < 0) | (r0 > last_x) | (c0 < 0) | (c0 > last_y)
-                    outside[_u(q)] = out
-                    any_outside |= out
-                if any_outside:
+                    p = i64 + np.float64(shift_x[_u(q)])
+                    pc = col[_u(q0 + q)] + np.float64(shift_y[_u(q)])
+                    far += np.int32((p < low_x_far) | (p > high_x_far) | (pc < low_y_far) | (pc > high_y_far))
+                    r = p if p >= 0.0 else -p - 1.0
+                    r = r if r <= high_x_f else top_x - r
+                    r = min(max(r, 0.0), high_x_f)
+                    c = pc if pc >= 0.0 else -pc - 1.0
+                    c = c if c <= high_y_f else top_y - c
+                    c = min(max(c, 0.0), high_y_f)
+                    r0 = min(np.int32(r), last_x)
+                    c0 = min(np.int32(c), last_y)
+                    wx[_u(q)] = r - r0
+                    wy[_u(q)] = c - c0
+                    first_source[_u(q)] = np.int32(r0 * plane_f + c0 * size_z_f + lane[_u(q0 + q)])
+                if far > 0:  # a position more than one reflection away: the general formula
                     for q in range(width):
-                        if outside[_u(q)]:
-                            r = _reflect_into(i + np.float64(shift_x[_u(q)]), float_x, inverse_x, high_x_f)
-                            c = _reflect_into(np.float64(col[_u(q0 + q)]) + np.float64(shift_y[_u(q)]), float_y,
-                                              inverse_y, high_y_f)
-                            r0 = min(np.int32(r), last_x)
-                            c0 = min(np.int32(c), last_y)
-                            wx[_u(q)] = r - r0
-                            wy[_u(q)] = c - c0
-                            first_source[_u(q)] = r0 * plane32 + c0 * size_z32 + lane[_u(q0 + q)]
+                        r = _reflect_into(i64 + np.float64(shift_x[_u(q)]), float_x, inverse_x, high_x_f)
+                        c = _reflect_into(col[_u(q0 + q)] + np.float64(shift_y[_u(q)]), float_y, inverse_y, high_y_f)
+                        r0 = min(np.int32(r), last_x)
+                        c0 = min(np.int32(c), last_y)
+                        wx[_u(q)] = r - r0
+                        wy[_u(q)] = c - c0
+                        first_source[_u(q)] = np.int32(r0 * plane_f + c0 * size_z_f + lane[_u(q0 + q)])
             for ch in range(src.shape[0]):  # 3. interpolation
                 line = src[ch]
                 out_line = dst[ch]

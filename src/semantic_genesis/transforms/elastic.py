@@ -184,7 +184,7 @@ def elastic(
     generator = resolve_generator(generator)
     if x.shape[0] == 0:
         return x.clone()
-    if _backend.kernel_for(x) is None:
+    if _backend.kernel_for(x) is None or math.prod(spatial) >= 2**31:  # (the kernel's indices are int32)
         return warp(x, sample_displacement(generator, x.shape[0], spatial, alpha, sigma, x.device))
     return _warp_kernel(x, *kernel_warp(x, generator, alpha, sigma))
 
