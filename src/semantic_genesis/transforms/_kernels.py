@@ -171,6 +171,7 @@ def restore_rows(x, out, target, parity, dims,
     batch, channels, voxels = x.shape
     size_x, size_y, size_z = dims[0], dims[1], dims[2]
     lines = size_x * size_y
+    plane_size = size_y * size_z
     has_target = target.shape[0] > 0
     shift = np.uint64(64 - bits)
     scale = 1.0 / float(np.uint64(1) << np.uint64(bits))
@@ -178,6 +179,9 @@ def restore_rows(x, out, target, parity, dims,
     # resolution of the result; about half the solver's steps near a vertical tangent), else to 4e-16
     tolerance = 2.0**-32 if bits <= 24 else 4e-16
     lut_scale = float(table.shape[1] - 1)
+    map_cell = np.empty(MAP_CHUNK, np.int32)
+    map_fraction = np.empty(MAP_CHUNK, np.float64)
+    map_values = np.empty(MAP_CHUNK, np.float64)
     tables = _window_tables(dims, max_size)
     lag = max_size[0] - 1  # a shuffled voxel takes its value from at most this many planes away
     # windows cover each voxel `overdraw` times on average: track coverage with line bitmaps when high
@@ -215,7 +219,8 @@ def restore_rows(x, out, target, parity, dims,
                              tables, painting if outpainted else -1, corners, sizes, counts)
         mapped = map_of[b] >= 0
         m = map_of[b] if mapped else 0
-        lut, lut_slope, lut_t, control, flipped_map = table[m], slope[m], t_grid[m], controls[m], inverted[m]
+        mp = (table[m], slope[m], lut_scale, t_grid[m], controls[m], inverted[m], tolerance, map_cell, map_fraction,
+              map_values)
         flip_x, flip_y, flip_z = parity[b, 0] != 0, parity[b, 1] != 0, parity[b, 2] != 0
         for ch in range(channels):
             line_x = source[ch]
@@ -232,17 +237,13 @@ def restore_rows(x, out, target, parity, dims,
             # pass: per 3D line (32 voxels) the loop's set-up would cost as much as the copy.
             whole = not (shuffled or outpainted or flip_x or flip_y or flip_z)
             if whole and has_target and mapped:
-                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, True, True, lut, lut_slope,
-                               lut_scale, lut_t, control, flipped_map, tolerance)
+                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, True, True, mp)
             elif whole and has_target:
-                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, True, False, lut, lut_slope,
-                               lut_scale, lut_t, control, flipped_map, tolerance)
+                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, True, False, mp)
             elif whole and mapped:
-                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, False, True, lut, lut_slope,
-                               lut_scale, lut_t, control, flipped_map, tolerance)
+                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, False, True, mp)
             elif whole:
-                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, False, False, lut, lut_slope,
-                               lut_scale, lut_t, control, flipped_map, tolerance)
+                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, False, False, mp)
             # Else plane by plane. A shuffled row reads the flipped row at p + disp[p], up to `lag` planes
             # ahead, so its target planes are written `lag` planes before they are read (still in cache).
             run_start, run_end = 0, 0  # fill of consecutive out-painted lines that keep nothing
@@ -251,6 +252,14 @@ def restore_rows(x, out, target, parity, dims,
                     _flip_plane(line_x, line_target, step, flip_x, flip_y, flip_z, size_x, size_y, size_z)
                 plane = step - lag if shuffled else step
                 if plane < 0:
+                    continue
+                if shuffled and not outpainted:  # the plane's lines are one contiguous span
+                    line_in = line_target if has_target else line_x
+                    if mapped:
+                        _shuffled_values(line_in, line_out, plane * plane_size, (plane + 1) * plane_size, disp, True, mp)
+                    else:
+                        _shuffled_values(line_in, line_out, plane * plane_size, (plane + 1) * plane_size, disp, False,
+                                         mp)
                     continue
                 for j in range(size_y):
                     line = plane * size_y + j
@@ -264,8 +273,7 @@ def restore_rows(x, out, target, parity, dims,
                             read = (si * size_y + sj) * size_z
                             read, direction = (read + size_z - 1, -1) if flip_z else (read, 1)
                             _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
-                                           size_z, True, False, lut, lut_slope, lut_scale, lut_t, control,
-                                           flipped_map, tolerance)
+                                           size_z, True, False, mp)
                         if run_end != start:
                             _fill_range(line_out, run_start, run_end, fill, constant, stream, shift, scale)
                             run_start = start
@@ -274,11 +282,9 @@ def restore_rows(x, out, target, parity, dims,
                     if shuffled:
                         line_in = line_target if has_target else line_x
                         if mapped:
-                            _shuffled_values(line_in, line_out, low, high, disp, True, lut, lut_slope, lut_scale,
-                                             lut_t, control, flipped_map, tolerance)
+                            _shuffled_values(line_in, line_out, low, high, disp, True, mp)
                         else:
-                            _shuffled_values(line_in, line_out, low, high, disp, False, lut, lut_slope, lut_scale,
-                                             lut_t, control, flipped_map, tolerance)
+                            _shuffled_values(line_in, line_out, low, high, disp, False, mp)
                     else:
                         # read the (flipped) line of x once, write the target line and the kept span
                         si = size_x - 1 - plane if flip_x else plane
@@ -287,17 +293,16 @@ def restore_rows(x, out, target, parity, dims,
                         read, direction = (read + size_z - 1, -1) if flip_z else (read, 1)
                         if has_target and mapped:
                             _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
-                                           size_z, True, True, lut, lut_slope, lut_scale, lut_t, control, flipped_map, tolerance)
+                                           size_z, True, True, mp)
                         elif has_target:
                             _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
-                                           size_z, True, False, lut, lut_slope, lut_scale, lut_t, control, flipped_map, tolerance)
+                                           size_z, True, False, mp)
                         elif mapped:
                             _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
-                                           size_z, False, True, lut, lut_slope, lut_scale, lut_t, control, flipped_map, tolerance)
+                                           size_z, False, True, mp)
                         else:
                             _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
-                                           size_z, False, False, lut, lut_slope, lut_scale, lut_t, control,
-                                           flipped_map, tolerance)
+                                           size_z, False, False, mp)
                     if outpainted:
                         _outpaint_line(line_out, start, low, high, start + size_z, keep, fill, constant, stream,
                                        shift, scale)
@@ -312,39 +317,83 @@ def restore_rows(x, out, target, parity, dims,
 
 
 @njit(inline="always", cache=True)
-def _shuffled_values(line_in, line_out, low, high, disp, mapped, lut, lut_slope, lut_scale, lut_t, control,
-                     flipped_map, tolerance):
-    """``line_out[p]`` = the (mapped) value of ``line_in`` at ``p + disp[p]`` for ``p`` in ``[low, high)``
-    (``mapped`` is a constant at each call site)."""
+def _shuffled_values(line_in, line_out, low, high, disp, mapped, mp):
+    """``line_out[p]`` = the (mapped, ``mp`` as :func:`_map_range` takes it) value of ``line_in`` at
+    ``p + disp[p]`` for ``p`` in ``[low, high)`` (``mapped`` is a constant at each call site)."""
     for p in range(low, high):
-        v = line_in[_u(p + disp[_u(p)])]
-        line_out[_u(p)] = _map_value(v, lut, lut_slope, lut_scale, lut_t, control, flipped_map, tolerance) if mapped else v
+        line_out[_u(p)] = line_in[_u(p + disp[_u(p)])]
+    if mapped:
+        _map_range(line_out, low, high, mp)
 
 
 @njit(inline="always", cache=True)
-def _direct_values(line_x, line_target, line_out, read, direction, start, low, high, size_z, with_target, mapped,
-                   lut, lut_slope, lut_scale, lut_t, control, flipped_map, tolerance):
+def _direct_values(line_x, line_target, line_out, read, direction, start, low, high, size_z, with_target, mapped, mp):
     """One line of a row that is not shuffled: ``line_target[start + k] = line_x[read + direction * k]``
-    (the flip) for the whole line, and ``line_out`` = that value (mapped) on ``[low, high)``.
-    ``with_target`` and ``mapped`` are constants at each call site."""
+    (the flip) for the whole line, and ``line_out`` = that value (mapped, ``mp`` as :func:`_map_range`
+    takes it) on ``[low, high)``. ``with_target`` and ``mapped`` are constants at each call site."""
     if with_target:
         for p in range(start, low):
             line_target[_u(p)] = line_x[_u(read + direction * (p - start))]
         for p in range(high, start + size_z):
             line_target[_u(p)] = line_x[_u(read + direction * (p - start))]
-    if direction == 1 and not mapped:  # a contiguous copy, which vectorises (a short 3D line is 32 voxels)
+    if direction == 1:  # a contiguous copy, which vectorises (a short 3D line is 32 voxels)
         offset = read - start
         for p in range(low, high):
             v = line_x[_u(p + offset)]
             if with_target:
                 line_target[_u(p)] = v
             line_out[_u(p)] = v
+    else:
+        for p in range(low, high):
+            v = line_x[_u(read + direction * (p - start))]
+            if with_target:
+                line_target[_u(p)] = v
+            line_out[_u(p)] = v
+    if mapped:
+        _map_range(line_out, low, high, mp)
+
+
+MAP_CHUNK = 256
+"""Values that :func:`_map_range` maps at a time."""
+
+MAP_SHORT = 64
+"""Spans shorter than this are mapped one value at a time (the passes' set-up would cost more)."""
+
+
+@njit(inline="always", cache=True)
+def _map_range(line, low, high, mp):
+    """``line[p]`` = :func:`_map_value` of itself for ``p`` in ``[low, high)``: a short span one value at a
+    time, a longer one :data:`MAP_CHUNK` values at a time in three passes: the table cell and fraction of every value (vectorised), the interpolation
+    (reads of the table), then, only if a value was NaN or fell in a cell evaluated exactly, the exact
+    evaluation of the chunk's values. ``mp`` = ``(table, slope, scale, t_grid, controls, inverted,
+    tolerance, cell, fraction, values)``, the last three scratch arrays of :data:`MAP_CHUNK`."""
+    table, slope, scale, t_grid, controls, inverted, tolerance, cell, fraction, values = mp
+    if high - low < MAP_SHORT:
+        for p in range(low, high):
+            line[_u(p)] = _map_value(line[_u(p)], table, slope, scale, t_grid, controls, inverted, tolerance)
         return
-    for p in range(low, high):
-        v = line_x[_u(read + direction * (p - start))]
-        if with_target:
-            line_target[_u(p)] = v
-        line_out[_u(p)] = _map_value(v, lut, lut_slope, lut_scale, lut_t, control, flipped_map, tolerance) if mapped else v
+    for chunk in range(low, high, MAP_CHUNK):
+        width = min(high, chunk + MAP_CHUNK) - chunk
+        suspect = 0
+        for k in range(width):  # the same arithmetic as _map_value
+            value = np.float64(line[_u(chunk + k)])
+            values[_u(k)] = value
+            suspect += np.int32(value != value)
+            c = value if value > 0.0 else 0.0
+            c = c if c < 1.0 else 1.0
+            position = c * scale
+            base = np.floor(position)
+            cell[_u(k)] = np.int32(base)
+            fraction[_u(k)] = position - base
+        for k in range(width):
+            j = _u(cell[_u(k)])
+            step = slope[j]
+            suspect += np.int32(step != step)
+            line[_u(chunk + k)] = table[j] + fraction[_u(k)] * step
+        if suspect:
+            for k in range(width):
+                line[_u(chunk + k)] = _map_value(values[_u(k)], table, slope, scale, t_grid, controls, inverted,
+                                                 tolerance)
 
 
 @njit(inline="always", cache=True)
