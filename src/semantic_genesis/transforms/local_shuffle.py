@@ -302,20 +302,22 @@ def shuffle_on_device(
         volume = volume * selected[:, None].expand(batch, num_windows).reshape(-1)
     limit = DEVICE_CHUNK["cpu" if device.type == "cpu" else "other"]
 
-    # 1. The last window that covers each voxel (-1: none), without permutations.
-    last = torch.full((batch * voxels,), -1, dtype=torch.int64, device=device)
+    # 1. The last window that covers each voxel (-1: none), without permutations; the per-voxel tables
+    # are int32 when they can be (half the memory traffic).
+    small = torch.int32 if max(batch * voxels, total_windows) < 2**31 - 1 else torch.int64
+    last = torch.full((batch * voxels,), -1, dtype=small, device=device)
     for begin, end, size in _window_chunks(volume, limit, total_windows):
         owner, voxel = _window_voxels(number[begin:end], volume[begin:end], size, first, shape_of, offsets)
-        last.scatter_reduce_(0, voxel, owner, reduce="amax")
+        last.scatter_reduce_(0, voxel, owner.to(small), reduce="amax")
 
     # 2. Permutations only for the windows that keep a voxel; each voxel takes its source from the
     # permutation of its last window.
     alive = torch.zeros(total_windows + 1, dtype=torch.bool, device=device)
-    alive[last + 1] = True  # slot 0 takes the voxels no window covers
+    alive[last.to(torch.int64) + 1] = True  # slot 0 takes the voxels no window covers
     live = torch.nonzero(alive[1:]).flatten()
     live_volume = volume[live]
     discard = batch * voxels
-    source_of = torch.arange(discard + 1, device=device)
+    source_of = torch.arange(discard + 1, device=device, dtype=small)
     for begin, end, size in _window_chunks(live_volume, limit, 1 << (62 - PERMUTATION_KEY_BITS)):
         owner, voxel = _window_voxels(live[begin:end], live_volume[begin:end], size, first, shape_of, offsets)
         # key = (window within the chunk, random bits): one sort orders each window's voxels at random
@@ -323,7 +325,7 @@ def shuffle_on_device(
         noise = torch.randint(0, 1 << PERMUTATION_KEY_BITS, (size,), generator=generator, device=device)
         order = torch.sort((group << PERMUTATION_KEY_BITS) | noise).indices
         destination = torch.where(last[voxel] == owner, voxel, discard)
-        source_of.scatter_(0, destination, voxel[order])
+        source_of.scatter_(0, destination, voxel[order].to(small))
     source_index = source_of[:discard]
     if channels == 1:
         return x.reshape(-1).index_select(0, source_index).view(x.shape)
