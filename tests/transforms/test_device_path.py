@@ -141,3 +141,22 @@ def test_device_shuffle_in_many_small_chunks_keeps_the_exact_law(monkeypatch):
     assert ((source >= 0) & (source < 900)).all()
     assert ((source // 30 - rows).abs().max() <= 2) and ((source % 30 - cols).abs().max() <= 2)
     assert (source != rows * 30 + cols).double().mean() > 0.5
+
+
+def test_device_shuffle_chunks_cover_every_window_once_within_the_bounds():
+    """The device shuffle's chunking (``_window_chunks``): consecutive ranges that hold every window with
+    voxels exactly once, at most ``max_windows`` windows and ``limit`` voxels plus one window each, and
+    the right voxel counts; on random volumes with empty windows."""
+    chunks_of = importlib.import_module("semantic_genesis.transforms.local_shuffle")._window_chunks
+    g = gen(42)
+    for _ in range(300):
+        count = int(torch.randint(1, 40, (1,), generator=g))
+        volume = torch.tensor([0, 0, 1, 2, 3, 5, 8, 13])[torch.randint(0, 8, (count,), generator=g)]
+        limit, max_windows = int(torch.randint(1, 30, (1,), generator=g)), int(torch.randint(1, 12, (1,), generator=g))
+        chunks = chunks_of(volume, limit, max_windows)
+        assert sum(size for *_, size in chunks) == int(volume.sum())
+        for (begin, end, size), following in zip(chunks, chunks[1:] + [(count, count, 0)]):
+            assert 0 <= begin < end <= following[0] and end - begin <= max_windows
+            assert size == int(volume[begin:end].sum()) > 0 and size <= limit + int(volume.max())
+            assert int(volume[end:following[0]].sum()) == 0  # what lies between two chunks has no voxel
+        assert int(volume[: chunks[0][0]].sum()) == 0 if chunks else int(volume.sum()) == 0

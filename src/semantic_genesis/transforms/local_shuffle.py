@@ -34,8 +34,9 @@ gives each remaining window a uniform permutation with one sort of all their vox
 ``(window, random bits)`` and sends each voxel the source its last window's permutation gives it. Rows
 that are not selected (a preset's per-sample decision, on the device) have windows of no voxels. Same
 law as ``permutation_bank=0`` (up to ties of the random keys, below 2e-9 per window). The passes work
-on ``DEVICE_CHUNK`` voxels at a time and read three values on the host (the running totals of the
-window volumes, twice, and the list of windows kept).
+on ``DEVICE_CHUNK`` voxels at a time; the host reads five small results per call (per pass the total
+voxel count and the running totals at the chunk cuts, and the list of windows kept), never one value
+per window.
 
 Compiled CPU path (float32/float64 CPU batches when numba is installed, see
 :mod:`semantic_genesis.transforms._backend` and ``_plan``): one seed per cube is drawn from the
@@ -49,7 +50,6 @@ seed gives different (equally distributed) outputs on the two paths.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import itertools
 
@@ -323,7 +323,7 @@ def shuffle_on_device(
         # key = (window within the chunk, random bits): one sort orders each window's voxels at random
         group, _ = _window_voxels(torch.arange(end - begin, device=device), live_volume[begin:end], size)
         noise = torch.randint(0, 1 << PERMUTATION_KEY_BITS, (size,), generator=generator, device=device)
-        order = torch.sort((group << PERMUTATION_KEY_BITS) | noise).indices
+        order = torch.sort((group << PERMUTATION_KEY_BITS) | noise, stable=True).indices
         destination = torch.where(last[voxel] == owner, voxel, discard)
         source_of.scatter_(0, destination, voxel[order].to(small))
     source_index = source_of[:discard]
@@ -340,19 +340,26 @@ image."""
 
 
 def _window_chunks(volume: torch.Tensor, limit: int, max_windows: int) -> list[tuple[int, int, int]]:
-    """Consecutive ranges ``[begin, end)`` of windows with at most ``limit`` voxels (or one window) and
-    ``max_windows`` windows each, with their voxel count; empty ranges are left out. One host
-    synchronisation (the running total of ``volume``)."""
-    ends = torch.cumsum(volume, 0).tolist()
-    chunks = []
-    begin, done = 0, 0
-    while begin < len(ends):
-        end = bisect.bisect_right(ends, done + limit, lo=begin + 1)
-        end = min(max(end, begin + 1), begin + max_windows, len(ends))
-        if ends[end - 1] > done:
-            chunks.append((begin, end, int(ends[end - 1] - done)))
-        done = ends[end - 1]
-        begin = end
+    """Consecutive ranges ``[begin, end)`` of windows, cut where the running total of ``volume`` passes a
+    multiple of ``limit`` and every ``max_windows`` windows, with their voxel counts (so a range holds
+    at most ``limit`` voxels plus one window); empty ranges are left out. Two host synchronisations
+    (the total, then the cuts' running totals; not one value per window)."""
+    count = volume.shape[0]
+    if count == 0:
+        return []
+    ends = torch.cumsum(volume, 0)
+    total = int(ends[-1])
+    cuts = torch.arange(1, (count - 1) // max_windows + 1, device=volume.device) * max_windows
+    if total > limit:
+        passes = torch.arange(1, (total - 1) // limit + 1, device=volume.device) * limit
+        cuts = torch.cat((cuts, torch.searchsorted(ends, passes, right=True)))
+    cuts = torch.cat((cuts.clamp(1, count), torch.tensor([count], device=volume.device))).sort().values
+    bounds = torch.stack((cuts, ends[cuts - 1])).tolist()  # a repeated cut gives an empty range
+    chunks, begin, done = [], 0, 0
+    for end, running in zip(*bounds):
+        if running > done:
+            chunks.append((begin, end, running - done))
+        begin, done = end, running
     return chunks
 
 
