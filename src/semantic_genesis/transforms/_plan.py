@@ -64,7 +64,7 @@ class KernelPlan:
 
 
 def run_plan(
-    x: torch.Tensor, plan: KernelPlan, warp: tuple[np.ndarray, np.ndarray] | None = None
+    x: torch.Tensor, plan: KernelPlan, warp: tuple[np.ndarray, np.ndarray] | None = None, keep_input: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run ``plan`` on the float32/float64 CPU batch ``x`` (not modified).
 
@@ -74,17 +74,22 @@ def run_plan(
         warp: the elastic warp of every row before the stages, as ``elastic.kernel_warp`` returns it
             (``partial (B, 2, R, P)``, ``first (X, R)``), or None. The kernel resamples one row at a time
             into a scratch sample that the stages then read while it is in cache.
+        keep_input: return a copy of ``x`` as the target (made row by row while the row is in cache);
+            not with ``plan.parity``.
 
     Returns:
         ``(out, target)``: new contiguous tensors shaped like ``x``; ``target`` is the flipped batch
-        when ``plan.parity`` is given, else None.
+        when ``plan.parity`` is given, the copy of ``x`` with ``keep_input``, else None.
     """
+    if keep_input and plan.parity is not None:
+        raise ValueError("run_plan: keep_input and a flip (plan.parity) both make the target")
     x = x.contiguous()
     spatial = tuple(int(s) for s in x.shape[2:])
     dims = _dims(spatial)
     batch = plan.batch
     out = _backend.new_batch_like(x)
     target = _backend.new_batch_like(x) if plan.parity is not None else None
+    original = _backend.new_batch_like(x) if keep_input else None
     parity = np.zeros((batch, 3), dtype=np.uint8)
     if plan.parity is not None:
         parity[:, 3 - len(spatial):] = plan.parity.numpy()
@@ -117,8 +122,9 @@ def run_plan(
         parity, dims, shuffle_of, seeds, num_windows, max_size, disp, map_of, *tables, *paint,
         24 if x.dtype == torch.float32 else 53,
         *_warp_arrays(warp, spatial, x),
+        _backend.rows_view(original) if original is not None else np.empty((0,) + source.shape[1:], source.dtype),
     )
-    return out, target
+    return out, target if original is None else original
 
 
 def _warp_arrays(warp: tuple[np.ndarray, np.ndarray] | None, spatial: tuple[int, ...], x: torch.Tensor) -> tuple:

@@ -390,7 +390,7 @@ def _run_semantic_genesis(x: torch.Tensor, o: Mapping[str, Any], g: torch.Genera
             inpaint=_draw_inpaint(g, x, choice == 2, o),
             outpaint=_draw_outpaint(g, x, choice == 3, o),
         )
-        return run_plan(x, plan, warp)[0], _copy(x)
+        return run_plan(x, plan, warp, keep_input=True)
     warped = elastic(x, g, alpha=o["elastic_alpha"], sigma=o["elastic_sigma"], spatial_dims=x.dim() - 2) if o["elastic"] else None
     out = x.clone() if warped is None else warped
     for index, make in enumerate((_shuffle, _nonlinear, _inpaint, _outpaint)):
