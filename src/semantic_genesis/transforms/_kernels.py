@@ -372,7 +372,7 @@ def _map_range(line, low, high, mp):
     """``line[p]`` = :func:`_map_value` of itself for ``p`` in ``[low, high)``: a short span one value at a
     time, a longer one :data:`MAP_CHUNK` values at a time in three passes: the table cell and fraction of every value (vectorised), the interpolation
     (reads of the table), then, only if a value was NaN or fell in a cell evaluated exactly, the exact
-    evaluation of the chunk's values. ``mp`` = ``(table, slope, scale, t_grid, controls, inverted,
+    evaluation of those values. ``mp`` = ``(table, slope, scale, t_grid, controls, inverted,
     tolerance, cell, fraction, values)``, the last three scratch arrays of :data:`MAP_CHUNK`."""
     table, slope, scale, t_grid, controls, inverted, tolerance, cell, fraction, values = mp
     if high - low < MAP_SHORT:
@@ -397,10 +397,12 @@ def _map_range(line, low, high, mp):
             step = slope[j]
             suspect += np.int32(step != step)
             line[_u(chunk + k)] = table[j] + fraction[_u(k)] * step
-        if suspect:
+        if suspect:  # a NaN result: a NaN value, or a value in a steep cell (evaluated exactly)
             for k in range(width):
-                line[_u(chunk + k)] = _map_value(values[_u(k)], table, slope, scale, t_grid, controls, inverted,
-                                                 tolerance)
+                mapped, value = line[_u(chunk + k)], values[_u(k)]
+                if mapped != mapped or value != value:
+                    line[_u(chunk + k)] = _map_value(value, table, slope, scale, t_grid, controls, inverted,
+                                                     tolerance)
 
 
 @njit(inline="always", cache=True)
