@@ -106,7 +106,7 @@ def test_warp_kernel_matches_scipy_including_far_reflections(shape):
     disp[0, 0, :4] += 75.0
     disp[-1, 1, :, :3] -= 61.5
     with use_backend("kernel"):
-        ours = elastic_module._warp_kernel(x, disp)
+        ours = elastic_module._warp_kernel(x, *elastic_module._kernel_arrays(x, disp, None))
     grid = np.meshgrid(*[np.arange(s) for s in spatial], indexing="ij")
     for b in range(shape[0]):
         coords = [grid[0] + disp[b, 0].numpy(), grid[1] + disp[b, 1].numpy()] + list(grid[2:])
@@ -134,10 +134,10 @@ def test_warp_kernel_matches_grid_sample_on_random_fields(shape, factored):
     with use_backend("kernel"):
         if factored:
             partial = elastic_module._expand(coefficients, factors, 1)
-            ours = elastic_module._warp_kernel(x, partial, factors[0])
+            ours = elastic_module._warp_kernel(x, *elastic_module._kernel_arrays(x, partial, factors[0]))
             full = elastic_module._expand(coefficients, factors, 0).reshape((shape[0], 2) + spatial)
         else:
-            ours = elastic_module._warp_kernel(x, full)
+            ours = elastic_module._warp_kernel(x, *elastic_module._kernel_arrays(x, full, None))
     assert ours.dtype == torch.float32
     exact = warp(x.double(), full.double())
     assert (ours.double() - exact).abs().max().item() < 1e-5

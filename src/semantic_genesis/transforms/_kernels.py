@@ -156,7 +156,6 @@ def restore_rows(x, out, target, parity, dims,
             (:func:`warp_sample`'s ``partial`` per row ``(B, 2, R, P)``, ``first`` and ``dims``), or a
             ``warp_partial`` of 0 rows: no warp. ``warp_axis`` is the axis of ``dims`` that is the warp's
             first axis (0 for a 3D sample, 1 for a 2D image, whose warp layout is ``(H, W, 1)``).
-
         original: ``(B, C, V)`` written with ``x`` itself (the target of a warped batch), or ``(0, C, V)``.
 
     A warped row is resampled into a scratch sample that stays in cache for the stages that follow; on
@@ -275,10 +274,7 @@ def restore_rows(x, out, target, parity, dims,
                     high = start + span_high[line]
                     if outpainted and low == high:  # keeps nothing: its fill joins a run of such lines
                         if has_target and not shuffled:
-                            si = size_x - 1 - plane if flip_x else plane
-                            sj = size_y - 1 - j if flip_y else j
-                            read = (si * size_y + sj) * size_z
-                            read, direction = (read + size_z - 1, -1) if flip_z else (read, 1)
+                            read, direction = _line_read(plane, j, flip_x, flip_y, flip_z, size_x, size_y, size_z)
                             _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
                                            size_z, True, False, mp)
                         if run_end != start:
@@ -294,10 +290,7 @@ def restore_rows(x, out, target, parity, dims,
                             _shuffled_values(line_in, line_out, low, high, disp, False, mp)
                     else:
                         # read the (flipped) line of x once, write the target line and the kept span
-                        si = size_x - 1 - plane if flip_x else plane
-                        sj = size_y - 1 - j if flip_y else j
-                        read = (si * size_y + sj) * size_z
-                        read, direction = (read + size_z - 1, -1) if flip_z else (read, 1)
+                        read, direction = _line_read(plane, j, flip_x, flip_y, flip_z, size_x, size_y, size_z)
                         if has_target and mapped:
                             _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
                                            size_z, True, True, mp)
@@ -321,6 +314,16 @@ def restore_rows(x, out, target, parity, dims,
             span_high[:] = size_z
         if shuffled:
             disp[:] = 0
+
+
+@njit(inline="always", cache=True)
+def _line_read(plane, j, flip_x, flip_y, flip_z, size_x, size_y, size_z):
+    """``(read, direction)``: where line ``(plane, j)`` of the flipped sample starts in the unflipped one
+    and the step along it (-1 when Z is flipped)."""
+    si = size_x - 1 - plane if flip_x else plane
+    sj = size_y - 1 - j if flip_y else j
+    read = (si * size_y + sj) * size_z
+    return (read + size_z - 1, -1) if flip_z else (read, 1)
 
 
 @njit(inline="always", cache=True)
@@ -370,9 +373,9 @@ MAP_SHORT = 64
 @njit(inline="always", cache=True)
 def _map_range(line, low, high, mp):
     """``line[p]`` = :func:`_map_value` of itself for ``p`` in ``[low, high)``: a short span one value at a
-    time, a longer one :data:`MAP_CHUNK` values at a time in three passes: the table cell and fraction of every value (vectorised), the interpolation
-    (reads of the table), then, only if a value was NaN or fell in a cell evaluated exactly, the exact
-    evaluation of those values. ``mp`` = ``(table, slope, scale, t_grid, controls, inverted,
+    time, a longer one :data:`MAP_CHUNK` values at a time in three passes: the table cell and fraction
+    of every value (:func:`_table_cell`, vectorised), the interpolation (reads of the table), then, only
+    if a value was NaN or fell in a cell evaluated exactly, the exact evaluation of those values. ``mp`` = ``(table, slope, scale, t_grid, controls, inverted,
     tolerance, cell, fraction, values)``, the last three scratch arrays of :data:`MAP_CHUNK`."""
     table, slope, scale, t_grid, controls, inverted, tolerance, cell, fraction, values = mp
     if high - low < MAP_SHORT:
@@ -382,16 +385,13 @@ def _map_range(line, low, high, mp):
     for chunk in range(low, high, MAP_CHUNK):
         width = min(high, chunk + MAP_CHUNK) - chunk
         suspect = 0
-        for k in range(width):  # the same arithmetic as _map_value
+        for k in range(width):
             value = np.float64(line[_u(chunk + k)])
             values[_u(k)] = value
             suspect += np.int32(value != value)
-            c = value if value > 0.0 else 0.0
-            c = c if c < 1.0 else 1.0
-            position = c * scale
-            base = np.floor(position)
+            _, base, offset = _table_cell(value, scale)
             cell[_u(k)] = np.int32(base)
-            fraction[_u(k)] = position - base
+            fraction[_u(k)] = offset
         for k in range(width):
             j = _u(cell[_u(k)])
             step = slope[j]
@@ -845,14 +845,23 @@ def _exact_value(c, a1, b1, a2, b2, inverted, low, high, tolerance):
 
 
 @njit(inline="always", cache=True)
+def _table_cell(value, scale):
+    """``(c, cell, fraction)`` of a float64 value in a map's table of ``scale`` cells: ``c`` the value
+    clamped to [0, 1] (NaN takes 0, a valid index; the callers return NaN themselves), ``cell`` the
+    float index of its cell and ``fraction`` its position inside."""
+    c = value if value > 0.0 else 0.0
+    c = c if c < 1.0 else 1.0
+    position = c * scale
+    base = np.floor(position)
+    return c, base, position - base
+
+
+@njit(inline="always", cache=True)
 def _map_value(v, table, slope, scale, t_grid, controls, inverted, tolerance):
     """``v`` clamped to [0, 1] through one map: linear interpolation in its table, or the exact map in
     the cells marked by a NaN slope (t solved to ``tolerance``). NaN stays NaN. Arithmetic in float64."""
     value = np.float64(v)
-    c = value if value > 0.0 else 0.0  # NaN takes 0 here (a valid index) and is returned below
-    c = c if c < 1.0 else 1.0
-    position = c * scale
-    base = np.floor(position)
+    c, base, offset = _table_cell(value, scale)
     j = _u(np.int64(base))
     step = slope[j]
     if step != step:
@@ -860,7 +869,7 @@ def _map_value(v, table, slope, scale, t_grid, controls, inverted, tolerance):
             return value
         return _exact_value(c, controls[0], controls[1], controls[2], controls[3], inverted, t_grid[j + _u(1)],
                             t_grid[j], tolerance)
-    mapped = table[j] + (position - base) * step
+    mapped = table[j] + offset * step
     return mapped if value == value else value
 
 
@@ -888,6 +897,28 @@ def _reflect_into(position, size, inverse, high):
     odd = flips - 2.0 * np.floor(0.5 * flips)
     reflected = min(max(extra - 0.5 + odd * (size - 2.0 * extra), 0.0), high)
     return position if (position >= 0.0) & (position <= high) else reflected
+
+
+@njit(inline="always", cache=True)
+def _reflect_once(position, high, top):
+    """:func:`_reflect_into` for a position at most one reflection away (``-size - 0.5 <= position <=
+    2 size - 0.5``; ``high = size - 1``, ``top = 2 size - 1``): ``-1 - p`` below the plane, ``top - p``
+    above it, clipped to ``[0, high]``. Gives exactly what the general formula gives there, without its
+    division, and vectorises."""
+    reflected = position if position >= 0.0 else -position - 1.0
+    reflected = reflected if reflected <= high else top - reflected
+    return min(max(reflected, 0.0), high)
+
+
+@njit(inline="always", cache=True)
+def _neighbours(r, c, last_x, last_y, plane, size_z, lane):
+    """``(first, weight_x, weight_y)`` of the in-plane position ``(r, c)`` (float64, inside the plane) of
+    a voxel in lane ``lane``: the int32 flat index of its first neighbour (a sample holds fewer than 2**31
+    voxels) and the bilinear weights of the next row and column; a position on the last row (column)
+    takes weight 1 of the row before it."""
+    r0 = min(np.int32(r), last_x)
+    c0 = min(np.int32(c), last_y)
+    return np.int32(r0 * plane + c0 * size_z + lane), r - r0, c - c0
 
 
 WARP_CHUNK = 512
@@ -1036,26 +1067,16 @@ def warp_sample(src, dst, partial, first, dims, low_x, high_x, low_q, high_q, wo
                     p = i64 + np.float64(shift_x[_u(q)])
                     pc = col[_u(q0 + q)] + np.float64(shift_y[_u(q)])
                     far += np.int32((p < low_x_far) | (p > high_x_far) | (pc < low_y_far) | (pc > high_y_far))
-                    r = p if p >= 0.0 else -p - 1.0
-                    r = r if r <= high_x_f else top_x - r
-                    r = min(max(r, 0.0), high_x_f)
-                    c = pc if pc >= 0.0 else -pc - 1.0
-                    c = c if c <= high_y_f else top_y - c
-                    c = min(max(c, 0.0), high_y_f)
-                    r0 = min(np.int32(r), last_x)
-                    c0 = min(np.int32(c), last_y)
-                    wx[_u(q)] = r - r0
-                    wy[_u(q)] = c - c0
-                    first_source[_u(q)] = np.int32(r0 * plane_f + c0 * size_z_f + lane[_u(q0 + q)])
+                    r = _reflect_once(p, high_x_f, top_x)
+                    c = _reflect_once(pc, high_y_f, top_y)
+                    first_source[_u(q)], wx[_u(q)], wy[_u(q)] = _neighbours(r, c, last_x, last_y, plane_f, size_z_f,
+                                                                            lane[_u(q0 + q)])
                 if far > 0:  # a position more than one reflection away: the general formula
                     for q in range(width):
                         r = _reflect_into(i64 + np.float64(shift_x[_u(q)]), float_x, inverse_x, high_x_f)
                         c = _reflect_into(col[_u(q0 + q)] + np.float64(shift_y[_u(q)]), float_y, inverse_y, high_y_f)
-                        r0 = min(np.int32(r), last_x)
-                        c0 = min(np.int32(c), last_y)
-                        wx[_u(q)] = r - r0
-                        wy[_u(q)] = c - c0
-                        first_source[_u(q)] = np.int32(r0 * plane_f + c0 * size_z_f + lane[_u(q0 + q)])
+                        first_source[_u(q)], wx[_u(q)], wy[_u(q)] = _neighbours(r, c, last_x, last_y, plane_f,
+                                                                                size_z_f, lane[_u(q0 + q)])
             for ch in range(src.shape[0]):  # 3. interpolation
                 line = src[ch]
                 out_line = dst[ch]

@@ -27,6 +27,11 @@ MAX_WINDOW_TABLE = 2**24
 """Largest shuffle window table the kernel builds: the voxel offsets of every window shape (int32)."""
 
 
+def warp_fits(spatial: tuple[int, ...]) -> bool:
+    """Whether the compiled elastic warp handles this shape: fewer than 2**31 voxels (int32 indices)."""
+    return numel(spatial) < 2**31
+
+
 def kernel_fits(spatial: tuple[int, ...], size_divisor: int) -> bool:
     """Whether the compiled kernels handle this shape: 2D or 3D, dimensions up to 65,536 (the shuffle's
     draws use 16-bit chunks), fewer than 2**31 voxels (the warp's int32 indices) and a window table of
@@ -34,8 +39,7 @@ def kernel_fits(spatial: tuple[int, ...], size_divisor: int) -> bool:
     keeps every window volume below 65,536)."""
     largest = [max(1, dim // size_divisor) for dim in spatial]
     table = numel([m * (m + 1) // 2 for m in largest])
-    return (len(spatial) in (2, 3) and max(spatial) <= 2**16 and numel(spatial) < 2**31
-            and table <= MAX_WINDOW_TABLE)
+    return len(spatial) in (2, 3) and max(spatial) <= 2**16 and warp_fits(spatial) and table <= MAX_WINDOW_TABLE
 
 
 @dataclass(frozen=True)

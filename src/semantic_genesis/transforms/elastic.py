@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import _backend
+from semantic_genesis.transforms._plan import warp_fits
 from semantic_genesis.transforms._random import check_batch, device_generator, resolve_generator, sample_or_batch
 
 
@@ -184,7 +185,7 @@ def elastic(
     generator = resolve_generator(generator)
     if x.shape[0] == 0:
         return x.clone()
-    if _backend.kernel_for(x) is None or math.prod(spatial) >= 2**31:  # (the kernel's indices are int32)
+    if _backend.kernel_for(x) is None or not warp_fits(spatial):
         return warp(x, sample_displacement(generator, x.shape[0], spatial, alpha, sigma, x.device))
     return _warp_kernel(x, *kernel_warp(x, generator, alpha, sigma))
 
@@ -214,19 +215,16 @@ def _kernel_arrays(x: torch.Tensor, partial: torch.Tensor, first: torch.Tensor |
     return np.ascontiguousarray(partial.numpy()), np.ascontiguousarray(first.to(x.dtype).numpy())
 
 
-def _warp_kernel(x: torch.Tensor, partial: torch.Tensor | np.ndarray, first: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+def _warp_kernel(x: torch.Tensor, partial: np.ndarray, first: np.ndarray) -> torch.Tensor:
     """:func:`warp` by the compiled kernel ``_kernels.warp_inplane`` (float32/float64 CPU batches), with the
     displacement of the first-axis plane ``i`` given as ``first[i] @ partial[b, axis]``.
 
     Args:
         x: the batch.
-        partial: as :func:`kernel_warp` returns it, or a tensor ``(2 * B, R, P)`` (``P`` the voxels of a
-            first-axis plane), or the full displacement ``(B, 2, *spatial)`` when ``first`` is None.
-        first: ``(X, R)`` factor of the first axis, or None (identity).
+        partial, first: as :func:`kernel_warp` returns them (:func:`_kernel_arrays` makes them from a
+            given factored or full displacement).
     """
     src = x.contiguous()
-    if isinstance(partial, torch.Tensor):
-        partial, first = _kernel_arrays(x, partial, first)
     out = _backend.new_batch_like(src)
     _backend.kernels().warp_inplane(
         _backend.rows_view(src), _backend.rows_view(out), partial, first,

@@ -240,12 +240,16 @@ def local_shuffle(
     local = winner.view(batch, voxels).bitwise_and_((1 << bits) - 1)
     index_dtype = torch.int32 if total < 2**31 else torch.int64
     cube_start = (torch.arange(batch, device=device, dtype=index_dtype) * voxels).view(batch, 1)
-    source_index = (local.to(index_dtype) + cube_start).view(-1)
-    channels = x.shape[1]
-    if channels == 1:
+    return _take_voxels(x, (local.to(index_dtype) + cube_start).view(-1))
+
+
+def _take_voxels(x: torch.Tensor, source_index: torch.Tensor) -> torch.Tensor:
+    """The batch ``x`` ``(B, C, *spatial)`` with voxel ``v`` (flat over the batch, all channels together)
+    taken from voxel ``source_index[v]``."""
+    if x.shape[1] == 1:
         return x.reshape(-1).index_select(0, source_index).view(x.shape)
-    values = x.movedim(1, -1).reshape(total, channels).index_select(0, source_index)
-    return values.view((batch,) + spatial + (channels,)).movedim(-1, 1).contiguous()
+    values = x.movedim(1, -1).reshape(-1, x.shape[1]).index_select(0, source_index)
+    return values.view((x.shape[0],) + tuple(x.shape[2:]) + (x.shape[1],)).movedim(-1, 1).contiguous()
 
 
 @functools.lru_cache(maxsize=32)
@@ -282,7 +286,7 @@ def shuffle_on_device(
         A new batch shaped like ``x``.
     """
     device = x.device
-    batch, channels = x.shape[:2]
+    batch = x.shape[0]
     spatial = tuple(int(s) for s in x.shape[2:])
     voxels = numel(spatial)
     if batch == 0 or num_windows == 0:
@@ -326,11 +330,7 @@ def shuffle_on_device(
         order = torch.sort((group << PERMUTATION_KEY_BITS) | noise, stable=True).indices
         destination = torch.where(last[voxel] == owner, voxel, discard)
         source_of.scatter_(0, destination, voxel[order].to(small))
-    source_index = source_of[:discard]
-    if channels == 1:
-        return x.reshape(-1).index_select(0, source_index).view(x.shape)
-    values = x.movedim(1, -1).reshape(batch * voxels, channels).index_select(0, source_index)
-    return values.view((batch,) + spatial + (channels,)).movedim(-1, 1).contiguous()
+    return _take_voxels(x, source_of[:discard])
 
 
 PERMUTATION_KEY_BITS = 46
