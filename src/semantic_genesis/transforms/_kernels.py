@@ -128,7 +128,7 @@ def restore_rows(x, out, target, parity, dims,
                  shuffle_of, shuffle_seeds, num_windows, max_size, disp,
                  map_of, table, slope, t_grid, controls, inverted,
                  paint_of, paint_inside, corners, sizes, counts, constants, use_constant, noise_seed, noise_index,
-                 bits, warp_partial, warp_first, warp_dims, warp_axis, original):
+                 bits, warp_partial, warp_first, warp_even, warp_dims, warp_axis, original):
     """Write ``out[b]`` (and ``target[b]``) for every row ``b``: warp, flip, shuffle, map, paint, in that order.
 
     Args:
@@ -152,8 +152,8 @@ def restore_rows(x, out, target, parity, dims,
         constants, use_constant: ``(P,)`` the fill value of painting ``j`` when ``use_constant[j]``, else
             uniform noise: voxel ``p`` of channel ``ch`` gets the top ``bits`` bits (24 for float32, 53
             for float64) of ``mix(stream(noise_seed[j], noise_index[j] * C + ch) + (p + 1) * gamma)``.
-        warp_partial, warp_first, warp_dims: the elastic warp of every row before the other stages
-            (:func:`warp_sample`'s ``partial`` per row ``(B, 2, R, P)``, ``first`` and ``dims``), or a
+        warp_partial, warp_first, warp_even, warp_dims: the elastic warp of every row before the other
+            stages (:func:`warp_sample`'s ``partial`` per row ``(B, 2, R, P)``, ``first``, ``even``, ``dims``), or a
             ``warp_partial`` of 0 rows: no warp. ``warp_axis`` is the axis of ``dims`` that is the warp's
             first axis (0 for a 3D sample, 1 for a 2D image, whose warp layout is ``(H, W, 1)``).
         original: ``(B, C, V)`` written with ``x`` itself (the target of a warped batch), or ``(0, C, V)``.
@@ -207,7 +207,7 @@ def restore_rows(x, out, target, parity, dims,
             box = np.array((0, warp_dims[0], 0, warp_dims[1]), np.int64)
             if outpainted and not has_target:
                 _bounding_box(painting, corners, sizes, counts, warp_axis, box)
-            warp_sample(x[b], scratch, warp_partial[b], warp_first, warp_dims, box[0], box[1],
+            warp_sample(x[b], scratch, warp_partial[b], warp_first, warp_even, warp_dims, box[0], box[1],
                         box[2] * warp_dims[2], box[3] * warp_dims[2], work)
             source = scratch
         if original.shape[0] > 0:  # the row as given, copied while the warp has it in cache
@@ -900,33 +900,35 @@ def _reflect_into(position, size, inverse, high):
 
 
 @njit(inline="always", cache=True)
-def _reflect_once(position, high, top):
+def _reflect_once(position, high, top, zero, one):
     """:func:`_reflect_into` for a position at most one reflection away (``-size - 0.5 <= position <=
     2 size - 0.5``; ``high = size - 1``, ``top = 2 size - 1``): ``-1 - p`` below the plane, ``top - p``
-    above it, clipped to ``[0, high]``. Gives exactly what the general formula gives there, without its
-    division, and vectorises."""
-    reflected = position if position >= 0.0 else -position - 1.0
+    above it, clipped to ``[0, high]``. Gives what the general formula gives there, without its division,
+    vectorises, and keeps the type of its arguments (``zero``, ``one``: 0 and 1 in that type)."""
+    reflected = position if position >= zero else -position - one
     reflected = reflected if reflected <= high else top - reflected
-    return min(max(reflected, 0.0), high)
+    return min(max(reflected, zero), high)
 
 
 @njit(inline="always", cache=True)
 def _neighbours(r, c, last_x, last_y, plane, size_z, lane):
-    """``(first, weight_x, weight_y)`` of the in-plane position ``(r, c)`` (float64, inside the plane) of
-    a voxel in lane ``lane``: the int32 flat index of its first neighbour (a sample holds fewer than 2**31
-    voxels) and the bilinear weights of the next row and column; a position on the last row (column)
-    takes weight 1 of the row before it."""
-    r0 = min(np.int32(r), last_x)
-    c0 = min(np.int32(c), last_y)
-    return np.int32(r0 * plane + c0 * size_z + lane), r - r0, c - c0
+    """``(first, weight_x, weight_y)`` of the in-plane position ``(r, c)`` (inside the plane) of a voxel in
+    lane ``lane``: the int32 flat index of its first neighbour (a sample holds fewer than 2**31 voxels;
+    ``plane``, ``size_z``, ``lane`` int32) and the bilinear weights of the next row and column, in the
+    type of ``r`` and ``c``. A position on the last row (column) takes weight 1 of the row before it
+    (``last_x``, ``last_y``: the index of the row and column before the last, in that type)."""
+    r0 = min(np.floor(r), last_x)
+    c0 = min(np.floor(c), last_y)
+    return np.int32(r0) * plane + np.int32(c0) * size_z + lane, r - r0, c - c0
 
 
 WARP_CHUNK = 512
-"""Voxels of a first-axis plane that :func:`warp_sample` displaces at a time (the displacement, positions
+"""Voxels of a first-axis plane that :func:`warp_sample` resamples at a time (the displacement, positions
 and weights of a block of planes stay in the L1 cache)."""
 
 WARP_BLOCK = 4
-"""First-axis planes that :func:`warp_sample` displaces at a time."""
+"""Planes whose displacement :func:`warp_sample` computes together (each term of the factored field is read
+once for all of them)."""
 
 WARP_LOOKAHEAD_BYTES = 2**17
 """How far ahead of the planes being resampled :func:`warp_sample` reads the sample in memory order
@@ -942,7 +944,7 @@ def _touch(src, start, stop):
     step = max(64 // src.itemsize, 1)
     for ch in range(src.shape[0]):
         line = src[ch]
-        for p in range(start, stop, step):
+        for p in range(max(start, 0), stop, step):
             total += line[_u(p)]
     return total
 
@@ -950,145 +952,191 @@ def _touch(src, start, stop):
 @njit(cache=True, nogil=True)
 def warp_workspace(partial, dims):
     """Scratch arrays of :func:`warp_sample` for one shape and dtype (made once per batch)."""
-    size_y, size_z = dims[1], dims[2]
+    size_x, size_y, size_z = dims[0], dims[1], dims[2]
     plane = size_y * size_z
     chunk = min(plane, WARP_CHUNK)
-    col = np.empty(plane, np.float64)  # second index of voxel q of a plane
-    lane = np.empty(plane, np.float64)  # its third index
+    dtype = partial.dtype
+    rows = np.empty(size_x, dtype)  # first index of plane i, in the batch's type
+    col = np.empty(plane, dtype)  # second index of voxel q of a plane
+    lane = np.empty(plane, np.int32)  # its third index
+    for i in range(size_x):
+        rows[i] = i
     for q in range(plane):
         col[q] = q // size_z
         lane[q] = q % size_z
-    return (np.empty((WARP_BLOCK, 2, chunk), partial.dtype), np.empty((WARP_BLOCK, chunk), np.int32),
-            np.empty((WARP_BLOCK, chunk), partial.dtype), np.empty((WARP_BLOCK, chunk), partial.dtype),
-            col, lane, np.zeros(1, np.float64))
+    # the bounds of the position arithmetic, in the batch's type
+    bounds = np.array((size_x - 1.0, size_y - 1.0, 2.0 * size_x - 1.0, 2.0 * size_y - 1.0,
+                       -size_x - 0.5, 2.0 * size_x - 0.5, -size_y - 0.5, 2.0 * size_y - 0.5,
+                       max(size_x - 2.0, 0.0), max(size_y - 2.0, 0.0), 0.0, 1.0, -1.0), dtype)
+    return (np.empty((2, 2, WARP_BLOCK, chunk), dtype), np.zeros((WARP_BLOCK, partial.shape[2]), dtype),
+            np.empty(chunk, np.int32), np.empty(chunk, dtype), np.empty(chunk, dtype),
+            rows, col, lane, bounds, np.zeros(1, np.float64))
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def warp_inplane(src, dst, partial, first, dims):
+def warp_inplane(src, dst, partial, first, even, dims):
     """Bilinear resampling of every ``(x, y)`` plane at ``(x + dx, y + dy)``, scipy-``reflect`` borders.
 
     Args:
         src: ``(B, C, V)`` view of a contiguous ``(B, C, X, Y, Z)`` batch (2D images: ``Z = 1``), read only.
         dst: same shape, written; no shared memory with ``src``.
-        partial: ``(B, 2, R, Y * Z)`` and ``first`` ``(X, R)``, in the batch's dtype: the displacement
-            (voxels along X and Y; Z is not displaced) of the voxels with first index ``i`` is
-            ``first[i] @ partial[b, axis]`` (see :func:`warp_sample`).
+        partial, first, even: the displacement (voxels along X and Y; Z is not displaced) in factored
+            form, in the batch's dtype: ``partial (B, 2, R, Y * Z)``, ``first (ceil(X / 2), R)``, the first
+            ``even`` columns of the first axis's factor symmetric about the middle plane, the others
+            antisymmetric (see :func:`warp_sample`).
         dims: ``(3,)`` int64 spatial shape ``(X, Y, Z)``.
     """
     work = warp_workspace(partial, dims)
     for b in range(src.shape[0]):
-        warp_sample(src[b], dst[b], partial[b], first, dims, 0, dims[0], 0, dims[1] * dims[2], work)
+        warp_sample(src[b], dst[b], partial[b], first, even, dims, 0, dims[0], 0, dims[1] * dims[2], work)
+
+
+@njit(inline="always", cache=True)
+def _factor_terms(acc, weights, terms, r0, r1, q0, width):
+    """``acc[k, q] = sum(weights[k, r] * terms[r, q0 + q] for r in range(r0, r1))`` for the
+    :data:`WARP_BLOCK` (4) rows ``k`` and ``q < width`` (``r1 > r0``). Each term row is read once for the
+    four rows, four terms per pass (a vectorised loop bound by its loads); the terms of a row are added
+    in order, one at a time."""
+    a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+    w0, w1, w2, w3 = weights[0], weights[1], weights[2], weights[3]
+    row = terms[r0]
+    x0, x1, x2, x3 = w0[r0], w1[r0], w2[r0], w3[r0]
+    for q in range(width):
+        t = row[_u(q0 + q)]
+        a0[_u(q)] = x0 * t
+        a1[_u(q)] = x1 * t
+        a2[_u(q)] = x2 * t
+        a3[_u(q)] = x3 * t
+    blocked = r0 + 1 + ((r1 - r0 - 1) // 4) * 4
+    for r in range(r0 + 1, blocked, 4):
+        t0, t1, t2, t3 = terms[r], terms[r + 1], terms[r + 2], terms[r + 3]
+        x00, x01, x02, x03 = w0[r], w0[r + 1], w0[r + 2], w0[r + 3]
+        x10, x11, x12, x13 = w1[r], w1[r + 1], w1[r + 2], w1[r + 3]
+        x20, x21, x22, x23 = w2[r], w2[r + 1], w2[r + 2], w2[r + 3]
+        x30, x31, x32, x33 = w3[r], w3[r + 1], w3[r + 2], w3[r + 3]
+        for q in range(width):
+            p = _u(q0 + q)
+            v0, v1, v2, v3 = t0[p], t1[p], t2[p], t3[p]
+            a0[_u(q)] = (((a0[_u(q)] + x00 * v0) + x01 * v1) + x02 * v2) + x03 * v3
+            a1[_u(q)] = (((a1[_u(q)] + x10 * v0) + x11 * v1) + x12 * v2) + x13 * v3
+            a2[_u(q)] = (((a2[_u(q)] + x20 * v0) + x21 * v1) + x22 * v2) + x23 * v3
+            a3[_u(q)] = (((a3[_u(q)] + x30 * v0) + x31 * v1) + x32 * v2) + x33 * v3
+    for r in range(blocked, r1):
+        row = terms[r]
+        x0, x1, x2, x3 = w0[r], w1[r], w2[r], w3[r]
+        for q in range(width):
+            t = row[_u(q0 + q)]
+            a0[_u(q)] += x0 * t
+            a1[_u(q)] += x1 * t
+            a2[_u(q)] += x2 * t
+            a3[_u(q)] += x3 * t
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def warp_sample(src, dst, partial, first, dims, low_x, high_x, low_q, high_q, work):
+def warp_sample(src, dst, partial, first, even, dims, low_x, high_x, low_q, high_q, work):
     """:func:`warp_inplane` for one sample, on the first-axis planes ``[low_x, high_x)`` and the voxels
     ``[low_q, high_q)`` of each plane (flat ``y * Z + z``; the rest of ``dst`` is not written).
 
     Args:
         src, dst: ``(C, V)`` the sample and its output (no shared memory).
-        partial: ``(2, R, Y * Z)``; ``first`` ``(X, R)``; ``dims`` ``(X, Y, Z)``; ``work`` from
-            :func:`warp_workspace`.
+        partial: ``(2, R, Y * Z)``; ``first`` ``(ceil(X / 2), R)``; ``even``; ``dims`` ``(X, Y, Z)``; ``work``
+            from :func:`warp_workspace`.
+
+    The displacement along ``axis`` of plane ``i`` is ``F[i] @ partial[axis]``, where the first-axis factor
+    ``F`` (``X`` rows) has ``even`` columns symmetric about the middle plane (``F[X - 1 - i, r] = F[i, r]``)
+    and antisymmetric ones after them (``F[X - 1 - i, r] = -F[i, r]``); ``first`` holds its rows ``c <=
+    (X - 1) / 2``. The planes ``c`` and ``X - 1 - c`` share their two partial sums ``e`` (symmetric
+    columns) and ``o`` (antisymmetric ones): their displacements are ``e + o`` and ``e - o``, so each
+    plane costs half the multiply-adds, and a plane's displacement does not depend on the range.
 
     The same arithmetic as ``elastic.warp`` (``grid_sample`` bilinear, reflection padding,
-    ``align_corners=False``) without building the normalised grid, in three vectorised or tight passes
-    per block of :data:`WARP_BLOCK` planes and :data:`WARP_CHUNK` voxels:
+    ``align_corners=False``) without building the normalised grid, in three passes per block of
+    :data:`WARP_BLOCK` plane pairs and :data:`WARP_CHUNK` voxels:
 
-    1. the displacement ``first[i] @ partial[axis]``, four rank terms per pass over the block's values
-       (each added in the same order as one term at a time, so the result does not depend on the
-       blocking);
-    2. the positions ``i + d`` in float64, reflected without a branch (scipy's ``"reflect"``) by the
-       one-reflection formula ``-1 - p`` below the plane and ``2 size - 1 - p`` above it, which gives
-       exactly what the general :func:`_reflect_into` gives there; a block that holds a position further
-       away takes the general formula. Each position gives its weights and first source voxel (an
-       int32 flat index: a sample holds fewer than 2**31 voxels);
+    1. the partial sums ``e`` and ``o`` (:func:`_factor_terms`);
+    2. per plane, the positions ``i + d`` in the batch's dtype (as ``grid_sample`` computes its float32
+       coordinates), reflected without a branch (scipy's ``"reflect"``) by the one-reflection formula
+       ``-1 - p`` below the plane and ``2 size - 1 - p`` above it, which gives what the general
+       :func:`_reflect_into` gives there; a chunk that holds a position further away takes the general
+       formula. Each position gives its weights and first source voxel (an int32 flat index);
     3. the interpolation of every channel from the four neighbours.
 
-    The sample is also read in memory order :data:`WARP_LOOKAHEAD_BYTES` ahead (:func:`_touch`).
+    The sample is also read in memory order :data:`WARP_LOOKAHEAD_BYTES` ahead of both ends of the
+    planes being resampled (:func:`_touch`).
     """
-    shift, index, weight_x, weight_y, col, lane, sink = work
+    sums, weights, index, weight_x, weight_y, rows_of, col, lane, bounds, sink = work
+    edge_x, edge_y, top_x, top_y = bounds[0], bounds[1], bounds[2], bounds[3]
+    low_x_far, high_x_far, low_y_far, high_y_far = bounds[4], bounds[5], bounds[6], bounds[7]
+    last_x, last_y, zero, one, minus_one = bounds[8], bounds[9], bounds[10], bounds[11], bounds[12]
     size_x, size_y, size_z = dims[0], dims[1], dims[2]
     plane = size_y * size_z
-    rank = first.shape[1]
-    chunk = shift.shape[2]
-    blocked = 1 + ((rank - 1) // 4) * 4  # rank terms 1 .. blocked - 1 go four at a time
-    high_x_f, high_y_f = size_x - 1.0, size_y - 1.0
+    plane_i, size_z_i = np.int32(plane), np.int32(size_z)
     float_x, float_y = np.float64(size_x), np.float64(size_y)
     inverse_x, inverse_y = 1.0 / float_x, 1.0 / float_y
-    top_x, top_y = 2.0 * float_x - 1.0, 2.0 * float_y - 1.0  # reflection above the last row: top - p
-    # positions further than one reflection away take the general formula
-    low_x_far, high_x_far = -float_x - 0.5, 2.0 * float_x - 0.5
-    low_y_far, high_y_far = -float_y - 0.5, 2.0 * float_y - 0.5
-    # a voxel on the last row (column) is read as weight 1 of the row before it, so that all four
-    # neighbours lie inside the sample (a single row: both are the row itself)
-    last_x, last_y = np.int32(max(size_x - 2, 0)), np.int32(max(size_y - 2, 0))
+    rank = first.shape[1]
+    chunk = sums.shape[3]
     step_x = plane if size_x > 1 else 0
     step_y = size_z if size_y > 1 else 0
-    plane_f, size_z_f = np.float64(plane), np.float64(size_z)
+    # the canonical planes c = min(i, X - 1 - i) of the planes i in [low_x, high_x)
+    c_low = min(low_x, size_x - high_x)
+    c_high = min(high_x - 1, size_x - 1 - low_x, (size_x - 1) // 2) + 1
     lookahead = max(WARP_LOOKAHEAD_BYTES // (src.itemsize * plane), WARP_BLOCK)
-    sink[0] += _touch(src, 0, min(size_x, low_x + lookahead) * plane)
-    for i0 in range(low_x, high_x, WARP_BLOCK):
-        rows = min(WARP_BLOCK, high_x - i0)
-        ahead = min(i0 + lookahead, size_x)
-        sink[0] += _touch(src, ahead * plane, min(ahead + WARP_BLOCK, size_x) * plane)
+    sink[0] += _touch(src, c_low * plane, min(size_x, c_low + lookahead) * plane)
+    sink[0] += _touch(src, (size_x - c_low - lookahead) * plane, (size_x - c_low) * plane)
+    for c0 in range(c_low, c_high, WARP_BLOCK):
+        pairs = min(WARP_BLOCK, c_high - c0)
+        ahead = c0 + lookahead
+        if ahead < size_x - ahead:  # the planes that the next blocks reach, from both ends
+            sink[0] += _touch(src, ahead * plane, min(ahead + WARP_BLOCK, size_x) * plane)
+            sink[0] += _touch(src, (size_x - ahead - WARP_BLOCK) * plane, (size_x - ahead) * plane)
+        for k in range(WARP_BLOCK):  # the block's rows of the factor (zero beyond the last pair)
+            for r in range(rank):
+                weights[k, r] = first[c0 + k, r] if k < pairs else zero
         for q0 in range(low_q, high_q, chunk):
             width = min(high_q, q0 + chunk) - q0
-            for axis in range(2):  # 1. displacement of planes i0 .. i0 + rows - 1, voxels q0 .. q0 + width - 1
-                terms = partial[axis]
-                for di in range(rows):
-                    target = shift[di, axis]
-                    weights = first[i0 + di]
-                    w = weights[0]
-                    row = terms[0]
-                    for q in range(width):
-                        target[_u(q)] = w * row[_u(q0 + q)]
-                    for r in range(1, blocked, 4):
-                        w0, w1, w2, w3 = weights[r], weights[r + 1], weights[r + 2], weights[r + 3]
-                        t0, t1, t2, t3 = terms[r], terms[r + 1], terms[r + 2], terms[r + 3]
+            for axis in range(2):  # 1. the partial sums of the symmetric and the antisymmetric columns
+                _factor_terms(sums[axis, 0], weights, partial[axis], 0, even, q0, width)
+                if even < rank:
+                    _factor_terms(sums[axis, 1], weights, partial[axis], even, rank, q0, width)
+                else:
+                    sums[axis, 1, :, :width] = zero
+            for k in range(pairs):
+                c = c0 + k
+                even_x, odd_x, even_y, odd_y = sums[0, 0, k], sums[0, 1, k], sums[1, 0, k], sums[1, 1, k]
+                for mirrored in range(2):
+                    i = size_x - 1 - c if mirrored else c
+                    if (mirrored and i == c) or i < low_x or i >= high_x:
+                        continue
+                    sign = minus_one if mirrored else one
+                    row = rows_of[i]
+                    far = 0
+                    for q in range(width):  # 2. positions
+                        p = row + (even_x[_u(q)] + sign * odd_x[_u(q)])
+                        pc = col[_u(q0 + q)] + (even_y[_u(q)] + sign * odd_y[_u(q)])
+                        far += np.int32((p < low_x_far) | (p > high_x_far) | (pc < low_y_far) | (pc > high_y_far))
+                        r = _reflect_once(p, edge_x, top_x, zero, one)
+                        cc = _reflect_once(pc, edge_y, top_y, zero, one)
+                        index[_u(q)], weight_x[_u(q)], weight_y[_u(q)] = _neighbours(
+                            r, cc, last_x, last_y, plane_i, size_z_i, lane[_u(q0 + q)])
+                    if far > 0:  # a position more than one reflection away: the general formula
                         for q in range(width):
-                            p = _u(q0 + q)
-                            value = target[_u(q)]
-                            value += w0 * t0[p]
-                            value += w1 * t1[p]
-                            value += w2 * t2[p]
-                            value += w3 * t3[p]
-                            target[_u(q)] = value
-                    for r in range(blocked, rank):
-                        w = weights[r]
-                        row = terms[r]
+                            p = row + (even_x[_u(q)] + sign * odd_x[_u(q)])
+                            pc = col[_u(q0 + q)] + (even_y[_u(q)] + sign * odd_y[_u(q)])
+                            # stored in the batch's type, then read back
+                            weight_x[_u(q)] = _reflect_into(np.float64(p), float_x, inverse_x, np.float64(edge_x))
+                            weight_y[_u(q)] = _reflect_into(np.float64(pc), float_y, inverse_y, np.float64(edge_y))
+                            index[_u(q)], weight_x[_u(q)], weight_y[_u(q)] = _neighbours(
+                                weight_x[_u(q)], weight_y[_u(q)], last_x, last_y, plane_i, size_z_i, lane[_u(q0 + q)])
+                    start = i * plane + q0
+                    for ch in range(src.shape[0]):  # 3. interpolation
+                        line = src[ch]
+                        out_line = dst[ch]
                         for q in range(width):
-                            target[_u(q)] += w * row[_u(q0 + q)]
-            for di in range(rows):  # 2. positions
-                i64 = np.float64(i0 + di)
-                shift_x, shift_y = shift[di, 0], shift[di, 1]
-                first_source, wx, wy = index[di], weight_x[di], weight_y[di]
-                far = 0
-                for q in range(width):
-                    p = i64 + np.float64(shift_x[_u(q)])
-                    pc = col[_u(q0 + q)] + np.float64(shift_y[_u(q)])
-                    far += np.int32((p < low_x_far) | (p > high_x_far) | (pc < low_y_far) | (pc > high_y_far))
-                    r = _reflect_once(p, high_x_f, top_x)
-                    c = _reflect_once(pc, high_y_f, top_y)
-                    first_source[_u(q)], wx[_u(q)], wy[_u(q)] = _neighbours(r, c, last_x, last_y, plane_f, size_z_f,
-                                                                            lane[_u(q0 + q)])
-                if far > 0:  # a position more than one reflection away: the general formula
-                    for q in range(width):
-                        r = _reflect_into(i64 + np.float64(shift_x[_u(q)]), float_x, inverse_x, high_x_f)
-                        c = _reflect_into(col[_u(q0 + q)] + np.float64(shift_y[_u(q)]), float_y, inverse_y, high_y_f)
-                        first_source[_u(q)], wx[_u(q)], wy[_u(q)] = _neighbours(r, c, last_x, last_y, plane_f,
-                                                                                size_z_f, lane[_u(q0 + q)])
-            for ch in range(src.shape[0]):  # 3. interpolation
-                line = src[ch]
-                out_line = dst[ch]
-                for di in range(rows):
-                    first_source, wx, wy = index[di], weight_x[di], weight_y[di]
-                    start = (i0 + di) * plane + q0
-                    for q in range(width):
-                        s = first_source[_u(q)]
-                        a = line[_u(s)]
-                        c = line[_u(s + step_y)]
-                        top = a + (c - a) * wy[_u(q)]
-                        a = line[_u(s + step_x)]
-                        c = line[_u(s + step_x + step_y)]
-                        bottom = a + (c - a) * wy[_u(q)]
-                        out_line[_u(start + q)] = top + (bottom - top) * wx[_u(q)]
+                            s = index[_u(q)]
+                            a = line[_u(s)]
+                            b = line[_u(s + step_y)]
+                            top = a + (b - a) * weight_y[_u(q)]
+                            a = line[_u(s + step_x)]
+                            b = line[_u(s + step_x + step_y)]
+                            bottom = a + (b - a) * weight_y[_u(q)]
+                            out_line[_u(start + q)] = top + (bottom - top) * weight_x[_u(q)]

@@ -15,6 +15,7 @@ of the image are the contiguous lines the kernel walks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +41,23 @@ def kernel_fits(spatial: tuple[int, ...], size_divisor: int) -> bool:
     largest = [max(1, dim // size_divisor) for dim in spatial]
     table = numel([m * (m + 1) // 2 for m in largest])
     return len(spatial) in (2, 3) and max(spatial) <= 2**16 and warp_fits(spatial) and table <= MAX_WINDOW_TABLE
+
+
+class KernelWarp(NamedTuple):
+    """The elastic displacement of a batch in the factored form the compiled warp takes
+    (``_kernels.warp_sample``), made by ``elastic.kernel_warp``; numpy arrays in the batch's dtype.
+
+    Attributes:
+        partial: ``(B, 2, R, P)``: per sample and displaced axis, ``R`` coefficient rows over the ``P``
+            voxels of a first-axis plane.
+        first: ``(ceil(X / 2), R)``: the first axis's factor on the planes up to the middle one.
+        even: the factor's first ``even`` columns are symmetric about the middle plane, the others
+            antisymmetric, so plane ``X - 1 - c`` takes ``first[c]`` with those columns negated.
+    """
+
+    partial: np.ndarray
+    first: np.ndarray
+    even: int
 
 
 @dataclass(frozen=True)
@@ -68,7 +86,7 @@ class KernelPlan:
 
 
 def run_plan(
-    x: torch.Tensor, plan: KernelPlan, warp: tuple[np.ndarray, np.ndarray] | None = None, keep_input: bool = False
+    x: torch.Tensor, plan: KernelPlan, warp: KernelWarp | None = None, keep_input: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run ``plan`` on the float32/float64 CPU batch ``x`` (not modified).
 
@@ -76,7 +94,7 @@ def run_plan(
         x: the batch.
         plan: the drawn stages.
         warp: the elastic warp of every row before the stages, as ``elastic.kernel_warp`` returns it
-            (``partial (B, 2, R, P)``, ``first (X, R)``), or None. The kernel resamples one row at a time
+            (``partial (B, 2, R, P)``, ``first``, ``even``), or None. The kernel resamples one row at a time
             into a scratch sample that the stages then read while it is in cache.
         keep_input: return a copy of ``x`` as the target (made row by row while the row is in cache);
             not with ``plan.parity``.
@@ -131,14 +149,14 @@ def run_plan(
     return out, target if original is None else original
 
 
-def _warp_arrays(warp: tuple[np.ndarray, np.ndarray] | None, spatial: tuple[int, ...], x: torch.Tensor) -> tuple:
+def _warp_arrays(warp: KernelWarp | None, spatial: tuple[int, ...], x: torch.Tensor) -> tuple:
     """The kernel's warp arguments: the warp's own layout (``_backend.dims_3d``: a 2D image as ``(H, W,
     1)``) and the axis of the kernel layout that is its first axis."""
     if warp is None:
         dtype = np.float32 if x.dtype == torch.float32 else np.float64
-        return np.zeros((0, 2, 1, 1), dtype), np.zeros((1, 1), dtype), np.ones(3, dtype=np.int64), 0
-    partial, first = warp
-    return partial, first, _backend.dims_3d(spatial), 3 - len(spatial)
+        return np.zeros((0, 2, 1, 1), dtype), np.zeros((1, 1), dtype), 1, np.ones(3, dtype=np.int64), 0
+    partial, first, even = warp
+    return partial, first, even, _backend.dims_3d(spatial), 3 - len(spatial)
 
 
 def _dims(spatial: tuple[int, ...]) -> np.ndarray:

@@ -12,12 +12,15 @@ axis, zero padding = scipy's ``mode="constant"``, radius ``int(4 * sigma + 0.5)`
 truncation) and ``n`` i.i.d. U[-1, 1] (variance 1/3). Each value sums thousands of independent terms
 (about 8,000 at the centre of a 64x64x32 cube, 1,100 in a corner, 400 in a 224x224 image), so the field
 is Gaussian up to an excess kurtosis of -1.2 / that number (-1.5e-4, -1e-3, -3e-3). It is drawn here as
-the Gaussian field with exactly the reference covariance ``alpha^2 / 3 * S S^T``: with ``S_a = U_a D_a
-V_a^T`` per axis (SVD), ``S g`` for i.i.d. normal ``g`` has the law of ``(U_x D_x (x) U_y D_y (x) ...) g'``
-with i.i.d. normal ``g'``, and the singular values of a Gaussian smoothing fall fast: keeping the
-leading directions of each axis until the variance left out is below 1e-6 (11 of 64 and 6 of 32 at
-sigma 8) leaves about 2,400 normal draws and one small matrix product per axis for a 64x64x32 cube
-instead of smoothing 262,144 noise values (about 12x fewer multiply-adds).
+the Gaussian field with exactly the reference covariance ``alpha^2 / 3 * S S^T``: with ``F_a F_a^T = S_a
+S_a^T`` per axis (``F_a`` the eigenvectors of the Gram matrix scaled by the singular values of ``S_a``),
+``S g`` for i.i.d. normal ``g`` has the law of ``(F_x (x) F_y (x) ...) g'`` with i.i.d. normal ``g'``, and the
+singular values of a Gaussian smoothing fall fast: keeping the leading directions of each axis until the
+variance left out is below 1e-6 (11 of 64 and 6 of 32 at sigma 8) leaves about 2,400 normal draws and
+one small matrix product per axis for a 64x64x32 cube instead of smoothing 262,144 noise values (about
+12x fewer multiply-adds). The smoothing is symmetric under reversing an axis, so each column of ``F_a``
+is symmetric or antisymmetric (computed so exactly; the symmetric ones first): the compiled warp gets
+the displacement of plane ``X - 1 - i`` from the two partial sums of plane ``i``, at half the cost.
 
 Resampling: the batch is resampled with one bilinear ``grid_sample`` call over all slices
 (``padding_mode="reflection"``, ``align_corners=False``; a compiled kernel on float32/float64 CPU
@@ -39,7 +42,7 @@ import torch.nn.functional as F
 
 from semantic_genesis.errors import ConfigError
 from semantic_genesis.transforms import _backend
-from semantic_genesis.transforms._plan import warp_fits
+from semantic_genesis.transforms._plan import KernelWarp, warp_fits
 from semantic_genesis.transforms._random import check_batch, device_generator, resolve_generator, sample_or_batch
 
 
@@ -70,13 +73,47 @@ FIELD_VARIANCE_TOLERANCE = 1e-6
 
 
 @functools.lru_cache(maxsize=16)
+def _symmetric_factor(size: int, sigma: float) -> tuple[torch.Tensor, int]:
+    """``(factor, even)``: :func:`smoothing_factor` and its number of symmetric columns.
+
+    The Gram matrix ``S S^T`` of the smoothing commutes with the reversal of the axis, so its eigenvectors
+    split into symmetric and antisymmetric ones; each kind is found in its own half-size subspace, so that
+    every column is exactly (anti)symmetric in floating point (a row of a basis matrix holds one value).
+    """
+    gram = smoothing_matrix(size, sigma, torch.float64, torch.device("cpu"))
+    gram = gram @ gram.T
+    half = size // 2
+    i = torch.arange(half)
+    root = math.sqrt(0.5)
+    symmetric = torch.zeros(size, size - half, dtype=torch.float64)
+    symmetric[i, i] = symmetric[size - 1 - i, i] = root
+    if size % 2:
+        symmetric[half, half] = 1.0
+    antisymmetric = torch.zeros(size, half, dtype=torch.float64)
+    antisymmetric[i, i] = root
+    antisymmetric[size - 1 - i, i] = -root
+    values, columns = [], []
+    for basis in (symmetric, antisymmetric):
+        value, vector = torch.linalg.eigh(basis.T @ gram @ basis)
+        value = value.clamp_min(0.0)
+        values.append(value)
+        columns.append((basis @ vector) * value.sqrt())
+    is_even = torch.cat([torch.ones(size - half, dtype=torch.bool), torch.zeros(half, dtype=torch.bool)])
+    values, columns = torch.cat(values), torch.cat(columns, 1)
+    order = torch.argsort(values, descending=True, stable=True)
+    left = 1.0 - torch.cumsum(values[order], 0) / values.sum()
+    keep = order[: int((left > FIELD_VARIANCE_TOLERANCE).sum()) + 1]
+    even, odd = keep[is_even[keep]], keep[~is_even[keep]]
+    return columns[:, torch.cat([even, odd])], int(even.numel())
+
+
 def smoothing_factor(size: int, sigma: float) -> torch.Tensor:
-    """``(size, r)`` float64 ``U D`` of the leading singular directions of :func:`smoothing_matrix`: those
-    that carry all but :data:`FIELD_VARIANCE_TOLERANCE` of ``sum(D^2)`` (the field's variance)."""
-    u, d, _ = torch.linalg.svd(smoothing_matrix(size, sigma, torch.float64, torch.device("cpu")))
-    left = 1.0 - torch.cumsum(d**2, 0) / (d**2).sum()
-    rank = int((left > FIELD_VARIANCE_TOLERANCE).sum()) + 1
-    return u[:, :rank] * d[:rank]
+    """``(size, r)`` float64 ``F`` with ``F F^T`` the Gram matrix ``S S^T`` of :func:`smoothing_matrix` up to
+    the smallest directions: the leading eigenvectors, scaled by the square roots of their eigenvalues (the
+    singular values of ``S``), that carry all but :data:`FIELD_VARIANCE_TOLERANCE` of the field's variance.
+    The symmetric columns (``F[size - 1 - i] = F[i]``) come first, then the antisymmetric ones, each in
+    order of decreasing variance."""
+    return _symmetric_factor(size, sigma)[0]
 
 
 @functools.lru_cache(maxsize=16)
@@ -196,38 +233,61 @@ def check_elastic(alpha: float, sigma: float) -> None:
         raise ConfigError(f"elastic: sigma must be > 0 and alpha finite, got sigma={sigma}, alpha={alpha}")
 
 
-def kernel_warp(x: torch.Tensor, generator: torch.Generator, alpha: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+def kernel_warp(x: torch.Tensor, generator: torch.Generator, alpha: float, sigma: float) -> KernelWarp:
     """Draw the warp of the non-empty float32/float64 CPU batch ``x`` for the compiled kernels, consuming
-    ``generator`` as :func:`elastic` does: ``(partial, first)`` as ``_kernels.warp_sample`` takes them, in
-    ``x``'s dtype, ``partial (B, 2, R, P)`` (``P`` the voxels of a first-axis plane), ``first (X, R)``. The
-    kernel applies the first axis's factor plane by plane: the full field is never stored."""
+    ``generator`` as :func:`elastic` does, as ``_kernels.warp_sample`` takes it (:class:`~semantic_genesis.
+    transforms._plan.KernelWarp`, in ``x``'s dtype). The kernel applies the first axis's factor plane by
+    plane: the full field is never stored."""
     check_elastic(alpha, sigma)
-    coefficients, factors = _coefficients(generator, x.shape[0], tuple(x.shape[2:]), alpha, sigma, x.device, x.dtype)
-    return _kernel_arrays(x, _expand(coefficients, factors, 1), factors[0])
+    spatial = tuple(x.shape[2:])
+    coefficients, factors = _coefficients(generator, x.shape[0], spatial, alpha, sigma, x.device, x.dtype)
+    return _kernel_arrays(x, _expand(coefficients, factors, 1), factors[0], _symmetric_factor(spatial[0], sigma)[1])
 
 
-def _kernel_arrays(x: torch.Tensor, partial: torch.Tensor, first: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
-    """``partial`` ``(2 * B, R, P)`` (or the full displacement ``(B, 2, *spatial)`` when ``first`` is None:
-    the identity factor) and ``first`` as contiguous numpy arrays in ``x``'s dtype."""
+def _kernel_arrays(x: torch.Tensor, partial: torch.Tensor, first: torch.Tensor | None = None, even: int = 0) -> KernelWarp:
+    """The :class:`~semantic_genesis.transforms._plan.KernelWarp` of ``partial`` ``(2 * B, R, P)`` and the
+    first axis's factor ``first`` ``(X, R)`` with ``even`` symmetric columns first. With ``first`` None,
+    ``partial`` is the full displacement ``(B, 2, *spatial)``, written in the basis of :func:`_mirror_basis`."""
+    size = x.shape[2]
     if first is None:
-        first = torch.eye(x.shape[2], dtype=x.dtype)
+        first, even = _mirror_basis(size)
+        half = (size + 1) // 2
+        flat = partial.to(torch.float64).reshape(x.shape[0], 2, size, -1)
+        mirror = flat.flip(2)
+        partial = torch.cat([(flat + mirror)[:, :, :half] * 0.5, (flat - mirror)[:, :, : size // 2] * 0.5], 2)
     partial = partial.to(x.dtype).reshape(x.shape[0], 2, first.shape[1], -1)
-    return np.ascontiguousarray(partial.numpy()), np.ascontiguousarray(first.to(x.dtype).numpy())
+    first = first[: (size + 1) // 2].to(x.dtype)
+    return KernelWarp(np.ascontiguousarray(partial.numpy()), np.ascontiguousarray(first.numpy()), int(even))
 
 
-def _warp_kernel(x: torch.Tensor, partial: np.ndarray, first: np.ndarray) -> torch.Tensor:
-    """:func:`warp` by the compiled kernel ``_kernels.warp_inplane`` (float32/float64 CPU batches), with the
-    displacement of the first-axis plane ``i`` given as ``first[i] @ partial[b, axis]``.
+def _mirror_basis(size: int) -> tuple[torch.Tensor, int]:
+    """``(basis, even)``: a ``(size, size)`` factor for a full displacement, in the form the kernel takes:
+    column ``k < ceil(size / 2)`` is 1 at ``k`` and ``size - 1 - k`` (symmetric), column ``ceil(size / 2) + k``
+    is 1 at ``k`` and -1 at ``size - 1 - k`` (antisymmetric). A displacement ``d`` along the axis has the
+    coefficients ``(d[k] + d[size - 1 - k]) / 2`` and ``(d[k] - d[size - 1 - k]) / 2``."""
+    half, even = size // 2, (size + 1) // 2
+    basis = torch.zeros(size, size, dtype=torch.float64)
+    k = torch.arange(even)
+    basis[k, k] = 1.0
+    basis[size - 1 - k, k] = 1.0
+    k = torch.arange(half)
+    basis[k, even + k] = 1.0
+    basis[size - 1 - k, even + k] = -1.0
+    return basis, even
+
+
+def _warp_kernel(x: torch.Tensor, partial: np.ndarray, first: np.ndarray, even: int) -> torch.Tensor:
+    """:func:`warp` by the compiled kernel ``_kernels.warp_inplane`` (float32/float64 CPU batches).
 
     Args:
         x: the batch.
-        partial, first: as :func:`kernel_warp` returns them (:func:`_kernel_arrays` makes them from a
-            given factored or full displacement).
+        partial, first, even: as :func:`kernel_warp` returns them (:func:`_kernel_arrays` makes them from
+            a given factored or full displacement).
     """
     src = x.contiguous()
     out = _backend.new_batch_like(src)
     _backend.kernels().warp_inplane(
-        _backend.rows_view(src), _backend.rows_view(out), partial, first,
+        _backend.rows_view(src), _backend.rows_view(out), partial, first, even,
         _backend.dims_3d(tuple(int(s) for s in x.shape[2:])),
     )
     return out
