@@ -128,7 +128,7 @@ def restore_rows(x, out, target, parity, dims,
                  shuffle_of, shuffle_seeds, num_windows, max_size, disp,
                  map_of, table, slope, t_grid, controls, inverted,
                  paint_of, paint_inside, corners, sizes, counts, constants, use_constant, noise_seed, noise_index,
-                 bits, warp_partial, warp_first, warp_even, warp_dims, warp_axis, original):
+                 bits, warp, original):
     """Write ``out[b]`` (and ``target[b]``) for every row ``b``: warp, flip, shuffle, map, paint, in that order.
 
     Args:
@@ -152,10 +152,10 @@ def restore_rows(x, out, target, parity, dims,
         constants, use_constant: ``(P,)`` the fill value of painting ``j`` when ``use_constant[j]``, else
             uniform noise: voxel ``p`` of channel ``ch`` gets the top ``bits`` bits (24 for float32, 53
             for float64) of ``mix(stream(noise_seed[j], noise_index[j] * C + ch) + (p + 1) * gamma)``.
-        warp_partial, warp_first, warp_even, warp_dims: the elastic warp of every row before the other
-            stages (:func:`warp_sample`'s ``partial`` per row ``(B, 2, R, P)``, ``first``, ``even``, ``dims``), or a
-            ``warp_partial`` of 0 rows: no warp. ``warp_axis`` is the axis of ``dims`` that is the warp's
-            first axis (0 for a 3D sample, 1 for a 2D image, whose warp layout is ``(H, W, 1)``).
+        warp: ``(partial, first, even, dims, axis)``, the elastic warp of every row before the other stages:
+            :func:`warp_sample`'s ``partial`` per row ``(B, 2, R, P)``, ``first``, ``even`` and ``dims``, and
+            the axis of ``dims`` (the kernel layout) that is the warp's first axis (0 for a 3D sample, 1 for
+            a 2D image, whose warp layout is ``(H, W, 1)``); a ``partial`` of 0 rows: no warp.
         original: ``(B, C, V)`` written with ``x`` itself (the target of a warped batch), or ``(0, C, V)``.
 
     A warped row is resampled into a scratch sample that stays in cache for the stages that follow; on
@@ -193,6 +193,7 @@ def restore_rows(x, out, target, parity, dims,
     keep = np.zeros(voxels if paint_of.shape[0] > 0 else 0, np.uint8)
     span_low = np.zeros(lines, np.int64)
     span_high = np.full(lines, size_z, np.int64)
+    warp_partial, warp_first, warp_even, warp_dims, warp_axis = warp
     warping = warp_partial.shape[0] > 0
     scratch = np.empty((channels if warping else 0, voxels), x.dtype)
     work = warp_workspace(warp_partial, warp_dims)

@@ -143,14 +143,15 @@ def run_plan(
         _backend.rows_view(target) if target is not None else np.empty((0,) + source.shape[1:], source.dtype),
         parity, dims, shuffle_of, seeds, num_windows, max_size, disp, map_of, *tables, *paint,
         24 if x.dtype == torch.float32 else 53,
-        *_warp_arrays(warp, spatial, x),
+        _warp_arrays(warp, spatial, x),
         _backend.rows_view(original) if original is not None else np.empty((0,) + source.shape[1:], source.dtype),
     )
     return out, target if original is None else original
 
 
 def _warp_arrays(warp: KernelWarp | None, spatial: tuple[int, ...], x: torch.Tensor) -> tuple:
-    """The kernel's warp arguments: the warp's own layout (``_backend.dims_3d``: a 2D image as ``(H, W,
+    """The kernel's ``warp`` argument ``(partial, first, even, dims, axis)``: the arrays of ``warp`` (a no-op
+    warp of 0 rows for None), the warp's own layout ``dims`` (``_backend.dims_3d``: a 2D image as ``(H, W,
     1)``) and the axis of the kernel layout that is its first axis."""
     if warp is None:
         dtype = np.float32 if x.dtype == torch.float32 else np.float64
