@@ -280,13 +280,12 @@ def _setup(task: "Task", data: "TaskData", split: dict[str, np.ndarray], cfg: "C
         if any(s % divisor for s in shape):
             raise ConfigError(f"{what} {list(shape)}: every size must be a multiple of {divisor} for the "
                               f"{report.backbone} backbone")
-    frozen: list[torch.nn.Module] = []
+    encoder = tuple(encoder_modules(model))
+    encoder_ids = {id(p) for p in encoder_parameters(model)}
     if ft.freeze_encoder:
         for param in encoder_parameters(model):
             param.requires_grad_(False)
-        frozen = list(encoder_modules(model))
     schedule = encoder_schedule(cfg, init)
-    encoder_ids = {id(p) for p in encoder_parameters(model)}
     encoder_names = tuple(name for name, p in model.named_parameters() if id(p) in encoder_ids)
     if data.whole_volume:
         train_set = VolumeCrops(data, train_idx, ft.crop_size)
@@ -304,19 +303,18 @@ def _setup(task: "Task", data: "TaskData", split: dict[str, np.ndarray], cfg: "C
     if ft.recalibrate_norm and (ft.freeze_encoder or schedule.frozen_epochs > 0):
         from semantic_genesis.finetune.models import recalibrate_norms
         from semantic_genesis.training.data import collate
-
         from semantic_genesis.training.distributed import resolve_device
 
         # every key of epoch 0 on every rank (the same statistics everywhere), on the run's device
         device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))))
         images = (collate([train_set[key] for key in keys])["image"].to(device) for keys in batches(seed, 0, 1))
-        recalibrated = recalibrate_norms(model.to(device), encoder_modules(model), images)
+        recalibrated = recalibrate_norms(model.to(device), encoder, images)
         model.cpu()
     setup = FinetuneSetup(
         model=model, loss=build_loss(ft.loss, task.kind, _pos_weight(cfg, data, train_idx)), train_set=train_set,
         val_set=TaskSamples(data, split["val"]), batches=batches, scoring=scoring_for(task, cfg, data.whole_volume),
-        frozen_modules=frozen,
-        encoder_modules=tuple(encoder_modules(model)), encoder_parameters=encoder_names,
+        frozen_modules=encoder if ft.freeze_encoder else (),
+        encoder_modules=encoder, encoder_parameters=encoder_names,
         encoder_lr_scale=schedule.lr_scale, freeze_encoder_epochs=schedule.frozen_epochs,
         metadata={"task": task.name, "init": init.name, "init_path": report.path, "crop_size": list(ft.crop_size),
                   "encoder_lr_scale": schedule.lr_scale, "freeze_encoder_epochs": schedule.frozen_epochs,

@@ -376,8 +376,9 @@ def _map_range(line, low, high, mp):
     """``line[p]`` = :func:`_map_value` of itself for ``p`` in ``[low, high)``: a short span one value at a
     time, a longer one :data:`MAP_CHUNK` values at a time in three passes: the table cell and fraction
     of every value (:func:`_table_cell`, vectorised), the interpolation (reads of the table), then, only
-    if a value was NaN or fell in a cell evaluated exactly, the exact evaluation of those values. ``mp`` = ``(table, slope, scale, t_grid, controls, inverted,
-    tolerance, cell, fraction, values)``, the last three scratch arrays of :data:`MAP_CHUNK`."""
+    if a value was NaN or fell in a cell evaluated exactly, the exact evaluation of those values.
+    ``mp = (table, slope, scale, t_grid, controls, inverted, tolerance, cell, fraction, values)``, the
+    last three scratch arrays of :data:`MAP_CHUNK`."""
     table, slope, scale, t_grid, controls, inverted, tolerance, cell, fraction, values = mp
     if high - low < MAP_SHORT:
         for p in range(low, high):

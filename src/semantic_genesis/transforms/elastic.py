@@ -244,11 +244,15 @@ def kernel_warp(x: torch.Tensor, generator: torch.Generator, alpha: float, sigma
     return _kernel_arrays(x, _expand(coefficients, factors, 1), factors[0], _symmetric_factor(spatial[0], sigma)[1])
 
 
-def _kernel_arrays(x: torch.Tensor, partial: torch.Tensor, first: torch.Tensor | None = None, even: int = 0) -> KernelWarp:
+def _kernel_arrays(
+    x: torch.Tensor, partial: torch.Tensor, first: torch.Tensor | None = None, even: int | None = None
+) -> KernelWarp:
     """The :class:`~semantic_genesis.transforms._plan.KernelWarp` of ``partial`` ``(2 * B, R, P)`` and the
     first axis's factor ``first`` ``(X, R)`` with ``even`` symmetric columns first. With ``first`` None,
     ``partial`` is the full displacement ``(B, 2, *spatial)``, written in the basis of :func:`_mirror_basis`."""
     size = x.shape[2]
+    if first is not None and even is None:
+        raise ValueError("_kernel_arrays: a factor needs its number of symmetric columns (even)")
     if first is None:
         first, even = _mirror_basis(size)
         half = (size + 1) // 2

@@ -311,8 +311,8 @@ def shuffle_on_device(
     small = torch.int32 if max(batch * voxels, total_windows) < 2**31 - 1 else torch.int64
     last = torch.full((batch * voxels,), -1, dtype=small, device=device)
     for begin, end, size in _window_chunks(volume, limit, total_windows):
-        owner, voxel = _window_voxels(number[begin:end], volume[begin:end], size, first, shape_of, offsets)
-        last.scatter_reduce_(0, voxel, owner.to(small), reduce="amax")
+        slot, voxel = _window_voxels(number[begin:end], volume[begin:end], size, first, shape_of, offsets)
+        last.scatter_reduce_(0, voxel, (slot + begin).to(small), reduce="amax")  # window number = begin + slot
 
     # 2. Permutations only for the windows that keep a voxel; each voxel takes its source from the
     # permutation of its last window.
@@ -323,12 +323,11 @@ def shuffle_on_device(
     discard = batch * voxels
     source_of = torch.arange(discard + 1, device=device, dtype=small)
     for begin, end, size in _window_chunks(live_volume, limit, 1 << (62 - PERMUTATION_KEY_BITS)):
-        owner, voxel = _window_voxels(live[begin:end], live_volume[begin:end], size, first, shape_of, offsets)
+        slot, voxel = _window_voxels(live[begin:end], live_volume[begin:end], size, first, shape_of, offsets)
         # key = (window within the chunk, random bits): one sort orders each window's voxels at random
-        group, _ = _window_voxels(torch.arange(end - begin, device=device), live_volume[begin:end], size)
         noise = torch.randint(0, 1 << PERMUTATION_KEY_BITS, (size,), generator=generator, device=device)
-        order = torch.sort((group << PERMUTATION_KEY_BITS) | noise, stable=True).indices
-        destination = torch.where(last[voxel] == owner, voxel, discard)
+        order = torch.sort((slot << PERMUTATION_KEY_BITS) | noise, stable=True).indices
+        destination = torch.where(last[voxel] == live[begin:end][slot], voxel, discard)
         source_of.scatter_(0, destination, voxel[order].to(small))
     return _take_voxels(x, source_of[:discard])
 
@@ -364,21 +363,17 @@ def _window_chunks(volume: torch.Tensor, limit: int, max_windows: int) -> list[t
 
 
 def _window_voxels(
-    ids: torch.Tensor, volume: torch.Tensor, size: int, first: torch.Tensor | None = None,
-    shape_of: torch.Tensor | None = None, offsets: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ids: torch.Tensor, volume: torch.Tensor, size: int, first: torch.Tensor, shape_of: torch.Tensor,
+    offsets: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Every voxel of the windows ``ids`` (``volume[i]`` voxels each, ``size`` in all), window by window in
-    row-major order: ``(owner, voxel)``, the window of each and, with ``first``/``shape_of``/``offsets``,
-    its flat index in the batch (``first[w] + offsets[shape_of[w], k]``). Without a host synchronisation:
-    a window's voxels start where the running total of the volumes before it ends."""
-    device = ids.device
+    row-major order: ``(slot, voxel)``, the position in ``ids`` of each voxel's window (int64) and its flat
+    index in the batch (``first[w] + offsets[shape_of[w], k]`` for window ``w = ids[slot]``). Without a
+    host synchronisation: a window's voxels start where the running total of the volumes before it ends."""
     starts = torch.cumsum(volume, 0) - volume
-    marks = torch.zeros(size + 1, dtype=torch.int64, device=device)
+    marks = torch.zeros(size + 1, dtype=torch.int64, device=ids.device)
     marks.index_add_(0, starts, torch.ones_like(starts))  # windows of volume 0 share the next one's start
     slot = torch.cumsum(marks[:size], 0) - 1
     owner = ids[slot]
-    if first is None:
-        return owner, None
-    k = torch.arange(size, device=device) - starts[slot]
-    voxel = first[owner] + offsets[shape_of[owner], k]
-    return owner, voxel
+    k = torch.arange(size, device=ids.device) - starts[slot]
+    return slot, first[owner] + offsets[shape_of[owner], k]
