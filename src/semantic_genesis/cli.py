@@ -191,16 +191,19 @@ def _main(argv: Sequence[str]) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     _configure_output(args.verbose)
-    from semantic_genesis.errors import RunInterrupted, SemanticGenesisError, error_line
+    from semantic_genesis.errors import RunInterrupted, SemanticGenesisError, error_line, os_error_line
 
     try:
         return int(args._run(args) or 0)
     except SemanticGenesisError as exc:
-        if args.verbose or os.environ.get("SEMANTIC_GENESIS_DEBUG"):
-            import traceback
-
-            traceback.print_exc()
+        _traceback_if_asked(args.verbose)
         print(f"error: {error_line(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:
+        raise  # `... | head`: handled quietly by main()
+    except OSError as exc:  # a full disk, a read-only or vanished folder: the system's reason, one line
+        _traceback_if_asked(args.verbose)
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except RunInterrupted as exc:  # SIGINT / SIGTERM during training: a checkpoint was written
         print(f"interrupted: {exc}", file=sys.stderr)
@@ -208,6 +211,14 @@ def _main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _traceback_if_asked(verbose: int) -> None:
+    """Print the current exception's traceback under ``-v`` or ``SEMANTIC_GENESIS_DEBUG``."""
+    if verbose or os.environ.get("SEMANTIC_GENESIS_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
 
 
 if __name__ == "__main__":  # pragma: no cover

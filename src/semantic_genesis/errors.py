@@ -86,3 +86,19 @@ def error_line(exc: BaseException) -> str:
     last = [line for line in text.splitlines() if line.strip()][-1]
     head, sep, message = last.partition(": ")
     return message if sep and " " not in head else last
+
+
+def os_error_line(exc: OSError) -> str:
+    """An operating-system error as ``FILE: reason`` on one line, for ``error: ...``.
+
+    The disk filling up, a read-only or vanished folder, a file another program removed: these reach
+    the CLI as :class:`OSError` from wherever the write or read happened. The file it names (both, for
+    a rename) and the system's reason are what a user needs; the traceback is not.
+    """
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    where = str(exc.filename)
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    return f"{where}: {reason}"

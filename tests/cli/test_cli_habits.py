@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -113,6 +114,29 @@ def test_verbose_prints_the_traceback_of_an_error(tmp_path, capsys):
     assert main(["pretrain", "--config", str(tmp_path / "missing.yaml"), "-v"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: ")
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_loses_nothing(tmp_path, cli, monkeypatch):
+    out = tmp_path / "xray"
+    status, _, err = cli("phantom", "xray", "--patients", "1", "--out", out, "-q")
+    assert status == 0, err
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    status, _, err = cli("phantom", "xray", "--patients", "3", "--out", out, "-q")
+    assert status == 2
+    assert re.fullmatch(rf"error: {re.escape(str(out))}/\S+: No space left on device\n", err), err
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert {p: after[p] for p in before} == before  # nothing written before is lost or changed
+    assert not [p for p in after if p.name.startswith(".")]  # no temporary file left behind
+
+
+def test_an_operating_system_error_is_one_line(cli):
+    status, _, err = cli("phantom", "xray", "--patients", "1", "--out", "/proc/semantic-genesis-test", "-q")
+    assert (status, err) == (2, "error: /proc/semantic-genesis-test: No such file or directory\n")
 
 
 def test_phantom_dry_run_writes_nothing(tmp_path, cli):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 
@@ -72,6 +73,37 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def _disk_full(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_keeps_the_old_file_and_names_the_one_being_written(tmp_path, monkeypatch):
+    target = tmp_path / "x.json"
+    write_json(target, {"v": 1})
+    monkeypatch.setattr(os, "fsync", _disk_full)  # the kernel reports ENOSPC when the data is flushed
+    with pytest.raises(OSError) as raised:
+        write_json(target, {"v": 2})
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
+    assert target.read_text() == '{\n  "v": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_a_library_writer_failing_on_a_full_disk_names_the_final_file(tmp_path):
+    target = tmp_path / "scan.nii.gz"
+    with pytest.raises(OSError) as raised, atomic_path(target) as tmp:
+        tmp.write_bytes(b"partial")
+        _disk_full()
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_error_that_already_names_a_file_is_left_as_it_is(tmp_path):
+    with pytest.raises(FileNotFoundError) as raised, atomic_open(tmp_path / "out.bin") as handle:
+        handle.write((tmp_path / "missing_input.bin").read_bytes())
+    assert raised.value.filename == str(tmp_path / "missing_input.bin")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o077, 0o600)])

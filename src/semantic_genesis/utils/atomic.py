@@ -1,6 +1,8 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, then rename.
 
-A process killed at any moment leaves either the old file or the new one, never a half-written one.
+A process killed at any moment leaves either the old file or the new one, never a half-written one. A
+write that fails (the disk is full) removes its temporary file, leaves the old file as it was and raises
+an :class:`OSError` that names the file it was writing.
 
 The written file gets the permissions a plain ``open(path, "w")`` would give it: those of the file it
 replaces, else ``0o666`` minus the process umask (so with the usual umask 022 colleagues on a shared
@@ -42,9 +44,10 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             os.fchmod(handle.fileno(), target_mode(path))
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _raise_naming(exc, path)
         raise
 
 
@@ -65,10 +68,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, target_mode(path))
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        _raise_naming(exc, path)
         raise
+
+
+def _raise_naming(exc: BaseException, path: Path) -> None:
+    """Re-raise an :class:`OSError` that names no file (a full disk at ``write`` or ``fsync``) as one
+    naming ``path``, the file that could not be written; return for any other exception."""
+    if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
 
 
 def current_umask() -> int:
