@@ -281,9 +281,10 @@ def _setup(task: "Task", data: "TaskData", split: dict[str, np.ndarray], cfg: "C
             raise ConfigError(f"{what} {list(shape)}: every size must be a multiple of {divisor} for the "
                               f"{report.backbone} backbone")
     encoder = tuple(encoder_modules(model))
-    encoder_ids = {id(p) for p in encoder_parameters(model)}
+    encoder_params = tuple(encoder_parameters(model))
+    encoder_ids = {id(p) for p in encoder_params}
     if ft.freeze_encoder:
-        for param in encoder_parameters(model):
+        for param in encoder_params:
             param.requires_grad_(False)
     schedule = encoder_schedule(cfg, init)
     encoder_names = tuple(name for name, p in model.named_parameters() if id(p) in encoder_ids)

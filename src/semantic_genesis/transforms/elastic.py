@@ -83,15 +83,9 @@ def _symmetric_factor(size: int, sigma: float) -> tuple[torch.Tensor, int]:
     gram = smoothing_matrix(size, sigma, torch.float64, torch.device("cpu"))
     gram = gram @ gram.T
     half = size // 2
-    i = torch.arange(half)
-    root = math.sqrt(0.5)
-    symmetric = torch.zeros(size, size - half, dtype=torch.float64)
-    symmetric[i, i] = symmetric[size - 1 - i, i] = root
-    if size % 2:
-        symmetric[half, half] = 1.0
-    antisymmetric = torch.zeros(size, half, dtype=torch.float64)
-    antisymmetric[i, i] = root
-    antisymmetric[size - 1 - i, i] = -root
+    symmetric, antisymmetric = _parity_basis(size)
+    symmetric[:, :half] *= math.sqrt(0.5)  # orthonormal: the middle plane's column (odd size) holds one 1
+    antisymmetric *= math.sqrt(0.5)
     values, columns = [], []
     for basis in (symmetric, antisymmetric):
         value, vector = torch.linalg.eigh(basis.T @ gram @ basis)
@@ -264,20 +258,28 @@ def _kernel_arrays(
     return KernelWarp(np.ascontiguousarray(partial.numpy()), np.ascontiguousarray(first.numpy()), int(even))
 
 
+def _parity_basis(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(symmetric, antisymmetric)`` float64 bases of the vectors of ``size`` values that reversal keeps or
+    negates: column ``k`` of ``symmetric`` ``(size, ceil(size / 2))`` is 1 at ``k`` and ``size - 1 - k``, column
+    ``k`` of ``antisymmetric`` ``(size, size // 2)`` is 1 at ``k`` and -1 at ``size - 1 - k``."""
+    half, even = size // 2, (size + 1) // 2
+    symmetric = torch.zeros(size, even, dtype=torch.float64)
+    k = torch.arange(even)
+    symmetric[k, k] = 1.0
+    symmetric[size - 1 - k, k] = 1.0
+    antisymmetric = torch.zeros(size, half, dtype=torch.float64)
+    k = torch.arange(half)
+    antisymmetric[k, k] = 1.0
+    antisymmetric[size - 1 - k, k] = -1.0
+    return symmetric, antisymmetric
+
+
 def _mirror_basis(size: int) -> tuple[torch.Tensor, int]:
     """``(basis, even)``: a ``(size, size)`` factor for a full displacement, in the form the kernel takes:
-    column ``k < ceil(size / 2)`` is 1 at ``k`` and ``size - 1 - k`` (symmetric), column ``ceil(size / 2) + k``
-    is 1 at ``k`` and -1 at ``size - 1 - k`` (antisymmetric). A displacement ``d`` along the axis has the
-    coefficients ``(d[k] + d[size - 1 - k]) / 2`` and ``(d[k] - d[size - 1 - k]) / 2``."""
-    half, even = size // 2, (size + 1) // 2
-    basis = torch.zeros(size, size, dtype=torch.float64)
-    k = torch.arange(even)
-    basis[k, k] = 1.0
-    basis[size - 1 - k, k] = 1.0
-    k = torch.arange(half)
-    basis[k, even + k] = 1.0
-    basis[size - 1 - k, even + k] = -1.0
-    return basis, even
+    the :func:`_parity_basis` columns, the ``even = ceil(size / 2)`` symmetric ones first. A displacement
+    ``d`` along the axis has the coefficients ``(d[k] + d[size - 1 - k]) / 2`` and ``(d[k] - d[size - 1 - k]) / 2``."""
+    symmetric, antisymmetric = _parity_basis(size)
+    return torch.cat([symmetric, antisymmetric], 1), symmetric.shape[1]
 
 
 def _warp_kernel(x: torch.Tensor, partial: np.ndarray, first: np.ndarray, even: int) -> torch.Tensor:
