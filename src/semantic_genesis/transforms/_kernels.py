@@ -243,14 +243,10 @@ def restore_rows(x, out, target, parity, dims,
             # A row that is only copied or mapped (no flip, shuffle or out-painting) is one contiguous
             # pass: per 3D line (32 voxels) the loop's set-up would cost as much as the copy.
             whole = not (shuffled or outpainted or flip_x or flip_y or flip_z)
-            if whole and has_target and mapped:
-                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, True, True, mp)
-            elif whole and has_target:
-                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, True, False, mp)
-            elif whole and mapped:
-                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, False, True, mp)
+            if whole and has_target:
+                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, True, mapped, mp)
             elif whole:
-                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, False, False, mp)
+                _direct_values(line_x, line_target, line_out, 0, 1, 0, 0, voxels, voxels, False, mapped, mp)
             # Else plane by plane. A shuffled row reads the flipped row at p + disp[p], up to `lag` planes
             # ahead, so its target planes are written `lag` planes before they are read (still in cache).
             run_start, run_end = 0, 0  # fill of consecutive out-painted lines that keep nothing
@@ -262,11 +258,7 @@ def restore_rows(x, out, target, parity, dims,
                     continue
                 if shuffled and not outpainted:  # the plane's lines are one contiguous span
                     line_in = line_target if has_target else line_x
-                    if mapped:
-                        _shuffled_values(line_in, line_out, plane * plane_size, (plane + 1) * plane_size, disp, True, mp)
-                    else:
-                        _shuffled_values(line_in, line_out, plane * plane_size, (plane + 1) * plane_size, disp, False,
-                                         mp)
+                    _shuffled_values(line_in, line_out, plane * plane_size, (plane + 1) * plane_size, disp, mapped, mp)
                     continue
                 for j in range(size_y):
                     line = plane * size_y + j
@@ -284,26 +276,16 @@ def restore_rows(x, out, target, parity, dims,
                         run_end = start + size_z
                         continue
                     if shuffled:
-                        line_in = line_target if has_target else line_x
-                        if mapped:
-                            _shuffled_values(line_in, line_out, low, high, disp, True, mp)
-                        else:
-                            _shuffled_values(line_in, line_out, low, high, disp, False, mp)
+                        _shuffled_values(line_target if has_target else line_x, line_out, low, high, disp, mapped, mp)
                     else:
                         # read the (flipped) line of x once, write the target line and the kept span
                         read, direction = _line_read(plane, j, flip_x, flip_y, flip_z, size_x, size_y, size_z)
-                        if has_target and mapped:
+                        if has_target:
                             _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
-                                           size_z, True, True, mp)
-                        elif has_target:
-                            _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
-                                           size_z, True, False, mp)
-                        elif mapped:
-                            _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
-                                           size_z, False, True, mp)
+                                           size_z, True, mapped, mp)
                         else:
                             _direct_values(line_x, line_target, line_out, read, direction, start, low, high,
-                                           size_z, False, False, mp)
+                                           size_z, False, mapped, mp)
                     if outpainted:
                         _outpaint_line(line_out, start, low, high, start + size_z, keep, fill, constant, stream,
                                        shift, scale)
@@ -330,7 +312,7 @@ def _line_read(plane, j, flip_x, flip_y, flip_z, size_x, size_y, size_z):
 @njit(inline="always", cache=True)
 def _shuffled_values(line_in, line_out, low, high, disp, mapped, mp):
     """``line_out[p]`` = the (mapped, ``mp`` as :func:`_map_range` takes it) value of ``line_in`` at
-    ``p + disp[p]`` for ``p`` in ``[low, high)`` (``mapped`` is a constant at each call site)."""
+    ``p + disp[p]`` for ``p`` in ``[low, high)``: the copy, then the map over the span."""
     for p in range(low, high):
         line_out[_u(p)] = line_in[_u(p + disp[_u(p)])]
     if mapped:
@@ -341,7 +323,8 @@ def _shuffled_values(line_in, line_out, low, high, disp, mapped, mp):
 def _direct_values(line_x, line_target, line_out, read, direction, start, low, high, size_z, with_target, mapped, mp):
     """One line of a row that is not shuffled: ``line_target[start + k] = line_x[read + direction * k]``
     (the flip) for the whole line, and ``line_out`` = that value (mapped, ``mp`` as :func:`_map_range`
-    takes it) on ``[low, high)``. ``with_target`` and ``mapped`` are constants at each call site."""
+    takes it) on ``[low, high)``: the copy, then the map over the span. ``with_target`` is a constant at each
+    call site (the copy loops are compiled with and without the target write)."""
     if with_target:
         for p in range(start, low):
             line_target[_u(p)] = line_x[_u(read + direction * (p - start))]
